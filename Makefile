@@ -1,0 +1,44 @@
+# Veil: `make run` starts the whole system, `make test` runs every check. `make help` lists targets.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint unit integration bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## Create .venv and install Veil with its pinned dependencies
+
+run: $(STAMP) ## Start PostgreSQL, S3 and Veil at https://localhost:8443 (Ctrl-C stops all)
+	$(BIN)/veil run
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+test: lint ## Lint, types, then unit, integration and e2e tests on a private stack (.data-test)
+	VEIL_TEST_DATA_DIR=.data-test $(BIN)/pytest
+
+unit: $(STAMP) ## Only the fast unit tests
+	$(BIN)/pytest tests/unit
+
+bench: $(STAMP) ## Benchmarks; results go to docs/benchmarks.md
+	$(BIN)/python -m bench
+
+lock: ## Re-resolve requirements.lock from pyproject.toml (needs uv: pip install uv)
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	    --no-header --quiet -o requirements.lock
+
+clean: ## Remove the virtualenv and the test data (keeps .data)
+	rm -rf $(VENV) .data-test .pytest_cache .mypy_cache .ruff_cache

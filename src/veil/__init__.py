@@ -1,0 +1,1 @@
+"""Veil: a privacy-first, end-to-end-encrypted messaging backend."""

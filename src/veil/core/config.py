@@ -1,0 +1,130 @@
+"""Configuration: read from the environment (and `.env` in development), validated once at start.
+
+Every variable is documented in `.env.example`. Nothing here reads the environment at import time;
+`load_settings()` is called by the entry points and the result is passed down explicitly.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+IPNetwork = IPv4Network | IPv6Network
+
+# Values that only ever appear in examples: production refuses to start with any of them.
+_PLACEHOLDER_SECRETS = frozenset({"", "changeme", "change-me", "secret", "minioadmin", "password"})
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def _env(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of a Veil process. Immutable once loaded."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True, populate_by_name=True)
+
+    environment: Environment = Field(Environment.DEVELOPMENT, validation_alias=_env("VEIL_ENV"))
+    host: str = Field("127.0.0.1", validation_alias=_env("VEIL_HOST"))
+    port: int = Field(8443, ge=0, le=65535, validation_alias=_env("VEIL_PORT"))
+    data_dir: Path = Field(Path(".data"), validation_alias=_env("VEIL_DATA_DIR"))
+    public_url: str | None = Field(None, validation_alias=_env("VEIL_PUBLIC_URL"))
+
+    # TLS: certificate and key files. Unset in development: a private CA and certificate are made
+    # under `<data_dir>/tls`. Unset in production: the process serves plain HTTP and must sit behind
+    # the TLS-terminating gateway (see deploy/).
+    tls_cert_file: Path | None = Field(None, validation_alias=_env("VEIL_TLS_CERT_FILE"))
+    tls_key_file: Path | None = Field(None, validation_alias=_env("VEIL_TLS_KEY_FILE"))
+
+    # PostgreSQL. Unset in development and tests: a private embedded server is started.
+    database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    db_pool_min_size: int = Field(1, ge=0, validation_alias=_env("VEIL_DB_POOL_MIN"))
+    db_pool_max_size: int = Field(20, ge=1, validation_alias=_env("VEIL_DB_POOL_MAX"))
+    # Upper bound on any single statement and on waiting for a connection: a hung database turns
+    # into a 503 after this long instead of a hung request.
+    db_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("VEIL_DB_TIMEOUT"))
+
+    # S3-compatible object store. Unset endpoint in development and tests: a private server starts.
+    s3_endpoint: str | None = Field(None, validation_alias=_env("S3_ENDPOINT"))
+    s3_access_key: SecretStr | None = Field(None, validation_alias=_env("S3_ACCESS_KEY"))
+    s3_secret_key: SecretStr | None = Field(None, validation_alias=_env("S3_SECRET_KEY"))
+    s3_bucket: str = Field("veil-attachments", validation_alias=_env("S3_BUCKET"))
+    s3_region: str = Field("eu-central-1", validation_alias=_env("S3_REGION"))
+    s3_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("S3_TIMEOUT"))
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", validation_alias=_env("VEIL_LOG_LEVEL")
+    )
+    # `off` disables every rate limit (benchmarks on a private machine); refused in production.
+    rate_limits: Literal["on", "off"] = Field("on", validation_alias=_env("VEIL_RATE_LIMITS"))
+    # Peers whose X-Forwarded-For / X-Request-ID are believed (the gateway). Comma-separated CIDRs.
+    trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
+        (), validation_alias=_env("VEIL_TRUSTED_PROXIES")
+    )
+    # Seconds SIGTERM waits for in-flight requests before closing what is left.
+    shutdown_timeout_seconds: float = Field(20.0, gt=0, validation_alias=_env("VEIL_SHUTDOWN_TIMEOUT"))
+    max_request_body_bytes: int = Field(256 * 1024, gt=0, validation_alias=_env("VEIL_MAX_REQUEST_BODY"))
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _production_is_complete(self) -> Settings:
+        if self.environment is not Environment.PRODUCTION:
+            return self
+        problems: list[str] = []
+        if self.database_url is None:
+            problems.append("DATABASE_URL is required")
+        if self.s3_endpoint is None:
+            problems.append("S3_ENDPOINT is required")
+        for name, secret in (
+            ("S3_ACCESS_KEY", self.s3_access_key),
+            ("S3_SECRET_KEY", self.s3_secret_key),
+        ):
+            if secret is None or secret.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
+                problems.append(f"{name} is missing or a placeholder")
+        if self.rate_limits == "off":
+            problems.append("VEIL_RATE_LIMITS=off is refused in production")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            problems.append("VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE go together")
+        if problems:
+            raise ValueError("production configuration refused: " + "; ".join(problems))
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION
+
+    @property
+    def rate_limits_enabled(self) -> bool:
+        return self.rate_limits == "on"
+
+    @property
+    def uses_embedded_postgres(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_embedded_s3(self) -> bool:
+        return self.s3_endpoint is None
+
+
+def load_settings(env_file: Path | None = Path(".env")) -> Settings:
+    """Read and validate the configuration once. `.env` is read only if it exists."""
+    if env_file is not None and env_file.is_file():
+        return Settings(_env_file=env_file)
+    return Settings()

@@ -1,0 +1,117 @@
+"""PostgreSQL access: one asyncpg pool per process and named transactions.
+
+Every unit of work runs in `db.transaction("name")`: it commits when the block ends normally and
+rolls back otherwise; its name shows up in the metrics. Connection loss, a restarting server and
+timeouts all surface as `BackendUnavailable`, so a caller never waits longer than
+`db_timeout_seconds` and never sees a driver exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+
+from veil.core.logging import get_logger
+from veil.core.metrics import Metrics
+from veil.core.problems import BackendUnavailable
+
+log = get_logger(__name__)
+
+if TYPE_CHECKING:
+    Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+
+# Errors that mean "the database is not there right now" rather than "this query is wrong".
+_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+
+
+class Database:
+    """A lazily connecting pool. Opening never fails because the server is down; using it does."""
+
+    def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout: float, metrics: Metrics):
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._timeout = timeout
+        self._metrics = metrics
+        self._pool: asyncpg.Pool[asyncpg.Record] | None = None
+
+    async def open(self) -> None:
+        self._pool = asyncpg.create_pool(
+            self._dsn,
+            min_size=0,  # connect on demand: the process starts (and reports not-ready) without PG
+            max_size=self._max_size,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+            max_inactive_connection_lifetime=60,
+        )
+        await self._pool
+        if self._min_size:
+            try:
+                await self.ping()
+            except BackendUnavailable:
+                log.warning("database_unreachable_at_start")
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            try:
+                await asyncio.wait_for(self._pool.close(), self._timeout)
+            except TimeoutError:
+                self._pool.terminate()
+            self._pool = None
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        if self._pool is None:
+            raise RuntimeError("Database.open() was not called")
+        return self._pool
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection without a transaction (for reads that need no atomicity)."""
+        try:
+            async with self.pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+        except _UNAVAILABLE_ERRORS as exc:
+            raise BackendUnavailable("database unavailable") from exc
+
+    @asynccontextmanager
+    async def transaction(self, name: str, *, isolation: str = "read_committed") -> AsyncIterator[Connection]:
+        """Run a named unit of work: commit on normal exit, roll back on any exception."""
+        started = time.perf_counter()
+        outcome = "rollback"
+        try:
+            async with (
+                self.pool.acquire(timeout=self._timeout) as conn,
+                conn.transaction(
+                    isolation=isolation  # type: ignore[arg-type]
+                ),
+            ):
+                yield conn
+                outcome = "commit"
+        except _UNAVAILABLE_ERRORS as exc:
+            outcome = "unavailable"
+            raise BackendUnavailable("database unavailable") from exc
+        finally:
+            self._metrics.db_transactions.labels(name, outcome).observe(time.perf_counter() - started)
+
+    async def ping(self) -> None:
+        """Raise BackendUnavailable unless a round trip succeeds within the timeout."""
+        try:
+            async with self.connection() as conn:
+                await conn.fetchval("SELECT 1", timeout=self._timeout)
+        except _UNAVAILABLE_ERRORS as exc:
+            raise BackendUnavailable("database unavailable") from exc

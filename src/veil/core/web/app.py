@@ -1,0 +1,69 @@
+"""Assembling an ASGI app from service modules.
+
+Each service (auth, keys, messaging, files, account, admin) publishes a `ServiceModule`: its
+endpoints and how to build its service object from the shared resources. `create_app` composes
+any set of them, so one process can serve one service or, for `make run`, all of them. The
+middleware stack is built here in plain sight.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from veil.core.clock import Clock
+from veil.core.config import Settings
+from veil.core.metrics import Metrics
+from veil.core.resources import Resources, open_resources
+from veil.core.web.endpoint import Endpoint
+from veil.core.web.errors import EXCEPTION_HANDLERS
+from veil.core.web.middleware import RequestContext, SecurityHeaders
+from veil.core.web.openapi import build_openapi
+from veil.core.web.ops import OPS_ENDPOINTS, encode_openapi
+
+
+@dataclass(frozen=True)
+class ServiceModule:
+    name: str
+    endpoints: Sequence[Endpoint]
+    # Builds the service object handlers reach through `request.state.<name>`.
+    build: Callable[[Resources], Any] | None = None
+
+
+def create_app(
+    settings: Settings,
+    modules: Sequence[ServiceModule],
+    *,
+    clock: Clock | None = None,
+    title: str = "Veil",
+) -> Starlette:
+    endpoints = [*OPS_ENDPOINTS, *(ep for module in modules for ep in module.endpoints)]
+    openapi = encode_openapi(build_openapi(endpoints, title=title, version="1"))
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
+        async with open_resources(settings, metrics, clock) as resources:
+            state: dict[str, Any] = {"resources": resources, "openapi": openapi}
+            for module in modules:
+                if module.build is not None:
+                    state[module.name] = module.build(resources)
+            yield state
+
+    app = Starlette(
+        routes=[ep.route(settings.max_request_body_bytes) for ep in endpoints],
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(RequestContext, metrics=metrics, trusted_proxies=settings.trusted_proxies),
+        ],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
+    # `/v1/x/` is not `/v1/x`: an API path is exact, a redirect would only hide client bugs.
+    app.router.redirect_slashes = False
+    return app

@@ -1,0 +1,124 @@
+"""Declaring an HTTP operation once: its route, body model, responses and documented errors.
+
+An `Endpoint` becomes a Starlette route and an OpenAPI operation from the same declaration, so the
+published document cannot drift from what the server accepts. Handlers stay thin: parse (done
+here), one service call, a response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from veil.core.problems import FieldError, Problem, validation_failed
+
+Handler = Callable[..., Awaitable[Response]]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    body: type[BaseModel] | None = None
+    # Success statuses and their body models (None: no body).
+    responses: Mapping[int, type[BaseModel] | None] = field(default_factory=lambda: {200: None})
+    # Problem statuses this operation may answer with, beyond those implied below.
+    errors: tuple[int, ...] = ()
+    authenticated: bool = True
+    rate_limited: bool = False
+    touches_backend: bool = True
+
+    def documented_errors(self) -> list[int]:
+        implied = set(self.errors)
+        if self.body is not None:
+            implied |= {413, 415, 422}
+        if self.authenticated:
+            implied.add(401)
+        if self.rate_limited:
+            implied.add(429)
+        if self.touches_backend:
+            implied.add(503)
+        return sorted(implied)
+
+    def route(self, max_body_bytes: int) -> Route:
+        body_model = self.body
+        handler = self.handler
+
+        async def endpoint(request: Request) -> Response:
+            if body_model is None:
+                return await handler(request)
+            payload = await parse_json_body(request, body_model, max_body_bytes)
+            return await handler(request, payload)
+
+        return Route(self.path, endpoint, methods=[self.method], name=self.handler.__name__)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; a longer body is a 413 before it is all buffered."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"The request body exceeds {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return False
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
+
+
+def field_errors(error: ValidationError) -> list[FieldError]:
+    # Only location and message: pydantic's `input` would echo passwords or plaintext back.
+    return [FieldError(tuple(e["loc"]), e["msg"]) for e in error.errors(include_input=False)]
+
+
+async def parse_json_body(request: Request, model: type[M], limit: int) -> M:
+    if not _is_json(request.headers.get("content-type")):
+        raise Problem(415, "The request body must be application/json.")
+    raw = await read_body(request, limit)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(field_errors(exc)) from None
+
+
+def json_response(model: BaseModel, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        model.model_dump_json(),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+def raw_json_response(content: bytes, status: int = 200) -> Response:
+    return Response(content, status_code=status, media_type="application/json")
+
+
+def no_content() -> Response:
+    return Response(status_code=204)
+
+
+def state_of(request: Request, name: str) -> Any:
+    """A service object built in the lifespan (see `ServiceModule.build`)."""
+    return getattr(request.state, name)

@@ -1,0 +1,117 @@
+"""The OpenAPI 3.1 document, generated from the endpoint declarations and their pydantic models."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from veil.core.web.endpoint import Endpoint
+
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-z]+))?}")
+_REF = "#/components/schemas/{model}"
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "An RFC 9457 problem document.",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["loc", "msg"],
+                "properties": {
+                    "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
+                    "msg": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+
+_ERROR_DESCRIPTIONS = {
+    400: "Bad request.",
+    401: "Missing, invalid or expired credentials.",
+    403: "Not allowed for the caller's role.",
+    404: "Not found, or not visible to the caller.",
+    409: "Conflicts with the current state.",
+    413: "The body or a declared size is too large.",
+    415: "The body is not JSON.",
+    422: "The body does not match the schema.",
+    429: "Rate limited; see Retry-After.",
+    503: "A backing service is unavailable.",
+}
+
+
+def _parameters(path: str) -> list[dict[str, Any]]:
+    params = []
+    for name, convertor in _PATH_PARAM.findall(path):
+        schema: dict[str, Any] = {"type": "string"}
+        if convertor == "uuid" or name.endswith("_id") or name == "id":
+            schema = {"type": "string", "format": "uuid"}
+        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return params
+
+
+def _openapi_path(path: str) -> str:
+    return _PATH_PARAM.sub(lambda m: "{" + m.group(1) + "}", path)
+
+
+def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) -> dict[str, Any]:
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for ep in endpoints:
+        if ep.body is not None:
+            wanted.append((ep.body, "validation"))
+        wanted.extend((model, "serialization") for model in ep.responses.values() if model is not None)
+    unique = list(dict.fromkeys(wanted))
+    refs, schema_doc = models_json_schema(unique, ref_template=_REF) if unique else ({}, {})
+    components: dict[str, Any] = dict(schema_doc.get("$defs", {}))
+    components["Problem"] = PROBLEM_SCHEMA
+
+    paths: dict[str, dict[str, Any]] = {}
+    for ep in endpoints:
+        operation: dict[str, Any] = {
+            "operationId": ep.handler.__name__,
+            "summary": ep.summary,
+            "tags": [ep.tag],
+            "responses": {},
+        }
+        params = _parameters(ep.path)
+        if params:
+            operation["parameters"] = params
+        if ep.authenticated:
+            operation["security"] = [{"bearerAuth": []}]
+        if ep.body is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+            }
+        for status, model in ep.responses.items():
+            response: dict[str, Any] = {"description": "Success."}
+            if model is not None:
+                response["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+            operation["responses"][str(status)] = response
+        for status in ep.documented_errors():
+            operation["responses"][str(status)] = {
+                "description": _ERROR_DESCRIPTIONS.get(status, "Error."),
+                "content": {"application/problem+json": {"schema": {"$ref": _REF.format(model="Problem")}}},
+            }
+        paths.setdefault(_openapi_path(ep.path), {})[ep.method.lower()] = operation
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

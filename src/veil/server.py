@@ -1,0 +1,69 @@
+"""Running an ASGI app under uvicorn with Veil's TLS policy and graceful shutdown.
+
+TLS: 1.3 preferred, 1.2 the minimum, and for 1.2 only forward-secret AEAD suites (Mozilla
+"intermediate"); no renegotiation, no compression. SIGTERM/SIGINT: uvicorn stops accepting,
+waits up to `shutdown_timeout_seconds` for in-flight requests, then runs the lifespan shutdown,
+which closes the pools; the process exits 0.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from veil.core.config import Settings
+
+# Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+
+def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def run(app: ASGIApp, settings: Settings, *, cert_file: Path | None, key_file: Path | None) -> None:
+    """Serve until SIGINT/SIGTERM. Plain HTTP when no certificate is given (behind the gateway)."""
+    factory: Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
+    if cert_file is not None and key_file is not None:
+        context = server_tls_context(cert_file, key_file)
+
+        def factory(_: uvicorn.Config, __: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+            return context
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context_factory=factory,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        lifespan="on",
+        access_log=False,
+        log_config=None,  # logging is configured by veil.core.logging
+        proxy_headers=False,  # client addresses are resolved by RequestContext (trusted proxies)
+        server_header=False,
+        date_header=True,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
+        timeout_keep_alive=30,
+        ws_max_size=128 * 1024,
+    )
+    uvicorn.Server(config).run()

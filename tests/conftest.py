@@ -1,0 +1,116 @@
+"""Shared fixtures: one private PostgreSQL + S3 stack per test run, a fresh database per test, and
+live Veil server processes.
+
+The stack lives under `VEIL_TEST_DATA_DIR` (default `.data-test`), so `make test` never touches
+what `make run` uses under `.data`. If `DATABASE_URL` / `S3_ENDPOINT` are set, those servers are
+used instead and nothing is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.support.databases import server_url, with_database
+from tests.support.server import LiveServer, start_server
+from veil.core.config import Environment, Settings
+from veil.core.migrations import apply_migrations
+from veil.devstack.stack import DevStack, start_dev_stack
+from veil.devstack.tls import DevCertificates, ensure_dev_certificates
+
+TEMPLATE_DB = "veil_test_template"
+
+
+def _test_settings() -> Settings:
+    data_dir = Path(os.environ.get("VEIL_TEST_DATA_DIR", ".data-test")).resolve()
+    return Settings(environment=Environment.TEST, data_dir=data_dir)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[DevStack]:
+    dev_stack = asyncio.run(start_dev_stack(_test_settings()))
+    try:
+        yield dev_stack
+    finally:
+        dev_stack.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(stack: DevStack) -> Settings:
+    return stack.settings
+
+
+@pytest.fixture(scope="session")
+def certificates(settings: Settings) -> DevCertificates:
+    return ensure_dev_certificates(settings.data_dir)
+
+
+@pytest.fixture(scope="session")
+def template_database(settings: Settings) -> str:
+    """A database migrated once; every test database is a copy of it."""
+
+    async def build() -> None:
+        admin = await asyncpg.connect(server_url(settings))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        finally:
+            await admin.close()
+        await apply_migrations(with_database(server_url(settings), TEMPLATE_DB))
+
+    asyncio.run(build())
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_url(settings: Settings, template_database: str) -> Iterator[str]:
+    """A fresh, migrated database for one test, dropped afterwards."""
+    name = f"veil_test_{uuid.uuid4().hex[:12]}"
+    server = server_url(settings)
+
+    async def create() -> None:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        finally:
+            await admin.close()
+
+    async def drop() -> None:
+        admin = await asyncpg.connect(server)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    try:
+        yield with_database(server, name)
+    finally:
+        asyncio.run(drop())
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Record]]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def server(
+    settings: Settings, database_url: str, certificates: DevCertificates, tmp_path: Path
+) -> Iterator[LiveServer]:
+    """A `veil serve all` process over TLS on a free port, with its own database."""
+    live = start_server(settings, database_url, certificates, log_file=tmp_path / "veil.log")
+    try:
+        yield live
+    finally:
+        live.stop()

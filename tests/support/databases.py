@@ -1,0 +1,17 @@
+"""Addressing databases on the test PostgreSQL server."""
+
+from __future__ import annotations
+
+from veil.core.config import Settings
+
+
+def server_url(settings: Settings) -> str:
+    assert settings.database_url is not None
+    return settings.database_url.get_secret_value()
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server, another database (works for socket and TCP URLs)."""
+    base, _, query = url.partition("?")
+    scheme_host, _, _ = base.rpartition("/")
+    return f"{scheme_host}/{name}" + (f"?{query}" if query else "")

@@ -1,0 +1,126 @@
+"""Running real Veil server processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from veil.core.config import Settings
+from veil.devstack.tls import DevCertificates
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    process: subprocess.Popen[bytes]
+    port: int
+    ca_file: Path
+    log_file: Path
+    _log: IO[bytes] = field(repr=False)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, verify=self.ssl_context(), timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def async_client(self, **kwargs: object) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, verify=self.ssl_context(), timeout=10, **kwargs)  # type: ignore[arg-type]
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+    def logs(self) -> str:
+        self._log.flush()
+        return self.log_file.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def wait(self, timeout: float = 30) -> int:
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()
+
+
+def server_environment(
+    settings: Settings, database_url: str, certificates: DevCertificates, port: int
+) -> dict[str, str]:
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "S3_", "DATABASE_"))}
+    env.update(
+        VEIL_ENV="test",
+        VEIL_PORT=str(port),
+        VEIL_DATA_DIR=str(settings.data_dir),
+        VEIL_TLS_CERT_FILE=str(certificates.cert_file),
+        VEIL_TLS_KEY_FILE=str(certificates.key_file),
+        VEIL_SHUTDOWN_TIMEOUT="10",
+        DATABASE_URL=database_url,
+        S3_ENDPOINT=settings.s3_endpoint,
+        S3_ACCESS_KEY=settings.s3_access_key.get_secret_value(),
+        S3_SECRET_KEY=settings.s3_secret_key.get_secret_value(),
+        S3_BUCKET=settings.s3_bucket,
+    )
+    return env
+
+
+def start_server(
+    settings: Settings,
+    database_url: str,
+    certificates: DevCertificates,
+    *,
+    log_file: Path,
+    extra_env: dict[str, str] | None = None,
+    service: str = "all",
+) -> LiveServer:
+    port = free_port()
+    env = server_environment(settings, database_url, certificates, port)
+    env.update(extra_env or {})
+    log = log_file.open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "veil", "--env-file", "/dev/null", "serve", service],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    live = LiveServer(process, port, certificates.ca_file, log_file, log)
+    deadline = time.monotonic() + 30
+    with live.client() as client:
+        while True:
+            if process.poll() is not None:
+                live.stop()
+                raise RuntimeError(f"veil exited with {process.returncode}:\n{live.logs()}")
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return live
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                live.stop()
+                raise RuntimeError(f"veil did not become healthy:\n{live.logs()}")
+            time.sleep(0.1)
