@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -104,13 +104,37 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Reco
         await conn.close()
 
 
+ServerFactory = Callable[..., LiveServer]
+
+
 @pytest.fixture
-def server(
+def make_server(
     settings: Settings, database_url: str, certificates: DevCertificates, tmp_path: Path
-) -> Iterator[LiveServer]:
-    """A `veil serve all` process over TLS on a free port, with its own database."""
-    live = start_server(settings, database_url, certificates, log_file=tmp_path / "veil.log")
+) -> Iterator[ServerFactory]:
+    """Start `veil serve all` processes over TLS on free ports, sharing this test's database.
+    Keyword arguments become environment variables (`VEIL_AUTH_RATE="1000"`)."""
+    started: list[LiveServer] = []
+
+    def make(**env: str) -> LiveServer:
+        log_file = tmp_path / f"veil-{len(started)}.log"
+        live = start_server(settings, database_url, certificates, log_file=log_file, extra_env=env)
+        started.append(live)
+        return live
+
     try:
-        yield live
+        yield make
     finally:
-        live.stop()
+        for live in started:
+            live.stop()
+
+
+@pytest.fixture
+def server(make_server: ServerFactory) -> LiveServer:
+    """A server with the production rate limits."""
+    return make_server()
+
+
+@pytest.fixture
+def api(make_server: ServerFactory) -> LiveServer:
+    """A server whose per-IP auth limit is out of the way of functional tests."""
+    return make_server(VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000")

@@ -80,6 +80,7 @@ def server_environment(
         VEIL_TLS_CERT_FILE=str(certificates.cert_file),
         VEIL_TLS_KEY_FILE=str(certificates.key_file),
         VEIL_SHUTDOWN_TIMEOUT="10",
+        VEIL_JWT_KEYS_FILE=str(settings.jwt_keys_file),
         DATABASE_URL=database_url,
         S3_ENDPOINT=settings.s3_endpoint,
         S3_ACCESS_KEY=settings.s3_access_key.get_secret_value(),

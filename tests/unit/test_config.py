@@ -11,6 +11,7 @@ PRODUCTION = {
     "S3_ENDPOINT": "https://s3.eu-central-1.amazonaws.com",
     "S3_ACCESS_KEY": "AKIAEXAMPLEKEY",
     "S3_SECRET_KEY": "a-real-looking-secret-value",
+    "VEIL_JWT_KEYS_FILE": "/run/secrets/jwt-keys.json",
 }
 
 

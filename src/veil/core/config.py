@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("VEIL_HOST"))
     port: int = Field(8443, ge=0, le=65535, validation_alias=_env("VEIL_PORT"))
     data_dir: Path = Field(Path(".data"), validation_alias=_env("VEIL_DATA_DIR"))
-    public_url: str | None = Field(None, validation_alias=_env("VEIL_PUBLIC_URL"))
 
     # TLS: certificate and key files. Unset in development: a private CA and certificate are made
     # under `<data_dir>/tls`. Unset in production: the process serves plain HTTP and must sit behind
@@ -63,11 +62,31 @@ class Settings(BaseSettings):
     s3_region: str = Field("eu-central-1", validation_alias=_env("S3_REGION"))
     s3_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("S3_TIMEOUT"))
 
+    # Access-token signing keys: a JSON file {"active": kid, "keys": [private P-256 JWKs]}.
+    # Unset in development: generated under the data directory. Rotation: docs/adr/0007.
+    jwt_keys_file: Path | None = Field(None, validation_alias=_env("VEIL_JWT_KEYS_FILE"))
+    jwt_issuer: str = Field("veil", validation_alias=_env("VEIL_JWT_ISSUER"))
+    jwt_audience: str = Field("veil-api", validation_alias=_env("VEIL_JWT_AUDIENCE"))
+    access_token_ttl_seconds: int = Field(900, gt=0, le=3600, validation_alias=_env("VEIL_ACCESS_TTL"))
+    refresh_token_ttl_days: int = Field(30, gt=0, le=90, validation_alias=_env("VEIL_REFRESH_TTL_DAYS"))
+    # Argon2id time cost; memory is 64 MiB and parallelism 2 (docs/adr/0006).
+    argon2_time_cost: int = Field(1, ge=1, le=10, validation_alias=_env("VEIL_ARGON2_TIME_COST"))
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=_env("VEIL_LOG_LEVEL")
     )
     # `off` disables every rate limit (benchmarks on a private machine); refused in production.
     rate_limits: Literal["on", "off"] = Field("on", validation_alias=_env("VEIL_RATE_LIMITS"))
+    # memory: one process only; postgres: shared by every process on the database (default).
+    rate_limit_store: Literal["memory", "postgres"] = Field(
+        "postgres", validation_alias=_env("VEIL_RATE_LIMIT_STORE")
+    )
+    # Per client IP on register, login and refresh: a sustained rate and the burst allowed at once.
+    auth_rate_per_second: float = Field(5.0, gt=0, validation_alias=_env("VEIL_AUTH_RATE"))
+    auth_rate_burst: int = Field(5, ge=1, validation_alias=_env("VEIL_AUTH_BURST"))
+    # Failed logins per account (whatever the IP) within the window before login is refused.
+    login_failures_allowed: int = Field(10, ge=1, validation_alias=_env("VEIL_LOGIN_FAILURES"))
+    login_failure_window_seconds: int = Field(900, ge=1, validation_alias=_env("VEIL_LOGIN_FAILURE_WINDOW"))
     # Peers whose X-Forwarded-For / X-Request-ID are believed (the gateway). Comma-separated CIDRs.
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
         (), validation_alias=_env("VEIL_TRUSTED_PROXIES")
@@ -98,6 +117,8 @@ class Settings(BaseSettings):
         ):
             if secret is None or secret.get_secret_value().lower() in _PLACEHOLDER_SECRETS:
                 problems.append(f"{name} is missing or a placeholder")
+        if self.jwt_keys_file is None:
+            problems.append("VEIL_JWT_KEYS_FILE is required")
         if self.rate_limits == "off":
             problems.append("VEIL_RATE_LIMITS=off is refused in production")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

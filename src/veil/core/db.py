@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 import asyncpg
 
@@ -22,8 +22,7 @@ from veil.core.problems import BackendUnavailable
 
 log = get_logger(__name__)
 
-if TYPE_CHECKING:
-    Connection: TypeAlias = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 
 # Errors that mean "the database is not there right now" rather than "this query is wrong".
 _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (

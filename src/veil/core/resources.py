@@ -17,6 +17,10 @@ from veil.core.config import Settings
 from veil.core.db import Database
 from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
+from veil.core.security.authn import Authenticator
+from veil.core.security.ratelimit import MemoryRateLimiter, PostgresRateLimiter, RateLimiter, Unlimited
+from veil.core.security.sessions import SessionGuard
+from veil.core.security.tokens import AccessTokens, SigningKeys
 
 
 @dataclass
@@ -26,6 +30,11 @@ class Resources:
     blobs: BlobStore
     metrics: Metrics
     clock: Clock
+    signing_keys: SigningKeys
+    tokens: AccessTokens
+    sessions: SessionGuard
+    authenticator: Authenticator
+    limiter: RateLimiter
 
     async def readiness(self) -> dict[str, str]:
         """Check every backing service at once; map each to "ok" or "unavailable"."""
@@ -39,20 +48,30 @@ class Resources:
         return checks
 
 
-def _required(value: object, name: str) -> str:
+def _secret(value: object, name: str) -> str:
     if value is None:
         raise RuntimeError(f"{name} is not configured")
-    return str(value)
+    return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+
+
+def _limiter(settings: Settings, db: Database) -> RateLimiter:
+    if not settings.rate_limits_enabled:
+        return Unlimited()
+    if settings.rate_limit_store == "memory":
+        return MemoryRateLimiter()
+    return PostgresRateLimiter(db)
 
 
 @asynccontextmanager
 async def open_resources(
     settings: Settings, metrics: Metrics, clock: Clock | None = None
 ) -> AsyncIterator[Resources]:
-    if settings.database_url is None or settings.s3_endpoint is None:
-        raise RuntimeError("DATABASE_URL and S3_ENDPOINT must be resolved before the app starts")
+    if settings.s3_endpoint is None or settings.jwt_keys_file is None:
+        raise RuntimeError("S3_ENDPOINT and VEIL_JWT_KEYS_FILE must be resolved before the app starts")
+    dsn = _secret(settings.database_url, "DATABASE_URL")
+    clock = clock or SystemClock()
     db = Database(
-        settings.database_url.get_secret_value(),
+        dsn,
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_timeout_seconds,
@@ -60,15 +79,36 @@ async def open_resources(
     )
     blobs = BlobStore(
         settings.s3_endpoint,
-        _required(settings.s3_access_key and settings.s3_access_key.get_secret_value(), "S3_ACCESS_KEY"),
-        _required(settings.s3_secret_key and settings.s3_secret_key.get_secret_value(), "S3_SECRET_KEY"),
+        _secret(settings.s3_access_key, "S3_ACCESS_KEY"),
+        _secret(settings.s3_secret_key, "S3_SECRET_KEY"),
         bucket=settings.s3_bucket,
         region=settings.s3_region,
         timeout=settings.s3_timeout_seconds,
     )
+    signing_keys = SigningKeys.load(settings.jwt_keys_file)
+    tokens = AccessTokens(
+        signing_keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    sessions = SessionGuard(db, dsn)
     await db.open()
+    await sessions.start()
     try:
-        yield Resources(settings, db, blobs, metrics, clock or SystemClock())
+        yield Resources(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            metrics=metrics,
+            clock=clock,
+            signing_keys=signing_keys,
+            tokens=tokens,
+            sessions=sessions,
+            authenticator=Authenticator(tokens, sessions, clock),
+            limiter=_limiter(settings, db),
+        )
     finally:
+        await sessions.close()
         await db.close()
         blobs.close()

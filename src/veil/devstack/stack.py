@@ -3,7 +3,8 @@ started privately under the data directory, and the settings are completed with 
 
 Two data directories give two independent stacks (`make run` and `make test` side by side): the
 servers' files, sockets and ports all follow the data directory. Development credentials are made
-once, at random, and kept in `<data_dir>/secrets.env`; none is in the repository.
+once, at random, and kept in `<data_dir>/secrets.env` and `<data_dir>/jwt-keys.json`; none is in
+the repository.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from veil.core.config import Settings
+from veil.core.security.tokens import SigningKeys
 from veil.devstack.postgres import EmbeddedPostgres
 from veil.devstack.s3 import EmbeddedS3
 
@@ -46,6 +48,14 @@ def dev_secrets(data_dir: Path) -> dict[str, str]:
         )
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     return {key.strip(): value.strip() for key, value in pairs}
+
+
+def dev_signing_keys(data_dir: Path) -> Path:
+    """The development access-token signing keys, made on first use."""
+    path = data_dir / "jwt-keys.json"
+    if not path.exists():
+        SigningKeys.generate_file(path)
+    return path
 
 
 async def ensure_database(server_url: str, name: str) -> None:
@@ -79,6 +89,8 @@ async def start_dev_stack(settings: Settings) -> DevStack:
             updates["s3_endpoint"] = s3.start()
             updates["s3_access_key"] = SecretStr(creds["S3_ACCESS_KEY"])
             updates["s3_secret_key"] = SecretStr(creds["S3_SECRET_KEY"])
+        if settings.jwt_keys_file is None:
+            updates["jwt_keys_file"] = dev_signing_keys(data_dir)
     except BaseException:
         DevStack(settings, postgres, s3).stop()
         raise

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from veil.auth import api as auth_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
 from veil.core.web.app import ServiceModule, create_app
 
-# Filled in as services land: each entry is a service's published `ServiceModule`.
-SERVICES: dict[str, ServiceModule] = {}
+# Each service's published `ServiceModule`, by the name `veil serve NAME` takes.
+SERVICES: dict[str, ServiceModule] = {module.name: module for module in (auth_api.MODULE,)}
 
 
 def create_service_app(settings: Settings, name: str, *, clock: Clock | None = None) -> Starlette:

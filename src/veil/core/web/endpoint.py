@@ -9,14 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from veil.core.problems import FieldError, Problem, validation_failed
+from veil.core.problems import FieldError, Problem, unauthorized, validation_failed
+from veil.core.security.authn import Principal
+from veil.core.security.tokens import InvalidToken
+
+if TYPE_CHECKING:
+    from veil.core.resources import Resources
 
 Handler = Callable[..., Awaitable[Response]]
 M = TypeVar("M", bound=BaseModel)
@@ -51,16 +56,42 @@ class Endpoint:
         return sorted(implied)
 
     def route(self, max_body_bytes: int) -> Route:
+        """The Starlette route. Handlers are called as `handler(request[, principal][, body])`:
+        the principal when the endpoint is authenticated, the parsed body when it has one."""
         body_model = self.body
         handler = self.handler
+        authenticated = self.authenticated
 
         async def endpoint(request: Request) -> Response:
-            if body_model is None:
-                return await handler(request)
-            payload = await parse_json_body(request, body_model, max_body_bytes)
-            return await handler(request, payload)
+            args: list[Any] = []
+            if authenticated:
+                args.append(await authenticate(request))
+            if body_model is not None:
+                args.append(await parse_json_body(request, body_model, max_body_bytes))
+            return await handler(request, *args)
 
         return Route(self.path, endpoint, methods=[self.method], name=self.handler.__name__)
+
+
+def bearer_token(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+async def authenticate(request: Request) -> Principal:
+    """401 unless the bearer token is valid and its session active; 503 if that cannot be known."""
+    token = bearer_token(request)
+    if token is None:
+        raise unauthorized()
+    resources: Resources = state_of(request, "resources")
+    try:
+        principal = await resources.authenticator.authenticate(token)
+    except InvalidToken:
+        raise unauthorized() from None
+    request.state.principal = principal
+    return principal
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -1,0 +1,1 @@
+"""Auth: identity, sessions and tokens."""

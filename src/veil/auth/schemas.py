@@ -1,0 +1,67 @@
+"""Wire models of the Auth API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from pydantic import Field
+
+from veil.core.wire import RequestModel, ResponseModel, Timestamp
+
+
+class RegisterRequest(RequestModel):
+    email: str = Field(max_length=254)
+    # Length is counted in characters; any Unicode, spaces included. Policy: veil.auth.policy.
+    password: str = Field(min_length=8, max_length=128)
+
+
+class RegisterResponse(ResponseModel):
+    user_id: uuid.UUID
+
+
+class LoginRequest(RequestModel):
+    email: str = Field(max_length=320)
+    password: str = Field(max_length=1024)
+    device_name: str | None = Field(None, max_length=100)
+
+
+class RefreshRequest(RequestModel):
+    refresh_token: str = Field(max_length=256)
+
+
+class TokenPair(ResponseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a scheme name
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+class SessionView(ResponseModel):
+    session_id: uuid.UUID
+    device_name: str | None
+    ip: str | None
+    created_at: Timestamp
+    last_seen_at: Timestamp
+    current: bool
+
+
+class SessionList(ResponseModel):
+    items: list[SessionView]
+
+
+class JsonWebKey(ResponseModel):
+    kty: Literal["EC"]
+    crv: Literal["P-256"]
+    x: str
+    y: str
+    kid: str
+    use: Literal["sig"]
+    alg: Literal["ES256"]
+
+
+class JsonWebKeySet(ResponseModel):
+    keys: list[JsonWebKey]

@@ -1,0 +1,242 @@
+"""Auth use cases: register, login, refresh, logout, list and revoke sessions.
+
+Knows nothing of HTTP: callers pass plain values (the client address, the user agent) and get
+domain results or `Problem`s.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from ipaddress import ip_address
+
+from veil.auth import store
+from veil.auth.policy import check_new_password, normalize_email
+from veil.core.clock import Clock
+from veil.core.db import Database
+from veil.core.logging import get_logger
+from veil.core.problems import Problem, conflict, not_found, too_many_requests, unauthorized, unavailable
+from veil.core.security.authn import Principal
+from veil.core.security.passwords import Overloaded, Passwords
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.core.security.sessions import notify_revoked
+from veil.core.security.tokens import AccessTokens
+
+log = get_logger("veil.security")
+
+# One body for unknown email and wrong password (and for a disabled account): no enumeration.
+INVALID_CREDENTIALS = "Invalid email or password."
+
+
+@dataclass(frozen=True)
+class AuthLimits:
+    per_ip: Rate
+    failed_logins_per_account: Rate
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session_id: uuid.UUID
+    user_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    ip: str
+    user_agent: str | None
+
+
+def _hash_refresh_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _new_refresh_token() -> str:
+    # 256 bits from the OS CSPRNG; only its SHA-256 is stored.
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+class AuthService:
+    def __init__(
+        self,
+        db: Database,
+        passwords: Passwords,
+        tokens: AccessTokens,
+        limiter: RateLimiter,
+        clock: Clock,
+        *,
+        limits: AuthLimits,
+        refresh_ttl: timedelta,
+    ) -> None:
+        self._db = db
+        self._passwords = passwords
+        self._tokens = tokens
+        self._limiter = limiter
+        self._clock = clock
+        self._limits = limits
+        self._refresh_ttl = refresh_ttl
+
+    async def check_client_rate(self, client: ClientInfo) -> None:
+        """The per-IP limit shared by register, login and refresh."""
+        decision = await self._limiter.hit(
+            limiter_key("auth-ip", client.ip), self._limits.per_ip, self._clock.now().timestamp()
+        )
+        if not decision.allowed:
+            log.warning("security_event", kind="rate_limited", scope="auth_ip", ip=client.ip)
+            raise too_many_requests(decision.retry_after_seconds)
+
+    async def register(self, email: str, password: str) -> uuid.UUID:
+        canonical = normalize_email(email)
+        check_new_password(password)
+        password_hash = await self._hash(password)
+        user_id = uuid.uuid4()
+        try:
+            async with self._db.transaction("auth_register") as conn:
+                await store.insert_user(conn, user_id, canonical, password_hash, self._clock.now())
+        except store.EmailTaken:
+            raise conflict("An account with this email already exists.") from None
+        log.info("security_event", kind="registered", user_id=str(user_id))
+        return user_id
+
+    async def login(
+        self, email: str, password: str, device_name: str | None, client: ClientInfo
+    ) -> IssuedTokens:
+        canonical = normalize_email(email)
+        now = self._clock.now()
+        failures_key = limiter_key("login-failures", canonical)
+        failures = self._limits.failed_logins_per_account
+        # Checked for unknown accounts too, so a 429 reveals nothing about existence.
+        verdict = await self._limiter.peek(failures_key, failures, now.timestamp())
+        if not verdict.allowed:
+            log.warning("security_event", kind="rate_limited", scope="login_failures", ip=client.ip)
+            raise too_many_requests(verdict.retry_after_seconds)
+
+        async with self._db.connection() as conn:
+            user = await store.user_by_email(conn, canonical)
+        # Always one Argon2 verification, against a dummy hash when there is no such user.
+        matches = await self._verify(user.password_hash if user else None, password)
+        if user is None or not matches or user.status != "active":
+            await self._limiter.hit(failures_key, failures, now.timestamp())
+            log.warning(
+                "security_event", kind="login_failed", ip=client.ip, user_id=str(user.id) if user else None
+            )
+            raise unauthorized(INVALID_CREDENTIALS)
+
+        rehash = await self._hash(password) if self._passwords.needs_rehash(user.password_hash) else None
+        session_id = uuid.uuid4()
+        refresh_token = _new_refresh_token()
+        expires_at = now + self._refresh_ttl
+        async with self._db.transaction("auth_login") as conn:
+            if rehash is not None:
+                await store.update_password_hash(conn, user.id, rehash, now)
+            await store.insert_session(
+                conn,
+                session_id=session_id,
+                user_id=user.id,
+                device_name=device_name,
+                ip=client.ip if _is_ip(client.ip) else None,
+                user_agent=(client.user_agent or "")[:256] or None,
+                now=now,
+                expires_at=expires_at,
+            )
+            await store.insert_refresh_token(conn, _hash_refresh_token(refresh_token), session_id, now)
+        log.info(
+            "security_event", kind="login", user_id=str(user.id), session_id=str(session_id), ip=client.ip
+        )
+        return self._issue(user.id, session_id, refresh_token, expires_at, now)
+
+    async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
+        now = self._clock.now()
+        token_hash = _hash_refresh_token(refresh_token)
+        new_token = _new_refresh_token()
+        async with self._db.transaction("auth_refresh") as conn:
+            session_id = await store.consume_refresh_token(conn, token_hash, now)
+            session = await store.active_session(conn, session_id, now) if session_id else None
+            if session is not None:
+                await store.insert_refresh_token(conn, _hash_refresh_token(new_token), session.id, now)
+                await store.touch_session(conn, session.id, client.ip if _is_ip(client.ip) else None, now)
+        if session is not None:
+            return self._issue(session.user_id, session.id, new_token, session.expires_at, now)
+        if session_id is None:
+            await self._revoke_on_reuse(token_hash, client)
+        raise unauthorized("The refresh token is invalid, expired or revoked.")
+
+    async def _revoke_on_reuse(self, token_hash: bytes, client: ClientInfo) -> None:
+        """A token that was already rotated is being presented again: whoever holds it, the
+        session's token family is compromised, so the whole session ends (RFC 9700 4.14)."""
+        now = self._clock.now()
+        async with self._db.transaction("auth_refresh_reuse") as conn:
+            session_id = await store.session_of_used_token(conn, token_hash)
+            if session_id is None:
+                return
+            if await store.revoke_session(conn, session_id, "refresh_reuse", now):
+                await notify_revoked(conn, [session_id])
+        log.warning("security_event", kind="refresh_reuse", session_id=str(session_id), ip=client.ip)
+
+    async def logout(self, principal: Principal) -> None:
+        await self._revoke(principal.user_id, principal.session_id, "logout")
+
+    async def revoke_session(self, principal: Principal, session_id: uuid.UUID) -> None:
+        if not await self._revoke(principal.user_id, session_id, "revoked"):
+            raise not_found("No such session.")
+
+    async def _revoke(self, user_id: uuid.UUID, session_id: uuid.UUID, reason: str) -> bool:
+        async with self._db.transaction("auth_revoke_session") as conn:
+            revoked = await store.revoke_user_session(conn, user_id, session_id, reason, self._clock.now())
+            if revoked:
+                await notify_revoked(conn, [session_id])
+        if revoked:
+            log.info("security_event", kind="session_revoked", reason=reason, session_id=str(session_id))
+        return revoked
+
+    async def sessions(self, principal: Principal) -> list[store.SessionRecord]:
+        async with self._db.connection() as conn:
+            return await store.active_sessions_of(conn, principal.user_id, self._clock.now())
+
+    def _issue(
+        self,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        refresh_token: str,
+        expires_at: datetime,
+        now: datetime,
+    ) -> IssuedTokens:
+        return IssuedTokens(
+            access_token=self._tokens.issue(user_id, session_id, now),
+            expires_in=self._tokens.ttl_seconds,
+            refresh_token=refresh_token,
+            refresh_expires_in=max(0, int((expires_at - now).total_seconds())),
+            session_id=session_id,
+            user_id=user_id,
+        )
+
+    async def _hash(self, password: str) -> str:
+        try:
+            return await self._passwords.hash(password)
+        except Overloaded:
+            raise _busy() from None
+
+    async def _verify(self, stored_hash: str | None, password: str) -> bool:
+        try:
+            return await self._passwords.verify(stored_hash, password)
+        except Overloaded:
+            raise _busy() from None
+
+
+def _busy() -> Problem:
+    return unavailable("Too many sign-ins are in progress; retry shortly.")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,131 @@
+"""Rate limiting with the generic cell rate algorithm (GCRA).
+
+A limit is a sustained `per_second` rate with a `burst`. Each key keeps one number, its
+theoretical arrival time (TAT): the moment its bucket would be empty again. A request at `now` is
+allowed when `max(tat, now) + interval - now <= interval * burst`, and then moves the TAT on by
+one interval. So `burst` requests may arrive at once, then one per interval; a denied request
+learns exactly how long to wait, and a denied request costs nothing.
+
+Two stores implement the same interface: `MemoryRateLimiter` for a single process, and
+`PostgresRateLimiter`, whose check-and-update is one atomic statement, for any number of
+processes sharing the database (the default; see docs/adr/0008). `peek` answers "would a hit be
+allowed?" without consuming, for limits that only count failures (failed logins).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from dataclasses import dataclass
+from typing import Protocol
+
+from veil.core.db import Database
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float
+    burst: int
+
+    @classmethod
+    def per_window(cls, count: int, seconds: float) -> Rate:
+        """`count` requests per `seconds`, all of which may come at once."""
+        return cls(per_second=count / seconds, burst=count)
+
+    @property
+    def interval(self) -> float:
+        return 1.0 / self.per_second
+
+    @property
+    def tolerance(self) -> float:
+        return self.interval * self.burst
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after: float = 0.0
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.retry_after))
+
+
+class RateLimiter(Protocol):
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision: ...
+
+    async def peek(self, key: str, rate: Rate, now: float) -> Decision: ...
+
+
+def limiter_key(purpose: str, subject: str) -> str:
+    """A bounded, non-identifying key: purpose plus a hash of the subject (an IP or an email)."""
+    return purpose + ":" + hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+
+def _decide(tat: float | None, rate: Rate, now: float) -> tuple[Decision, float]:
+    new_tat = max(tat if tat is not None else now, now) + rate.interval
+    wait = new_tat - now - rate.tolerance
+    if wait > 1e-9:
+        return Decision(False, wait), tat if tat is not None else now
+    return Decision(True), new_tat
+
+
+class Unlimited:
+    """Every request is allowed (VEIL_RATE_LIMITS=off, never in production)."""
+
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+        return Decision(True)
+
+    async def peek(self, key: str, rate: Rate, now: float) -> Decision:
+        return Decision(True)
+
+
+class MemoryRateLimiter:
+    """One process only. Expired keys are dropped as the table grows, so memory stays bounded by
+    the number of keys active within their tolerance window."""
+
+    def __init__(self, max_keys: int = 100_000) -> None:
+        self._tat: dict[str, float] = {}
+        self._max_keys = max_keys
+
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+        decision, new_tat = _decide(self._tat.get(key), rate, now)
+        if decision.allowed:
+            if len(self._tat) >= self._max_keys:
+                self._tat = {k: t for k, t in self._tat.items() if t > now}
+            self._tat[key] = new_tat
+        return decision
+
+    async def peek(self, key: str, rate: Rate, now: float) -> Decision:
+        return _decide(self._tat.get(key), rate, now)[0]
+
+
+class PostgresRateLimiter:
+    """Shared by every process on the database. The update only happens when allowed, in the
+    same statement that decides, so concurrent requests across processes cannot overshoot."""
+
+    _HIT = """
+        INSERT INTO rate_limits AS r (key, tat) VALUES ($1, $2::float8 + $3::float8)
+        ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2::float8) + $3::float8
+            WHERE GREATEST(r.tat, $2::float8) + $3::float8 - $2::float8 <= $4::float8 + 1e-9
+        RETURNING tat
+    """
+
+    def __init__(self, db: Database, sweep_probability: float = 0.001) -> None:
+        self._db = db
+        self._sweep_probability = sweep_probability
+
+    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+        async with self._db.transaction("ratelimit_hit") as conn:
+            if await conn.fetchval(self._HIT, key, now, rate.interval, rate.tolerance) is not None:
+                if random.random() < self._sweep_probability:  # noqa: S311 - not security relevant
+                    await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now)
+                return Decision(True)
+            tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
+        return _decide(tat, rate, now)[0]
+
+    async def peek(self, key: str, rate: Rate, now: float) -> Decision:
+        async with self._db.connection() as conn:
+            tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
+        return _decide(tat, rate, now)[0]
