@@ -8,9 +8,11 @@ which closes the pools; the process exits 0.
 
 from __future__ import annotations
 
+import signal
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -66,4 +68,15 @@ def run(app: ASGIApp, settings: Settings, *, cert_file: Path | None, key_file: P
         timeout_keep_alive=30,
         ws_max_size=128 * 1024,
     )
-    uvicorn.Server(config).run()
+    # uvicorn re-raises the signal that stopped it once it has shut down, through whatever handler
+    # was installed before; a no-op handler turns a drained, clean shutdown into exit status 0.
+    previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _drained(signum: int, frame: FrameType | None) -> None:
+    """The server has already shut down gracefully; nothing is left to do."""

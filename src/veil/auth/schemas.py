@@ -10,8 +10,12 @@ from pydantic import Field
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
 
 
+# Emails are checked and normalised by veil.auth.policy; the schema says what to send.
+EMAIL_FORMAT = {"format": "email"}
+
+
 class RegisterRequest(RequestModel):
-    email: str = Field(max_length=254)
+    email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
     # Length is counted in characters; any Unicode, spaces included. Policy: veil.auth.policy.
     password: str = Field(min_length=8, max_length=128)
 
@@ -21,7 +25,7 @@ class RegisterResponse(ResponseModel):
 
 
 class LoginRequest(RequestModel):
-    email: str = Field(max_length=320)
+    email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
     password: str = Field(max_length=1024)
     device_name: str | None = Field(None, max_length=100)
 

@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them against a private stack; results go to docs/benchmarks.md."""
