@@ -6,12 +6,12 @@ import uuid
 from typing import Literal
 
 from pydantic import Field
+from pydantic.config import JsonDict
 
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
 
-
 # Emails are checked and normalised by veil.auth.policy; the schema says what to send.
-EMAIL_FORMAT = {"format": "email"}
+EMAIL_FORMAT: JsonDict = {"format": "email"}
 
 
 class RegisterRequest(RequestModel):
