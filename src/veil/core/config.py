@@ -48,7 +48,6 @@ class Settings(BaseSettings):
 
     # PostgreSQL. Unset in development and tests: a private embedded server is started.
     database_url: SecretStr | None = Field(None, validation_alias=_env("DATABASE_URL"))
-    db_pool_min_size: int = Field(1, ge=0, validation_alias=_env("VEIL_DB_POOL_MIN"))
     db_pool_max_size: int = Field(20, ge=1, validation_alias=_env("VEIL_DB_POOL_MAX"))
     # Upper bound on any single statement and on waiting for a connection: a hung database turns
     # into a 503 after this long instead of a hung request.

@@ -40,9 +40,8 @@ _UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 class Database:
     """A lazily connecting pool. Opening never fails because the server is down; using it does."""
 
-    def __init__(self, dsn: str, *, min_size: int, max_size: int, timeout: float, metrics: Metrics):
+    def __init__(self, dsn: str, *, max_size: int, timeout: float, metrics: Metrics):
         self._dsn = dsn
-        self._min_size = min_size
         self._max_size = max_size
         self._timeout = timeout
         self._metrics = metrics
@@ -58,11 +57,10 @@ class Database:
             max_inactive_connection_lifetime=60,
         )
         await self._pool
-        if self._min_size:
-            try:
-                await self.ping()
-            except BackendUnavailable:
-                log.warning("database_unreachable_at_start")
+        try:
+            await self.ping()
+        except BackendUnavailable:
+            log.warning("database_unreachable_at_start")
 
     async def close(self) -> None:
         if self._pool is not None:

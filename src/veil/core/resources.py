@@ -72,7 +72,6 @@ async def open_resources(
     clock = clock or SystemClock()
     db = Database(
         dsn,
-        min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_timeout_seconds,
         metrics=metrics,
