@@ -12,16 +12,15 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
+
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
 from veil.devstack.stack import start_dev_stack
