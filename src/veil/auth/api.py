@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import timedelta
 
@@ -97,11 +98,17 @@ async def jwks(request: Request) -> Response:
     return json_response(JsonWebKeySet.model_validate(resources.signing_keys.public_jwks()))
 
 
+def _hash_slots() -> int:
+    """Hashes that run at once: each already keeps `parallelism` cores busy, so more would only
+    make every one of them slower (on 2 cores with p=2: one at a time, ~58 ms each)."""
+    return max(1, (os.cpu_count() or 1) // Argon2Parameters.parallelism)
+
+
 def build(resources: Resources) -> AuthService:
     settings = resources.settings
     return AuthService(
         resources.db,
-        Passwords(Argon2Parameters(time_cost=settings.argon2_time_cost)),
+        Passwords(Argon2Parameters(time_cost=settings.argon2_time_cost), max_concurrent=_hash_slots()),
         resources.tokens,
         resources.limiter,
         resources.clock,
