@@ -76,6 +76,20 @@ class Settings(BaseSettings):
     )
     # `off` disables every rate limit (benchmarks on a private machine); refused in production.
     rate_limits: Literal["on", "off"] = Field("on", validation_alias=_env("VEIL_RATE_LIMITS"))
+    # Keys: devices with keys per account, unclaimed one-time prekeys per device, bundle claims per
+    # (claimer, target device) per hour, queued device messages per device and their lifetime.
+    max_devices_per_user: int = Field(10, ge=1, validation_alias=_env("VEIL_MAX_DEVICES"))
+    max_one_time_prekeys: int = Field(500, ge=1, validation_alias=_env("VEIL_MAX_ONE_TIME_PREKEYS"))
+    claims_per_device_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_CLAIMS_PER_HOUR"))
+    device_queue_cap: int = Field(1000, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_CAP"))
+    device_message_ttl_days: int = Field(
+        14, ge=1, le=90, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS")
+    )
+    # Largest ciphertext of one envelope, in bytes (a larger one is a 413).
+    max_ciphertext_bytes: int = Field(
+        64 * 1024, ge=1, le=1024 * 1024, validation_alias=_env("VEIL_MAX_CIPHERTEXT")
+    )
+
     # memory: one process only; postgres: shared by every process on the database (default).
     rate_limit_store: Literal["memory", "postgres"] = Field(
         "postgres", validation_alias=_env("VEIL_RATE_LIMIT_STORE")

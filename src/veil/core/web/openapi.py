@@ -55,7 +55,9 @@ def _parameters(path: str) -> list[dict[str, Any]]:
     params = []
     for name, convertor in _PATH_PARAM.findall(path):
         schema: dict[str, Any] = {"type": "string"}
-        if convertor == "uuid" or name.endswith("_id") or name == "id":
+        if convertor == "int":
+            schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+        elif convertor == "uuid" or name.endswith("_id") or name == "id":
             schema = {"type": "string", "format": "uuid"}
         params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params

@@ -1,0 +1,1 @@
+"""Keys: the public-key directory and the device-to-device mailbox."""

@@ -1,0 +1,252 @@
+"""Keys routes: parse, one service call, respond."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from veil.core.problems import FieldError, not_found, validation_failed
+from veil.core.resources import Resources
+from veil.core.security.authn import Principal
+from veil.core.security.ratelimit import Rate
+from veil.core.web.app import ServiceModule
+from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.keys.schemas import (
+    Accepted,
+    AddOneTimePrekeys,
+    ClaimedBundle,
+    DeviceList,
+    DeviceMessageList,
+    DeviceMessageView,
+    DeviceView,
+    Gap,
+    OneTimePrekeyView,
+    PrekeyCount,
+    PublishKeys,
+    RemainingPrekeys,
+    SendDeviceMessages,
+    SignedPrekeyView,
+)
+from veil.keys.service import DeviceEnvelope, KeysLimits, KeysService, PublishedKeys
+from veil.keys.store import DeviceRecord
+
+TAG = "keys"
+
+
+def _service(request: Request) -> KeysService:
+    service: KeysService = state_of(request, "keys")
+    return service
+
+
+def _path_uuid(request: Request, name: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params[name])
+    except ValueError:
+        raise not_found() from None
+
+
+def _device_view(device: DeviceRecord) -> DeviceView:
+    return DeviceView(
+        device_id=device.device_id,
+        identity_key=device.identity_key,
+        signing_key=device.signing_key,
+        signed_prekey=SignedPrekeyView(
+            key_id=device.signed_prekey_id,
+            public_key=device.signed_prekey,
+            signature=device.signed_prekey_signature,
+        ),
+    )
+
+
+async def publish_keys(request: Request, principal: Principal, body: PublishKeys) -> Response:
+    count = await _service(request).publish(
+        principal,
+        PublishedKeys(
+            identity_key=body.identity_key,
+            signing_key=body.signing_key,
+            signed_prekey_id=body.signed_prekey.key_id,
+            signed_prekey=body.signed_prekey.public_key,
+            signature=body.signed_prekey.signature,
+            one_time_prekeys=[(k.key_id, k.public_key) for k in body.one_time_prekeys],
+        ),
+    )
+    return json_response(PrekeyCount(count=count))
+
+
+async def add_one_time_prekeys(request: Request, principal: Principal, body: AddOneTimePrekeys) -> Response:
+    keys = [(k.key_id, k.public_key) for k in body.one_time_prekeys]
+    return json_response(PrekeyCount(count=await _service(request).add_one_time_prekeys(principal, keys)))
+
+
+async def count_one_time_prekeys(request: Request, principal: Principal) -> Response:
+    return json_response(RemainingPrekeys(one_time_prekeys=await _service(request).remaining(principal)))
+
+
+async def list_devices(request: Request, principal: Principal) -> Response:
+    devices = await _service(request).devices(_path_uuid(request, "user_id"))
+    return json_response(DeviceList(items=[_device_view(d) for d in devices]))
+
+
+async def claim_bundle(request: Request, principal: Principal) -> Response:
+    bundle = await _service(request).claim(
+        principal, _path_uuid(request, "user_id"), _path_uuid(request, "device_id")
+    )
+    view = _device_view(bundle.device)
+    one_time = bundle.one_time_prekey
+    return json_response(
+        ClaimedBundle(
+            **view.__dict__,
+            one_time_prekey=OneTimePrekeyView(key_id=one_time[0], public_key=one_time[1])
+            if one_time
+            else None,
+        )
+    )
+
+
+async def send_device_messages(request: Request, principal: Principal, body: SendDeviceMessages) -> Response:
+    envelopes = [DeviceEnvelope(m.device_id, m.ciphertext, m.nonce, m.auth_tag) for m in body.messages]
+    queued = await _service(request).send(principal, body.content_type, envelopes)
+    return json_response(Accepted(queued=queued), status=202)
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise validation_failed([FieldError(("query", name), f"Must be an integer from {low} to {high}.")])
+    return int(raw)
+
+
+async def list_device_messages(request: Request, principal: Principal) -> Response:
+    limit = _query_int(request, "limit", 50, 1, 200)
+    after = _query_int(request, "cursor", 0, 0, 2**63 - 1)
+    inbox = await _service(request).inbox(principal, after, limit)
+    items = [
+        DeviceMessageView(
+            id=m.id,
+            sender_id=m.sender_user_id,
+            sender_device_id=m.sender_device_id,
+            content_type=m.content_type,
+            ciphertext=m.ciphertext,
+            nonce=m.nonce,
+            auth_tag=m.auth_tag,
+            created_at=m.created_at,
+        )
+        for m in inbox.messages
+    ]
+    gap = Gap(dropped=inbox.gap.dropped, since=inbox.gap.first_dropped_at) if inbox.gap else None
+    next_cursor = str(items[-1].id) if len(items) == limit else None
+    return json_response(DeviceMessageList(items=items, gap=gap, next_cursor=next_cursor))
+
+
+async def acknowledge_device_message(request: Request, principal: Principal) -> Response:
+    message_id: int = request.path_params["message_id"]
+    if message_id >= 2**63:
+        raise not_found("No such device message.")
+    await _service(request).acknowledge(principal, message_id)
+    return no_content()
+
+
+def build(resources: Resources) -> KeysService:
+    settings = resources.settings
+    return KeysService(
+        resources.db,
+        resources.limiter,
+        resources.clock,
+        KeysLimits(
+            max_devices_per_user=settings.max_devices_per_user,
+            max_one_time_prekeys=settings.max_one_time_prekeys,
+            claims_per_target_device=Rate.per_window(settings.claims_per_device_per_hour, 3600),
+            device_queue_cap=settings.device_queue_cap,
+            device_message_ttl=timedelta(days=settings.device_message_ttl_days),
+            max_ciphertext_bytes=settings.max_ciphertext_bytes,
+        ),
+    )
+
+
+MODULE = ServiceModule(
+    "keys",
+    [
+        Endpoint(
+            "PUT",
+            "/v1/keys",
+            publish_keys,
+            "Publish this device's public keys.",
+            TAG,
+            body=PublishKeys,
+            responses={200: PrekeyCount},
+            errors=(409,),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/keys/one-time",
+            add_one_time_prekeys,
+            "Add one-time prekeys.",
+            TAG,
+            body=AddOneTimePrekeys,
+            responses={200: PrekeyCount},
+            errors=(409,),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/keys/count",
+            count_one_time_prekeys,
+            "Unclaimed one-time prekeys of this device.",
+            TAG,
+            responses={200: RemainingPrekeys},
+        ),
+        Endpoint(
+            "GET",
+            "/v1/users/{user_id}/devices",
+            list_devices,
+            "A user's devices and public keys.",
+            TAG,
+            responses={200: DeviceList},
+            errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/users/{user_id}/devices/{device_id}/claim",
+            claim_bundle,
+            "Claim a device's key bundle, with one one-time prekey if any is left.",
+            TAG,
+            responses={200: ClaimedBundle},
+            errors=(404,),
+            rate_limited=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/devices/messages",
+            send_device_messages,
+            "Queue device-to-device envelopes (session set-up, sender keys).",
+            TAG,
+            body=SendDeviceMessages,
+            responses={202: Accepted},
+            errors=(404,),
+            rate_limited=True,
+        ),
+        Endpoint(
+            "GET",
+            "/v1/devices/messages",
+            list_device_messages,
+            "This device's queued device messages, oldest first (`?cursor=`, `?limit=`).",
+            TAG,
+            responses={200: DeviceMessageList},
+            errors=(422,),
+        ),
+        Endpoint(
+            "DELETE",
+            "/v1/devices/messages/{message_id:int}",
+            acknowledge_device_message,
+            "Acknowledge (and so delete) one queued device message.",
+            TAG,
+            responses={204: None},
+            errors=(404,),
+        ),
+    ],
+    build=build,
+)

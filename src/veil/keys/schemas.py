@@ -1,0 +1,121 @@
+"""Wire models of the Keys API. Keys travel as base64 of their raw bytes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from veil.core.binary import Base64Bytes
+from veil.core.wire import RequestModel, ResponseModel, Timestamp
+
+KeyId = int
+PublicKey = Annotated[bytes, Base64Bytes(32)]
+Signature = Annotated[bytes, Base64Bytes(64)]
+# The hard ceiling of one envelope's ciphertext; the configured limit (64 KiB) is a 413 below it.
+Ciphertext = Annotated[bytes, Base64Bytes(1, 1024 * 1024)]
+Nonce = Annotated[bytes, Base64Bytes(12, 24, only=(12, 24))]
+AuthTag = Annotated[bytes, Base64Bytes(16)]
+
+# What a device message carries (never the plaintext itself): session set-up, a message within
+# a 1:1 device session, or a group sender key.
+DeviceContentType = Literal["session_init", "session_message", "sender_key"]
+
+
+class SignedPrekey(RequestModel):
+    key_id: KeyId = Field(ge=0, le=2**32 - 1)
+    public_key: PublicKey
+    signature: Signature
+
+
+class OneTimePrekey(RequestModel):
+    key_id: KeyId = Field(ge=0, le=2**32 - 1)
+    public_key: PublicKey
+
+
+class PublishKeys(RequestModel):
+    identity_key: PublicKey
+    signing_key: PublicKey
+    signed_prekey: SignedPrekey
+    one_time_prekeys: list[OneTimePrekey] = Field(default_factory=list, max_length=200)
+
+
+class AddOneTimePrekeys(RequestModel):
+    one_time_prekeys: list[OneTimePrekey] = Field(min_length=1, max_length=200)
+
+
+class PrekeyCount(ResponseModel):
+    count: int
+
+
+class RemainingPrekeys(ResponseModel):
+    one_time_prekeys: int
+
+
+class SignedPrekeyView(ResponseModel):
+    key_id: int
+    public_key: PublicKey
+    signature: Signature
+
+
+class OneTimePrekeyView(ResponseModel):
+    key_id: int
+    public_key: PublicKey
+
+
+class DeviceView(ResponseModel):
+    device_id: uuid.UUID
+    identity_key: PublicKey
+    signing_key: PublicKey
+    signed_prekey: SignedPrekeyView
+
+
+class DeviceList(ResponseModel):
+    items: list[DeviceView]
+
+
+class ClaimedBundle(ResponseModel):
+    device_id: uuid.UUID
+    identity_key: PublicKey
+    signing_key: PublicKey
+    signed_prekey: SignedPrekeyView
+    one_time_prekey: OneTimePrekeyView | None
+
+
+class OutgoingDeviceMessage(RequestModel):
+    device_id: uuid.UUID
+    ciphertext: Ciphertext
+    nonce: Nonce
+    auth_tag: AuthTag
+
+
+class SendDeviceMessages(RequestModel):
+    content_type: DeviceContentType
+    messages: list[OutgoingDeviceMessage] = Field(min_length=1, max_length=100)
+
+
+class Accepted(ResponseModel):
+    queued: int
+
+
+class DeviceMessageView(ResponseModel):
+    id: int
+    sender_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    content_type: str
+    ciphertext: Ciphertext
+    nonce: Nonce
+    auth_tag: AuthTag
+    created_at: Timestamp
+
+
+class Gap(ResponseModel):
+    dropped: int
+    since: Timestamp
+
+
+class DeviceMessageList(ResponseModel):
+    items: list[DeviceMessageView]
+    gap: Gap | None
+    next_cursor: str | None

@@ -1,0 +1,253 @@
+"""Keys use cases: publish and top up keys, look up and claim bundles, queue and read device
+messages. The server checks shapes and signatures; it never holds or accepts a private key."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from veil.core.binary import looks_like_text
+from veil.core.clock import Clock
+from veil.core.db import Connection, Database
+from veil.core.logging import get_logger
+from veil.core.problems import FieldError, Problem, conflict, not_found, too_many_requests, validation_failed
+from veil.core.security.authn import Principal
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.keys import store
+
+log = get_logger(__name__)
+
+_ALL_ZERO = bytes(32)
+
+
+@dataclass(frozen=True)
+class KeysLimits:
+    max_devices_per_user: int
+    max_one_time_prekeys: int
+    claims_per_target_device: Rate
+    device_queue_cap: int
+    device_message_ttl: timedelta
+    max_ciphertext_bytes: int
+
+
+@dataclass(frozen=True)
+class PublishedKeys:
+    identity_key: bytes
+    signing_key: bytes
+    signed_prekey_id: int
+    signed_prekey: bytes
+    signature: bytes
+    one_time_prekeys: list[tuple[int, bytes]]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    device: store.DeviceRecord
+    one_time_prekey: tuple[int, bytes] | None
+
+
+@dataclass(frozen=True)
+class DeviceEnvelope:
+    device_id: uuid.UUID
+    ciphertext: bytes
+    nonce: bytes
+    auth_tag: bytes
+
+
+@dataclass(frozen=True)
+class Inbox:
+    messages: list[store.QueuedMessage]
+    gap: store.GapRecord | None
+
+
+def _invalid(loc: tuple[str | int, ...], msg: str) -> Problem:
+    return validation_failed([FieldError(loc, msg)])
+
+
+def check_signed_prekey(signing_key: bytes, signed_prekey: bytes, signature: bytes) -> None:
+    try:
+        Ed25519PublicKey.from_public_bytes(signing_key).verify(signature, signed_prekey)
+    except (InvalidSignature, ValueError):
+        raise _invalid(
+            ("signed_prekey", "signature"), "Not a valid Ed25519 signature of the signed prekey."
+        ) from None
+
+
+def check_public_keys(keys: PublishedKeys) -> None:
+    named = [("identity_key",), ("signing_key",), ("signed_prekey", "public_key")]
+    values = [keys.identity_key, keys.signing_key, keys.signed_prekey]
+    for loc, value in zip(named, values, strict=True):
+        if value == _ALL_ZERO:
+            raise _invalid(loc, "Not a usable public key.")
+    check_one_time_prekeys(keys.one_time_prekeys)
+
+
+def check_one_time_prekeys(keys: list[tuple[int, bytes]]) -> None:
+    seen: set[int] = set()
+    for index, (key_id, public) in enumerate(keys):
+        if public == _ALL_ZERO:
+            raise _invalid(("one_time_prekeys", index, "public_key"), "Not a usable public key.")
+        if key_id in seen:
+            raise _invalid(("one_time_prekeys", index, "key_id"), "Duplicate key_id in the request.")
+        seen.add(key_id)
+
+
+class KeysService:
+    def __init__(self, db: Database, limiter: RateLimiter, clock: Clock, limits: KeysLimits) -> None:
+        self._db = db
+        self._limiter = limiter
+        self._clock = clock
+        self._limits = limits
+
+    async def publish(self, principal: Principal, keys: PublishedKeys) -> int:
+        check_public_keys(keys)
+        check_signed_prekey(keys.signing_key, keys.signed_prekey, keys.signature)
+        now = self._clock.now()
+        record = store.DeviceRecord(
+            principal.session_id,
+            keys.identity_key,
+            keys.signing_key,
+            keys.signed_prekey_id,
+            keys.signed_prekey,
+            keys.signature,
+        )
+        async with self._db.transaction("keys_publish") as conn:
+            await store.lock_user_devices(conn, principal.user_id)
+            previous = await store.device(conn, principal.session_id)
+            if previous is None and await store.count_devices(conn, principal.user_id) >= (
+                self._limits.max_devices_per_user
+            ):
+                raise conflict(
+                    f"This account already has {self._limits.max_devices_per_user} devices with keys;"
+                    " end a session first."
+                )
+            await store.upsert_device(conn, principal.user_id, record, now)
+            for change in _changes(previous, record):
+                await store.record_key_change(conn, principal.user_id, principal.session_id, change, now)
+            await self._add_prekeys(conn, principal.session_id, keys.one_time_prekeys, now)
+            return await store.remaining_prekeys(conn, principal.session_id)
+
+    async def add_one_time_prekeys(self, principal: Principal, keys: list[tuple[int, bytes]]) -> int:
+        check_one_time_prekeys(keys)
+        now = self._clock.now()
+        async with self._db.transaction("keys_add_one_time") as conn:
+            if await store.device(conn, principal.session_id) is None:
+                raise conflict("Publish this device's keys (PUT /v1/keys) first.")
+            await self._add_prekeys(conn, principal.session_id, keys, now)
+            return await store.remaining_prekeys(conn, principal.session_id)
+
+    async def _add_prekeys(
+        self, conn: Connection, device_id: uuid.UUID, keys: list[tuple[int, bytes]], now: datetime
+    ) -> None:
+        conflicts = await store.add_one_time_prekeys(conn, device_id, keys, now)
+        if conflicts:
+            raise conflict(
+                "A one-time prekey with this key_id was already uploaded with other bytes.",
+                key_ids=sorted(conflicts),
+            )
+        if await store.remaining_prekeys(conn, device_id) > self._limits.max_one_time_prekeys:
+            raise _invalid(
+                ("one_time_prekeys",),
+                f"At most {self._limits.max_one_time_prekeys} unclaimed one-time prekeys per device.",
+            )
+
+    async def remaining(self, principal: Principal) -> int:
+        async with self._db.connection() as conn:
+            return await store.remaining_prekeys(conn, principal.session_id)
+
+    async def devices(self, user_id: uuid.UUID) -> list[store.DeviceRecord]:
+        async with self._db.connection() as conn:
+            exists = await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", user_id)
+            if not exists:
+                raise not_found("No such user.")
+            return await store.devices_of(conn, user_id)
+
+    async def claim(self, principal: Principal, user_id: uuid.UUID, device_id: uuid.UUID) -> Bundle:
+        now = self._clock.now()
+        decision = await self._limiter.hit(
+            limiter_key("claim", f"{principal.user_id}:{device_id}"),
+            self._limits.claims_per_target_device,
+            now.timestamp(),
+        )
+        if not decision.allowed:
+            raise too_many_requests(decision.retry_after_seconds)
+        async with self._db.transaction("keys_claim") as conn:
+            device = await store.device(conn, device_id)
+            owner = await conn.fetchval("SELECT user_id FROM device_keys WHERE device_id = $1", device_id)
+            if device is None or owner != user_id:
+                raise not_found("No such device.")
+            one_time = await store.claim_one_time_prekey(conn, device_id, now)
+        if one_time is None:
+            log.info("one_time_prekeys_exhausted", device_id=str(device_id))
+        return Bundle(device, one_time)
+
+    async def send(self, principal: Principal, content_type: str, envelopes: list[DeviceEnvelope]) -> int:
+        for index, envelope in enumerate(envelopes):
+            if len(envelope.ciphertext) > self._limits.max_ciphertext_bytes:
+                raise Problem(
+                    413, f"A ciphertext exceeds {self._limits.max_ciphertext_bytes} bytes (message {index})."
+                )
+            if looks_like_text(envelope.ciphertext):
+                raise _invalid(("messages", index, "ciphertext"), "Looks like plaintext, not ciphertext.")
+        recipients = sorted({e.device_id for e in envelopes})
+        now = self._clock.now()
+        async with self._db.transaction("keys_send_device_messages") as conn:
+            await store.lock_devices(conn, recipients)
+            known = await store.existing_devices(conn, recipients)
+            missing = [d for d in recipients if d not in known]
+            if missing:
+                raise not_found(f"No such device: {missing[0]}.")
+            lengths = await store.queue_lengths(conn, recipients)
+            for device in recipients:
+                incoming = sum(1 for e in envelopes if e.device_id == device)
+                if lengths.get(device, 0) + incoming > self._limits.device_queue_cap:
+                    raise too_many_requests(60)
+            await store.enqueue(
+                conn,
+                [(e.device_id, e.ciphertext, e.nonce, e.auth_tag) for e in envelopes],
+                sender_user_id=principal.user_id,
+                sender_device_id=principal.session_id,
+                content_type=content_type,
+                now=now,
+                expires_at=now + self._limits.device_message_ttl,
+            )
+        return len(envelopes)
+
+    async def inbox(self, principal: Principal, after_id: int, limit: int) -> Inbox:
+        """The caller's queued device messages. Expired ones are dropped first and reported once
+        as a gap, so the device learns that something never arrived."""
+        now = self._clock.now()
+        async with self._db.transaction("keys_inbox") as conn:
+            await store.expire_queued(conn, principal.session_id, now)
+            gap = await store.gap_of(conn, principal.session_id)
+            if gap is not None:
+                await store.clear_gap(conn, principal.session_id)
+            messages = await store.queued_for(conn, principal.session_id, after_id, limit)
+        return Inbox(messages, gap)
+
+    async def acknowledge(self, principal: Principal, message_id: int) -> None:
+        async with self._db.transaction("keys_ack_device_message") as conn:
+            if not await store.acknowledge(conn, principal.session_id, message_id):
+                raise not_found("No such device message.")
+
+    async def expire_all(self) -> int:
+        async with self._db.transaction("keys_expire_device_messages") as conn:
+            return await store.expire_queued(conn, None, self._clock.now())
+
+
+def _changes(previous: store.DeviceRecord | None, current: store.DeviceRecord) -> list[str]:
+    if previous is None:
+        return ["device_added"]
+    changes = []
+    if previous.identity_key != current.identity_key:
+        changes.append("identity_changed")
+    if (previous.signed_prekey_id, previous.signed_prekey) != (
+        current.signed_prekey_id,
+        current.signed_prekey,
+    ):
+        changes.append("signed_prekey_changed")
+    return changes

@@ -1,0 +1,249 @@
+"""SQL for device keys, one-time prekeys, device messages and key changes."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from veil.core.db import Connection
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    device_id: uuid.UUID
+    identity_key: bytes
+    signing_key: bytes
+    signed_prekey_id: int
+    signed_prekey: bytes
+    signed_prekey_signature: bytes
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    id: int
+    sender_user_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    content_type: str
+    ciphertext: bytes
+    nonce: bytes
+    auth_tag: bytes
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class GapRecord:
+    dropped: int
+    first_dropped_at: datetime
+
+
+_DEVICE_COLUMNS = (
+    "device_id, identity_key, signing_key, signed_prekey_id, signed_prekey, signed_prekey_signature"
+)
+
+
+async def lock_user_devices(conn: Connection, user_id: uuid.UUID) -> None:
+    """Serialise key publication per user, so the device limit cannot be raced past."""
+    await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+
+
+async def device(conn: Connection, device_id: uuid.UUID) -> DeviceRecord | None:
+    query = f"SELECT {_DEVICE_COLUMNS} FROM device_keys WHERE device_id = $1"  # noqa: S608 - constant
+    row = await conn.fetchrow(query, device_id)
+    return DeviceRecord(**dict(row)) if row else None
+
+
+async def devices_of(conn: Connection, user_id: uuid.UUID) -> list[DeviceRecord]:
+    rows = await conn.fetch(
+        f"SELECT {_DEVICE_COLUMNS} FROM device_keys WHERE user_id = $1 ORDER BY created_at",  # noqa: S608
+        user_id,
+    )
+    return [DeviceRecord(**dict(row)) for row in rows]
+
+
+async def count_devices(conn: Connection, user_id: uuid.UUID) -> int:
+    count: int = await conn.fetchval("SELECT count(*) FROM device_keys WHERE user_id = $1", user_id)
+    return count
+
+
+async def upsert_device(conn: Connection, user_id: uuid.UUID, record: DeviceRecord, now: datetime) -> None:
+    await conn.execute(
+        f"""INSERT INTO device_keys (user_id, {_DEVICE_COLUMNS}, created_at, updated_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+            ON CONFLICT (device_id) DO UPDATE SET
+                identity_key = EXCLUDED.identity_key, signing_key = EXCLUDED.signing_key,
+                signed_prekey_id = EXCLUDED.signed_prekey_id, signed_prekey = EXCLUDED.signed_prekey,
+                signed_prekey_signature = EXCLUDED.signed_prekey_signature,
+                updated_at = EXCLUDED.updated_at""",  # noqa: S608 - constant column list
+        user_id,
+        record.device_id,
+        record.identity_key,
+        record.signing_key,
+        record.signed_prekey_id,
+        record.signed_prekey,
+        record.signed_prekey_signature,
+        now,
+    )
+
+
+async def add_one_time_prekeys(
+    conn: Connection, device_id: uuid.UUID, keys: list[tuple[int, bytes]], now: datetime
+) -> list[int]:
+    """Insert new keys in order; an identical re-upload is a no-op. Returns the key ids that
+    already exist with *different* bytes (the caller refuses the whole request then)."""
+    if not keys:
+        return []
+    ids = [key_id for key_id, _ in keys]
+    publics = [public for _, public in keys]
+    conflicts = await conn.fetch(
+        """SELECT o.key_id FROM one_time_prekeys o
+           JOIN unnest($2::bigint[], $3::bytea[]) AS k(key_id, public_key) ON k.key_id = o.key_id
+           WHERE o.device_id = $1 AND o.public_key <> k.public_key""",
+        device_id,
+        ids,
+        publics,
+    )
+    if conflicts:
+        return [row["key_id"] for row in conflicts]
+    await conn.execute(
+        """INSERT INTO one_time_prekeys (device_id, key_id, public_key, created_at)
+           SELECT $1, key_id, public_key, $4 FROM unnest($2::bigint[], $3::bytea[])
+               WITH ORDINALITY AS k(key_id, public_key, position)
+           ORDER BY position
+           ON CONFLICT (device_id, key_id) DO NOTHING""",
+        device_id,
+        ids,
+        publics,
+        now,
+    )
+    return []
+
+
+async def remaining_prekeys(conn: Connection, device_id: uuid.UUID) -> int:
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM one_time_prekeys WHERE device_id = $1 AND claimed_at IS NULL", device_id
+    )
+    return count
+
+
+async def claim_one_time_prekey(
+    conn: Connection, device_id: uuid.UUID, now: datetime
+) -> tuple[int, bytes] | None:
+    """Hand out the oldest unclaimed key exactly once. SKIP LOCKED lets concurrent claimers take
+    the next key instead of waiting for (and then losing) the same one."""
+    row = await conn.fetchrow(
+        """WITH next AS (
+               SELECT key_id FROM one_time_prekeys
+               WHERE device_id = $1 AND claimed_at IS NULL
+               ORDER BY upload_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
+           UPDATE one_time_prekeys o SET claimed_at = $2 FROM next
+           WHERE o.device_id = $1 AND o.key_id = next.key_id
+           RETURNING o.key_id, o.public_key""",
+        device_id,
+        now,
+    )
+    return (row["key_id"], row["public_key"]) if row else None
+
+
+async def record_key_change(
+    conn: Connection, user_id: uuid.UUID, device_id: uuid.UUID, change: str, now: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO key_changes (user_id, device_id, change, created_at) VALUES ($1, $2, $3, $4)",
+        user_id,
+        device_id,
+        change,
+        now,
+    )
+
+
+async def existing_devices(conn: Connection, device_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    rows = await conn.fetch("SELECT device_id FROM device_keys WHERE device_id = ANY($1::uuid[])", device_ids)
+    return {row["device_id"] for row in rows}
+
+
+async def queue_lengths(conn: Connection, device_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    rows = await conn.fetch(
+        """SELECT recipient_device_id, count(*) AS n FROM device_messages
+           WHERE recipient_device_id = ANY($1::uuid[]) GROUP BY recipient_device_id""",
+        device_ids,
+    )
+    return {row["recipient_device_id"]: row["n"] for row in rows}
+
+
+async def lock_devices(conn: Connection, device_ids: list[uuid.UUID]) -> None:
+    """Serialise enqueuers per recipient so the queue cap holds under concurrency."""
+    await conn.execute(
+        "SELECT 1 FROM device_keys WHERE device_id = ANY($1::uuid[]) ORDER BY device_id FOR UPDATE",
+        device_ids,
+    )
+
+
+async def enqueue(
+    conn: Connection,
+    messages: list[tuple[uuid.UUID, bytes, bytes, bytes]],
+    *,
+    sender_user_id: uuid.UUID,
+    sender_device_id: uuid.UUID,
+    content_type: str,
+    now: datetime,
+    expires_at: datetime,
+) -> None:
+    await conn.executemany(
+        """INSERT INTO device_messages (recipient_device_id, sender_user_id, sender_device_id,
+               content_type, ciphertext, nonce, auth_tag, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        [
+            (device, sender_user_id, sender_device_id, content_type, ct, nonce, tag, now, expires_at)
+            for device, ct, nonce, tag in messages
+        ],
+    )
+
+
+async def expire_queued(conn: Connection, device_id: uuid.UUID | None, now: datetime) -> int:
+    """Delete expired messages (of one device, or all) and count them into the gap markers."""
+    rows = await conn.fetch(
+        """WITH gone AS (
+               DELETE FROM device_messages
+               WHERE expires_at <= $2 AND ($1::uuid IS NULL OR recipient_device_id = $1)
+               RETURNING recipient_device_id, created_at)
+           INSERT INTO device_message_gaps (recipient_device_id, dropped, first_dropped_at)
+           SELECT recipient_device_id, count(*), min(created_at) FROM gone GROUP BY recipient_device_id
+           ON CONFLICT (recipient_device_id) DO UPDATE
+               SET dropped = device_message_gaps.dropped + EXCLUDED.dropped
+           RETURNING dropped""",
+        device_id,
+        now,
+    )
+    return len(rows)
+
+
+async def queued_for(
+    conn: Connection, device_id: uuid.UUID, after_id: int, limit: int
+) -> list[QueuedMessage]:
+    rows = await conn.fetch(
+        """SELECT id, sender_user_id, sender_device_id, content_type, ciphertext, nonce, auth_tag, created_at
+           FROM device_messages WHERE recipient_device_id = $1 AND id > $2 ORDER BY id LIMIT $3""",
+        device_id,
+        after_id,
+        limit,
+    )
+    return [QueuedMessage(**dict(row)) for row in rows]
+
+
+async def gap_of(conn: Connection, device_id: uuid.UUID) -> GapRecord | None:
+    row = await conn.fetchrow(
+        "SELECT dropped, first_dropped_at FROM device_message_gaps WHERE recipient_device_id = $1", device_id
+    )
+    return GapRecord(row["dropped"], row["first_dropped_at"]) if row else None
+
+
+async def acknowledge(conn: Connection, device_id: uuid.UUID, message_id: int) -> bool:
+    status = await conn.execute(
+        "DELETE FROM device_messages WHERE recipient_device_id = $1 AND id = $2", device_id, message_id
+    )
+    return bool(status == "DELETE 1")
+
+
+async def clear_gap(conn: Connection, device_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM device_message_gaps WHERE recipient_device_id = $1", device_id)
