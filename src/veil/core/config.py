@@ -90,6 +90,8 @@ class Settings(BaseSettings):
         64 * 1024, ge=1, le=1024 * 1024, validation_alias=_env("VEIL_MAX_CIPHERTEXT")
     )
 
+    # Message sends per user per minute, shared by HTTP and WebSocket and all of a user's devices.
+    messages_per_minute: int = Field(60, ge=1, validation_alias=_env("VEIL_MESSAGES_PER_MINUTE"))
     # memory: one process only; postgres: shared by every process on the database (default).
     rate_limit_store: Literal["memory", "postgres"] = Field(
         "postgres", validation_alias=_env("VEIL_RATE_LIMIT_STORE")

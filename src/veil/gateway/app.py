@@ -10,9 +10,12 @@ from veil.core.clock import Clock
 from veil.core.config import Settings
 from veil.core.web.app import ServiceModule, create_app
 from veil.keys import api as keys_api
+from veil.messaging import api as messaging_api
 
 # Each service's published `ServiceModule`, by the name `veil serve NAME` takes.
-SERVICES: dict[str, ServiceModule] = {module.name: module for module in (auth_api.MODULE, keys_api.MODULE)}
+SERVICES: dict[str, ServiceModule] = {
+    module.name: module for module in (auth_api.MODULE, keys_api.MODULE, messaging_api.MODULE)
+}
 
 
 def create_service_app(settings: Settings, name: str, *, clock: Clock | None = None) -> Starlette:

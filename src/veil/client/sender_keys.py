@@ -1,0 +1,292 @@
+"""Group sender keys: each device encrypts a conversation's messages once, with its own chain.
+
+Per (conversation, epoch, sender device) the sender draws a random chain key and an Ed25519 key
+pair. The chain (see `ratchet`) gives a fresh message key per message; the distribution message,
+sent to each other member device over a pairwise session as a `sender_key` device message, hands
+over the current chain key, its iteration and the signature public key. Every member who holds a
+sender key could compute its message keys, so each group message is also signed with the sender
+key's private signing key, which never leaves the sender: other members can read, but not forge,
+that device's messages.
+
+A membership change raises the conversation's epoch, and a new epoch means a new sender key,
+distributed only to the members of the new epoch, so a removed member never learns it. Within an
+epoch there is forward secrecy (old message keys are deleted) but no post-compromise security.
+
+Group ciphertext frame: `group header (6 bytes) || AEAD ciphertext || Ed25519 signature (64 bytes)`;
+the signature covers the bound metadata, the framed ciphertext, the nonce and the tag.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from veil.client.codec import (
+    U64_MAX,
+    b64encode,
+    canonical_uuid,
+    length_prefixed,
+    read_bytes,
+    read_int,
+    read_list,
+    read_mapping,
+    read_str,
+    uuid_bytes,
+    uuid_str,
+)
+from veil.client.envelope import GroupContext, Sealed, ensure_fits, open_sealed, seal
+from veil.client.errors import DecryptionError, MalformedMessageError, UnknownSenderKeyError
+from veil.client.framing import GroupMessageHeader, SenderKeyDistributionFrame
+from veil.client.ratchet import CHAIN_KEY_SIZE, ReceivingChain, SendingChain
+
+SIGNATURE_SIZE = 64
+_SIGNATURE_LABEL = b"veil/group-signature/v1"
+
+
+@dataclass(frozen=True)
+class SenderKeyDistribution:
+    """What a member device needs to read one sender device's messages in one epoch."""
+
+    conversation_id: str
+    epoch: int
+    iteration: int
+    chain_key: bytes
+    signing_public_key: bytes
+
+    def encode(self) -> bytes:
+        """The 94-byte binary payload (see `framing.SenderKeyDistributionFrame`)."""
+        return SenderKeyDistributionFrame(
+            uuid_bytes(self.conversation_id, field="conversation_id"),
+            self.epoch,
+            self.iteration,
+            self.chain_key,
+            self.signing_public_key,
+        ).encode()
+
+    @classmethod
+    def decode(cls, payload: bytes) -> SenderKeyDistribution:
+        frame = SenderKeyDistributionFrame.decode(payload)
+        return cls(
+            uuid_str(frame.conversation_id),
+            frame.epoch,
+            frame.iteration,
+            frame.chain_key,
+            frame.signing_public_key,
+        )
+
+
+def _signed_bytes(context: GroupContext, ciphertext: bytes, nonce: bytes, tag: bytes) -> bytes:
+    return length_prefixed(_SIGNATURE_LABEL, context.encode(), ciphertext, nonce, tag)
+
+
+class OwnSenderKey:
+    """This device's sending chain and signing key for one conversation epoch."""
+
+    def __init__(
+        self, conversation_id: str, epoch: int, chain: SendingChain, signing: Ed25519PrivateKey
+    ) -> None:
+        self.conversation_id = conversation_id
+        self.epoch = epoch
+        self._chain = chain
+        self._signing = signing
+
+    @classmethod
+    def generate(cls, conversation_id: str, epoch: int) -> OwnSenderKey:
+        if not 0 <= epoch <= U64_MAX:
+            raise ValueError("epoch out of range")
+        chain = SendingChain(os.urandom(CHAIN_KEY_SIZE))
+        return cls(canonical_uuid(conversation_id), epoch, chain, Ed25519PrivateKey.generate())
+
+    def distribution(self) -> SenderKeyDistribution:
+        """The key as of now: receivers can read this and later messages, never earlier ones."""
+        return SenderKeyDistribution(
+            self.conversation_id,
+            self.epoch,
+            self._chain.index,
+            self._chain.chain_key,
+            self._signing.public_key().public_bytes_raw(),
+        )
+
+    def encrypt(self, context: GroupContext, plaintext: bytes) -> Sealed:
+        """Seal on the next iteration and append the signature trailer."""
+        ensure_fits(GroupMessageHeader.LAYOUT.size, len(plaintext), SIGNATURE_SIZE)
+        iteration, message_key = self._chain.next_message_key()
+        header = GroupMessageHeader(iteration).encode()
+        sealed = seal(message_key, header, plaintext, context.encode(), reserve=SIGNATURE_SIZE)
+        signature = self._signing.sign(_signed_bytes(context, sealed.ciphertext, sealed.nonce, sealed.tag))
+        return Sealed(sealed.ciphertext + signature, sealed.nonce, sealed.tag)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "epoch": self.epoch,
+            "chain": self._chain.to_state(),
+            "signing": b64encode(self._signing.private_bytes_raw()),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> OwnSenderKey:
+        return cls(
+            read_str(state, "conversation_id"),
+            read_int(state, "epoch"),
+            SendingChain.from_state(read_mapping(state, "chain")),
+            Ed25519PrivateKey.from_private_bytes(read_bytes(state, "signing", size=32)),
+        )
+
+
+class PeerSenderKey:
+    """Another device's sender key for one conversation epoch, as received."""
+
+    def __init__(self, chain: ReceivingChain, signing_public_key: bytes) -> None:
+        self._chain = chain
+        self.signing_public_key = signing_public_key
+
+    def decrypt(self, context: GroupContext, sealed: Sealed) -> bytes:
+        """Check the sender's signature, then open the message on its chain index."""
+        header_size = GroupMessageHeader.LAYOUT.size
+        if len(sealed.ciphertext) < header_size + SIGNATURE_SIZE:
+            raise DecryptionError("group ciphertext is shorter than its header and signature")
+        framed, signature = sealed.ciphertext[:-SIGNATURE_SIZE], sealed.ciphertext[-SIGNATURE_SIZE:]
+        try:
+            Ed25519PublicKey.from_public_bytes(self.signing_public_key).verify(
+                signature, _signed_bytes(context, framed, sealed.nonce, sealed.tag)
+            )
+        except InvalidSignature:
+            raise DecryptionError("the sender's signature does not verify") from None
+        header = GroupMessageHeader.decode(framed)
+        unsigned = Sealed(framed, sealed.nonce, sealed.tag)
+        return self._chain.open(
+            header.iteration, lambda key: open_sealed(key, unsigned, header_size, context.encode())
+        )
+
+    def to_state(self) -> dict[str, Any]:
+        return {"chain": self._chain.to_state(), "signing_public_key": b64encode(self.signing_public_key)}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PeerSenderKey:
+        return cls(
+            ReceivingChain.from_state(read_mapping(state, "chain")),
+            read_bytes(state, "signing_public_key", size=32),
+        )
+
+
+_PeerKey = tuple[str, int, str, str]
+
+
+class SenderKeyStore:
+    """Own sender keys by (conversation, epoch) and received ones by (conversation, epoch, user, device)."""
+
+    def __init__(
+        self,
+        own: dict[tuple[str, int], OwnSenderKey] | None = None,
+        peers: dict[_PeerKey, PeerSenderKey] | None = None,
+    ) -> None:
+        self._own = own or {}
+        self._peers = peers or {}
+
+    def own_key(self, conversation_id: str, epoch: int) -> OwnSenderKey:
+        """This device's sender key for the epoch, created on first use.
+
+        Creating one for a new epoch drops our keys for earlier epochs of that conversation: the
+        server refuses messages in any epoch but the current one, so they can never be used again.
+        """
+        conversation_id = canonical_uuid(conversation_id, field="conversation_id")
+        key = self._own.get((conversation_id, epoch))
+        if key is None:
+            key = OwnSenderKey.generate(conversation_id, epoch)
+            for stale in [k for k in self._own if k[0] == conversation_id and k[1] < epoch]:
+                del self._own[stale]
+            self._own[(conversation_id, epoch)] = key
+        return key
+
+    def has_own_key(self, conversation_id: str, epoch: int) -> bool:
+        return (canonical_uuid(conversation_id, field="conversation_id"), epoch) in self._own
+
+    def install(self, sender_id: str, sender_device_id: str, distribution: SenderKeyDistribution) -> None:
+        """Store a received sender key.
+
+        A repeat of a key we hold (same signing key) is ignored, so a re-delivered distribution
+        cannot roll the chain back; a different key for the same slot replaces the old one.
+        """
+        slot = (
+            canonical_uuid(distribution.conversation_id, field="conversation_id"),
+            distribution.epoch,
+            canonical_uuid(sender_id, field="sender_id"),
+            canonical_uuid(sender_device_id, field="sender_device_id"),
+        )
+        existing = self._peers.get(slot)
+        if existing is not None and existing.signing_public_key == distribution.signing_public_key:
+            return
+        try:
+            Ed25519PublicKey.from_public_bytes(distribution.signing_public_key)
+        except ValueError:
+            raise MalformedMessageError("the sender key's signing key is not an Ed25519 key") from None
+        chain = ReceivingChain(distribution.chain_key, distribution.iteration)
+        self._peers[slot] = PeerSenderKey(chain, distribution.signing_public_key)
+
+    def peer_key(self, context: GroupContext) -> PeerSenderKey:
+        """The received sender key that opens a message with this context."""
+        slot = (
+            canonical_uuid(context.conversation_id, field="conversation_id"),
+            context.key_epoch,
+            canonical_uuid(context.sender_id, field="sender_id"),
+            canonical_uuid(context.sender_device_id, field="sender_device_id"),
+        )
+        try:
+            return self._peers[slot]
+        except KeyError:
+            raise UnknownSenderKeyError(
+                f"no sender key of device {context.sender_device_id} for epoch {context.key_epoch}"
+            ) from None
+
+    def forget_epochs_before(self, conversation_id: str, epoch: int) -> None:
+        """Delete every key of the conversation older than `epoch` (history before it becomes unreadable)."""
+        conversation_id = canonical_uuid(conversation_id, field="conversation_id")
+        for own in [k for k in self._own if k[0] == conversation_id and k[1] < epoch]:
+            del self._own[own]
+        for peer in [k for k in self._peers if k[0] == conversation_id and k[1] < epoch]:
+            del self._peers[peer]
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "own": [key.to_state() for key in self._own.values()],
+            "peers": [
+                {
+                    "conversation_id": conversation_id,
+                    "epoch": epoch,
+                    "sender_id": sender_id,
+                    "sender_device_id": sender_device_id,
+                    "key": key.to_state(),
+                }
+                for (conversation_id, epoch, sender_id, sender_device_id), key in self._peers.items()
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> SenderKeyStore:
+        own: dict[tuple[str, int], OwnSenderKey] = {}
+        for item in read_list(state, "own"):
+            key = OwnSenderKey.from_state(_mapping(item))
+            own[(key.conversation_id, key.epoch)] = key
+        peers: dict[_PeerKey, PeerSenderKey] = {}
+        for item in read_list(state, "peers"):
+            entry = _mapping(item)
+            slot = (
+                read_str(entry, "conversation_id"),
+                read_int(entry, "epoch"),
+                read_str(entry, "sender_id"),
+                read_str(entry, "sender_device_id"),
+            )
+            peers[slot] = PeerSenderKey.from_state(read_mapping(entry, "key"))
+        return cls(own, peers)
+
+
+def _mapping(item: object) -> Mapping[str, Any]:
+    if not isinstance(item, Mapping):
+        raise ValueError("a sender key entry must be an object")
+    return item

@@ -1,0 +1,336 @@
+"""`ClientCrypto`: the one object an HTTP or WebSocket client talks to for all of its cryptography.
+
+It owns a device's keys, its pairwise sessions (keyed by peer user and device) and its group sender
+keys, turns plaintext into the exact wire dicts the API takes, and turns what the server delivers
+back into plaintext. It never does I/O except `save`/`load` of the encrypted keystore, and all of
+its state round-trips through `to_state`/`from_state`. Persisting after every call that changes
+state (before sending what it returned) is the caller's duty: a process that restarts from an
+older state reuses chain indices, which receivers refuse as replays (nonces are random, so no
+confidentiality is lost, but those messages are unreadable).
+
+Identity keys are pinned per peer device on first use: a later `session_init` or bundle for the
+same device with a different identity key is refused with `IdentityMismatchError`, unless the
+caller first calls `forget_peer` (after checking fingerprints out of band).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from veil.client.codec import canonical_uuid, read_list, read_mapping, read_str
+from veil.client.envelope import DEVICE_CONTENT_TYPES, DeviceContext, GroupContext, Sealed
+from veil.client.errors import (
+    IdentityMismatchError,
+    InvalidBundleError,
+    KeystoreFormatError,
+    MalformedMessageError,
+    OwnMessageError,
+    ReplayError,
+    UnknownSenderKeyError,
+    UnknownSessionError,
+)
+from veil.client.framing import SessionInitHeader, SessionMessageHeader
+from veil.client.keys import DeviceKeys
+from veil.client.keystore import ScryptParams, load_state, save_state
+from veil.client.pairwise import PairwiseSession, PeerSessions, session_id_for
+from veil.client.sender_keys import SenderKeyDistribution, SenderKeyStore
+from veil.client.x3dh import PrekeyBundle
+
+STATE_FORMAT = "veil-client-state"
+STATE_VERSION = 1
+_SESSION_CONTENT_TYPES = frozenset({"session_message", "sender_key"})
+
+_PeerId = tuple[str, str]
+
+
+class ClientCrypto:
+    """The cryptographic state and operations of one device (`device_id` is the auth session id)."""
+
+    def __init__(
+        self,
+        user_id: str,
+        device_id: str,
+        keys: DeviceKeys,
+        peers: dict[_PeerId, PeerSessions] | None = None,
+        sender_keys: SenderKeyStore | None = None,
+    ) -> None:
+        self.user_id = canonical_uuid(user_id, field="user_id")
+        self.device_id = canonical_uuid(device_id, field="device_id")
+        self.keys = keys
+        self._peers = peers or {}
+        self._sender_keys = sender_keys or SenderKeyStore()
+
+    @classmethod
+    def create(cls, user_id: str, device_id: str, *, one_time: int = 100) -> ClientCrypto:
+        """A new device with fresh keys and `one_time` one-time prekeys."""
+        return cls(user_id, device_id, DeviceKeys.generate(one_time=one_time))
+
+    # Keys ----------------------------------------------------------------------------------------
+
+    def bundle(self, *, include_one_time: bool = True) -> dict[str, Any]:
+        """The `PUT /v1/keys` body."""
+        return self.keys.public_bundle(include_one_time=include_one_time)
+
+    def add_one_time_prekeys(self, count: int) -> list[dict[str, Any]]:
+        """New one-time prekeys: the list for `POST /v1/keys/one-time`."""
+        return self.keys.add_one_time_prekeys(count)
+
+    def fingerprint(self) -> str:
+        """This device's fingerprint, for comparison out of band."""
+        return self.keys.fingerprint()
+
+    # Pairwise sessions ---------------------------------------------------------------------------
+
+    def has_session(self, peer_user_id: str, peer_device_id: str) -> bool:
+        """Whether a message can be encrypted for this device without a new `session_init`."""
+        peer = self._peers.get(_peer_id(peer_user_id, peer_device_id))
+        return peer is not None and peer.has_live_session
+
+    def forget_peer(self, peer_user_id: str, peer_device_id: str) -> None:
+        """Drop every session with a peer device and its pinned identity key."""
+        self._peers.pop(_peer_id(peer_user_id, peer_device_id), None)
+
+    def start_session(
+        self,
+        peer_user_id: str,
+        peer_device_id: str,
+        claimed_bundle: Mapping[str, Any],
+        plaintext: bytes = b"",
+        *,
+        expected_identity_key: bytes | None = None,
+    ) -> dict[str, Any]:
+        """Run X3DH against a claim response; return the `session_init` device message carrying `plaintext`.
+
+        Send it with `content_type: "session_init"`. Raises `InvalidBundleError` if the bundle is
+        malformed, names another device, or its signed prekey signature does not verify.
+        """
+        bundle = PrekeyBundle.from_wire(claimed_bundle)
+        if bundle.device_id is not None and canonical_uuid(bundle.device_id) != canonical_uuid(
+            peer_device_id
+        ):
+            raise InvalidBundleError("the bundle belongs to another device")
+        peer_id = _peer_id(peer_user_id, peer_device_id)
+        self._check_identity(peer_id, bundle.identity_key, expected_identity_key)
+        context = DeviceContext(peer_device_id, self.user_id, self.device_id, "session_init")
+        session, sealed = PairwiseSession.initiate(self.keys, bundle, context, plaintext)
+        self._peer(peer_id).add(session)
+        return {"device_id": peer_device_id, **sealed.to_wire()}
+
+    def accept_session(
+        self,
+        sender_user_id: str,
+        sender_device_id: str,
+        message: Mapping[str, Any],
+        *,
+        expected_identity_key: bytes | None = None,
+    ) -> bytes:
+        """Answer a `session_init` device message: establish the session and return its plaintext.
+
+        A second delivery of the same `session_init` raises `ReplayError`.
+        """
+        sealed = Sealed.from_wire(message)
+        header = SessionInitHeader.decode(sealed.ciphertext)
+        peer_id = _peer_id(sender_user_id, sender_device_id)
+        peer = self._peers.get(peer_id)
+        if peer is not None and peer.knows(session_id_for(header)):
+            raise ReplayError("this session_init was already accepted")
+        self._check_identity(peer_id, header.identity_key, expected_identity_key)
+        context = DeviceContext(self.device_id, sender_user_id, sender_device_id, "session_init")
+        session, plaintext = PairwiseSession.accept(self.keys, header, sealed, context)
+        self._peer(peer_id).add(session)
+        return plaintext
+
+    def encrypt_for_device(
+        self,
+        peer_user_id: str,
+        peer_device_id: str,
+        plaintext: bytes,
+        *,
+        content_type: str = "session_message",
+    ) -> dict[str, Any]:
+        """A device message `{device_id, ciphertext, nonce, auth_tag}` on the established session.
+
+        `content_type` (`session_message` or `sender_key`) must be the batch's content type: it is
+        bound into the ciphertext.
+        """
+        if content_type not in _SESSION_CONTENT_TYPES:
+            raise ValueError(f"content_type must be one of {sorted(_SESSION_CONTENT_TYPES)}")
+        peer = self._peers.get(_peer_id(peer_user_id, peer_device_id))
+        if peer is None:
+            raise UnknownSessionError(f"no session with device {peer_device_id}: start one first")
+        context = DeviceContext(peer_device_id, self.user_id, self.device_id, content_type)
+        sealed = peer.active.encrypt(context, plaintext)
+        return {"device_id": peer_device_id, **sealed.to_wire()}
+
+    def decrypt_device_message(
+        self, sender_user_id: str, sender_device_id: str, content_type: str, message: Mapping[str, Any]
+    ) -> bytes:
+        """Open any device message addressed to this device and return its plaintext.
+
+        `session_init` establishes a session (see `accept_session`); `sender_key` additionally
+        installs the sender key it carries (the returned plaintext is the raw distribution).
+        """
+        if content_type == "session_init":
+            return self.accept_session(sender_user_id, sender_device_id, message)
+        if content_type not in DEVICE_CONTENT_TYPES:
+            raise MalformedMessageError(f"unknown device message content_type {content_type!r}")
+        sealed = Sealed.from_wire(message)
+        header = SessionMessageHeader.decode(sealed.ciphertext)
+        peer = self._peers.get(_peer_id(sender_user_id, sender_device_id))
+        if peer is None:
+            raise UnknownSessionError(f"no session with device {sender_device_id}")
+        session = peer.find(header.session_id)
+        context = DeviceContext(self.device_id, sender_user_id, sender_device_id, content_type)
+        plaintext = session.decrypt(header, sealed, context)
+        peer.promote(session)
+        if content_type == "sender_key":
+            self._sender_keys.install(
+                sender_user_id, sender_device_id, SenderKeyDistribution.decode(plaintext)
+            )
+        return plaintext
+
+    # Groups --------------------------------------------------------------------------------------
+
+    def group_sender_key_distribution(self, conversation_id: str, epoch: int) -> bytes:
+        """The sender-key payload for this conversation epoch (created on first call).
+
+        Send it to every other member device with `encrypt_for_device(..., content_type="sender_key")`
+        (or use `sender_key_messages`) before the first group message of the epoch.
+        """
+        return self._sender_keys.own_key(conversation_id, epoch).distribution().encode()
+
+    def sender_key_messages(
+        self, conversation_id: str, epoch: int, devices: Iterable[tuple[str, str]]
+    ) -> list[dict[str, Any]]:
+        """`sender_key` device messages for every `(user_id, device_id)` given, this device skipped.
+
+        Each device needs an established session (`UnknownSessionError` otherwise).
+        """
+        payload = self.group_sender_key_distribution(conversation_id, epoch)
+        return [
+            self.encrypt_for_device(user_id, device_id, payload, content_type="sender_key")
+            for user_id, device_id in devices
+            if canonical_uuid(device_id) != self.device_id
+        ]
+
+    def encrypt_group_message(
+        self,
+        conversation_id: str,
+        epoch: int,
+        message_id: str,
+        content_type: str,
+        plaintext: bytes,
+        *,
+        parent_id: str | None = None,
+    ) -> dict[str, Any]:
+        """The `POST /v1/conversations/{id}/messages` envelope, sent by this user and device.
+
+        The sender key for the epoch must exist (`group_sender_key_distribution`), so that no
+        message goes out under a key nobody else was given.
+        """
+        if not self._sender_keys.has_own_key(conversation_id, epoch):
+            raise UnknownSenderKeyError("no sender key for this epoch: distribute one first")
+        context = GroupContext(
+            conversation_id, message_id, self.user_id, self.device_id, content_type, epoch, parent_id
+        )
+        sealed = self._sender_keys.own_key(conversation_id, epoch).encrypt(context, plaintext)
+        envelope: dict[str, Any] = {
+            "message_id": message_id,
+            **sealed.to_wire(),
+            "content_type": content_type,
+            "key_epoch": epoch,
+        }
+        if parent_id is not None:
+            envelope["parent_id"] = parent_id
+        return envelope
+
+    def decrypt_group_message(self, envelope: Mapping[str, Any]) -> bytes:
+        """Open a stored envelope as the server returns it (with conversation and sender ids).
+
+        Callers de-duplicate by `message_id` first: a second decryption is a `ReplayError`. This
+        device's own messages raise `OwnMessageError` (their keys were deleted when sent).
+        """
+        try:
+            context = GroupContext.from_envelope(envelope)
+            own = canonical_uuid(context.sender_device_id) == self.device_id
+        except ValueError as error:
+            raise MalformedMessageError(str(error)) from None
+        if own:
+            raise OwnMessageError("this device sent the message; keep its plaintext when sending")
+        sealed = Sealed.from_wire(envelope)
+        return self._sender_keys.peer_key(context).decrypt(context, sealed)
+
+    def forget_epochs_before(self, conversation_id: str, epoch: int) -> None:
+        """Delete sender keys of earlier epochs: their history becomes unreadable on this device."""
+        self._sender_keys.forget_epochs_before(conversation_id, epoch)
+
+    # State ---------------------------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything this device must keep, as a JSON-serialisable object (secret: store encrypted)."""
+        return {
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "user_id": self.user_id,
+            "device_id": self.device_id,
+            "keys": self.keys.to_state(),
+            "peers": [peer.to_state() for peer in self._peers.values()],
+            "sender_keys": self._sender_keys.to_state(),
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ClientCrypto:
+        """Rebuild from `to_state` output; raises `ValueError` on anything malformed."""
+        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+            raise ValueError("not a Veil client state of a supported version")
+        peers: dict[_PeerId, PeerSessions] = {}
+        for item in read_list(state, "peers"):
+            if not isinstance(item, Mapping):
+                raise ValueError("a peer entry must be an object")
+            peer = PeerSessions.from_state(item)
+            peers[_peer_id(peer.user_id, peer.device_id)] = peer
+        return cls(
+            read_str(state, "user_id"),
+            read_str(state, "device_id"),
+            DeviceKeys.from_state(read_mapping(state, "keys")),
+            peers,
+            SenderKeyStore.from_state(read_mapping(state, "sender_keys")),
+        )
+
+    def save(self, path: Path, passphrase: str, params: ScryptParams | None = None) -> None:
+        """Write the state to an encrypted keystore file (atomically, mode 0600)."""
+        save_state(path, self.to_state(), passphrase, params)
+
+    @classmethod
+    def load(cls, path: Path, passphrase: str) -> ClientCrypto:
+        """Read a keystore file; `WrongPassphraseError` if the passphrase does not open it."""
+        state = load_state(path, passphrase)
+        try:
+            return cls.from_state(state)
+        except ValueError as error:
+            raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _peer(self, peer_id: _PeerId) -> PeerSessions:
+        peer = self._peers.get(peer_id)
+        if peer is None:
+            peer = self._peers[peer_id] = PeerSessions(*peer_id)
+        return peer
+
+    def _check_identity(self, peer_id: _PeerId, identity_key: bytes, expected: bytes | None) -> None:
+        """Refuse an identity key other than the caller's expectation or the one pinned earlier."""
+        if expected is not None and identity_key != expected:
+            raise IdentityMismatchError("the peer's identity key is not the expected one")
+        peer = self._peers.get(peer_id)
+        pinned = peer.pinned_identity_key if peer is not None else None
+        if pinned is not None and identity_key != pinned:
+            raise IdentityMismatchError(
+                "the peer device's identity key changed; verify it and call forget_peer to accept it"
+            )
+
+
+def _peer_id(user_id: str, device_id: str) -> _PeerId:
+    return canonical_uuid(user_id, field="user_id"), canonical_uuid(device_id, field="device_id")

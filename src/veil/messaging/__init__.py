@@ -1,0 +1,1 @@
+"""Messaging: conversations, groups, messages, receipts and realtime delivery."""

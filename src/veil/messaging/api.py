@@ -1,0 +1,291 @@
+"""Messaging routes: parse, one service call, respond."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from veil.core.problems import FieldError, not_found, validation_failed
+from veil.core.resources import Resources
+from veil.core.security.authn import Principal
+from veil.core.security.ratelimit import Rate
+from veil.core.web.app import ServiceModule
+from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.messaging.schemas import (
+    ConversationList,
+    ConversationView,
+    CreateConversation,
+    CreateDirect,
+    Envelope,
+    Invite,
+    MemberView,
+    MessageList,
+    MessageView,
+    Receipt,
+    SendResult,
+)
+from veil.messaging.service import ConversationDetail, MessagingLimits, MessagingService, OutgoingMessage
+from veil.messaging.store import MessageRecord
+
+TAG = "messaging"
+
+
+def _service(request: Request) -> MessagingService:
+    service: MessagingService = state_of(request, "messaging")
+    return service
+
+
+def _path_uuid(request: Request, name: str = "conversation_id") -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params[name])
+    except ValueError:
+        raise not_found() from None
+
+
+def _query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise validation_failed([FieldError(("query", name), f"Must be an integer from {low} to {high}.")])
+    return int(raw)
+
+
+def conversation_view(detail: ConversationDetail) -> ConversationView:
+    c = detail.conversation
+    return ConversationView(
+        conversation_id=c.id,
+        type=c.type,
+        epoch=c.epoch,
+        last_seq=c.last_seq,
+        created_at=c.created_at,
+        encrypted_meta=c.encrypted_meta,
+        members=[MemberView(user_id=m.user_id, role=m.role, state=m.state) for m in detail.members],
+    )
+
+
+def message_view(m: MessageRecord) -> MessageView:
+    return MessageView(
+        message_id=m.message_id,
+        conversation_id=m.conversation_id,
+        sender_id=m.sender_id,
+        sender_device_id=m.sender_device_id,
+        seq=m.seq,
+        created_at=m.created_at,
+        ciphertext=m.ciphertext,
+        nonce=m.nonce,
+        auth_tag=m.auth_tag,
+        content_type=m.content_type,
+        parent_id=m.parent_id,
+        key_epoch=m.key_epoch,
+    )
+
+
+async def create_conversation(request: Request, principal: Principal, body: CreateConversation) -> Response:
+    spec = body.root
+    if isinstance(spec, CreateDirect):
+        detail, created = await _service(request).create_direct(principal, spec.member_id)
+        return json_response(conversation_view(detail), status=201 if created else 200)
+    detail = await _service(request).create_group(principal, spec.encrypted_meta)
+    return json_response(conversation_view(detail), status=201)
+
+
+async def list_conversations(request: Request, principal: Principal) -> Response:
+    limit = _query_int(request, "limit", 50, 1, 200) or 50
+    raw_cursor = request.query_params.get("cursor")
+    try:
+        after = uuid.UUID(raw_cursor) if raw_cursor else None
+    except ValueError:
+        raise validation_failed([FieldError(("query", "cursor"), "Not a cursor from this API.")]) from None
+    details = await _service(request).conversations(principal, after, limit)
+    next_cursor = str(details[-1].conversation.id) if len(details) == limit else None
+    return json_response(
+        ConversationList(items=[conversation_view(d) for d in details], next_cursor=next_cursor)
+    )
+
+
+async def get_conversation(request: Request, principal: Principal) -> Response:
+    return json_response(conversation_view(await _service(request).get(principal, _path_uuid(request))))
+
+
+async def invite(request: Request, principal: Principal, body: Invite) -> Response:
+    await _service(request).invite(principal, _path_uuid(request), body.user_id)
+    return Response(status_code=201)
+
+
+async def accept_invitation(request: Request, principal: Principal) -> Response:
+    await _service(request).answer_invitation(principal, _path_uuid(request), accept=True)
+    return no_content()
+
+
+async def decline_invitation(request: Request, principal: Principal) -> Response:
+    await _service(request).answer_invitation(principal, _path_uuid(request), accept=False)
+    return no_content()
+
+
+async def remove_member(request: Request, principal: Principal) -> Response:
+    raw = request.path_params["user_id"]
+    subject = principal.user_id if raw == "me" else _path_uuid(request, "user_id")
+    await _service(request).remove_member(principal, _path_uuid(request), subject)
+    return no_content()
+
+
+async def send_message(request: Request, principal: Principal, body: Envelope) -> Response:
+    service = _service(request)
+    await service.check_send_rate(principal)
+    sent = await service.send(
+        principal,
+        _path_uuid(request),
+        OutgoingMessage(
+            body.message_id,
+            body.ciphertext,
+            body.nonce,
+            body.auth_tag,
+            body.content_type,
+            body.parent_id,
+            body.key_epoch,
+        ),
+    )
+    result = SendResult(message_id=sent.message_id, seq=sent.seq, created_at=sent.created_at)
+    return json_response(result, status=201 if sent.created else 200)
+
+
+async def list_messages(request: Request, principal: Principal) -> Response:
+    limit = _query_int(request, "limit", 50, 1, 200) or 50
+    after = _query_int(request, "after_seq", None, 0, 2**63 - 1)
+    before = _query_int(request, "before_seq", None, 1, 2**63 - 1)
+    cursor = _query_int(request, "cursor", None, 0, 2**63 - 1)
+    if after is not None and before is not None:
+        raise validation_failed([FieldError(("query",), "Use after_seq or before_seq, not both.")])
+    if cursor is not None:  # the cursor continues in the direction of the first page
+        after, before = (None, cursor) if before is not None else (cursor, None)
+    items = await _service(request).history(
+        principal, _path_uuid(request), after_seq=after, before_seq=before, limit=limit
+    )
+    next_cursor = str(items[-1].seq) if len(items) == limit else None
+    return json_response(MessageList(items=[message_view(m) for m in items], next_cursor=next_cursor))
+
+
+async def post_receipt(request: Request, principal: Principal, body: Receipt) -> Response:
+    await _service(request).receipt(principal, _path_uuid(request), body.type, body.up_to_seq)
+    return no_content()
+
+
+def build(resources: Resources) -> MessagingService:
+    settings = resources.settings
+    return MessagingService(
+        resources.db,
+        resources.limiter,
+        resources.clock,
+        MessagingLimits(
+            sends_per_user=Rate.per_window(settings.messages_per_minute, 60),
+            max_ciphertext_bytes=settings.max_ciphertext_bytes,
+        ),
+    )
+
+
+_C = "/v1/conversations/{conversation_id}"
+
+MODULE = ServiceModule(
+    "messaging",
+    [
+        Endpoint(
+            "POST",
+            "/v1/conversations",
+            create_conversation,
+            "Start a direct conversation (200 if it exists) or a group.",
+            TAG,
+            body=CreateConversation,
+            responses={201: ConversationView, 200: ConversationView},
+            errors=(404,),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/conversations",
+            list_conversations,
+            "The caller's conversations.",
+            TAG,
+            responses={200: ConversationList},
+            errors=(422,),
+        ),
+        Endpoint(
+            "GET",
+            _C,
+            get_conversation,
+            "One conversation with its members.",
+            TAG,
+            responses={200: ConversationView},
+            errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            _C + "/invitations",
+            invite,
+            "Invite a user (group owners and admins).",
+            TAG,
+            body=Invite,
+            responses={201: None},
+            errors=(403, 404, 409),
+        ),
+        Endpoint(
+            "POST",
+            _C + "/invitations/accept",
+            accept_invitation,
+            "Accept an invitation.",
+            TAG,
+            responses={204: None},
+            errors=(404, 409),
+        ),
+        Endpoint(
+            "POST",
+            _C + "/invitations/decline",
+            decline_invitation,
+            "Decline an invitation.",
+            TAG,
+            responses={204: None},
+            errors=(404, 409),
+        ),
+        Endpoint(
+            "DELETE",
+            _C + "/members/{user_id}",
+            remove_member,
+            "Leave (`me`) or remove a member (admins).",
+            TAG,
+            responses={204: None},
+            errors=(403, 404),
+        ),
+        Endpoint(
+            "POST",
+            _C + "/messages",
+            send_message,
+            "Send an encrypted envelope (idempotent by message_id).",
+            TAG,
+            body=Envelope,
+            responses={201: SendResult, 200: SendResult},
+            errors=(404, 409),
+            rate_limited=True,
+        ),
+        Endpoint(
+            "GET",
+            _C + "/messages",
+            list_messages,
+            "History by seq: `after_seq` ascending or `before_seq` descending.",
+            TAG,
+            responses={200: MessageList},
+            errors=(404, 422),
+        ),
+        Endpoint(
+            "POST",
+            _C + "/receipts",
+            post_receipt,
+            "Delivered/read up to a seq (metadata only).",
+            TAG,
+            body=Receipt,
+            responses={204: None},
+            errors=(404,),
+        ),
+    ],
+    build=build,
+)

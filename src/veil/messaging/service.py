@@ -1,0 +1,381 @@
+"""Messaging use cases. Every read and write goes through `_access`, the one place that decides
+whether the caller may see a conversation: a non-member gets the same 404 as a missing id."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from veil.core.binary import looks_like_text
+from veil.core.clock import Clock
+from veil.core.db import Connection, Database
+from veil.core.problems import (
+    FieldError,
+    Problem,
+    conflict,
+    forbidden,
+    not_found,
+    too_many_requests,
+    validation_failed,
+)
+from veil.core.security.authn import Principal
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.messaging import store
+
+_MANAGERS = ("owner", "admin")
+
+
+@dataclass(frozen=True)
+class MessagingLimits:
+    sends_per_user: Rate
+    max_ciphertext_bytes: int
+
+
+@dataclass(frozen=True)
+class ConversationDetail:
+    conversation: store.ConversationRecord
+    members: list[store.MemberRecord]
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    message_id: uuid.UUID
+    ciphertext: bytes
+    nonce: bytes
+    auth_tag: bytes
+    content_type: str
+    parent_id: uuid.UUID | None
+    key_epoch: int
+
+    def digest(self, conversation_id: uuid.UUID) -> bytes:
+        parts = [
+            conversation_id.bytes,
+            self.message_id.bytes,
+            self.ciphertext,
+            self.nonce,
+            self.auth_tag,
+            self.content_type.encode(),
+            (self.parent_id.bytes if self.parent_id else b""),
+            str(self.key_epoch).encode(),
+        ]
+        hasher = hashlib.sha256()
+        for part in parts:
+            hasher.update(len(part).to_bytes(4, "big") + part)
+        return hasher.digest()
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: uuid.UUID
+    seq: int
+    created_at: datetime
+    created: bool
+
+
+def _direct_pair(a: uuid.UUID, b: uuid.UUID) -> str:
+    low, high = sorted((a, b))
+    return f"{low}:{high}"
+
+
+class MessagingService:
+    def __init__(self, db: Database, limiter: RateLimiter, clock: Clock, limits: MessagingLimits) -> None:
+        self._db = db
+        self._limiter = limiter
+        self._clock = clock
+        self._limits = limits
+
+    async def _access(
+        self,
+        conn: Connection,
+        user_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        *,
+        joined: bool = True,
+        lock: bool = False,
+    ) -> tuple[store.ConversationRecord, store.MemberRecord]:
+        """The conversation and the caller's membership, or 404 (also for invitees when `joined`)."""
+        conversation = await store.conversation(conn, conversation_id, lock=lock)
+        member = await store.membership(conn, conversation_id, user_id) if conversation else None
+        if conversation is None or member is None or (joined and member.state != "joined"):
+            raise not_found("No such conversation.")
+        return conversation, member
+
+    async def create_direct(
+        self, principal: Principal, member_id: uuid.UUID
+    ) -> tuple[ConversationDetail, bool]:
+        if member_id == principal.user_id:
+            raise validation_failed([FieldError(("member_id",), "A direct conversation needs another user.")])
+        now = self._clock.now()
+        pair = _direct_pair(principal.user_id, member_id)
+        async with self._db.transaction("messaging_create_direct") as conn:
+            exists = await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", member_id)
+            if not exists:
+                raise not_found("No such user.")
+            conversation_id = uuid.uuid4()
+            created = await store.insert_conversation(conn, conversation_id, "direct", now, direct_pair=pair)
+            if created:
+                for user in (principal.user_id, member_id):
+                    await store.add_member(
+                        conn,
+                        conversation_id,
+                        user,
+                        role="member",
+                        state="joined",
+                        joined_after_seq=0,
+                        invited_by=None,
+                        now=now,
+                    )
+                await store.record_event(
+                    conn,
+                    conversation_id,
+                    "created",
+                    actor_id=principal.user_id,
+                    subject_id=member_id,
+                    epoch=0,
+                    now=now,
+                )
+            else:
+                found = await store.direct_conversation(conn, pair)
+                assert found is not None
+                conversation_id = found
+            return await self._detail(conn, conversation_id), created
+
+    async def create_group(self, principal: Principal, encrypted_meta: bytes | None) -> ConversationDetail:
+        now = self._clock.now()
+        conversation_id = uuid.uuid4()
+        async with self._db.transaction("messaging_create_group") as conn:
+            await store.insert_conversation(
+                conn, conversation_id, "group", now, encrypted_meta=encrypted_meta
+            )
+            await store.add_member(
+                conn,
+                conversation_id,
+                principal.user_id,
+                role="owner",
+                state="joined",
+                joined_after_seq=0,
+                invited_by=None,
+                now=now,
+            )
+            await store.record_event(
+                conn,
+                conversation_id,
+                "created",
+                actor_id=principal.user_id,
+                subject_id=principal.user_id,
+                epoch=0,
+                now=now,
+            )
+            return await self._detail(conn, conversation_id)
+
+    async def _detail(self, conn: Connection, conversation_id: uuid.UUID) -> ConversationDetail:
+        conversation = await store.conversation(conn, conversation_id)
+        assert conversation is not None
+        return ConversationDetail(conversation, await store.members(conn, conversation_id))
+
+    async def get(self, principal: Principal, conversation_id: uuid.UUID) -> ConversationDetail:
+        async with self._db.connection() as conn:
+            await self._access(conn, principal.user_id, conversation_id, joined=False)
+            return await self._detail(conn, conversation_id)
+
+    async def conversations(
+        self, principal: Principal, after: uuid.UUID | None, limit: int
+    ) -> list[ConversationDetail]:
+        async with self._db.connection() as conn:
+            records = await store.conversations_of(conn, principal.user_id, after, limit)
+            return [ConversationDetail(c, await store.members(conn, c.id)) for c in records]
+
+    async def invite(self, principal: Principal, conversation_id: uuid.UUID, invitee: uuid.UUID) -> None:
+        now = self._clock.now()
+        async with self._db.transaction("messaging_invite") as conn:
+            conversation, member = await self._access(conn, principal.user_id, conversation_id, lock=True)
+            if conversation.type != "group" or member.role not in _MANAGERS:
+                raise forbidden("Only group owners and admins invite.")
+            if not await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", invitee):
+                raise not_found("No such user.")
+            if await store.membership(conn, conversation_id, invitee) is not None:
+                raise conflict("This user is already invited or a member.")
+            await store.add_member(
+                conn,
+                conversation_id,
+                invitee,
+                role="member",
+                state="invited",
+                joined_after_seq=0,
+                invited_by=principal.user_id,
+                now=now,
+            )
+            await store.record_event(
+                conn,
+                conversation_id,
+                "invited",
+                actor_id=principal.user_id,
+                subject_id=invitee,
+                epoch=conversation.epoch,
+                now=now,
+            )
+
+    async def answer_invitation(self, principal: Principal, conversation_id: uuid.UUID, accept: bool) -> None:
+        now = self._clock.now()
+        async with self._db.transaction("messaging_answer_invitation") as conn:
+            conversation, member = await self._access(
+                conn, principal.user_id, conversation_id, joined=False, lock=True
+            )
+            if member.state != "invited":
+                raise conflict("There is no pending invitation.")
+            if accept:
+                # History before joining stays unreadable: the cursor starts at the current seq.
+                await store.join(conn, conversation_id, principal.user_id, conversation.last_seq)
+                epoch = await store.bump_epoch(conn, conversation_id)
+            else:
+                await store.delete_member(conn, conversation_id, principal.user_id)
+                epoch = conversation.epoch
+            await store.record_event(
+                conn,
+                conversation_id,
+                "joined" if accept else "declined",
+                actor_id=principal.user_id,
+                subject_id=principal.user_id,
+                epoch=epoch,
+                now=now,
+            )
+
+    async def remove_member(
+        self, principal: Principal, conversation_id: uuid.UUID, subject: uuid.UUID
+    ) -> None:
+        now = self._clock.now()
+        async with self._db.transaction("messaging_remove_member") as conn:
+            conversation, actor = await self._access(
+                conn, principal.user_id, conversation_id, joined=subject != principal.user_id, lock=True
+            )
+            target = (
+                actor
+                if subject == principal.user_id
+                else await store.membership(conn, conversation_id, subject)
+            )
+            if target is None:
+                raise not_found("No such member.")
+            if subject != principal.user_id and (
+                conversation.type != "group"
+                or actor.role not in _MANAGERS
+                or (target.role == "owner")
+                or (target.role == "admin" and actor.role != "owner")
+            ):
+                raise forbidden("Not allowed to remove this member.")
+            await store.delete_member(conn, conversation_id, subject)
+            epoch = conversation.epoch
+            if target.state == "joined":
+                epoch = await store.bump_epoch(conn, conversation_id)
+            remaining = [m for m in await store.members(conn, conversation_id) if m.state == "joined"]
+            if not remaining:
+                await store.delete_conversation(conn, conversation_id)
+                return
+            if target.role == "owner" and not any(m.role == "owner" for m in remaining):
+                heir = next((m for m in remaining if m.role == "admin"), remaining[0])
+                await store.set_role(conn, conversation_id, heir.user_id, "owner")
+            await store.record_event(
+                conn,
+                conversation_id,
+                "left" if subject == principal.user_id else "removed",
+                actor_id=principal.user_id,
+                subject_id=subject,
+                epoch=epoch,
+                now=now,
+            )
+
+    async def check_send_rate(self, principal: Principal) -> None:
+        """One budget per user for HTTP and WebSocket sends, across all devices and processes."""
+        decision = await self._limiter.hit(
+            limiter_key("messages", str(principal.user_id)),
+            self._limits.sends_per_user,
+            self._clock.now().timestamp(),
+        )
+        if not decision.allowed:
+            raise too_many_requests(decision.retry_after_seconds)
+
+    def check_envelope(self, message: OutgoingMessage) -> None:
+        if len(message.ciphertext) > self._limits.max_ciphertext_bytes:
+            raise Problem(413, f"The ciphertext exceeds {self._limits.max_ciphertext_bytes} bytes.")
+        if looks_like_text(message.ciphertext):
+            raise validation_failed([FieldError(("ciphertext",), "Looks like plaintext, not ciphertext.")])
+
+    async def send(
+        self, principal: Principal, conversation_id: uuid.UUID, message: OutgoingMessage
+    ) -> SentMessage:
+        self.check_envelope(message)
+        digest = message.digest(conversation_id)
+        now = self._clock.now()
+        async with self._db.transaction("messaging_send") as conn:
+            # The conversation row lock serialises senders: seq is gap-free in commit order, and a
+            # concurrent retry of the same message_id finds the first one committed.
+            conversation, _ = await self._access(conn, principal.user_id, conversation_id, lock=True)
+            existing = await store.message_by_sender(conn, principal.user_id, message.message_id)
+            if existing is not None:
+                seq, created_at, stored_digest, stored_conversation = existing
+                if stored_digest != digest or stored_conversation != conversation_id:
+                    raise conflict("This message_id was already used for another message.")
+                return SentMessage(message.message_id, seq, created_at, created=False)
+            if message.key_epoch != conversation.epoch:
+                raise conflict(
+                    "The conversation's membership changed; rotate the group key.",
+                    current_epoch=conversation.epoch,
+                )
+            seq = await store.next_seq(conn, conversation_id)
+            await store.insert_message(
+                conn,
+                store.MessageRecord(
+                    conversation_id,
+                    seq,
+                    message.message_id,
+                    principal.user_id,
+                    principal.session_id,
+                    message.content_type,
+                    message.ciphertext,
+                    message.nonce,
+                    message.auth_tag,
+                    message.parent_id,
+                    message.key_epoch,
+                    now,
+                ),
+                digest,
+            )
+        return SentMessage(message.message_id, seq, now, created=True)
+
+    async def history(
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        *,
+        after_seq: int | None,
+        before_seq: int | None,
+        limit: int,
+    ) -> list[store.MessageRecord]:
+        async with self._db.connection() as conn:
+            _, member = await self._access(conn, principal.user_id, conversation_id)
+            floor = member.joined_after_seq
+            if before_seq is not None:
+                return await store.messages_before(conn, conversation_id, before_seq, floor, limit)
+            return await store.messages_after(conn, conversation_id, max(after_seq or 0, floor), limit)
+
+    async def receipt(
+        self, principal: Principal, conversation_id: uuid.UUID, kind: str, up_to_seq: int
+    ) -> None:
+        async with self._db.transaction("messaging_receipt") as conn:
+            conversation, _ = await self._access(conn, principal.user_id, conversation_id)
+            if up_to_seq > conversation.last_seq:
+                raise validation_failed(
+                    [FieldError(("up_to_seq",), "Beyond the conversation's last message.")]
+                )
+            await store.raise_receipt(
+                conn, conversation_id, principal.user_id, kind, up_to_seq, self._clock.now()
+            )
+
+    async def acknowledge(self, principal: Principal, conversation_id: uuid.UUID, seq: int) -> None:
+        """Move this device's replay cursor (acks are cumulative)."""
+        async with self._db.transaction("messaging_ack") as conn:
+            conversation, _ = await self._access(conn, principal.user_id, conversation_id)
+            await store.advance_cursor(
+                conn, principal.session_id, conversation_id, min(seq, conversation.last_seq)
+            )

@@ -1,0 +1,321 @@
+"""SQL for conversations, members, messages, receipts and cursors. No HTTP, no JSON."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from veil.core.db import Connection
+
+MESSAGE_CHANNEL = "veil_messages"
+EVENT_CHANNEL = "veil_events"
+
+
+@dataclass(frozen=True)
+class ConversationRecord:
+    id: uuid.UUID
+    type: str
+    epoch: int
+    last_seq: int
+    encrypted_meta: bytes | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    user_id: uuid.UUID
+    role: str
+    state: str
+    joined_after_seq: int
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    conversation_id: uuid.UUID
+    seq: int
+    message_id: uuid.UUID
+    sender_id: uuid.UUID
+    sender_device_id: uuid.UUID
+    content_type: str
+    ciphertext: bytes
+    nonce: bytes
+    auth_tag: bytes
+    parent_id: uuid.UUID | None
+    key_epoch: int
+    created_at: datetime
+
+
+_CONVERSATION = "id, type, epoch, last_seq, encrypted_meta, created_at"
+_MESSAGE = (
+    "conversation_id, seq, message_id, sender_id, sender_device_id, content_type, ciphertext, nonce, "
+    "auth_tag, parent_id, key_epoch, created_at"
+)
+
+
+async def insert_conversation(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    kind: str,
+    now: datetime,
+    *,
+    direct_pair: str | None = None,
+    encrypted_meta: bytes | None = None,
+) -> bool:
+    """False when a direct conversation for this pair already exists."""
+    inserted = await conn.fetchval(
+        """INSERT INTO conversations (id, type, direct_pair, encrypted_meta, created_at)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (direct_pair) DO NOTHING RETURNING id""",
+        conversation_id,
+        kind,
+        direct_pair,
+        encrypted_meta,
+        now,
+    )
+    return inserted is not None
+
+
+async def direct_conversation(conn: Connection, direct_pair: str) -> uuid.UUID | None:
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT id FROM conversations WHERE direct_pair = $1", direct_pair
+    )
+    return found
+
+
+async def conversation(
+    conn: Connection, conversation_id: uuid.UUID, *, lock: bool = False
+) -> ConversationRecord | None:
+    query = f"SELECT {_CONVERSATION} FROM conversations WHERE id = $1"  # noqa: S608 - constant columns
+    row = await conn.fetchrow(query + (" FOR UPDATE" if lock else ""), conversation_id)
+    return ConversationRecord(**dict(row)) if row else None
+
+
+async def members(conn: Connection, conversation_id: uuid.UUID) -> list[MemberRecord]:
+    rows = await conn.fetch(
+        """SELECT user_id, role, state, joined_after_seq FROM members
+           WHERE conversation_id = $1 ORDER BY created_at, user_id""",
+        conversation_id,
+    )
+    return [MemberRecord(**dict(row)) for row in rows]
+
+
+async def membership(conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID) -> MemberRecord | None:
+    row = await conn.fetchrow(
+        """SELECT user_id, role, state, joined_after_seq FROM members
+           WHERE conversation_id = $1 AND user_id = $2""",
+        conversation_id,
+        user_id,
+    )
+    return MemberRecord(**dict(row)) if row else None
+
+
+async def add_member(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    *,
+    role: str,
+    state: str,
+    joined_after_seq: int,
+    invited_by: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    await conn.execute(
+        """INSERT INTO members
+               (conversation_id, user_id, role, state, joined_after_seq, invited_by, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        conversation_id,
+        user_id,
+        role,
+        state,
+        joined_after_seq,
+        invited_by,
+        now,
+    )
+
+
+async def join(conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID, after_seq: int) -> None:
+    await conn.execute(
+        """UPDATE members SET state = 'joined', joined_after_seq = $3
+           WHERE conversation_id = $1 AND user_id = $2""",
+        conversation_id,
+        user_id,
+        after_seq,
+    )
+
+
+async def delete_member(conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    await conn.execute(
+        "DELETE FROM members WHERE conversation_id = $1 AND user_id = $2", conversation_id, user_id
+    )
+    # Its devices' cursors go with it: nothing of this conversation is replayed to them again.
+    await conn.execute(
+        """DELETE FROM device_cursors WHERE conversation_id = $1
+           AND device_id IN (SELECT id FROM sessions WHERE user_id = $2)""",
+        conversation_id,
+        user_id,
+    )
+
+
+async def set_role(conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str) -> None:
+    await conn.execute(
+        "UPDATE members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+        conversation_id,
+        user_id,
+        role,
+    )
+
+
+async def bump_epoch(conn: Connection, conversation_id: uuid.UUID) -> int:
+    epoch: int = await conn.fetchval(
+        "UPDATE conversations SET epoch = epoch + 1 WHERE id = $1 RETURNING epoch", conversation_id
+    )
+    return epoch
+
+
+async def delete_conversation(conn: Connection, conversation_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM conversations WHERE id = $1", conversation_id)
+
+
+async def record_event(
+    conn: Connection,
+    conversation_id: uuid.UUID,
+    kind: str,
+    *,
+    actor_id: uuid.UUID | None,
+    subject_id: uuid.UUID,
+    epoch: int,
+    now: datetime,
+) -> None:
+    event_id = await conn.fetchval(
+        """INSERT INTO membership_events (conversation_id, kind, actor_id, subject_id, epoch, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+        conversation_id,
+        kind,
+        actor_id,
+        subject_id,
+        epoch,
+        now,
+    )
+    # Ids only; listeners read the event (and the current members) from the database.
+    await conn.execute("SELECT pg_notify($1, $2)", EVENT_CHANNEL, f"membership:{event_id}")
+
+
+async def conversations_of(
+    conn: Connection, user_id: uuid.UUID, after: uuid.UUID | None, limit: int
+) -> list[ConversationRecord]:
+    rows = await conn.fetch(
+        f"""SELECT {", ".join("c." + c.strip() for c in _CONVERSATION.split(","))}
+            FROM members m JOIN conversations c ON c.id = m.conversation_id
+            WHERE m.user_id = $1 AND ($2::uuid IS NULL OR c.id > $2)
+            ORDER BY c.id LIMIT $3""",  # noqa: S608 - constant columns
+        user_id,
+        after,
+        limit,
+    )
+    return [ConversationRecord(**dict(row)) for row in rows]
+
+
+async def message_by_sender(
+    conn: Connection, sender_id: uuid.UUID, message_id: uuid.UUID
+) -> tuple[int, datetime, bytes, uuid.UUID] | None:
+    row = await conn.fetchrow(
+        """SELECT seq, created_at, envelope_digest, conversation_id FROM messages
+           WHERE sender_id = $1 AND message_id = $2""",
+        sender_id,
+        message_id,
+    )
+    return (row["seq"], row["created_at"], row["envelope_digest"], row["conversation_id"]) if row else None
+
+
+async def next_seq(conn: Connection, conversation_id: uuid.UUID) -> int:
+    seq: int = await conn.fetchval(
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", conversation_id
+    )
+    return seq
+
+
+async def insert_message(conn: Connection, message: MessageRecord, digest: bytes) -> None:
+    await conn.execute(
+        f"""INSERT INTO messages ({_MESSAGE}, envelope_digest)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",  # noqa: S608 - constant
+        message.conversation_id,
+        message.seq,
+        message.message_id,
+        message.sender_id,
+        message.sender_device_id,
+        message.content_type,
+        message.ciphertext,
+        message.nonce,
+        message.auth_tag,
+        message.parent_id,
+        message.key_epoch,
+        message.created_at,
+        digest,
+    )
+    await conn.execute(
+        "SELECT pg_notify($1, $2)", MESSAGE_CHANNEL, f"{message.conversation_id}:{message.seq}"
+    )
+
+
+async def messages_after(
+    conn: Connection, conversation_id: uuid.UUID, after_seq: int, limit: int
+) -> list[MessageRecord]:
+    rows = await conn.fetch(
+        f"""SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND seq > $2
+            ORDER BY seq LIMIT $3""",  # noqa: S608 - constant columns
+        conversation_id,
+        after_seq,
+        limit,
+    )
+    return [MessageRecord(**dict(row)) for row in rows]
+
+
+async def messages_before(
+    conn: Connection, conversation_id: uuid.UUID, before_seq: int, floor_seq: int, limit: int
+) -> list[MessageRecord]:
+    rows = await conn.fetch(
+        f"""SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND seq < $2 AND seq > $3
+            ORDER BY seq DESC LIMIT $4""",  # noqa: S608 - constant columns
+        conversation_id,
+        before_seq,
+        floor_seq,
+        limit,
+    )
+    return [MessageRecord(**dict(row)) for row in rows]
+
+
+async def raise_receipt(
+    conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID, kind: str, up_to_seq: int, now: datetime
+) -> bool:
+    """Move the receipt forward; False if it was already at or past `up_to_seq` (never twice)."""
+    moved = await conn.fetchval(
+        """INSERT INTO receipts AS r (conversation_id, user_id, type, up_to_seq, updated_at)
+           VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (conversation_id, user_id, type) DO UPDATE
+               SET up_to_seq = EXCLUDED.up_to_seq, updated_at = EXCLUDED.updated_at
+               WHERE r.up_to_seq < EXCLUDED.up_to_seq
+           RETURNING up_to_seq""",
+        conversation_id,
+        user_id,
+        kind,
+        up_to_seq,
+        now,
+    )
+    if moved is not None:
+        payload = f"receipt:{conversation_id}:{user_id}:{kind}:{up_to_seq}"
+        await conn.execute("SELECT pg_notify($1, $2)", EVENT_CHANNEL, payload)
+    return moved is not None
+
+
+async def advance_cursor(
+    conn: Connection, device_id: uuid.UUID, conversation_id: uuid.UUID, seq: int
+) -> None:
+    await conn.execute(
+        """INSERT INTO device_cursors AS d (device_id, conversation_id, acked_seq) VALUES ($1, $2, $3)
+           ON CONFLICT (device_id, conversation_id) DO UPDATE
+               SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq)""",
+        device_id,
+        conversation_id,
+        seq,
+    )

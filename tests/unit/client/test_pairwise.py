@@ -1,0 +1,219 @@
+"""Pairwise sessions through the facade: set-up, both directions, order, replays, strangers."""
+
+from __future__ import annotations
+
+import base64
+import random
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.unit.client.support import Directory, connect, new_device
+from veil.client.errors import (
+    DecryptionError,
+    IdentityMismatchError,
+    InvalidBundleError,
+    ReplayError,
+    UnknownPrekeyError,
+    UnknownSessionError,
+)
+from veil.client.session import ClientCrypto
+
+
+@pytest.mark.parametrize("with_one_time", [True, False])
+def test_session_set_up_and_messages_both_ways_in_and_out_of_order(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, with_one_time: bool
+) -> None:
+    directory.publish(bob)
+    claim = directory.claim(bob, with_one_time=with_one_time)
+    assert (claim["one_time_prekey"] is not None) is with_one_time
+    init = alice.start_session(bob.user_id, bob.device_id, claim, b"hello bob")
+    assert set(init) == {"device_id", "ciphertext", "nonce", "auth_tag"}
+    assert init["device_id"] == bob.device_id
+    assert bob.accept_session(alice.user_id, alice.device_id, init) == b"hello bob"
+
+    to_bob = [
+        (f"a{i}".encode(), alice.encrypt_for_device(bob.user_id, bob.device_id, f"a{i}".encode()))
+        for i in range(8)
+    ]
+    to_alice = [
+        (f"b{i}".encode(), bob.encrypt_for_device(alice.user_id, alice.device_id, f"b{i}".encode()))
+        for i in range(8)
+    ]
+    rng = random.Random(1)
+    rng.shuffle(to_bob)
+    rng.shuffle(to_alice)
+    for expected, message in to_bob:
+        assert (
+            bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message) == expected
+        )
+    for expected, message in to_alice:
+        assert (
+            alice.decrypt_device_message(bob.user_id, bob.device_id, "session_message", message) == expected
+        )
+
+
+def test_one_time_prekey_is_deleted_after_use(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    before = bob.keys.one_time_count
+    connect(directory, alice, bob)
+    assert bob.keys.one_time_count == before - 1
+
+
+def test_replays_are_refused(directory: Directory, alice: ClientCrypto, bob: ClientCrypto) -> None:
+    directory.publish(bob)
+    init = alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), b"init")
+    bob.accept_session(alice.user_id, alice.device_id, init)
+    with pytest.raises(ReplayError):
+        bob.accept_session(alice.user_id, alice.device_id, init)
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"once")
+    assert bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message) == b"once"
+    with pytest.raises(ReplayError):
+        bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message)
+
+
+def test_replayed_session_init_without_one_time_key_is_refused_even_after_restore(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    directory.publish(bob)
+    init = alice.start_session(bob.user_id, bob.device_id, directory.claim(bob, with_one_time=False), b"x")
+    bob.accept_session(alice.user_id, alice.device_id, init)
+    restored = ClientCrypto.from_state(bob.to_state())
+    with pytest.raises(ReplayError):
+        restored.accept_session(alice.user_id, alice.device_id, init)
+
+
+def test_a_third_party_cannot_decrypt(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, eve: ClientCrypto
+) -> None:
+    connect(directory, alice, bob)
+    connect(directory, alice, eve)  # Eve even has her own session with Alice
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"for bob only")
+    with pytest.raises((DecryptionError, UnknownSessionError)):
+        eve.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message)
+    # Nor can Eve use Bob's session_init addressed to Bob.
+    directory.publish(bob)
+    init = alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), b"secret")
+    with pytest.raises((DecryptionError, UnknownPrekeyError)):
+        eve.accept_session(alice.user_id, alice.device_id, init)
+
+
+@pytest.mark.parametrize("field", ["recipient", "sender_id", "sender_device_id", "content_type"])
+def test_device_messages_are_bound_to_their_metadata(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, field: str
+) -> None:
+    connect(directory, alice, bob)
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"bound")
+    sender_id, sender_device_id, content_type = alice.user_id, alice.device_id, "session_message"
+    if field == "recipient":
+        # The same state under another device id: as if the server delivered it to another device.
+        bob = ClientCrypto.from_state({**bob.to_state(), "device_id": str(uuid.uuid4())})
+    elif field == "sender_id":
+        sender_id = str(uuid.uuid4())
+    elif field == "sender_device_id":
+        sender_device_id = str(uuid.uuid4())
+    else:
+        content_type = "sender_key"
+    with pytest.raises((DecryptionError, UnknownSessionError)):
+        bob.decrypt_device_message(sender_id, sender_device_id, content_type, message)
+
+
+@pytest.mark.parametrize("field", ["ciphertext", "nonce", "auth_tag"])
+def test_any_flipped_byte_of_a_device_message_fails(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, field: str
+) -> None:
+    connect(directory, alice, bob)
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"sixteen bytes!!!")
+    raw = base64.b64decode(message[field])
+    for position in range(len(raw)):
+        tampered = bytearray(raw)
+        tampered[position] ^= 0x80
+        forged: dict[str, Any] = {**message, field: base64.b64encode(bytes(tampered)).decode()}
+        with pytest.raises((DecryptionError, UnknownSessionError)):
+            bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", forged)
+    # None of the forgeries advanced Bob's state: the genuine message still opens.
+    assert (
+        bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message)
+        == b"sixteen bytes!!!"
+    )
+
+
+def test_a_forged_session_init_does_not_burn_the_one_time_key(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    directory.publish(bob)
+    init = alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), b"real")
+    tag = bytearray(base64.b64decode(init["auth_tag"]))
+    tag[0] ^= 1
+    with pytest.raises(DecryptionError):
+        bob.accept_session(
+            alice.user_id, alice.device_id, {**init, "auth_tag": base64.b64encode(bytes(tag)).decode()}
+        )
+    assert bob.accept_session(alice.user_id, alice.device_id, init) == b"real"
+
+
+def test_simultaneous_set_ups_still_let_both_sides_talk(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    directory.publish(alice)
+    directory.publish(bob)
+    from_alice = alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), b"a")
+    from_bob = bob.start_session(alice.user_id, alice.device_id, directory.claim(alice), b"b")
+    assert bob.accept_session(alice.user_id, alice.device_id, from_alice) == b"a"
+    assert alice.accept_session(bob.user_id, bob.device_id, from_bob) == b"b"
+    for _ in range(3):
+        to_bob = alice.encrypt_for_device(bob.user_id, bob.device_id, b"ping")
+        assert (
+            bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", to_bob) == b"ping"
+        )
+        to_alice = bob.encrypt_for_device(alice.user_id, alice.device_id, b"pong")
+        assert (
+            alice.decrypt_device_message(bob.user_id, bob.device_id, "session_message", to_alice) == b"pong"
+        )
+
+
+def test_bundle_checks(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, eve: ClientCrypto
+) -> None:
+    directory.publish(bob)
+    directory.publish(eve)
+    with pytest.raises(InvalidBundleError):  # a bundle for another device than requested
+        alice.start_session(bob.user_id, bob.device_id, directory.claim(eve))
+    with pytest.raises(IdentityMismatchError):
+        alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), expected_identity_key=bytes(32))
+
+
+def test_identity_keys_are_pinned_per_device(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    connect(directory, alice, bob)
+    impostor = new_device(bob.user_id)
+    directory.publish(impostor)
+    claim = {**directory.claim(impostor), "device_id": bob.device_id}
+    with pytest.raises(IdentityMismatchError):
+        alice.start_session(bob.user_id, bob.device_id, claim)
+    alice.forget_peer(bob.user_id, bob.device_id)
+    alice.start_session(bob.user_id, bob.device_id, claim)
+
+
+def test_no_session_no_encryption(alice: ClientCrypto, bob: ClientCrypto) -> None:
+    assert not alice.has_session(bob.user_id, bob.device_id)
+    with pytest.raises(UnknownSessionError):
+        alice.encrypt_for_device(bob.user_id, bob.device_id, b"x")
+    with pytest.raises(ValueError, match="content_type"):
+        alice.encrypt_for_device(bob.user_id, bob.device_id, b"x", content_type="session_init")
+
+
+def test_sessions_survive_a_state_round_trip(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    connect(directory, alice, bob)
+    alice = ClientCrypto.from_state(alice.to_state())
+    bob = ClientCrypto.from_state(bob.to_state())
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"after restart")
+    assert (
+        bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message)
+        == b"after restart"
+    )
