@@ -9,8 +9,9 @@ which closes the pools; the process exits 0.
 from __future__ import annotations
 
 import signal
+import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import FrameType
 
@@ -72,10 +73,24 @@ def run(app: ASGIApp, settings: Settings, *, cert_file: Path | None, key_file: P
     # was installed before; a no-op handler turns a drained, clean shutdown into exit status 0.
     previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.Server(config).run()
+        DrainingServer(config, getattr(getattr(app, "state", None), "drain_hooks", [])).run()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn cuts WebSockets with 1012 when it shuts down; the app's drain hooks run first, so
+    sockets finish their in-flight sends and close with 1001 (going away)."""
+
+    def __init__(self, config: uvicorn.Config, drain_hooks: list[Callable[[], Awaitable[None]]]) -> None:
+        super().__init__(config)
+        self._drain_hooks = drain_hooks
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for hook in self._drain_hooks:
+            await hook()
+        await super().shutdown(sockets)
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:

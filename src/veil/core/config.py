@@ -92,6 +92,12 @@ class Settings(BaseSettings):
 
     # Message sends per user per minute, shared by HTTP and WebSocket and all of a user's devices.
     messages_per_minute: int = Field(60, ge=1, validation_alias=_env("VEIL_MESSAGES_PER_MINUTE"))
+    # Origins a browser may open the WebSocket from (comma-separated); clients without an Origin
+    # header (native apps) are not affected.
+    ws_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("https://localhost:8443",), validation_alias=_env("VEIL_WS_ALLOWED_ORIGINS")
+    )
+
     # memory: one process only; postgres: shared by every process on the database (default).
     rate_limit_store: Literal["memory", "postgres"] = Field(
         "postgres", validation_alias=_env("VEIL_RATE_LIMIT_STORE")
@@ -109,6 +115,13 @@ class Settings(BaseSettings):
     # Seconds SIGTERM waits for in-flight requests before closing what is left.
     shutdown_timeout_seconds: float = Field(20.0, gt=0, validation_alias=_env("VEIL_SHUTDOWN_TIMEOUT"))
     max_request_body_bytes: int = Field(256 * 1024, gt=0, validation_alias=_env("VEIL_MAX_REQUEST_BODY"))
+
+    @field_validator("ws_allowed_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

@@ -31,6 +31,10 @@ _SENSITIVE_NAME = re.compile(
 # Values that look like bearer credentials even when the field name is innocent.
 _BEARER_VALUE = re.compile(r"(?i)\bbearer\s+\S+")
 _JWT_VALUE = re.compile(r"\beyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]*")
+# Credentials in URLs that servers log (uvicorn logs a WebSocket's path with its query string).
+_QUERY_SECRET = re.compile(
+    r"(?i)\b(ticket|token|access_token|refresh_token|code|signature|x-amz-signature)=[^&\s\"']+"
+)
 
 
 def redact(value: Any, depth: int = 0) -> Any:
@@ -45,6 +49,7 @@ def redact(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [redact(v, depth + 1) for v in value]
     if isinstance(value, str):
+        value = _QUERY_SECRET.sub(lambda m: f"{m.group(1)}={REDACTED}", value)
         return _JWT_VALUE.sub(REDACTED, _BEARER_VALUE.sub("Bearer " + REDACTED, value))
     return value
 

@@ -11,15 +11,20 @@ from veil.core.config import Settings
 from veil.core.web.app import ServiceModule, create_app
 from veil.keys import api as keys_api
 from veil.messaging import api as messaging_api
+from veil.realtime import api as realtime_api
 
-# Each service's published `ServiceModule`, by the name `veil serve NAME` takes.
-SERVICES: dict[str, ServiceModule] = {
-    module.name: module for module in (auth_api.MODULE, keys_api.MODULE, messaging_api.MODULE)
+# What `veil serve NAME` runs. Messaging carries the WebSocket, which also delivers device messages,
+# so it includes the keys module too; a module may be served by more than one process.
+SERVICES: dict[str, tuple[ServiceModule, ...]] = {
+    "auth": (auth_api.MODULE,),
+    "keys": (keys_api.MODULE,),
+    "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE),
 }
+ALL_MODULES = (auth_api.MODULE, keys_api.MODULE, messaging_api.MODULE, realtime_api.MODULE)
 
 
 def create_service_app(settings: Settings, name: str, *, clock: Clock | None = None) -> Starlette:
     """One service alone (plus the operational endpoints every process has)."""
     if name == "all":
-        return create_app(settings, list(SERVICES.values()), clock=clock)
-    return create_app(settings, [SERVICES[name]], clock=clock, title=f"Veil {name}")
+        return create_app(settings, ALL_MODULES, clock=clock)
+    return create_app(settings, SERVICES[name], clock=clock, title=f"Veil {name}")

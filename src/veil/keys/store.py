@@ -155,6 +155,7 @@ async def record_key_change(
         change,
         now,
     )
+    await conn.execute("SELECT pg_notify('veil_events', $1)", f"keys:{user_id}:{device_id}:{change}")
 
 
 async def existing_devices(conn: Connection, device_ids: list[uuid.UUID]) -> set[uuid.UUID]:
@@ -198,6 +199,9 @@ async def enqueue(
             for device, ct, nonce, tag in messages
         ],
     )
+    # Wake the recipients' sockets, in whichever process holds them (delivered on commit).
+    for device in sorted({device for device, _, _, _ in messages}):
+        await conn.execute("SELECT pg_notify('veil_device_messages', $1)", str(device))
 
 
 async def expire_queued(conn: Connection, device_id: uuid.UUID | None, now: datetime) -> int:

@@ -319,3 +319,37 @@ async def advance_cursor(
         conversation_id,
         seq,
     )
+
+
+async def messages_for_member(
+    conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID, after_seq: int, limit: int
+) -> list[MessageRecord]:
+    """Messages after `after_seq`, but only while `user_id` is a joined member: a socket never
+    delivers a conversation its user has just been removed from."""
+    rows = await conn.fetch(
+        f"""SELECT {_MESSAGE} FROM messages WHERE conversation_id = $1 AND seq > $3
+                AND EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2
+                            AND state = 'joined' AND joined_after_seq < messages.seq)
+            ORDER BY seq LIMIT $4""",  # noqa: S608 - constant columns
+        conversation_id,
+        user_id,
+        after_seq,
+        limit,
+    )
+    return [MessageRecord(**dict(row)) for row in rows]
+
+
+async def delivery_cursors(
+    conn: Connection, user_id: uuid.UUID, device_id: uuid.UUID
+) -> dict[uuid.UUID, int]:
+    """Where replay starts for each joined conversation of this device: after what it acknowledged,
+    and never before the user joined."""
+    rows = await conn.fetch(
+        """SELECT m.conversation_id, GREATEST(m.joined_after_seq, COALESCE(d.acked_seq, 0)) AS cursor
+           FROM members m LEFT JOIN device_cursors d
+               ON d.device_id = $2 AND d.conversation_id = m.conversation_id
+           WHERE m.user_id = $1 AND m.state = 'joined'""",
+        user_id,
+        device_id,
+    )
+    return {row["conversation_id"]: row["cursor"] for row in rows}

@@ -8,13 +8,14 @@ middleware stack is built here in plain sight.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
 
 from veil.core.clock import Clock
 from veil.core.config import Settings
@@ -31,8 +32,12 @@ from veil.core.web.ops import OPS_ENDPOINTS, encode_openapi
 class ServiceModule:
     name: str
     endpoints: Sequence[Endpoint]
-    # Builds the service object handlers reach through `request.state.<name>`.
+    # Builds the service object handlers reach through `request.state.<name>`. If it has
+    # `start()` / `close()` coroutines they run with the lifespan; `drain()` runs when the server
+    # begins to shut down, before connections are cut (see veil.server).
     build: Callable[[Resources], Any] | None = None
+    # Routes that are not JSON operations (the WebSocket).
+    extra_routes: Sequence[BaseRoute] = ()
 
 
 def create_app(
@@ -46,17 +51,29 @@ def create_app(
     openapi = encode_openapi(build_openapi(endpoints, title=title, version="1"))
     metrics = Metrics()
 
+    drain_hooks: list[Callable[[], Awaitable[None]]] = []
+
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
-        async with open_resources(settings, metrics, clock) as resources:
+        async with open_resources(settings, metrics, clock) as resources, AsyncExitStack() as stack:
             state: dict[str, Any] = {"resources": resources, "openapi": openapi}
             for module in modules:
-                if module.build is not None:
-                    state[module.name] = module.build(resources)
+                if module.build is None:
+                    continue
+                service = state[module.name] = module.build(resources)
+                if hasattr(service, "start"):
+                    await service.start()
+                if hasattr(service, "close"):
+                    stack.push_async_callback(service.close)
+                if hasattr(service, "drain"):
+                    drain_hooks.append(service.drain)
             yield state
 
     app = Starlette(
-        routes=[ep.route(settings.max_request_body_bytes) for ep in endpoints],
+        routes=[
+            *(ep.route(settings.max_request_body_bytes) for ep in endpoints),
+            *(route for module in modules for route in module.extra_routes),
+        ],
         middleware=[
             Middleware(SecurityHeaders),
             Middleware(RequestContext, metrics=metrics, trusted_proxies=settings.trusted_proxies),
@@ -66,4 +83,5 @@ def create_app(
     )
     # `/v1/x/` is not `/v1/x`: an API path is exact, a redirect would only hide client bugs.
     app.router.redirect_slashes = False
+    app.state.drain_hooks = drain_hooks
     return app

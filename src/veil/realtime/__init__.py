@@ -1,0 +1,1 @@
+"""Realtime: WebSocket delivery of messages, device messages and events, at least once."""

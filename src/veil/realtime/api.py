@@ -1,0 +1,143 @@
+"""`GET /v1/ws` (WebSocket) and `POST /v1/ws/tickets`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
+
+from veil.core.problems import BackendUnavailable, Problem, unauthorized, unavailable
+from veil.core.resources import Resources
+from veil.core.security.authn import Principal
+from veil.core.security.tokens import InvalidToken
+from veil.core.web.app import ServiceModule
+from veil.core.web.endpoint import Endpoint, json_response, state_of
+from veil.core.web.errors import problem_response
+from veil.core.wire import ResponseModel, Timestamp
+from veil.keys.service import KeysService
+from veil.messaging import store as messaging_store
+from veil.messaging.service import MessagingService
+from veil.realtime import store
+from veil.realtime.connection import DeviceConnection
+from veil.realtime.hub import Hub
+
+TAG = "realtime"
+TICKET_LIFETIME = timedelta(seconds=30)
+
+
+class Ticket(ResponseModel):
+    ticket: str
+    expires_at: Timestamp
+
+
+@dataclass
+class Realtime:
+    hub: Hub
+    resources: Resources
+
+    async def start(self) -> None:
+        await self.hub.start()
+
+    async def drain(self) -> None:
+        """Before the server stops: close every socket with 1001 once in-flight sends are done."""
+        await self.hub.close()
+
+    async def close(self) -> None:
+        await self.hub.close()
+
+    async def issue_ticket(self, principal: Principal) -> tuple[str, datetime]:
+        ticket = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        expires_at = self.resources.clock.now() + TICKET_LIFETIME
+        async with self.resources.db.transaction("realtime_ticket") as conn:
+            await store.insert_ticket(
+                conn, hashlib.sha256(ticket.encode()).digest(), principal.session_id, expires_at
+            )
+        return ticket, expires_at
+
+    async def authenticate(self, websocket: WebSocket) -> Principal:
+        """Bearer header (native clients) or a single-use ticket (browsers); InvalidToken otherwise."""
+        header = websocket.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return await self.resources.authenticator.authenticate(token.strip())
+        ticket = websocket.query_params.get("ticket")
+        if not ticket or len(ticket) > 100:
+            raise InvalidToken
+        now = self.resources.clock.now()
+        async with self.resources.db.transaction("realtime_consume_ticket") as conn:
+            found = await store.consume_ticket(conn, hashlib.sha256(ticket.encode()).digest(), now)
+        if found is None or not await self.resources.sessions.is_active(found[1], now):
+            raise InvalidToken
+        return Principal(found[0], found[1])
+
+
+async def create_ticket(request: Request, principal: Principal) -> Response:
+    realtime: Realtime = state_of(request, "realtime")
+    ticket, expires_at = await realtime.issue_ticket(principal)
+    return json_response(Ticket(ticket=ticket, expires_at=expires_at), status=201)
+
+
+async def websocket_endpoint(websocket: WebSocket) -> None:
+    realtime: Realtime = websocket.state.realtime
+    allowed = realtime.resources.settings.ws_allowed_origins
+    origin = websocket.headers.get("origin")
+    if origin is not None and origin not in allowed:
+        await websocket.send_denial_response(
+            problem_response(Problem(403, "This origin may not open a WebSocket."))
+        )
+        return
+    try:
+        principal = await realtime.authenticate(websocket)
+    except InvalidToken:
+        await websocket.send_denial_response(problem_response(unauthorized()))
+        return
+    except BackendUnavailable:
+        await websocket.send_denial_response(problem_response(unavailable()))
+        return
+    messaging: MessagingService = websocket.state.messaging
+    keys: KeysService = websocket.state.keys
+    db = realtime.resources.db
+
+    async def read_page(conversation_id: uuid.UUID, after: int) -> list[messaging_store.MessageRecord]:
+        async with db.connection() as conn:
+            return await messaging_store.messages_for_member(
+                conn, conversation_id, principal.user_id, after, 200
+            )
+
+    await websocket.accept()
+    connection = DeviceConnection(websocket, principal, messaging, keys, read_page)
+    await realtime.hub.register(connection)
+    try:
+        await connection.run()
+    finally:
+        realtime.hub.unregister(connection)
+
+
+def build(resources: Resources) -> Realtime:
+    assert resources.settings.database_url is not None
+    return Realtime(Hub(resources.db, resources.settings.database_url.get_secret_value()), resources)
+
+
+MODULE = ServiceModule(
+    "realtime",
+    [
+        Endpoint(
+            "POST",
+            "/v1/ws/tickets",
+            create_ticket,
+            "A single-use, 30-second ticket for `GET /v1/ws?ticket=`.",
+            TAG,
+            responses={201: Ticket},
+        ),
+    ],
+    build=build,
+    extra_routes=(WebSocketRoute("/v1/ws", websocket_endpoint),),
+)

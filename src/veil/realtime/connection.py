@@ -1,0 +1,253 @@
+"""One device's WebSocket: replay, live delivery, acknowledgements and sends.
+
+Delivery is pull-based: a notification only marks a conversation "dirty"; the writer then reads
+every message after what it last sent, from the database. Replay on connect is the same read from
+the device's acknowledged cursor, so there is one code path, nothing is skipped when a notification
+is lost, and nothing is queued in memory per message. Events without a row of their own
+(membership, receipt, keys_changed, replies) go through a small bounded queue; a client too slow to
+drain it is closed with 4408 instead of holding memory.
+
+Each connection runs a reader and a writer in one task group: when either ends (the client left, a
+close was requested, an error), the other is cancelled with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from veil.core.logging import get_logger
+from veil.core.problems import BackendUnavailable, Problem
+from veil.core.security.authn import Principal
+from veil.core.web.endpoint import field_errors
+from veil.core.wire import format_timestamp
+from veil.keys.service import KeysService
+from veil.messaging import store as messaging_store
+from veil.messaging.schemas import Envelope
+from veil.messaging.service import MessagingService, OutgoingMessage
+from veil.realtime.frames import device_message_frame, message_frame
+
+log = get_logger(__name__)
+
+CLOSE_SHUTDOWN = 1001
+CLOSE_SESSION_ENDED = 4401
+CLOSE_TOO_SLOW = 4408
+CLOSE_REPLACED = 4409
+_EVENT_QUEUE = 256
+_PAGE = 200
+
+
+class DeviceConnection:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        principal: Principal,
+        messaging: MessagingService,
+        keys: KeysService,
+        read_page: Callable[[uuid.UUID, int], Awaitable[list[messaging_store.MessageRecord]]],
+    ) -> None:
+        self.websocket = websocket
+        self.principal = principal
+        self.token = uuid.uuid4().hex
+        self._messaging = messaging
+        self._keys = keys
+        self._read_page = read_page
+        self._sent: dict[uuid.UUID, int] = {}
+        self._dirty: set[uuid.UUID] = set()
+        self._device_dirty = True
+        self._device_sent = 0
+        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_EVENT_QUEUE)
+        self._wake = asyncio.Event()
+        self._wake.set()  # the first pass replays the device's mailbox
+        self._close_code: int | None = None
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.principal.user_id
+
+    @property
+    def device_id(self) -> uuid.UUID:
+        return self.principal.session_id
+
+    @property
+    def conversations(self) -> set[uuid.UUID]:
+        return set(self._sent)
+
+    # --- called by the hub -------------------------------------------------------------------
+
+    def subscribe(self, conversation_id: uuid.UUID, after_seq: int) -> None:
+        self._sent.setdefault(conversation_id, after_seq)
+        self.wake(conversation_id)
+
+    def unsubscribe(self, conversation_id: uuid.UUID) -> None:
+        self._sent.pop(conversation_id, None)
+        self._dirty.discard(conversation_id)
+
+    def wake(self, conversation_id: uuid.UUID) -> None:
+        if conversation_id in self._sent:
+            self._dirty.add(conversation_id)
+            self._wake.set()
+
+    def wake_device(self) -> None:
+        self._device_dirty = True
+        self._wake.set()
+
+    def push(self, frame: dict[str, Any]) -> None:
+        try:
+            self._events.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.close(CLOSE_TOO_SLOW)
+        self._wake.set()
+
+    def close(self, code: int) -> None:
+        if self._close_code is None:
+            self._close_code = code
+        self._wake.set()
+
+    # --- the connection's own tasks ------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                reader = group.create_task(self._reader())
+                writer = group.create_task(self._writer())
+                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+                for task in (reader, writer):
+                    task.cancel()
+        except* (WebSocketDisconnect, ConnectionError):
+            pass
+        finally:
+            await self._close_socket()
+
+    async def _close_socket(self) -> None:
+        if self.websocket.application_state != WebSocketState.DISCONNECTED:
+            with contextlib.suppress(RuntimeError, ConnectionError, WebSocketDisconnect):
+                await self.websocket.close(self._close_code or 1000)
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        await self.websocket.send_text(orjson.dumps(frame).decode())
+
+    async def _writer(self) -> None:
+        while self._close_code is None:
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._events.empty() and self._close_code is None:
+                await self._send(self._events.get_nowait())
+            if self._device_dirty and self._close_code is None:
+                self._device_dirty = False
+                await self._deliver_device_messages()
+            while self._dirty and self._close_code is None:
+                await self._deliver(self._dirty.pop())
+
+    async def _deliver(self, conversation_id: uuid.UUID) -> None:
+        while conversation_id in self._sent:
+            after = self._sent[conversation_id]
+            page = await self._read_page(conversation_id, after)
+            if conversation_id not in self._sent:
+                return  # unsubscribed (removed) while reading: deliver nothing more
+            for record in page:
+                await self._send(message_frame(record))
+                self._sent[conversation_id] = record.seq
+            if len(page) < _PAGE:
+                return
+
+    async def _deliver_device_messages(self) -> None:
+        inbox = await self._keys.inbox(self.principal, self._device_sent, _PAGE)
+        if inbox.gap is not None:
+            await self._send({"type": "device_gap", "dropped": inbox.gap.dropped})
+        for message in inbox.messages:
+            await self._send(device_message_frame(message))
+            self._device_sent = message.id
+        if len(inbox.messages) == _PAGE:
+            self.wake_device()
+
+    async def _reader(self) -> None:
+        while self._close_code is None:
+            raw = await self.websocket.receive_text()
+            try:
+                frame = orjson.loads(raw)
+                if not isinstance(frame, dict):
+                    raise ValueError
+            except ValueError:
+                self.push({"type": "error", "status": 400, "detail": "Frames are JSON objects."})
+                continue
+            try:
+                await self._handle(frame)
+            except Problem as problem:
+                document = problem.document()
+                self.push(
+                    {
+                        "type": "error",
+                        "problem": document.pop("type"),
+                        **document,
+                        "message_id": frame.get("message_id"),
+                    }
+                )
+            except BackendUnavailable:
+                self.push({"type": "error", "status": 503, "detail": "Temporarily unavailable; retry."})
+
+    async def _handle(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "ack":
+            conversation_id, seq = _uuid(frame.get("conversation_id")), frame.get("seq")
+            if conversation_id is None or not isinstance(seq, int) or seq < 0:
+                raise Problem(422, "An ack needs a conversation_id and a seq.")
+            await self._messaging.acknowledge(self.principal, conversation_id, seq)
+        elif kind == "ack_device":
+            message_id = frame.get("id")
+            if not isinstance(message_id, int) or not 0 < message_id < 2**63:
+                raise Problem(422, "An ack_device needs the device message id.")
+            await self._keys.acknowledge(self.principal, message_id)
+        elif kind == "send":
+            await self._handle_send(frame)
+        else:
+            raise Problem(422, "Unknown frame type.")
+
+    async def _handle_send(self, frame: dict[str, Any]) -> None:
+        conversation_id = _uuid(frame.get("conversation_id"))
+        if conversation_id is None:
+            raise Problem(422, "A send needs a conversation_id.")
+        body = {k: v for k, v in frame.items() if k not in ("type", "conversation_id")}
+        try:
+            envelope = Envelope.model_validate_json(orjson.dumps(body))
+        except ValidationError as exc:
+            raise Problem(422, "The envelope does not match the schema.", errors=field_errors(exc)) from None
+        await self._messaging.check_send_rate(self.principal)
+        sent = await self._messaging.send(
+            self.principal,
+            conversation_id,
+            OutgoingMessage(
+                envelope.message_id,
+                envelope.ciphertext,
+                envelope.nonce,
+                envelope.auth_tag,
+                envelope.content_type,
+                envelope.parent_id,
+                envelope.key_epoch,
+            ),
+        )
+        self.push(
+            {
+                "type": "sent",
+                "conversation_id": str(conversation_id),
+                "message_id": str(sent.message_id),
+                "seq": sent.seq,
+                "created_at": format_timestamp(sent.created_at),
+            }
+        )
+
+
+def _uuid(value: object) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None

@@ -1,0 +1,229 @@
+"""The per-process registry of sockets, and fan-out across processes through PostgreSQL.
+
+Writers NOTIFY in the transaction that commits the row (a message, a device message, a membership
+event, a receipt, a key change, a revoked session); PostgreSQL delivers the notification to every
+listening process only after commit, so a socket is never woken for a row it cannot read yet.
+Payloads carry ids only. If the listening connection drops, notifications in between are lost, so
+on reconnect every socket is woken as if everything were new: the pull from the database (and the
+replay on the client's next connection) is the safety net, see docs/adr/0011.
+
+Notifications go through one queue handled by one dispatcher task, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import Any
+
+import asyncpg
+
+from veil.core.db import Database
+from veil.core.logging import get_logger
+from veil.core.security.sessions import REVOCATION_CHANNEL
+from veil.messaging import store as messaging_store
+from veil.realtime import store
+from veil.realtime.connection import CLOSE_REPLACED, CLOSE_SESSION_ENDED, CLOSE_SHUTDOWN, DeviceConnection
+
+log = get_logger(__name__)
+
+CONNECT_CHANNEL = "veil_ws_connect"
+DEVICE_CHANNEL = "veil_device_messages"
+_CHANNELS = (
+    messaging_store.MESSAGE_CHANNEL,
+    messaging_store.EVENT_CHANNEL,
+    DEVICE_CHANNEL,
+    REVOCATION_CHANNEL,
+    CONNECT_CHANNEL,
+)
+
+
+class Hub:
+    def __init__(self, db: Database, dsn: str) -> None:
+        self._db = db
+        self._dsn = dsn
+        self._by_device: dict[uuid.UUID, DeviceConnection] = {}
+        self._by_user: dict[uuid.UUID, set[DeviceConnection]] = {}
+        self._by_conversation: dict[uuid.UUID, set[DeviceConnection]] = {}
+        self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="hub-listener"),
+            asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher"),
+        ]
+
+    async def close(self) -> None:
+        """Close every socket with 1001 (going away), then stop listening."""
+        for connection in list(self._by_device.values()):
+            connection.close(CLOSE_SHUTDOWN)
+        for _ in range(50):
+            if not self._by_device:
+                break
+            await asyncio.sleep(0.05)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._by_device)
+
+    # --- registry --------------------------------------------------------------------------------
+
+    async def register(self, connection: DeviceConnection) -> None:
+        """Hold this device's socket; an older socket of the same device, here or in any other
+        process, is closed with 4409."""
+        older = self._by_device.get(connection.device_id)
+        if older is not None:
+            older.close(CLOSE_REPLACED)
+            self._forget(older)
+        self._by_device[connection.device_id] = connection
+        self._by_user.setdefault(connection.user_id, set()).add(connection)
+        async with self._db.connection() as conn:
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", CONNECT_CHANNEL, f"{connection.device_id}:{connection.token}"
+            )
+            cursors = await messaging_store.delivery_cursors(conn, connection.user_id, connection.device_id)
+        for conversation_id, after in cursors.items():
+            self._subscribe(connection, conversation_id, after)
+
+    def unregister(self, connection: DeviceConnection) -> None:
+        if self._by_device.get(connection.device_id) is connection:
+            self._forget(connection)
+
+    def _forget(self, connection: DeviceConnection) -> None:
+        self._by_device.pop(connection.device_id, None)
+        self._by_user.get(connection.user_id, set()).discard(connection)
+        for conversation_id in connection.conversations:
+            self._by_conversation.get(conversation_id, set()).discard(connection)
+
+    def _subscribe(self, connection: DeviceConnection, conversation_id: uuid.UUID, after: int) -> None:
+        self._by_conversation.setdefault(conversation_id, set()).add(connection)
+        connection.subscribe(conversation_id, after)
+
+    def _unsubscribe(self, connection: DeviceConnection, conversation_id: uuid.UUID) -> None:
+        self._by_conversation.get(conversation_id, set()).discard(connection)
+        connection.unsubscribe(conversation_id)
+
+    # --- notifications ---------------------------------------------------------------------------
+
+    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        self._inbox.put_nowait((channel, str(payload)))
+
+    async def _listen_forever(self) -> None:
+        while True:
+            conn: asyncpg.Connection[asyncpg.Record] | None = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self._dsn, timeout=5)
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
+                for channel in _CHANNELS:
+                    await conn.add_listener(channel, self._on_notify)
+                self._wake_everything()  # whatever happened while we were not listening
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), 5)
+                    if not lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=5)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("hub_listener_lost", error=type(exc).__name__)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(1)
+
+    def _wake_everything(self) -> None:
+        for connection in self._by_device.values():
+            connection.wake_device()
+            for conversation_id in connection.conversations:
+                connection.wake(conversation_id)
+
+    async def _dispatch_forever(self) -> None:
+        while True:
+            channel, payload = await self._inbox.get()
+            try:
+                await self._dispatch(channel, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("hub_dispatch_failed", channel=channel)
+
+    async def _dispatch(self, channel: str, payload: str) -> None:
+        if channel == messaging_store.MESSAGE_CHANNEL:
+            conversation_id = uuid.UUID(payload.split(":", 1)[0])
+            for connection in self._by_conversation.get(conversation_id, ()):
+                connection.wake(conversation_id)
+        elif channel == DEVICE_CHANNEL:
+            if (target := self._by_device.get(uuid.UUID(payload))) is not None:
+                target.wake_device()
+        elif channel == REVOCATION_CHANNEL:
+            for part in payload.split(","):
+                if (revoked := self._by_device.get(uuid.UUID(part))) is not None:
+                    revoked.close(CLOSE_SESSION_ENDED)
+        elif channel == CONNECT_CHANNEL:
+            device, token = payload.split(":", 1)
+            older = self._by_device.get(uuid.UUID(device))
+            if older is not None and older.token != token:
+                older.close(CLOSE_REPLACED)
+                self._forget(older)
+        elif payload.startswith("membership:"):
+            await self._membership(int(payload.split(":", 1)[1]))
+        elif payload.startswith("receipt:"):
+            _, conversation, user, kind, seq = payload.split(":")
+            frame = {
+                "type": "receipt",
+                "conversation_id": conversation,
+                "user_id": user,
+                "receipt": kind,
+                "up_to_seq": int(seq),
+            }
+            for connection in self._by_conversation.get(uuid.UUID(conversation), ()):
+                connection.push(frame)
+        elif payload.startswith("keys:"):
+            _, user, device, change = payload.split(":")
+            await self._keys_changed(uuid.UUID(user), device, change)
+
+    async def _membership(self, event_id: int) -> None:
+        async with self._db.connection() as conn:
+            event = await store.membership_event(conn, event_id)
+            if event is None:
+                return
+            members = await store.member_ids(conn, event.conversation_id)
+            joined_after = await store.joined_after(conn, event.conversation_id, event.subject_id)
+        frame: dict[str, Any] = {
+            "type": "membership",
+            "conversation_id": str(event.conversation_id),
+            "kind": event.kind,
+            "user_id": str(event.subject_id),
+            "actor_id": str(event.actor_id) if event.actor_id else None,
+            "epoch": event.epoch,
+        }
+        # Access changes first, so a removed member's sockets stop before anyone else hears of it.
+        for connection in list(self._by_user.get(event.subject_id, ())):
+            if joined_after is None:
+                self._unsubscribe(connection, event.conversation_id)
+            elif event.kind in ("joined", "created"):
+                self._subscribe(connection, event.conversation_id, joined_after)
+        for user in {*members, event.subject_id}:
+            for connection in self._by_user.get(user, ()):
+                connection.push(frame)
+        for user in members:
+            for connection in self._by_user.get(user, ()):
+                if event.conversation_id not in connection.conversations and event.kind == "created":
+                    self._subscribe(connection, event.conversation_id, 0)
+
+    async def _keys_changed(self, user_id: uuid.UUID, device: str, change: str) -> None:
+        async with self._db.connection() as conn:
+            contacts = await store.contacts_of(conn, user_id)
+        frame = {"type": "keys_changed", "user_id": str(user_id), "device_id": device, "change": change}
+        for contact in contacts:
+            for connection in self._by_user.get(contact, ()):
+                if connection.device_id != uuid.UUID(device):
+                    connection.push(frame)
