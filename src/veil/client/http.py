@@ -1,0 +1,884 @@
+"""`VeilClient`: the reference client's synchronous HTTP layer around `ClientCrypto`.
+
+The cryptographic core (`session.py`) does no I/O; this module is the other half of a client: it
+signs in, publishes the device's public keys, fetches bundles and queued device messages, keeps
+group sender keys distributed, sends and reads conversation messages, and persists everything it
+must not forget. It uses only the public API; the scheme is described in docs/e2ee.md.
+
+Why it is shaped the way it is:
+
+- **State is saved before its effects leave the process.** A chain index or one-time prekey that a
+  peer has seen but our saved state has not would be reused after a restart (peers refuse reuse
+  as a replay), and a refresh token the server rotated but we did not save would be presented
+  again later, which the server treats as theft and answers by revoking the whole session (the
+  device). So every change is written to the keystore before the request that publishes it, and
+  token pairs are written as soon as they arrive.
+- **Refreshes are serialised.** Two concurrent presentations of one refresh token count as reuse;
+  one lock, and a check that nobody rotated the token while we waited, keeps that from happening
+  inside one client.
+- **Decryption results are kept.** Message keys are deleted on use, so a group message can be
+  decrypted once; the client remembers the plaintext of every message it opened (and of its own
+  messages, which it can never decrypt) so that history can be read again. The cache lives in the
+  encrypted keystore, next to the keys.
+- **Failures of single messages do not stop a fetch.** A forged, replayed or undecryptable message
+  is returned with `error` set instead of raising, so one bad envelope (which anyone can queue for
+  a device) cannot block a device's mailbox.
+
+The keystore file is the `ClientCrypto` state with one extra member, `veil_http` (the refresh token,
+which devices hold our sender keys, the plaintext cache and device messages received but not yet
+handed to the caller), so `ClientCrypto.load` still opens it. Scrypt runs on every save: pass
+cheaper `ScryptParams` where saves are frequent and the threat model allows (tests).
+
+The client is meant for one thread at a time, except that `refresh` may be called from several.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from veil.client.codec import b64decode, b64encode, canonical_uuid
+from veil.client.errors import CryptoError, KeystoreFormatError
+from veil.client.keys import device_fingerprint
+from veil.client.keystore import ScryptParams, load_state, save_state
+from veil.client.session import ClientCrypto
+
+HTTP_STATE_VERSION = 1
+# Refresh this long before the access token expires, so a request never races its expiry.
+_REFRESH_MARGIN_SECONDS = 30.0
+# The API's ceilings: messages per device-message batch, items per page, prekeys per upload.
+_DEVICE_BATCH = 100
+_PAGE = 200
+_MAX_PREKEY_UPLOAD = 200
+_GROUP_CONTENT_TYPES = frozenset({"text", "file", "reaction", "system"})
+
+Verify = ssl.SSLContext | str | os.PathLike[str] | bool
+
+
+class VeilError(Exception):
+    """A response the API answered with an error: the problem document, readable as text.
+
+    `status`, `title` and `detail` come from the RFC 9457 document (or from the HTTP status line
+    when the body is not one, e.g. from a proxy); `problem` is the whole document, so fields such
+    as `current_epoch` or validation `errors` stay available.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        problem: Mapping[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(status, title, detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.problem: dict[str, Any] = dict(problem or {})
+        self.retry_after = retry_after
+
+    @property
+    def current_epoch(self) -> int | None:
+        """The conversation's epoch when a send was refused for using an old one (409)."""
+        value = self.problem.get("current_epoch")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+    def __str__(self) -> str:
+        text = f"HTTP {self.status} {self.title}: {self.detail}"
+        errors = self.problem.get("errors")
+        if isinstance(errors, list) and errors:
+            parts = []
+            for error in errors:
+                if isinstance(error, Mapping):
+                    loc = ".".join(str(part) for part in error.get("loc") or [])
+                    parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
+            text += " (" + "; ".join(parts) + ")"
+        if self.current_epoch is not None:
+            text += f" (current_epoch {self.current_epoch})"
+        if self.retry_after is not None:
+            text += f" (retry after {self.retry_after} s)"
+        return text
+
+    @classmethod
+    def from_response(cls, response: httpx.Response) -> VeilError:
+        """Build from any error response, problem document or not (never echoing a large body)."""
+        retry_after = response.headers.get("Retry-After")
+        retry = int(retry_after) if retry_after and retry_after.isdigit() else None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            title = body.get("title")
+            detail = body.get("detail")
+            return cls(
+                response.status_code,
+                title if isinstance(title, str) else response.reason_phrase,
+                detail if isinstance(detail, str) else "",
+                body,
+                retry,
+            )
+        return cls(response.status_code, response.reason_phrase, response.text[:200].strip(), None, retry)
+
+
+class NotSignedInError(RuntimeError):
+    """The operation needs a signed-in device (call `login`, or load a keystore that has one)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """A device of some user as the key directory lists it (public keys only)."""
+
+    device_id: str
+    identity_key: bytes
+    signing_key: bytes
+
+    @property
+    def fingerprint(self) -> str:
+        """What users compare out of band: the only defence against a server that swaps keys."""
+        return device_fingerprint(self.identity_key, self.signing_key)
+
+
+@dataclass(frozen=True)
+class Member:
+    user_id: str
+    role: str
+    state: str
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation as the server reports it; `epoch` is what group messages must be sent under."""
+
+    conversation_id: str
+    type: str
+    epoch: int
+    last_seq: int
+    created_at: str
+    members: tuple[Member, ...]
+
+    @property
+    def joined_user_ids(self) -> list[str]:
+        """The users who receive this epoch's sender keys (invitees do not, until they join)."""
+        return [m.user_id for m in self.members if m.state == "joined"]
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> Conversation:
+        return cls(
+            conversation_id=canonical_uuid(str(body["conversation_id"])),
+            type=str(body["type"]),
+            epoch=int(body["epoch"]),
+            last_seq=int(body["last_seq"]),
+            created_at=str(body["created_at"]),
+            members=tuple(
+                Member(canonical_uuid(str(m["user_id"])), str(m["role"]), str(m["state"]))
+                for m in body["members"]
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class DeviceMessage:
+    """One device-to-device message after decryption (`plaintext` None and `error` set if it failed).
+
+    `content_type` says what it was: `session_init` (a peer set up a session; plaintext is whatever
+    it carried, often empty), `session_message` (an application payload) or `sender_key` (a group
+    sender key, already installed; plaintext is the raw distribution).
+    """
+
+    id: int
+    sender_id: str
+    sender_device_id: str
+    content_type: str
+    created_at: str
+    plaintext: bytes | None
+    error: str | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sender_id": self.sender_id,
+            "sender_device_id": self.sender_device_id,
+            "content_type": self.content_type,
+            "created_at": self.created_at,
+            "plaintext": None if self.plaintext is None else b64encode(self.plaintext),
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> DeviceMessage:
+        plaintext = state.get("plaintext")
+        return cls(
+            id=int(state["id"]),
+            sender_id=str(state["sender_id"]),
+            sender_device_id=str(state["sender_device_id"]),
+            content_type=str(state["content_type"]),
+            created_at=str(state["created_at"]),
+            plaintext=None if plaintext is None else b64decode(plaintext, field="plaintext"),
+            error=None if state.get("error") is None else str(state["error"]),
+        )
+
+
+@dataclass(frozen=True)
+class GroupMessage:
+    """A conversation message with its plaintext (`plaintext` None and `error` set if unreadable)."""
+
+    message_id: str
+    conversation_id: str
+    seq: int
+    sender_id: str
+    sender_device_id: str
+    content_type: str
+    key_epoch: int
+    parent_id: str | None
+    created_at: str
+    plaintext: bytes | None
+    error: str | None = None
+
+    @property
+    def text(self) -> str | None:
+        """The plaintext as text, for `text` messages that were readable."""
+        if self.plaintext is None or self.content_type != "text":
+            return None
+        return self.plaintext.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    message_id: str
+    seq: int
+    created_at: str
+    key_epoch: int
+
+
+def _ssl_context(verify: Verify) -> ssl.SSLContext | bool:
+    """httpx deprecates CA paths as `verify`: turn one into a context here."""
+    if isinstance(verify, str | os.PathLike):
+        return ssl.create_default_context(cafile=os.fspath(verify))
+    return verify
+
+
+def _dict(response: httpx.Response) -> dict[str, Any]:
+    body = response.json()
+    if not isinstance(body, dict):
+        raise VeilError(response.status_code, "Unexpected response", "The body is not a JSON object.")
+    return body
+
+
+def _plaintext_key(conversation_id: str, sender_device_id: str, message_id: str) -> str:
+    """The cache key of a message: `message_id` is unique per sender only, so a member cannot make
+    another member's cached plaintext show up under its own message by reusing its id."""
+    return "/".join(canonical_uuid(v) for v in (conversation_id, sender_device_id, message_id))
+
+
+def _bound_fields(envelope: Mapping[str, Any]) -> dict[str, Any]:
+    """The envelope fields the ciphertext authenticates, kept with a cached plaintext so that a
+    re-served copy with other metadata is not shown as if it had been authenticated."""
+    parent = envelope.get("parent_id")
+    return {
+        "sender_id": canonical_uuid(str(envelope["sender_id"])),
+        "content_type": str(envelope["content_type"]),
+        "key_epoch": int(envelope["key_epoch"]),
+        "parent_id": None if parent is None else canonical_uuid(str(parent)),
+    }
+
+
+def _error_text(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class VeilClient:
+    """One device of one user, talking to a Veil server over HTTPS.
+
+    `keystore` (with `passphrase`) is where the device's state lives between runs; if the file
+    exists it is loaded, and the signed-in session in it is resumed by a refresh on first use.
+    Without a keystore everything is in memory and lost with the object.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        verify: Verify = True,
+        keystore: str | os.PathLike[str] | None = None,
+        passphrase: str | None = None,
+        scrypt: ScryptParams | None = None,
+        one_time_prekeys: int = 100,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if keystore is not None and passphrase is None:
+            raise ValueError("a keystore needs a passphrase")
+        self._http = httpx.Client(
+            base_url=base_url, verify=_ssl_context(verify), timeout=timeout, transport=transport
+        )
+        self._keystore = Path(keystore) if keystore is not None else None
+        self._passphrase = passphrase
+        self._scrypt = scrypt
+        self._one_time = one_time_prekeys
+        self._refresh_lock = threading.Lock()
+        self._crypto: ClientCrypto | None = None
+        self._access_token: str | None = None
+        self._access_deadline = 0.0
+        self._refresh_token: str | None = None
+        # (conversation_id, epoch) -> devices that hold this device's sender key for that epoch
+        self._distributed: dict[tuple[str, int], set[str]] = {}
+        self._plaintexts: dict[str, dict[str, Any]] = {}
+        self._inbox: list[DeviceMessage] = []
+        self._conversations: dict[str, Conversation] = {}
+        self.dropped_device_messages = 0
+        if self._keystore is not None and self._keystore.exists():
+            self._load()
+
+    # Lifecycle -----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP connections (the session stays valid; see `logout`)."""
+        self._http.close()
+
+    def __enter__(self) -> VeilClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def crypto(self) -> ClientCrypto:
+        """This device's cryptographic state."""
+        if self._crypto is None:
+            raise NotSignedInError("no device yet: call login first")
+        return self._crypto
+
+    @property
+    def user_id(self) -> str:
+        return self.crypto.user_id
+
+    @property
+    def device_id(self) -> str:
+        """The device id, which is the auth session id."""
+        return self.crypto.device_id
+
+    @property
+    def signed_in(self) -> bool:
+        return self._refresh_token is not None and self._crypto is not None
+
+    # Auth ----------------------------------------------------------------------------------------
+
+    def register(self, email: str, password: str) -> str:
+        """Create an account; returns its user id. Signing in is a separate step (`login`)."""
+        response = self._call(
+            "POST",
+            "/v1/auth/register",
+            json={"email": email, "password": password},
+            expect=(201,),
+            auth=False,
+        )
+        return canonical_uuid(str(_dict(response)["user_id"]))
+
+    def login(self, email: str, password: str, device_name: str | None = None) -> None:
+        """Sign in as a new device: new session, new keys, published with `PUT /v1/keys`.
+
+        Every login is a new device (the API makes a device of each session), so the previous
+        device's keys in this client are replaced; its session is ended first, so that its public
+        keys do not stay published for a device nobody holds any more. The keys are saved before
+        they are published, so the server never hands out a prekey whose private half could be lost.
+        """
+        if self.signed_in:
+            try:
+                self.logout()
+            except VeilError as error:
+                if error.status != 401:  # 401: that session had already ended
+                    raise
+        body: dict[str, Any] = {"email": email, "password": password}
+        if device_name is not None:
+            body["device_name"] = device_name
+        pair = _dict(self._call("POST", "/v1/auth/login", json=body, auth=False))
+        user_id = canonical_uuid(str(pair["user_id"]))
+        if self._crypto is None or self._crypto.user_id != user_id:
+            self._plaintexts = {}
+        self._crypto = ClientCrypto.create(user_id, str(pair["session_id"]), one_time=self._one_time)
+        self._distributed, self._inbox, self._conversations = {}, [], {}
+        self._store_tokens(pair)
+        self._call("PUT", "/v1/keys", json=self.crypto.bundle())
+
+    def refresh(self) -> None:
+        """Rotate the token pair. Serialised: a caller that waited while another thread rotated
+        returns at once rather than presenting a token the server already retired (which would be
+        reuse, and end the session)."""
+        seen = self._refresh_token
+        with self._refresh_lock:
+            if self._refresh_token is None:
+                raise NotSignedInError("no session to refresh: call login first")
+            if seen is not None and self._refresh_token != seen:
+                return
+            try:
+                response = self._call(
+                    "POST", "/v1/auth/refresh", json={"refresh_token": self._refresh_token}, auth=False
+                )
+            except VeilError as error:
+                if error.status == 401:  # the session is over; the token will never work again
+                    self._forget_tokens()
+                raise
+            self._store_tokens(_dict(response))
+
+    def logout(self) -> None:
+        """End this session. The server removes the device's keys and mailbox with it, so the
+        device's sessions and sender keys are useless afterwards; a later `login` makes a new one."""
+        self._call("POST", "/v1/auth/logout", expect=(204,))
+        self._forget_tokens()
+
+    # Keys and device messages --------------------------------------------------------------------
+
+    def publish_more_prekeys_if_low(self, threshold: int, *, target: int = 100) -> int:
+        """Top the server's one-time prekeys up to `target` when fewer than `threshold` remain.
+
+        Without one-time prekeys new sessions lose their fourth DH and replay protection, so a
+        device should call this now and then. Returns how many remain on the server.
+        """
+        remaining = int(_dict(self._call("GET", "/v1/keys/count"))["one_time_prekeys"])
+        if remaining >= threshold:
+            return remaining
+        missing = min(max(target, threshold) - remaining, _MAX_PREKEY_UPLOAD)
+        prekeys = self.crypto.add_one_time_prekeys(missing)
+        self._save()
+        response = self._call("POST", "/v1/keys/one-time", json={"one_time_prekeys": prekeys})
+        return int(_dict(response)["count"])
+
+    def devices(self, user_id: str) -> list[Device]:
+        """A user's devices with their public keys (any signed-in user may look them up)."""
+        body = _dict(self._call("GET", f"/v1/users/{user_id}/devices"))
+        return [
+            Device(
+                canonical_uuid(str(item["device_id"])),
+                b64decode(item["identity_key"], size=32, field="identity_key"),
+                b64decode(item["signing_key"], size=32, field="signing_key"),
+            )
+            for item in body["items"]
+        ]
+
+    def open_session(self, user_id: str) -> list[str]:
+        """Set up a pairwise session with every device of `user_id` that has none yet.
+
+        Pending device messages are taken in first, so a session a peer already started is used
+        rather than a second one (which would burn another of its one-time prekeys). Returns the
+        ids of the devices a `session_init` was sent to.
+        """
+        self._receive_device_messages()
+        user_id = canonical_uuid(user_id)
+        return self._open_sessions((user_id, d.device_id) for d in self.devices(user_id))
+
+    def send_device_payload(
+        self, user_id: str, payload: bytes, *, device_ids: Iterable[str] | None = None
+    ) -> int:
+        """Send `payload` as a `session_message` to each device of `user_id` (or the ones named),
+        setting up sessions first where needed. Returns how many devices it was sent to."""
+        user_id = canonical_uuid(user_id)
+        wanted = None if device_ids is None else {canonical_uuid(d) for d in device_ids}
+        targets = [
+            (user_id, d.device_id)
+            for d in self.devices(user_id)
+            if d.device_id != self.device_id and (wanted is None or d.device_id in wanted)
+        ]
+        self._open_sessions(targets)
+        messages = [self.crypto.encrypt_for_device(u, d, payload) for u, d in targets]
+        self._save()
+        self._post_device_messages("session_message", messages)
+        return len(messages)
+
+    def fetch_device_messages(self) -> list[DeviceMessage]:
+        """Everything queued for this device, decrypted, oldest first, and acknowledged.
+
+        Includes messages taken in earlier by other calls (e.g. `history` installs sender keys
+        first). Each message is acknowledged (deleted on the server) only after the state its
+        decryption produced has been saved, so a crash cannot lose a session or a sender key.
+        """
+        self._receive_device_messages()
+        received, self._inbox = self._inbox, []
+        if received:
+            self._save()
+        return received
+
+    # Conversations -------------------------------------------------------------------------------
+
+    def create_direct(self, user_id: str) -> Conversation:
+        """The direct conversation with `user_id` (the existing one if there is one)."""
+        response = self._call(
+            "POST", "/v1/conversations", json={"type": "direct", "member_id": user_id}, expect=(200, 201)
+        )
+        return self._remember(Conversation.from_wire(_dict(response)))
+
+    def create_group(self, encrypted_meta: bytes | None = None) -> Conversation:
+        """A new group with this user as owner. `encrypted_meta` is opaque to the server (encrypt
+        names and avatars before passing them)."""
+        body: dict[str, Any] = {"type": "group"}
+        if encrypted_meta is not None:
+            body["encrypted_meta"] = b64encode(encrypted_meta)
+        response = self._call("POST", "/v1/conversations", json=body, expect=(201,))
+        return self._remember(Conversation.from_wire(_dict(response)))
+
+    def invite(self, conversation_id: str, user_id: str) -> None:
+        self._call(
+            "POST",
+            f"/v1/conversations/{conversation_id}/invitations",
+            json={"user_id": user_id},
+            expect=(201,),
+        )
+        self._conversations.pop(canonical_uuid(conversation_id), None)
+
+    def accept(self, conversation_id: str) -> None:
+        """Join a conversation one was invited to; the epoch rises, so everyone's keys rotate."""
+        self._call("POST", f"/v1/conversations/{conversation_id}/invitations/accept", expect=(204,))
+        self._conversations.pop(canonical_uuid(conversation_id), None)
+
+    def decline(self, conversation_id: str) -> None:
+        self._call("POST", f"/v1/conversations/{conversation_id}/invitations/decline", expect=(204,))
+        self._conversations.pop(canonical_uuid(conversation_id), None)
+
+    def leave(self, conversation_id: str) -> None:
+        """Leave, and delete this device's keys of the conversation: history it could not fetch any
+        more anyway, and nothing a later thief of this device could use."""
+        self._call("DELETE", f"/v1/conversations/{conversation_id}/members/me", expect=(204,))
+        self._drop_conversation(conversation_id)
+
+    def remove(self, conversation_id: str, user_id: str) -> None:
+        """Remove a member (admins). The epoch rises; the next send distributes new sender keys to
+        the remaining members only."""
+        self._call("DELETE", f"/v1/conversations/{conversation_id}/members/{user_id}", expect=(204,))
+        if canonical_uuid(user_id) == self.user_id:
+            self._drop_conversation(conversation_id)
+        else:
+            self._conversations.pop(canonical_uuid(conversation_id), None)
+
+    def conversation(self, conversation_id: str) -> Conversation:
+        """The conversation as the server has it now (also refreshes the cached epoch and members)."""
+        return self._remember(
+            Conversation.from_wire(_dict(self._call("GET", f"/v1/conversations/{conversation_id}")))
+        )
+
+    # Group messages ------------------------------------------------------------------------------
+
+    def distribute_sender_key(self, conversation_id: str, *, conversation: Conversation | None = None) -> int:
+        """Give this device's sender key for the current epoch to every other device of every
+        joined member (this user's other devices included) that does not hold it yet.
+
+        Sessions are set up first where needed. Call it again when a member adds a device: device
+        changes do not move the epoch, so nothing else would tell the new device our key. Returns
+        how many devices were sent the key.
+        """
+        current = conversation or self.conversation(conversation_id)
+        cid, epoch = current.conversation_id, current.epoch
+        self._receive_device_messages()
+        targets = [
+            (user_id, device.device_id)
+            for user_id in current.joined_user_ids
+            for device in self.devices(user_id)
+            if device.device_id != self.device_id
+        ]
+        served = set(self._distributed.get((cid, epoch), ()))
+        pending = [t for t in targets if t[1] not in served]
+        self._open_sessions(pending)
+        pending = [t for t in pending if self.crypto.has_session(*t)]  # less any device that just ended
+        # Creates the key on first use, even with nobody to send it to, so that sending can proceed.
+        messages = self.crypto.sender_key_messages(cid, epoch, pending)
+        self._save()
+        self._post_device_messages("sender_key", messages)
+        # Recorded only once sent: `send_group_payload` relies on it to know members can read.
+        for key in [k for k in self._distributed if k[0] == cid and k[1] < epoch]:
+            del self._distributed[key]  # own keys of older epochs are gone from the crypto state too
+        self._distributed[(cid, epoch)] = served | {device_id for _, device_id in pending}
+        self._save()
+        return len(messages)
+
+    def send_text(self, conversation_id: str, text: str, *, parent_id: str | None = None) -> SentMessage:
+        """Encrypt and send a text message under the conversation's current epoch."""
+        return self.send_group_payload(conversation_id, text.encode("utf-8"), "text", parent_id=parent_id)
+
+    def send_group_payload(
+        self, conversation_id: str, payload: bytes, content_type: str, *, parent_id: str | None = None
+    ) -> SentMessage:
+        """Encrypt `payload` once for all members with this device's sender key and send it.
+
+        The epoch comes from the last known state of the conversation. If membership changed since
+        (409 with `current_epoch`), the client fetches the new member list, distributes a new
+        sender key to exactly those members, and retries once under the new epoch, so a removed
+        member never receives the key the message is sent under.
+        """
+        if content_type not in _GROUP_CONTENT_TYPES:
+            raise ValueError(f"content_type must be one of {sorted(_GROUP_CONTENT_TYPES)}")
+        cid = canonical_uuid(conversation_id)
+        current = self._conversations.get(cid) or self.conversation(cid)
+        message_id = str(uuid.uuid4())
+        key = _plaintext_key(cid, self.device_id, message_id)
+        for attempt in range(2):
+            epoch = current.epoch
+            if (cid, epoch) not in self._distributed:
+                self.distribute_sender_key(cid, conversation=current)
+            envelope = self.crypto.encrypt_group_message(
+                cid, epoch, message_id, content_type, payload, parent_id=parent_id
+            )
+            # Keep the plaintext before sending: this device can never decrypt its own message.
+            self._plaintexts[key] = {
+                **_bound_fields({**envelope, "sender_id": self.user_id}),
+                "plaintext": b64encode(payload),
+            }
+            self._save()
+            try:
+                response = self._call(
+                    "POST", f"/v1/conversations/{cid}/messages", json=envelope, expect=(200, 201)
+                )
+            except VeilError as error:
+                self._plaintexts.pop(key, None)
+                if attempt == 0 and error.status == 409 and error.current_epoch is not None:
+                    current = self.conversation(cid)
+                    continue
+                self._save()
+                raise
+            body = _dict(response)
+            return SentMessage(str(body["message_id"]), int(body["seq"]), str(body["created_at"]), epoch)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def history(self, conversation_id: str, *, after_seq: int = 0) -> list[GroupMessage]:
+        """Every message after `after_seq` that this member may read, decrypted, in seq order.
+
+        Pending device messages are taken in first so that sender keys sent ahead of the messages
+        are installed. Messages opened before (and this device's own) come from the local cache,
+        because their keys are gone; a message that cannot be opened is returned with `error`.
+        """
+        cid = canonical_uuid(conversation_id)
+        self._receive_device_messages()
+        messages: list[GroupMessage] = []
+        params: dict[str, Any] = {"after_seq": after_seq, "limit": _PAGE}
+        changed = False
+        while True:
+            body = _dict(self._call("GET", f"/v1/conversations/{cid}/messages", params=params))
+            for envelope in body["items"]:
+                message, opened = self._open_group_message(cid, envelope)
+                messages.append(message)
+                changed = changed or opened
+            if body.get("next_cursor") is None:
+                break
+            params = {"cursor": body["next_cursor"], "limit": _PAGE}
+        if changed:
+            self._save()
+        return messages
+
+    # Internals -----------------------------------------------------------------------------------
+
+    def _open_group_message(self, cid: str, envelope: Mapping[str, Any]) -> tuple[GroupMessage, bool]:
+        """Decrypt one stored envelope, or take it from the cache; says whether state changed."""
+
+        def result(plaintext: bytes | None, error: str | None) -> GroupMessage:
+            parent = envelope.get("parent_id")
+            return GroupMessage(
+                message_id=str(envelope["message_id"]),
+                conversation_id=str(envelope["conversation_id"]),
+                seq=int(envelope["seq"]),
+                sender_id=str(envelope["sender_id"]),
+                sender_device_id=str(envelope["sender_device_id"]),
+                content_type=str(envelope["content_type"]),
+                key_epoch=int(envelope["key_epoch"]),
+                parent_id=None if parent is None else str(parent),
+                created_at=str(envelope["created_at"]),
+                plaintext=plaintext,
+                error=error,
+            )
+
+        if canonical_uuid(str(envelope["conversation_id"])) != cid:
+            return result(None, "the server returned a message of another conversation"), False
+        key = _plaintext_key(cid, str(envelope["sender_device_id"]), str(envelope["message_id"]))
+        cached = self._plaintexts.get(key)
+        if cached is not None:
+            if {k: v for k, v in cached.items() if k != "plaintext"} != _bound_fields(envelope):
+                return result(None, "metadata differs from the copy that was authenticated"), False
+            return result(b64decode(cached["plaintext"], field="plaintext"), None), False
+        if canonical_uuid(str(envelope["sender_device_id"])) == self.device_id:
+            return result(None, "sent by this device, and its plaintext is not kept here"), False
+        try:
+            plaintext = self.crypto.decrypt_group_message(envelope)
+        except CryptoError as error:
+            # Not cached: a missing sender key may still arrive, and a retry then succeeds.
+            return result(None, _error_text(error)), False
+        self._plaintexts[key] = {**_bound_fields(envelope), "plaintext": b64encode(plaintext)}
+        return result(plaintext, None), True
+
+    def _receive_device_messages(self) -> None:
+        """Fetch, decrypt, save, then acknowledge every queued device message into `_inbox`."""
+        params: dict[str, Any] = {"limit": _PAGE}
+        while True:
+            body = _dict(self._call("GET", "/v1/devices/messages", params=params))
+            gap = body.get("gap")
+            if isinstance(gap, Mapping):
+                self.dropped_device_messages += int(gap.get("dropped", 0))
+            items = body["items"]
+            for item in items:
+                self._inbox.append(self._open_device_message(item))
+            if not items:
+                return
+            self._save()
+            for item in items:
+                try:
+                    self._call("DELETE", f"/v1/devices/messages/{int(item['id'])}", expect=(204,))
+                except VeilError as error:
+                    if error.status != 404:  # 404: already acknowledged (e.g. over the WebSocket)
+                        raise
+            if body.get("next_cursor") is None:
+                return
+            params = {"cursor": body["next_cursor"], "limit": _PAGE}
+
+    def _open_device_message(self, item: Mapping[str, Any]) -> DeviceMessage:
+        sender_id = canonical_uuid(str(item["sender_id"]))
+        sender_device_id = canonical_uuid(str(item["sender_device_id"]))
+        content_type = str(item["content_type"])
+        try:
+            plaintext: bytes | None = self.crypto.decrypt_device_message(
+                sender_id, sender_device_id, content_type, item
+            )
+            error = None
+        except CryptoError as failure:
+            plaintext, error = None, _error_text(failure)
+        return DeviceMessage(
+            int(item["id"]),
+            sender_id,
+            sender_device_id,
+            content_type,
+            str(item["created_at"]),
+            plaintext,
+            error,
+        )
+
+    def _open_sessions(self, targets: Iterable[tuple[str, str]]) -> list[str]:
+        """Claim a bundle of each device without a session and send the `session_init`s."""
+        messages: list[dict[str, Any]] = []
+        for user_id, device_id in targets:
+            if device_id == self.device_id or self.crypto.has_session(user_id, device_id):
+                continue
+            try:
+                bundle = _dict(self._call("POST", f"/v1/users/{user_id}/devices/{device_id}/claim"))
+            except VeilError as error:
+                if error.status == 404:  # the device ended between listing and claiming
+                    continue
+                raise
+            messages.append(self.crypto.start_session(user_id, device_id, bundle))
+        if messages:
+            self._save()
+            self._post_device_messages("session_init", messages)
+        return [str(m["device_id"]) for m in messages]
+
+    def _post_device_messages(self, content_type: str, messages: Sequence[Mapping[str, Any]]) -> None:
+        for start in range(0, len(messages), _DEVICE_BATCH):
+            batch = list(messages[start : start + _DEVICE_BATCH])
+            self._call(
+                "POST",
+                "/v1/devices/messages",
+                json={"content_type": content_type, "messages": batch},
+                expect=(202,),
+            )
+
+    def _remember(self, conversation: Conversation) -> Conversation:
+        self._conversations[conversation.conversation_id] = conversation
+        return conversation
+
+    def _drop_conversation(self, conversation_id: str) -> None:
+        cid = canonical_uuid(conversation_id)
+        self._conversations.pop(cid, None)
+        self.crypto.forget_epochs_before(cid, 2**64 - 1)
+        for key in [k for k in self._distributed if k[0] == cid]:
+            del self._distributed[key]
+        self._save()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        expect: tuple[int, ...] = (200,),
+        auth: bool = True,
+    ) -> httpx.Response:
+        """One request; an expired access token is refreshed once, any other failure is a `VeilError`."""
+        response = self._send(method, path, json, params, auth)
+        if auth and response.status_code == 401 and self._refresh_token is not None:
+            self.refresh()
+            response = self._send(method, path, json, params, auth)
+        if response.status_code not in expect:
+            raise VeilError.from_response(response)
+        return response
+
+    def _send(
+        self, method: str, path: str, json: Any, params: Mapping[str, Any] | None, auth: bool
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._bearer()}"} if auth else {}
+        return self._http.request(method, path, json=json, params=params, headers=headers)
+
+    def _bearer(self) -> str:
+        if self._access_token is None or time.monotonic() >= self._access_deadline:
+            self.refresh()
+        if self._access_token is None:
+            raise NotSignedInError("not signed in")
+        return self._access_token
+
+    def _store_tokens(self, pair: Mapping[str, Any]) -> None:
+        """Take a new token pair, and save at once: the old refresh token is already dead."""
+        self._access_token = str(pair["access_token"])
+        self._access_deadline = time.monotonic() + max(
+            0.0, float(pair["expires_in"]) - _REFRESH_MARGIN_SECONDS
+        )
+        self._refresh_token = str(pair["refresh_token"])
+        self._save()
+
+    def _forget_tokens(self) -> None:
+        self._access_token = self._refresh_token = None
+        self._access_deadline = 0.0
+        self._save()
+
+    # Keystore ------------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        """Write the whole state to the keystore (atomically), if one is configured."""
+        if self._keystore is None or self._crypto is None:
+            return
+        assert self._passphrase is not None
+        state = self._crypto.to_state()
+        state["veil_http"] = {
+            "version": HTTP_STATE_VERSION,
+            "refresh_token": self._refresh_token,
+            "distributed": [
+                {"conversation_id": cid, "epoch": epoch, "devices": sorted(devices)}
+                for (cid, epoch), devices in self._distributed.items()
+            ],
+            "plaintexts": self._plaintexts,
+            "inbox": [message.to_state() for message in self._inbox],
+            "dropped_device_messages": self.dropped_device_messages,
+        }
+        save_state(self._keystore, state, self._passphrase, self._scrypt)
+
+    def _load(self) -> None:
+        assert self._keystore is not None and self._passphrase is not None
+        state = load_state(self._keystore, self._passphrase)
+        try:
+            self._crypto = ClientCrypto.from_state(state)
+            extra = state.get("veil_http") or {}
+            if extra and extra.get("version") != HTTP_STATE_VERSION:
+                raise ValueError("unsupported client state version")
+            token = extra.get("refresh_token")
+            self._refresh_token = token if isinstance(token, str) else None
+            self._distributed = {
+                (canonical_uuid(str(e["conversation_id"])), int(e["epoch"])): {str(d) for d in e["devices"]}
+                for e in extra.get("distributed", [])
+            }
+            self._plaintexts = dict(extra.get("plaintexts", {}))
+            self._inbox = [DeviceMessage.from_state(m) for m in extra.get("inbox", [])]
+            self.dropped_device_messages = int(extra.get("dropped_device_messages", 0))
+        except (ValueError, KeyError, TypeError) as error:
+            raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
