@@ -21,6 +21,8 @@ import httpx
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
+from bench import messaging
+from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
 from veil.devstack.stack import start_dev_stack
@@ -163,6 +165,33 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
+    rows = []
+    for r in results:
+        delivery = r.delivery
+        rows.append(
+            f"| {r.name} | {r.rate:.0f}/s | {r.messages} | {r.errors} | {r.send.pct(0.5):.1f} | "
+            f"{r.send.pct(0.95):.1f} | {r.send.pct(0.99):.1f} | "
+            + (f"{r.deliveries / r.seconds:.0f}/s | {delivery.pct(0.95):.1f} |" if delivery else "- | - |")
+        )
+    held, rss_mib, per_socket = idle
+    table = "\n".join(rows)
+    return f"""
+## Messaging
+| scenario | sustained | messages | errors | send p50 ms | p95 | p99 | deliveries | send-to-delivery p95 ms |
+|---|---|---|---|---|---|---|---|---|
+{table}
+
+Idle WebSockets: **{held}** held by one server process, server RSS {rss_mib:.0f} MiB, about
+**{per_socket:.0f} KiB per socket** (TLS included); 10,000 sockets would need about
+{per_socket * 10_000 / 1024:.0f} MiB.
+
+Targets (issue 5): (a) >= 3,000 durable messages/s with send p95 < 25 ms; (b) >= 1,000 messages/s
+(>= 9,000 deliveries/s) with send-to-delivery p95 < 100 ms; (c) 10,000 idle sockets under 1 GiB.
+Where the time goes is discussed in the section below the tables when a target is missed.
+"""
+
+
 def render(results: list[Result], seconds: float) -> str:
     rows = "\n".join(
         f"| {r.name} | {r.achieved_rate:.1f}/s | {r.count} | {r.errors} | {r.p50_ms:.1f} | {r.p95_ms:.1f} "
@@ -207,7 +236,7 @@ cores or more processes on more machines, which the stateless services allow.
 """
 
 
-async def main(seconds: float) -> None:
+async def main(seconds: float, sockets: int) -> None:
     settings = Settings(environment=Environment.TEST, data_dir=Path(".data-bench").resolve())
     stack = await start_dev_stack(settings)
     live = None
@@ -233,8 +262,14 @@ async def main(seconds: float) -> None:
         emails, tokens = await prepare(live, users=20, sessions=100)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
+        messaging_results = [
+            await messaging.offline_recipients(live, senders=32, seconds=seconds),
+            await messaging.online_groups(live, groups=10, size=10, seconds=seconds),
+        ]
+        assert settings.jwt_keys_file is not None
+        idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets)
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(render(results, seconds))
+        RESULTS.write_text(render(results, seconds) + render_messaging(messaging_results, idle))
         print(RESULTS.read_text())
     finally:
         if live is not None:
@@ -245,4 +280,6 @@ async def main(seconds: float) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
-    asyncio.run(main(parser.parse_args().seconds))
+    parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.seconds, arguments.sockets))

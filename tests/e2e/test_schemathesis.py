@@ -13,9 +13,10 @@ from tests.conftest import ServerFactory
 from tests.support.users import login, register
 
 pytestmark = pytest.mark.slow
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
-def test_schemathesis_finds_no_failures(make_server: ServerFactory, tmp_path: Path) -> None:
+def test_schemathesis_finds_no_failures(make_server: ServerFactory) -> None:
     server = make_server(VEIL_RATE_LIMITS="off")
     with server.client() as client:
         pair = login(client, register(client))
@@ -44,6 +45,6 @@ def test_schemathesis_finds_no_failures(make_server: ServerFactory, tmp_path: Pa
     ]
     for selection in (["--exclude-path-regex", ending], ["--include-path-regex", ending]):
         result = subprocess.run(
-            [*base, *selection], capture_output=True, text=True, timeout=600, cwd=tmp_path
+            [*base, *selection], capture_output=True, text=True, timeout=600, cwd=CONFIG.parent
         )
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.applications import Starlette
 
+from veil import maintenance
 from veil.auth import api as auth_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
@@ -16,11 +17,17 @@ from veil.realtime import api as realtime_api
 # What `veil serve NAME` runs. Messaging carries the WebSocket, which also delivers device messages,
 # so it includes the keys module too; a module may be served by more than one process.
 SERVICES: dict[str, tuple[ServiceModule, ...]] = {
-    "auth": (auth_api.MODULE,),
-    "keys": (keys_api.MODULE,),
-    "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE),
+    "auth": (auth_api.MODULE, maintenance.MODULE),
+    "keys": (keys_api.MODULE, maintenance.MODULE),
+    "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
 }
-ALL_MODULES = (auth_api.MODULE, keys_api.MODULE, messaging_api.MODULE, realtime_api.MODULE)
+ALL_MODULES = (
+    auth_api.MODULE,
+    keys_api.MODULE,
+    messaging_api.MODULE,
+    realtime_api.MODULE,
+    maintenance.MODULE,
+)
 
 
 def create_service_app(settings: Settings, name: str, *, clock: Clock | None = None) -> Starlette:

@@ -164,6 +164,7 @@ def build(resources: Resources) -> KeysService:
             device_queue_cap=settings.device_queue_cap,
             device_message_ttl=timedelta(days=settings.device_message_ttl_days),
             max_ciphertext_bytes=settings.max_ciphertext_bytes,
+            sends_per_user=Rate.per_window(settings.messages_per_minute, 60),
         ),
     )
 

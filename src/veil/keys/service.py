@@ -16,12 +16,14 @@ from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
 from veil.core.problems import FieldError, Problem, conflict, not_found, too_many_requests, validation_failed
 from veil.core.security.authn import Principal
-from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key, messaging_budget_key
 from veil.keys import store
 
 log = get_logger(__name__)
 
 _ALL_ZERO = bytes(32)
+# Below this many unclaimed one-time prekeys the owner is told to upload more.
+LOW_PREKEYS = 10
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class KeysLimits:
     device_queue_cap: int
     device_message_ttl: timedelta
     max_ciphertext_bytes: int
+    # The user's messaging budget, shared with message sends (same limiter key).
+    sends_per_user: Rate
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,10 @@ class KeysService:
             if device is None or owner != user_id:
                 raise not_found("No such device.")
             one_time = await store.claim_one_time_prekey(conn, device_id, now)
+            remaining = await store.remaining_prekeys(conn, device_id)
+            if remaining < LOW_PREKEYS:
+                # The owner's socket hears it (a `prekeys_low` frame) and uploads more.
+                await conn.execute("SELECT pg_notify('veil_events', $1)", f"prekeys:{device_id}:{remaining}")
         if one_time is None:
             log.info("one_time_prekeys_exhausted", device_id=str(device_id))
         return Bundle(device, one_time)
@@ -193,8 +201,13 @@ class KeysService:
                 )
             if looks_like_text(envelope.ciphertext):
                 raise _invalid(("messages", index, "ciphertext"), "Looks like plaintext, not ciphertext.")
-        recipients = sorted({e.device_id for e in envelopes})
         now = self._clock.now()
+        decision = await self._limiter.hit(
+            messaging_budget_key(principal.user_id), self._limits.sends_per_user, now.timestamp()
+        )
+        if not decision.allowed:
+            raise too_many_requests(decision.retry_after_seconds)
+        recipients = sorted({e.device_id for e in envelopes})
         async with self._db.transaction("keys_send_device_messages") as conn:
             await store.lock_devices(conn, recipients)
             known = await store.existing_devices(conn, recipients)

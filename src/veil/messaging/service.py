@@ -21,7 +21,7 @@ from veil.core.problems import (
     validation_failed,
 )
 from veil.core.security.authn import Principal
-from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.core.security.ratelimit import Rate, RateLimiter, messaging_budget_key
 from veil.messaging import store
 
 _MANAGERS = ("owner", "admin")
@@ -288,7 +288,7 @@ class MessagingService:
     async def check_send_rate(self, principal: Principal) -> None:
         """One budget per user for HTTP and WebSocket sends, across all devices and processes."""
         decision = await self._limiter.hit(
-            limiter_key("messages", str(principal.user_id)),
+            messaging_budget_key(principal.user_id),
             self._limits.sends_per_user,
             self._clock.now().timestamp(),
         )

@@ -186,6 +186,10 @@ class Hub:
             }
             for connection in self._by_conversation.get(uuid.UUID(conversation), ()):
                 connection.push(frame)
+        elif payload.startswith("prekeys:"):
+            _, device, remaining = payload.split(":")
+            if (owner := self._by_device.get(uuid.UUID(device))) is not None:
+                owner.push({"type": "prekeys_low", "one_time_prekeys": int(remaining)})
         elif payload.startswith("keys:"):
             _, user, device, change = payload.split(":")
             await self._keys_changed(uuid.UUID(user), device, change)

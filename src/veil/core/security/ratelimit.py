@@ -63,6 +63,11 @@ def limiter_key(purpose: str, subject: str) -> str:
     return purpose + ":" + hashlib.sha256(subject.encode()).hexdigest()[:32]
 
 
+def messaging_budget_key(user_id: object) -> str:
+    """The one budget a user's message sends and device messages share (HTTP, WebSocket, devices)."""
+    return limiter_key("messages", str(user_id))
+
+
 def _decide(tat: float | None, rate: Rate, now: float) -> tuple[Decision, float]:
     new_tat = max(tat if tat is not None else now, now) + rate.interval
     wait = new_tat - now - rate.tolerance

@@ -21,7 +21,7 @@ from veil.core.clock import Clock
 from veil.core.config import Settings
 from veil.core.metrics import Metrics
 from veil.core.resources import Resources, open_resources
-from veil.core.web.endpoint import Endpoint
+from veil.core.web.endpoint import Endpoint, routes
 from veil.core.web.errors import EXCEPTION_HANDLERS
 from veil.core.web.middleware import RequestContext, SecurityHeaders
 from veil.core.web.openapi import build_openapi
@@ -71,7 +71,7 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *(ep.route(settings.max_request_body_bytes) for ep in endpoints),
+            *routes(endpoints, settings.max_request_body_bytes),
             *(route for module in modules for route in module.extra_routes),
         ],
         middleware=[

@@ -7,7 +7,7 @@ here), one service call, a response.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -55,22 +55,35 @@ class Endpoint:
             implied.add(503)
         return sorted(implied)
 
-    def route(self, max_body_bytes: int) -> Route:
-        """The Starlette route. Handlers are called as `handler(request[, principal][, body])`:
-        the principal when the endpoint is authenticated, the parsed body when it has one."""
-        body_model = self.body
-        handler = self.handler
-        authenticated = self.authenticated
+    async def call(self, request: Request, max_body_bytes: int) -> Response:
+        """Run the handler as `handler(request[, principal][, body])`: the principal when the
+        endpoint is authenticated, the parsed body when it has one."""
+        args: list[Any] = []
+        if self.authenticated:
+            args.append(await authenticate(request))
+        if self.body is not None:
+            args.append(await parse_json_body(request, self.body, max_body_bytes))
+        return await self.handler(request, *args)
 
-        async def endpoint(request: Request) -> Response:
-            args: list[Any] = []
-            if authenticated:
-                args.append(await authenticate(request))
-            if body_model is not None:
-                args.append(await parse_json_body(request, body_model, max_body_bytes))
-            return await handler(request, *args)
 
-        return Route(self.path, endpoint, methods=[self.method], name=self.handler.__name__)
+def routes(endpoints: Sequence[Endpoint], max_body_bytes: int) -> list[Route]:
+    """One Starlette route per path, dispatching on the method, so that a 405 lists in `Allow`
+    every method the path supports (separate routes per method would each list only their own)."""
+    by_path: dict[str, dict[str, Endpoint]] = {}
+    for endpoint in endpoints:
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = endpoint
+
+    def dispatcher(methods: dict[str, Endpoint]) -> Callable[[Request], Awaitable[Response]]:
+        async def dispatch(request: Request) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await methods[method].call(request, max_body_bytes)
+
+        return dispatch
+
+    return [
+        Route(path, dispatcher(methods), methods=list(methods), name=path)
+        for path, methods in by_path.items()
+    ]
 
 
 def bearer_token(request: Request) -> str | None:

@@ -1,0 +1,311 @@
+"""Messaging scenarios for `make bench`.
+
+(a) recipients offline: many senders over HTTP into 1:1 conversations, nobody connected;
+(b) groups of 10 with every member online on a WebSocket, senders on their sockets: send latency
+    (send frame -> `sent` reply) and send-to-delivery latency (send frame -> the `message` frame
+    at every other member);
+(c) idle sockets held by one server process, and the server's memory per socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from tests.support.server import LiveServer
+from websockets.asyncio.client import ClientConnection, connect
+
+from veil.core.security.tokens import AccessTokens, SigningKeys
+
+PASSWORD = "benchmark password 42"
+
+
+@dataclass
+class Latencies:
+    samples: list[float]
+
+    def pct(self, q: float) -> float:
+        if not self.samples:
+            return float("nan")
+        ordered = sorted(self.samples)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    messages: int
+    seconds: float
+    send: Latencies
+    delivery: Latencies | None = None
+    deliveries: int = 0
+    errors: int = 0
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+
+def _envelope(epoch: int) -> dict[str, Any]:
+    import base64
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return {
+        "message_id": str(uuid.uuid4()),
+        "ciphertext": b64(os.urandom(160)),
+        "nonce": b64(os.urandom(12)),
+        "auth_tag": b64(os.urandom(16)),
+        "content_type": "text",
+        "key_epoch": epoch,
+    }
+
+
+async def _users(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
+    async def one(i: int) -> dict[str, Any]:
+        email = f"bench-{i}-{os.urandom(4).hex()}@example.org"
+        (
+            await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+        ).raise_for_status()
+        response = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        response.raise_for_status()
+        pair: dict[str, Any] = response.json()
+        return pair
+
+    semaphore = asyncio.Semaphore(4)
+
+    async def bounded(i: int) -> dict[str, Any]:
+        async with semaphore:
+            return await one(i)
+
+    return list(await asyncio.gather(*(bounded(i) for i in range(count))))
+
+
+def _auth(pair: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+async def offline_recipients(server: LiveServer, senders: int, seconds: float) -> ScenarioResult:
+    async with server.async_client(limits=httpx.Limits(max_connections=senders * 2)) as client:
+        people = await _users(client, senders * 2)
+        pairs = []
+        for i in range(senders):
+            sender, recipient = people[2 * i], people[2 * i + 1]
+            created = await client.post(
+                "/v1/conversations",
+                json={"type": "direct", "member_id": recipient["user_id"]},
+                headers=_auth(sender),
+            )
+            pairs.append((sender, created.json()["conversation_id"]))
+        latencies: list[float] = []
+        errors = 0
+        deadline = time.perf_counter() + seconds
+
+        async def sender_loop(sender: dict[str, Any], conversation_id: str) -> None:
+            nonlocal errors
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                response = await client.post(
+                    f"/v1/conversations/{conversation_id}/messages", json=_envelope(0), headers=_auth(sender)
+                )
+                if response.status_code == 201:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(sender_loop(s, c) for s, c in pairs))
+        elapsed = time.perf_counter() - began
+    return ScenarioResult(
+        f"(a) {senders} HTTP senders, recipients offline",
+        len(latencies),
+        elapsed,
+        Latencies(latencies),
+        errors=errors,
+    )
+
+
+def _ws(server: LiveServer, pair: dict[str, Any], context: ssl.SSLContext) -> Any:
+    return connect(
+        f"wss://localhost:{server.port}/v1/ws",
+        ssl=context,
+        additional_headers=_auth(pair),
+        proxy=None,
+        max_queue=None,
+        ping_interval=None,
+    )
+
+
+async def online_groups(server: LiveServer, groups: int, size: int, seconds: float) -> ScenarioResult:
+    context = server.ssl_context()
+    async with server.async_client() as client:
+        people = await _users(client, groups * size)
+        conversations = []
+        for g in range(groups):
+            members = people[g * size : (g + 1) * size]
+            owner = members[0]
+            cid = (
+                await client.post("/v1/conversations", json={"type": "group"}, headers=_auth(owner))
+            ).json()["conversation_id"]
+            for member in members[1:]:
+                await client.post(
+                    f"/v1/conversations/{cid}/invitations",
+                    json={"user_id": member["user_id"]},
+                    headers=_auth(owner),
+                )
+                await client.post(f"/v1/conversations/{cid}/invitations/accept", headers=_auth(member))
+            epoch = (await client.get(f"/v1/conversations/{cid}", headers=_auth(owner))).json()["epoch"]
+            conversations.append((cid, epoch, members))
+
+    sent_at: dict[str, float] = {}
+    send_latency: list[float] = []
+    delivery_latency: list[float] = []
+    stop = asyncio.Event()
+    sockets = []
+    runners = []
+    for cid, epoch, members in conversations:
+        for index, member in enumerate(members):
+            ws = await _ws(server, member, context)
+            sockets.append(ws)
+            runners.append(
+                asyncio.create_task(
+                    _member(
+                        ws,
+                        index < 2,
+                        cid,
+                        epoch,
+                        member["session_id"],
+                        sent_at,
+                        send_latency,
+                        delivery_latency,
+                        stop,
+                    )
+                )
+            )
+    began = time.perf_counter()
+    await asyncio.sleep(seconds)
+    stop.set()
+    results = await asyncio.gather(*runners)
+    elapsed = time.perf_counter() - began
+    for ws in sockets:
+        await ws.close()
+    return ScenarioResult(
+        f"(b) {groups} groups of {size}, all online, 2 WebSocket senders each",
+        len(send_latency),
+        elapsed,
+        Latencies(send_latency),
+        Latencies(delivery_latency),
+        sum(r[0] for r in results),
+        sum(r[1] for r in results),
+    )
+
+
+async def _member(
+    ws: ClientConnection,
+    sender: bool,
+    cid: str,
+    epoch: int,
+    device: str,
+    sent_at: dict[str, float],
+    send_latency: list[float],
+    delivery_latency: list[float],
+    stop: asyncio.Event,
+) -> tuple[int, int]:
+    """One member's socket: optionally sends in a closed loop; counts deliveries of others' sends."""
+    deliveries = errors = 0
+    pending: dict[str, float] = {}
+    replied = asyncio.Event()
+
+    async def reader() -> None:
+        nonlocal deliveries, errors
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame["type"] == "message":
+                message = frame["message"]
+                started = sent_at.get(message["message_id"])
+                if started is not None and message["sender_device_id"] != device:
+                    delivery_latency.append(time.perf_counter() - started)
+                    deliveries += 1
+                    await ws.send(json.dumps({"type": "ack", "conversation_id": cid, "seq": message["seq"]}))
+            elif frame["type"] == "sent":
+                started = pending.pop(frame["message_id"], None)
+                if started is not None:
+                    send_latency.append(time.perf_counter() - started)
+                replied.set()
+            elif frame["type"] == "error":
+                errors += 1
+                replied.set()
+
+    reading = asyncio.create_task(reader())
+    try:
+        while sender and not stop.is_set():
+            body = _envelope(epoch)
+            now = time.perf_counter()
+            pending[body["message_id"]] = now
+            sent_at[body["message_id"]] = now
+            replied.clear()
+            await ws.send(json.dumps({"type": "send", "conversation_id": cid, **body}))
+            await replied.wait()
+        await stop.wait()
+        await asyncio.sleep(1.0)  # the last deliveries
+    finally:
+        reading.cancel()
+    return deliveries, errors
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def idle_sockets(
+    server: LiveServer, database_url: str, keys_file: Path, count: int
+) -> tuple[int, float, float]:
+    """Open `count` sockets of distinct devices; return (held, server MiB, KiB per socket).
+
+    The devices' sessions are inserted straight into the database and their access tokens signed
+    with the stack's keys: ten thousand Argon2 logins would measure hashing, not sockets.
+    """
+    async with server.async_client() as client:
+        owner = (await _users(client, 1))[0]
+    tokens = AccessTokens(SigningKeys.load(keys_file), issuer="veil", audience="veil-api", ttl_seconds=900)
+    now = datetime.now(UTC)
+    sessions = [uuid.uuid4() for _ in range(count)]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.executemany(
+            """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at)
+               VALUES ($1, $2, $3, $3, $3 + interval '1 day')""",
+            [(sid, uuid.UUID(owner["user_id"]), now) for sid in sessions],
+        )
+    finally:
+        await conn.close()
+    pairs = [{"access_token": tokens.issue(uuid.UUID(owner["user_id"]), sid, now)} for sid in sessions]
+    context = server.ssl_context()
+    before = _rss_kib(server.process.pid)
+    sockets = []
+    semaphore = asyncio.Semaphore(64)
+
+    async def open_one(pair: dict[str, Any]) -> None:
+        async with semaphore:
+            sockets.append(await _ws(server, pair, context))
+
+    await asyncio.gather(*(open_one(p) for p in pairs))
+    await asyncio.sleep(3)
+    after = _rss_kib(server.process.pid)
+    for ws in sockets:
+        await ws.close()
+    return len(sockets), after / 1024, (after - before) / max(1, len(sockets))

@@ -1,0 +1,83 @@
+"""Periodic housekeeping every process offers and one process at a time performs.
+
+Each round runs in one transaction behind `pg_try_advisory_xact_lock`: whichever process gets the
+lock does the work, the others skip that round. The round ends sessions whose 30 days are over
+(which, through the `end_device` trigger, removes their keys and mailboxes), drops expired device
+messages into gap markers, and forgets rate-limiter keys and WebSocket tickets that carry no
+information any more. It logs counts only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from veil.core.clock import Clock
+from veil.core.db import Database
+from veil.core.logging import get_logger
+from veil.core.problems import BackendUnavailable
+from veil.core.security.sessions import notify_revoked
+from veil.core.web.app import ServiceModule
+from veil.keys import store as keys_store
+
+log = get_logger(__name__)
+
+_LOCK_ID = 0x7E11_0002
+
+
+class Maintenance:
+    def __init__(self, db: Database, clock: Clock, interval_seconds: float = 60.0) -> None:
+        self._db = db
+        self._clock = clock
+        self._interval = interval_seconds
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="maintenance")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.run_once()
+            except BackendUnavailable:
+                log.warning("maintenance_skipped", reason="database unavailable")
+            except Exception:
+                log.exception("maintenance_failed")
+
+    async def run_once(self) -> dict[str, int] | None:
+        """One round; None if another process holds the lock."""
+        now = self._clock.now()
+        async with self._db.transaction("maintenance") as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_ID):
+                return None
+            expired = [
+                row["id"]
+                for row in await conn.fetch(
+                    """UPDATE sessions SET revoked_at = $1, revoke_reason = 'expired'
+                       WHERE revoked_at IS NULL AND expires_at <= $1 RETURNING id""",
+                    now,
+                )
+            ]
+            await notify_revoked(conn, expired)
+            devices_with_drops = await keys_store.expire_queued(conn, None, now)
+            limiter = await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now.timestamp())
+            tickets = await conn.execute("DELETE FROM ws_tickets WHERE expires_at <= $1", now)
+        counts = {
+            "sessions_expired": len(expired),
+            "devices_with_expired_messages": devices_with_drops,
+            "rate_limit_keys_dropped": int(limiter.split()[-1]),
+            "ws_tickets_dropped": int(tickets.split()[-1]),
+        }
+        log.info("maintenance_done", **counts)
+        return counts
+
+
+# Runs in every process that serves anything; the advisory lock keeps it to one at a time.
+MODULE = ServiceModule("maintenance", [], build=lambda resources: Maintenance(resources.db, resources.clock))
