@@ -208,6 +208,17 @@ def test_roles_and_the_membership_matrix(api: LiveServer) -> None:
         assert invite(invitee, admin) == 404
         assert invite(stranger, admin) == 404
         assert invite(owner, member) == 409
+        # The owner makes an admin; admins invite and remove members but not other admins or the owner.
+        assert invite(owner, admin) == 201
+        client.post(f"/v1/conversations/{cid}/invitations/accept", headers=bearer(admin))
+        promote = f"/v1/conversations/{cid}/members/{admin['user_id']}"
+        assert client.put(promote, json={"role": "admin"}, headers=bearer(member)).status_code == 403
+        assert client.put(promote, json={"role": "owner"}, headers=bearer(owner)).status_code == 422
+        assert client.put(promote, json={"role": "admin"}, headers=bearer(owner)).status_code == 204
+        extra = user(client)
+        assert invite(admin, extra) == 201
+        promote_member = f"/v1/conversations/{cid}/members/{member['user_id']}"
+        assert client.put(promote_member, json={"role": "admin"}, headers=bearer(admin)).status_code == 403
         for who, status in [(member, 200), (invitee, 200), (stranger, 404)]:
             assert client.get(f"/v1/conversations/{cid}", headers=bearer(who)).status_code == status
         for who, status in [(member, 200), (invitee, 404), (stranger, 404)]:
@@ -217,6 +228,12 @@ def test_roles_and_the_membership_matrix(api: LiveServer) -> None:
                 json={"type": "read", "up_to_seq": 1},
                 headers=bearer(who),
             ).status_code in (status if status == 404 else 422,)
+        assert (
+            client.delete(
+                f"/v1/conversations/{cid}/members/{owner['user_id']}", headers=bearer(admin)
+            ).status_code
+            == 403
+        )
         # Members cannot remove others; nobody can remove the owner.
         assert (
             client.delete(

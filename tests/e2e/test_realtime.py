@@ -226,3 +226,45 @@ async def test_killed_server_loses_no_acknowledged_message(make_server: ServerFa
         # Everything acknowledged by the server (201) and not acknowledged by the client arrives.
         assert [m["seq"] for m in replay] == accepted[5:]
         assert await nothing_more(ws)
+
+
+async def test_key_events_reach_contacts_and_the_owner(api: LiveServer) -> None:
+    with api.client() as client:
+        alice, bob = user(client), user(client)
+        group(client, alice, bob)
+        client.put("/v1/keys", json=bundle(one_time=10), headers=bearer(bob))
+    async with ws_connect(api, alice) as ws_alice, ws_connect(api, bob) as ws_bob:
+        with api.client() as client:
+            assert (
+                client.put(
+                    "/v1/keys", json=bundle(one_time=0, signed_prekey_id=7), headers=bearer(bob)
+                ).status_code
+                == 200
+            )
+            changed = await next_frame(ws_alice, "keys_changed")
+            assert changed["user_id"] == bob["user_id"]
+            assert changed["device_id"] == bob["session_id"]
+            assert changed["change"] in ("identity_changed", "signed_prekey_changed")
+            claim = f"/v1/users/{bob['user_id']}/devices/{bob['session_id']}/claim"
+            assert client.post(claim, headers=bearer(alice)).status_code == 200
+            low = await next_frame(ws_bob, "prekeys_low")
+            assert low["one_time_prekeys"] < 10
+
+
+async def test_http_and_websocket_sends_share_one_budget(make_server: ServerFactory) -> None:
+    server = make_server(VEIL_MESSAGES_PER_MINUTE="4", VEIL_AUTH_RATE="1000", VEIL_AUTH_BURST="1000")
+    with server.client() as client:
+        alice, bob = user(client), user(client)
+        conversation = group(client, alice, bob)
+        cid, epoch = conversation["conversation_id"], conversation["epoch"]
+        for _ in range(2):
+            assert send(client, alice, cid, envelope(epoch)).status_code == 201
+    async with ws_connect(server, alice) as ws:
+        replies = []
+        for _ in range(3):
+            await ws.send(json.dumps({"type": "send", "conversation_id": cid, **envelope(epoch)}))
+            replies.append(
+                await next_frame(ws, "sent") if len(replies) < 2 else await next_frame(ws, "error")
+            )
+        assert [r["type"] for r in replies] == ["sent", "sent", "error"]
+        assert replies[2]["status"] == 429

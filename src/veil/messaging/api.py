@@ -24,6 +24,7 @@ from veil.messaging.schemas import (
     MessageList,
     MessageView,
     Receipt,
+    RoleChange,
     SendResult,
 )
 from veil.messaging.service import ConversationDetail, MessagingLimits, MessagingService, OutgoingMessage
@@ -129,6 +130,13 @@ async def remove_member(request: Request, principal: Principal) -> Response:
     raw = request.path_params["user_id"]
     subject = principal.user_id if raw == "me" else _path_uuid(request, "user_id")
     await _service(request).remove_member(principal, _path_uuid(request), subject)
+    return no_content()
+
+
+async def change_role(request: Request, principal: Principal, body: RoleChange) -> Response:
+    await _service(request).set_role(
+        principal, _path_uuid(request), _path_uuid(request, "user_id"), body.role
+    )
     return no_content()
 
 
@@ -255,6 +263,16 @@ MODULE = ServiceModule(
             TAG,
             responses={204: None},
             errors=(403, 404),
+        ),
+        Endpoint(
+            "PUT",
+            _C + "/members/{user_id}",
+            change_role,
+            "Make a member an admin or back (owner only).",
+            TAG,
+            body=RoleChange,
+            responses={204: None},
+            errors=(403, 404, 409),
         ),
         Endpoint(
             "POST",

@@ -55,6 +55,10 @@ class Invite(RequestModel):
     user_id: uuid.UUID
 
 
+class RoleChange(RequestModel):
+    role: Literal["admin", "member"]
+
+
 class Envelope(RequestModel):
     message_id: uuid.UUID
     ciphertext: Ciphertext

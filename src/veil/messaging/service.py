@@ -285,6 +285,21 @@ class MessagingService:
                 now=now,
             )
 
+    async def set_role(
+        self, principal: Principal, conversation_id: uuid.UUID, subject: uuid.UUID, role: str
+    ) -> None:
+        """The owner makes a joined member an admin, or an admin a member again."""
+        async with self._db.transaction("messaging_set_role") as conn:
+            conversation, actor = await self._access(conn, principal.user_id, conversation_id, lock=True)
+            target = await store.membership(conn, conversation_id, subject)
+            if target is None:
+                raise not_found("No such member.")
+            if conversation.type != "group" or actor.role != "owner" or target.role == "owner":
+                raise forbidden("Only the group owner changes roles, and not their own.")
+            if target.state != "joined":
+                raise conflict("Only joined members get a role.")
+            await store.set_role(conn, conversation_id, subject, role)
+
     async def check_send_rate(self, principal: Principal) -> None:
         """One budget per user for HTTP and WebSocket sends, across all devices and processes."""
         decision = await self._limiter.hit(
