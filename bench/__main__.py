@@ -165,6 +165,32 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
+# Written from a py-spy profile of the server (`py-spy record -r 200 -f raw`) during scenario (a)
+# on 2026-11-26; re-profile when the send path changes.
+ANALYSIS = """
+### Where the time goes (profile of scenario (a), 2026-11-26)
+
+All targets are missed on this 2-core machine, with the load generator, PostgreSQL and Veil sharing
+the two cores: (a) by about 8x, (b) by about 6x in messages/s and 2.3x in delivery p95, (c) by 2 %.
+
+- **The send transaction is chatty.** One send is eight round trips to PostgreSQL (acquire,
+  BEGIN, lock the conversation row, membership, idempotency lookup, seq increment, insert + NOTIFY,
+  COMMIT). asyncpg's execute path is the largest Python-side cost in the profile (~28 % of samples),
+  and every round trip also costs PostgreSQL CPU on the same two cores. Folding the checks and the
+  insert into one statement (a CTE that locks, checks, increments and inserts) would cut it to two
+  round trips; that is the first optimisation to make.
+- **HTTP + TLS per message**: uvicorn/httptools/TLS and the event loop itself (~25 % of samples in
+  the loop's native code) plus httpx in the generator, on the same cores. WebSocket sends avoid the
+  per-request HTTP cost; a TLS-terminating gateway moves the TLS cost off the service process.
+- **JWT verification** (ES256, ~70 us) is ~2 % per request; a verified-claims cache would remove it.
+- **(b) fan-out** reads from the database once per member socket per message (pull-based, see ADR
+  0011): ten reads per group message. A per-process cache of the newest messages of each
+  conversation (filled once per notification) would make a delivery a memory copy.
+- **(c) memory**: ~105 KiB per socket *with TLS in the service process*; plain sockets behind the
+  TLS-terminating gateway (the production shape) drop the OpenSSL buffers, which are most of it.
+"""
+
+
 def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
     rows = []
     for r in results:
@@ -188,8 +214,7 @@ Idle WebSockets: **{held}** held by one server process, server RSS {rss_mib:.0f}
 
 Targets (issue 5): (a) >= 3,000 durable messages/s with send p95 < 25 ms; (b) >= 1,000 messages/s
 (>= 9,000 deliveries/s) with send-to-delivery p95 < 100 ms; (c) 10,000 idle sockets under 1 GiB.
-Where the time goes is discussed in the section below the tables when a target is missed.
-"""
+{ANALYSIS}"""
 
 
 def render(results: list[Result], seconds: float) -> str:

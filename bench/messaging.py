@@ -16,7 +16,7 @@ import ssl
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,8 +288,8 @@ async def idle_sockets(
     try:
         await conn.executemany(
             """INSERT INTO sessions (id, user_id, created_at, last_seen_at, expires_at)
-               VALUES ($1, $2, $3, $3, $3 + interval '1 day')""",
-            [(sid, uuid.UUID(owner["user_id"]), now) for sid in sessions],
+               VALUES ($1, $2, $3, $3, $4)""",
+            [(sid, uuid.UUID(owner["user_id"]), now, now + timedelta(days=1)) for sid in sessions],
         )
     finally:
         await conn.close()

@@ -268,3 +268,14 @@ async def test_http_and_websocket_sends_share_one_budget(make_server: ServerFact
             )
         assert [r["type"] for r in replies] == ["sent", "sent", "error"]
         assert replies[2]["status"] == 429
+
+
+async def test_a_socket_closes_when_its_access_token_expires(make_server: ServerFactory) -> None:
+    server = make_server(VEIL_ACCESS_TTL="2", VEIL_AUTH_RATE="1000", VEIL_AUTH_BURST="1000")
+    with server.client() as client:
+        alice = user(client)
+    async with ws_connect(server, alice) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await next_frame(ws, timeout=6)
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4401

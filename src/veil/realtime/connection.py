@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -116,15 +117,22 @@ class DeviceConnection:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._reader())
-                writer = group.create_task(self._writer())
-                await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (reader, writer):
+                tasks = {group.create_task(self._reader()), group.create_task(self._writer())}
+                if self.principal.token_expires_at is not None:
+                    tasks.add(group.create_task(self._expire_with_token(self.principal.token_expires_at)))
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                for task in tasks:
                     task.cancel()
         except* (WebSocketDisconnect, ConnectionError):
             pass
         finally:
             await self._close_socket()
+
+    async def _expire_with_token(self, expires_at: int) -> None:
+        """A socket lives no longer than the access token that opened it: the client reconnects
+        with a fresh token (or a ticket) and replay resumes where it acknowledged."""
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        self.close(CLOSE_SESSION_ENDED)
 
     async def _close_socket(self) -> None:
         if self.websocket.application_state != WebSocketState.DISCONNECTED:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from veil.core.clock import Clock
 from veil.core.security.sessions import SessionGuard
@@ -16,6 +16,8 @@ class Principal:
 
     user_id: uuid.UUID
     session_id: uuid.UUID
+    # When the access token that authenticated this caller expires (epoch seconds), if it did.
+    token_expires_at: int | None = field(default=None, compare=False)
 
 
 class Authenticator:
@@ -30,4 +32,4 @@ class Authenticator:
         claims = self._tokens.verify(bearer_token, now)
         if not await self._sessions.is_active(claims.session_id, now):
             raise InvalidToken
-        return Principal(claims.user_id, claims.session_id)
+        return Principal(claims.user_id, claims.session_id, claims.expires_at)
