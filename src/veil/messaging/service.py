@@ -8,6 +8,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
 from veil.core.binary import looks_like_text
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
@@ -319,44 +321,45 @@ class MessagingService:
     async def send(
         self, principal: Principal, conversation_id: uuid.UUID, message: OutgoingMessage
     ) -> SentMessage:
+        """Store one envelope. Idempotent per (sender, message_id): a retry with the same content
+        gets the original seq and time, other content a 409. seq is gap-free in commit order
+        because the conversation row is locked from taking a seq until commit."""
         self.check_envelope(message)
         digest = message.digest(conversation_id)
         now = self._clock.now()
-        async with self._db.transaction("messaging_send") as conn:
-            # The conversation row lock serialises senders: seq is gap-free in commit order, and a
-            # concurrent retry of the same message_id finds the first one committed.
-            conversation, _ = await self._access(conn, principal.user_id, conversation_id, lock=True)
-            existing = await store.message_by_sender(conn, principal.user_id, message.message_id)
-            if existing is not None:
-                seq, created_at, stored_digest, stored_conversation = existing
-                if stored_digest != digest or stored_conversation != conversation_id:
-                    raise conflict("This message_id was already used for another message.")
-                return SentMessage(message.message_id, seq, created_at, created=False)
-            if message.key_epoch != conversation.epoch:
-                raise conflict(
-                    "The conversation's membership changed; rotate the group key.",
-                    current_epoch=conversation.epoch,
-                )
-            seq = await store.next_seq(conn, conversation_id)
-            await store.insert_message(
-                conn,
-                store.MessageRecord(
-                    conversation_id,
-                    seq,
-                    message.message_id,
-                    principal.user_id,
-                    principal.session_id,
-                    message.content_type,
-                    message.ciphertext,
-                    message.nonce,
-                    message.auth_tag,
-                    message.parent_id,
-                    message.key_epoch,
-                    now,
-                ),
-                digest,
+        record = store.MessageRecord(
+            conversation_id,
+            0,
+            message.message_id,
+            principal.user_id,
+            principal.session_id,
+            message.content_type,
+            message.ciphertext,
+            message.nonce,
+            message.auth_tag,
+            message.parent_id,
+            message.key_epoch,
+            now,
+        )
+        async with self._db.connection() as conn:
+            try:
+                outcome = await store.send_message(conn, record, digest)
+            except asyncpg.UniqueViolationError:
+                # A concurrent retry committed first; read what it stored.
+                earlier = await store.message_by_sender(conn, principal.user_id, message.message_id)
+                outcome = store.SendOutcome(True, None, earlier, None)
+        if not outcome.member:
+            raise not_found("No such conversation.")
+        if outcome.existing is not None:
+            seq, created_at, stored_digest, stored_conversation = outcome.existing
+            if stored_digest != digest or stored_conversation != conversation_id:
+                raise conflict("This message_id was already used for another message.")
+            return SentMessage(message.message_id, seq, created_at, created=False)
+        if outcome.seq is None:
+            raise conflict(
+                "The conversation's membership changed; rotate the group key.", current_epoch=outcome.epoch
             )
-        return SentMessage(message.message_id, seq, now, created=True)
+        return SentMessage(message.message_id, outcome.seq, now, created=True)
 
     async def history(
         self,

@@ -228,36 +228,6 @@ async def message_by_sender(
     return (row["seq"], row["created_at"], row["envelope_digest"], row["conversation_id"]) if row else None
 
 
-async def next_seq(conn: Connection, conversation_id: uuid.UUID) -> int:
-    seq: int = await conn.fetchval(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq", conversation_id
-    )
-    return seq
-
-
-async def insert_message(conn: Connection, message: MessageRecord, digest: bytes) -> None:
-    await conn.execute(
-        f"""INSERT INTO messages ({_MESSAGE}, envelope_digest)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",  # noqa: S608 - constant
-        message.conversation_id,
-        message.seq,
-        message.message_id,
-        message.sender_id,
-        message.sender_device_id,
-        message.content_type,
-        message.ciphertext,
-        message.nonce,
-        message.auth_tag,
-        message.parent_id,
-        message.key_epoch,
-        message.created_at,
-        digest,
-    )
-    await conn.execute(
-        "SELECT pg_notify($1, $2)", MESSAGE_CHANNEL, f"{message.conversation_id}:{message.seq}"
-    )
-
-
 async def messages_after(
     conn: Connection, conversation_id: uuid.UUID, after_seq: int, limit: int
 ) -> list[MessageRecord]:
@@ -353,3 +323,76 @@ async def delivery_cursors(
         device_id,
     )
     return {row["conversation_id"]: row["cursor"] for row in rows}
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What one send statement found: not a member, an earlier message with this id, a stale
+    epoch, or the new message's seq."""
+
+    member: bool
+    epoch: int | None
+    existing: tuple[int, datetime, bytes, uuid.UUID] | None
+    seq: int | None
+
+
+# One statement, one round trip: lock the conversation row (only if the sender is a joined
+# member), look for an earlier message with this id, and only when there is none and the epoch
+# matches, take the next seq, insert and notify. The unique (sender_id, message_id) constraint
+# stays the final guard: a concurrent duplicate that committed after this statement's snapshot
+# makes the insert fail, and the caller then reads the winner.
+_SEND = f"""
+WITH conv AS (
+    SELECT c.id, c.epoch FROM conversations c
+    WHERE c.id = $1 AND EXISTS (
+        SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.user_id = $2 AND m.state = 'joined')
+    FOR UPDATE OF c
+), existing AS (
+    SELECT seq, created_at, envelope_digest, conversation_id FROM messages
+    WHERE sender_id = $2 AND message_id = $3
+), bumped AS (
+    UPDATE conversations SET last_seq = last_seq + 1
+    WHERE id = (SELECT id FROM conv) AND (SELECT epoch FROM conv) = $10
+        AND NOT EXISTS (SELECT 1 FROM existing)
+    RETURNING last_seq
+), inserted AS (
+    INSERT INTO messages ({_MESSAGE}, envelope_digest)
+    SELECT $1, last_seq, $3, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM bumped
+    RETURNING seq
+), notified AS (
+    SELECT pg_notify('{MESSAGE_CHANNEL}', (SELECT id::text FROM conv) || ':' || seq) FROM inserted
+)
+SELECT (SELECT count(*) FROM conv) AS member, (SELECT epoch FROM conv) AS epoch,
+       e.seq AS existing_seq, e.created_at AS existing_at, e.envelope_digest AS existing_digest,
+       e.conversation_id AS existing_conversation,
+       (SELECT seq FROM inserted) AS seq, (SELECT count(*) FROM notified) AS notified
+FROM (SELECT 1) AS one LEFT JOIN existing e ON true
+"""  # noqa: S608 - constant columns and channel
+
+
+async def send_message(conn: Connection, message: MessageRecord, digest: bytes) -> SendOutcome:
+    row = await conn.fetchrow(
+        _SEND,
+        message.conversation_id,
+        message.sender_id,
+        message.message_id,
+        message.sender_device_id,
+        message.content_type,
+        message.ciphertext,
+        message.nonce,
+        message.auth_tag,
+        message.parent_id,
+        message.key_epoch,
+        message.created_at,
+        digest,
+    )
+    assert row is not None
+    existing = None
+    if row["existing_seq"] is not None:
+        existing = (
+            row["existing_seq"],
+            row["existing_at"],
+            row["existing_digest"],
+            row["existing_conversation"],
+        )
+    return SendOutcome(bool(row["member"]), row["epoch"], existing, row["seq"])
