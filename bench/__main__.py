@@ -165,29 +165,30 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-# Written from a py-spy profile of the server (`py-spy record -r 200 -f raw`) during scenario (a)
-# on 2026-11-26; re-profile when the send path changes.
+# Measured on 2026-11-26 with `top` and py-spy on the server during the scenarios; re-check when
+# the send path or the rig changes.
 ANALYSIS = """
-### Where the time goes (profile of scenario (a), 2026-11-26)
+### Where the time goes (2026-11-26)
 
-All targets are missed on this 2-core machine, with the load generator, PostgreSQL and Veil sharing
-the two cores: (a) by about 8x, (b) by about 6x in messages/s and 2.3x in delivery p95, (c) by 2 %.
-
-- **The send transaction is chatty.** One send is eight round trips to PostgreSQL (acquire,
-  BEGIN, lock the conversation row, membership, idempotency lookup, seq increment, insert + NOTIFY,
-  COMMIT). asyncpg's execute path is the largest Python-side cost in the profile (~28 % of samples),
-  and every round trip also costs PostgreSQL CPU on the same two cores. Folding the checks and the
-  insert into one statement (a CTE that locks, checks, increments and inserts) would cut it to two
-  round trips; that is the first optimisation to make.
-- **HTTP + TLS per message**: uvicorn/httptools/TLS and the event loop itself (~25 % of samples in
-  the loop's native code) plus httpx in the generator, on the same cores. WebSocket sends avoid the
-  per-request HTTP cost; a TLS-terminating gateway moves the TLS cost off the service process.
-- **JWT verification** (ES256, ~70 us) is ~2 % per request; a verified-claims cache would remove it.
-- **(b) fan-out** reads from the database once per member socket per message (pull-based, see ADR
-  0011): ten reads per group message. A per-process cache of the newest messages of each
-  conversation (filled once per notification) would make a delivery a memory copy.
-- **(c) memory**: ~105 KiB per socket *with TLS in the service process*; plain sockets behind the
-  TLS-terminating gateway (the production shape) drop the OpenSSL buffers, which are most of it.
+- **Rig first.** With httpx as the load generator, the generator used a whole core at ~350
+  messages/s while the server used a third of one: the first numbers measured httpx. Scenario (a)
+  now uses a lean keep-alive HTTP/1.1 client (`RawHttpClient`), and the server process is the
+  bottleneck (~93 % of one core at ~1,300 messages/s, PostgreSQL backends a few % each).
+- **Per message, one server process spends ~0.7 ms of CPU**: TLS and HTTP parsing in uvicorn,
+  ES256 verification of the access token (~70 us), strict JSON validation, the plaintext check, one
+  SQL statement (the send path is a single statement since the first profile, which measured eight
+  round trips), the JSON response, metrics and the access log line. One worker per core is the way
+  to scale on one machine (`veil serve messaging` processes behind the gateway share everything
+  through PostgreSQL); on this 2-core rig the generator takes the other core.
+- **(a) misses 3,000/s** by the factor above: a single Python process at ~0.7 ms per send cannot
+  reach it on one core; next steps are a verified-token cache, cheaper logging on the hot path, and
+  more processes on a larger machine.
+- **(b) fan-out** reads from the database once per member socket per message (pull-based, ADR 0011):
+  ten reads per group message, and the websockets client in the generator parses every frame. A
+  per-process cache of each conversation's newest messages (filled once per notification) would make
+  a delivery a memory copy; that is the next optimisation for (b).
+- **(c) memory**: ~105 KiB per socket *with TLS in the service process*; behind the TLS-terminating
+  gateway (the production shape) the OpenSSL buffers, most of it, leave the service process.
 """
 
 
