@@ -40,6 +40,7 @@ async def test_replay_then_live_and_redelivery_of_unacknowledged(api: LiveServer
             send(client, bob, cid, envelope(epoch))
         live = await messages(ws, 1)
         assert live[0]["seq"] == 4
+        await asyncio.sleep(0.3)  # acks have no reply: let the ack of 2 commit before dropping
 
     # Dropped before acknowledging 3 and 4: exactly those come again, nothing else.
     async with ws_connect(api, alice) as ws:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from datetime import timedelta
 
 from starlette.requests import Request
@@ -20,13 +19,13 @@ from veil.auth.schemas import (
     TokenPair,
 )
 from veil.auth.service import AuthLimits, AuthService, ClientInfo, IssuedTokens
-from veil.core.problems import not_found
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Argon2Parameters, Passwords
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.core.web.params import path_uuid
 
 TAG = "auth"
 
@@ -85,11 +84,7 @@ async def list_sessions(request: Request, principal: Principal) -> Response:
 
 
 async def revoke_session(request: Request, principal: Principal) -> Response:
-    try:
-        session_id = uuid.UUID(request.path_params["session_id"])
-    except ValueError:
-        raise not_found("No such session.") from None
-    await _service(request).revoke_session(principal, session_id)
+    await _service(request).revoke_session(principal, path_uuid(request, "session_id"))
     return no_content()
 
 

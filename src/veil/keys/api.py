@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veil.core.problems import FieldError, not_found, validation_failed
+from veil.core.problems import not_found
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.core.web.params import path_uuid, query_int
 from veil.keys.schemas import (
     Accepted,
     AddOneTimePrekeys,
@@ -39,13 +39,6 @@ TAG = "keys"
 def _service(request: Request) -> KeysService:
     service: KeysService = state_of(request, "keys")
     return service
-
-
-def _path_uuid(request: Request, name: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params[name])
-    except ValueError:
-        raise not_found() from None
 
 
 def _device_view(device: DeviceRecord) -> DeviceView:
@@ -86,13 +79,13 @@ async def count_one_time_prekeys(request: Request, principal: Principal) -> Resp
 
 
 async def list_devices(request: Request, principal: Principal) -> Response:
-    devices = await _service(request).devices(_path_uuid(request, "user_id"))
+    devices = await _service(request).devices(path_uuid(request, "user_id"))
     return json_response(DeviceList(items=[_device_view(d) for d in devices]))
 
 
 async def claim_bundle(request: Request, principal: Principal) -> Response:
     bundle = await _service(request).claim(
-        principal, _path_uuid(request, "user_id"), _path_uuid(request, "device_id")
+        principal, path_uuid(request, "user_id"), path_uuid(request, "device_id")
     )
     view = _device_view(bundle.device)
     one_time = bundle.one_time_prekey
@@ -112,18 +105,9 @@ async def send_device_messages(request: Request, principal: Principal, body: Sen
     return json_response(Accepted(queued=queued), status=202)
 
 
-def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise validation_failed([FieldError(("query", name), f"Must be an integer from {low} to {high}.")])
-    return int(raw)
-
-
 async def list_device_messages(request: Request, principal: Principal) -> Response:
-    limit = _query_int(request, "limit", 50, 1, 200)
-    after = _query_int(request, "cursor", 0, 0, 2**63 - 1)
+    limit = query_int(request, "limit", 1, 200, default=50)
+    after = query_int(request, "cursor", 0, 2**63 - 1, default=0)
     inbox = await _service(request).inbox(principal, after, limit)
     items = [
         DeviceMessageView(

@@ -7,12 +7,13 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veil.core.problems import FieldError, not_found, validation_failed
+from veil.core.problems import FieldError, validation_failed
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.core.web.params import path_uuid, query_int
 from veil.messaging.schemas import (
     ConversationList,
     ConversationView,
@@ -20,15 +21,13 @@ from veil.messaging.schemas import (
     CreateDirect,
     Envelope,
     Invite,
-    MemberView,
     MessageList,
-    MessageView,
     Receipt,
     RoleChange,
     SendResult,
 )
-from veil.messaging.service import ConversationDetail, MessagingLimits, MessagingService, OutgoingMessage
-from veil.messaging.store import MessageRecord
+from veil.messaging.service import MessagingLimits, MessagingService, OutgoingMessage
+from veil.messaging.views import conversation_view, message_view
 
 TAG = "messaging"
 
@@ -38,50 +37,8 @@ def _service(request: Request) -> MessagingService:
     return service
 
 
-def _path_uuid(request: Request, name: str = "conversation_id") -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params[name])
-    except ValueError:
-        raise not_found() from None
-
-
-def _query_int(request: Request, name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise validation_failed([FieldError(("query", name), f"Must be an integer from {low} to {high}.")])
-    return int(raw)
-
-
-def conversation_view(detail: ConversationDetail) -> ConversationView:
-    c = detail.conversation
-    return ConversationView(
-        conversation_id=c.id,
-        type=c.type,
-        epoch=c.epoch,
-        last_seq=c.last_seq,
-        created_at=c.created_at,
-        encrypted_meta=c.encrypted_meta,
-        members=[MemberView(user_id=m.user_id, role=m.role, state=m.state) for m in detail.members],
-    )
-
-
-def message_view(m: MessageRecord) -> MessageView:
-    return MessageView(
-        message_id=m.message_id,
-        conversation_id=m.conversation_id,
-        sender_id=m.sender_id,
-        sender_device_id=m.sender_device_id,
-        seq=m.seq,
-        created_at=m.created_at,
-        ciphertext=m.ciphertext,
-        nonce=m.nonce,
-        auth_tag=m.auth_tag,
-        content_type=m.content_type,
-        parent_id=m.parent_id,
-        key_epoch=m.key_epoch,
-    )
+def _conversation_id(request: Request) -> uuid.UUID:
+    return path_uuid(request, "conversation_id")
 
 
 async def create_conversation(request: Request, principal: Principal, body: CreateConversation) -> Response:
@@ -94,7 +51,7 @@ async def create_conversation(request: Request, principal: Principal, body: Crea
 
 
 async def list_conversations(request: Request, principal: Principal) -> Response:
-    limit = _query_int(request, "limit", 50, 1, 200) or 50
+    limit = query_int(request, "limit", 1, 200, default=50)
     raw_cursor = request.query_params.get("cursor")
     try:
         after = uuid.UUID(raw_cursor) if raw_cursor else None
@@ -108,34 +65,34 @@ async def list_conversations(request: Request, principal: Principal) -> Response
 
 
 async def get_conversation(request: Request, principal: Principal) -> Response:
-    return json_response(conversation_view(await _service(request).get(principal, _path_uuid(request))))
+    return json_response(conversation_view(await _service(request).get(principal, _conversation_id(request))))
 
 
 async def invite(request: Request, principal: Principal, body: Invite) -> Response:
-    await _service(request).invite(principal, _path_uuid(request), body.user_id)
+    await _service(request).invite(principal, _conversation_id(request), body.user_id)
     return Response(status_code=201)
 
 
 async def accept_invitation(request: Request, principal: Principal) -> Response:
-    await _service(request).answer_invitation(principal, _path_uuid(request), accept=True)
+    await _service(request).answer_invitation(principal, _conversation_id(request), accept=True)
     return no_content()
 
 
 async def decline_invitation(request: Request, principal: Principal) -> Response:
-    await _service(request).answer_invitation(principal, _path_uuid(request), accept=False)
+    await _service(request).answer_invitation(principal, _conversation_id(request), accept=False)
     return no_content()
 
 
 async def remove_member(request: Request, principal: Principal) -> Response:
     raw = request.path_params["user_id"]
-    subject = principal.user_id if raw == "me" else _path_uuid(request, "user_id")
-    await _service(request).remove_member(principal, _path_uuid(request), subject)
+    subject = principal.user_id if raw == "me" else path_uuid(request, "user_id")
+    await _service(request).remove_member(principal, _conversation_id(request), subject)
     return no_content()
 
 
 async def change_role(request: Request, principal: Principal, body: RoleChange) -> Response:
     await _service(request).set_role(
-        principal, _path_uuid(request), _path_uuid(request, "user_id"), body.role
+        principal, _conversation_id(request), path_uuid(request, "user_id"), body.role
     )
     return no_content()
 
@@ -145,7 +102,7 @@ async def send_message(request: Request, principal: Principal, body: Envelope) -
     await service.check_send_rate(principal)
     sent = await service.send(
         principal,
-        _path_uuid(request),
+        _conversation_id(request),
         OutgoingMessage(
             body.message_id,
             body.ciphertext,
@@ -161,23 +118,23 @@ async def send_message(request: Request, principal: Principal, body: Envelope) -
 
 
 async def list_messages(request: Request, principal: Principal) -> Response:
-    limit = _query_int(request, "limit", 50, 1, 200) or 50
-    after = _query_int(request, "after_seq", None, 0, 2**63 - 1)
-    before = _query_int(request, "before_seq", None, 1, 2**63 - 1)
-    cursor = _query_int(request, "cursor", None, 0, 2**63 - 1)
+    limit = query_int(request, "limit", 1, 200, default=50)
+    after = query_int(request, "after_seq", 0, 2**63 - 1)
+    before = query_int(request, "before_seq", 1, 2**63 - 1)
+    cursor = query_int(request, "cursor", 0, 2**63 - 1)
     if after is not None and before is not None:
         raise validation_failed([FieldError(("query",), "Use after_seq or before_seq, not both.")])
     if cursor is not None:  # the cursor continues in the direction of the first page
         after, before = (None, cursor) if before is not None else (cursor, None)
     items = await _service(request).history(
-        principal, _path_uuid(request), after_seq=after, before_seq=before, limit=limit
+        principal, _conversation_id(request), after_seq=after, before_seq=before, limit=limit
     )
     next_cursor = str(items[-1].seq) if len(items) == limit else None
     return json_response(MessageList(items=[message_view(m) for m in items], next_cursor=next_cursor))
 
 
 async def post_receipt(request: Request, principal: Principal, body: Receipt) -> Response:
-    await _service(request).receipt(principal, _path_uuid(request), body.type, body.up_to_seq)
+    await _service(request).receipt(principal, _conversation_id(request), body.type, body.up_to_seq)
     return no_content()
 
 

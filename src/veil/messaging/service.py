@@ -390,10 +390,8 @@ class MessagingService:
                 conn, conversation_id, principal.user_id, kind, up_to_seq, self._clock.now()
             )
 
-    async def acknowledge(self, principal: Principal, conversation_id: uuid.UUID, seq: int) -> None:
-        """Move this device's replay cursor (acks are cumulative)."""
-        async with self._db.transaction("messaging_ack") as conn:
-            conversation, _ = await self._access(conn, principal.user_id, conversation_id)
-            await store.advance_cursor(
-                conn, principal.session_id, conversation_id, min(seq, conversation.last_seq)
-            )
+    async def acknowledge(self, principal: Principal, acked: dict[uuid.UUID, int]) -> None:
+        """Move this device's replay cursors (acks are cumulative; batches come from a socket)."""
+        if acked:
+            async with self._db.connection() as conn:
+                await store.advance_cursors(conn, principal.user_id, principal.session_id, acked)

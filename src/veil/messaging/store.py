@@ -278,16 +278,23 @@ async def raise_receipt(
     return moved is not None
 
 
-async def advance_cursor(
-    conn: Connection, device_id: uuid.UUID, conversation_id: uuid.UUID, seq: int
+async def advance_cursors(
+    conn: Connection, user_id: uuid.UUID, device_id: uuid.UUID, acked: dict[uuid.UUID, int]
 ) -> None:
+    """Move a device's cursors forward (never back), only in conversations its user is a joined
+    member of and never past the last seq: one statement for any number of conversations."""
     await conn.execute(
-        """INSERT INTO device_cursors AS d (device_id, conversation_id, acked_seq) VALUES ($1, $2, $3)
+        """INSERT INTO device_cursors AS d (device_id, conversation_id, acked_seq)
+           SELECT $2::uuid, c.id, LEAST(a.seq, c.last_seq)
+           FROM unnest($3::uuid[], $4::bigint[]) AS a(conversation_id, seq)
+           JOIN conversations c ON c.id = a.conversation_id
+           JOIN members m ON m.conversation_id = c.id AND m.user_id = $1::uuid AND m.state = 'joined'
            ON CONFLICT (device_id, conversation_id) DO UPDATE
                SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq)""",
+        user_id,
         device_id,
-        conversation_id,
-        seq,
+        list(acked),
+        list(acked.values()),
     )
 
 

@@ -62,12 +62,19 @@ class DeviceConnection:
         self._read_page = read_page
         self._sent: dict[uuid.UUID, int] = {}
         self._dirty: set[uuid.UUID] = set()
+        # Messages the hub already read for every socket of the conversation (one read per message
+        # per process, not per socket); used when they are exactly the next ones to send.
+        self._ready: dict[uuid.UUID, list[messaging_store.MessageRecord]] = {}
         self._device_dirty = True
         self._device_sent = 0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_EVENT_QUEUE)
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass replays the device's mailbox
         self._close_code: int | None = None
+        # Acks are cumulative: each is written at once, and acks that arrive while a write is in
+        # flight are coalesced into the next write (per conversation, the highest seq wins).
+        self._acks: dict[uuid.UUID, int] = {}
+        self._acked = asyncio.Event()
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -90,6 +97,15 @@ class DeviceConnection:
     def unsubscribe(self, conversation_id: uuid.UUID) -> None:
         self._sent.pop(conversation_id, None)
         self._dirty.discard(conversation_id)
+        self._ready.pop(conversation_id, None)
+
+    def offer(self, record: messaging_store.MessageRecord) -> None:
+        """A freshly committed message the hub read once for all sockets."""
+        if record.conversation_id in self._sent:
+            ready = self._ready.setdefault(record.conversation_id, [])
+            if len(ready) < _PAGE:
+                ready.append(record)
+            self.wake(record.conversation_id)
 
     def wake(self, conversation_id: uuid.UUID) -> None:
         if conversation_id in self._sent:
@@ -117,7 +133,11 @@ class DeviceConnection:
     async def run(self) -> None:
         try:
             async with asyncio.TaskGroup() as group:
-                tasks = {group.create_task(self._reader()), group.create_task(self._writer())}
+                tasks = {
+                    group.create_task(self._reader()),
+                    group.create_task(self._writer()),
+                    group.create_task(self._flush_acks_forever()),
+                }
                 if self.principal.token_expires_at is not None:
                     tasks.add(group.create_task(self._expire_with_token(self.principal.token_expires_at)))
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -126,6 +146,11 @@ class DeviceConnection:
         except* (WebSocketDisconnect, ConnectionError):
             pass
         finally:
+            try:
+                await self._flush_acks()
+            except BackendUnavailable as exc:
+                # The acks are lost; the device gets those messages again on its next connection.
+                log.warning("acks_not_saved", error=type(exc.__cause__).__name__, detail=str(exc.__cause__))
             await self._close_socket()
 
     async def _expire_with_token(self, expires_at: int) -> None:
@@ -133,6 +158,17 @@ class DeviceConnection:
         with a fresh token (or a ticket) and replay resumes where it acknowledged."""
         await asyncio.sleep(max(0.0, expires_at - time.time()))
         self.close(CLOSE_SESSION_ENDED)
+
+    async def _flush_acks_forever(self) -> None:
+        while True:
+            await self._acked.wait()
+            self._acked.clear()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        if self._acks:
+            pending, self._acks = self._acks, {}
+            await self._messaging.acknowledge(self.principal, pending)
 
     async def _close_socket(self) -> None:
         if self.websocket.application_state != WebSocketState.DISCONNECTED:
@@ -155,6 +191,13 @@ class DeviceConnection:
                 await self._deliver(self._dirty.pop())
 
     async def _deliver(self, conversation_id: uuid.UUID) -> None:
+        for record in sorted(self._ready.pop(conversation_id, []), key=lambda r: r.seq):
+            if conversation_id not in self._sent or record.seq <= self._sent[conversation_id]:
+                continue
+            if record.seq != self._sent[conversation_id] + 1:
+                break  # a gap: read the rest from the database
+            await self._send(message_frame(record))
+            self._sent[conversation_id] = record.seq
         while conversation_id in self._sent:
             after = self._sent[conversation_id]
             page = await self._read_page(conversation_id, after)
@@ -207,7 +250,12 @@ class DeviceConnection:
             conversation_id, seq = _uuid(frame.get("conversation_id")), frame.get("seq")
             if conversation_id is None or not isinstance(seq, int) or seq < 0:
                 raise Problem(422, "An ack needs a conversation_id and a seq.")
-            await self._messaging.acknowledge(self.principal, conversation_id, seq)
+            if conversation_id not in self._sent:
+                raise Problem(404, "No such conversation.")
+            # Only what this socket delivered can be acknowledged through it.
+            acked = min(seq, self._sent[conversation_id])
+            self._acks[conversation_id] = max(acked, self._acks.get(conversation_id, 0))
+            self._acked.set()
         elif kind == "ack_device":
             message_id = frame.get("id")
             if not isinstance(message_id, int) or not 0 < message_id < 2**63:

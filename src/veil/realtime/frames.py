@@ -6,8 +6,8 @@ from typing import Any
 
 from veil.keys.schemas import DeviceMessageView
 from veil.keys.store import QueuedMessage
-from veil.messaging.api import message_view
 from veil.messaging.store import MessageRecord
+from veil.messaging.views import message_view
 
 
 def message_frame(record: MessageRecord) -> dict[str, Any]:

@@ -157,9 +157,8 @@ class Hub:
 
     async def _dispatch(self, channel: str, payload: str) -> None:
         if channel == messaging_store.MESSAGE_CHANNEL:
-            conversation_id = uuid.UUID(payload.split(":", 1)[0])
-            for connection in self._by_conversation.get(conversation_id, ()):
-                connection.wake(conversation_id)
+            conversation, seq = payload.split(":", 1)
+            await self._new_message(uuid.UUID(conversation), int(seq))
         elif channel == DEVICE_CHANNEL:
             if (target := self._by_device.get(uuid.UUID(payload))) is not None:
                 target.wake_device()
@@ -193,6 +192,20 @@ class Hub:
         elif payload.startswith("keys:"):
             _, user, device, change = payload.split(":")
             await self._keys_changed(uuid.UUID(user), device, change)
+
+    async def _new_message(self, conversation_id: uuid.UUID, seq: int) -> None:
+        """Read the message once for every local socket of the conversation. Sockets that are not
+        exactly at seq - 1 read what they miss themselves (the message is only a shortcut)."""
+        subscribers = list(self._by_conversation.get(conversation_id, ()))
+        if not subscribers:
+            return
+        async with self._db.connection() as conn:
+            records = await messaging_store.messages_after(conn, conversation_id, seq - 1, 1)
+        for connection in subscribers:
+            if records and records[0].seq == seq:
+                connection.offer(records[0])
+            else:
+                connection.wake(conversation_id)
 
     async def _membership(self, event_id: int) -> None:
         async with self._db.connection() as conn:
