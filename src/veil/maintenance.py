@@ -72,8 +72,8 @@ class Maintenance:
         counts = {
             "sessions_expired": len(expired),
             "devices_with_expired_messages": devices_with_drops,
-            "rate_limit_keys_dropped": int(limiter.split()[-1]),
-            "ws_tickets_dropped": int(tickets.split()[-1]),
+            "limiter_rows_dropped": int(limiter.split()[-1]),
+            "ws_passes_dropped": int(tickets.split()[-1]),
         }
         log.info("maintenance_done", **counts)
         return counts

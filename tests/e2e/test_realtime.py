@@ -17,7 +17,7 @@ from tests.support.keys import bundle, random_envelope
 from tests.support.messaging import envelope, group, send
 from tests.support.server import LiveServer
 from tests.support.users import bearer, login, register
-from tests.support.ws import messages, next_frame, nothing_more, ws_connect
+from tests.support.ws import messages, next_frame, nothing_more, registered, ws_connect
 
 
 def user(client: httpx.Client) -> dict[str, Any]:
@@ -154,6 +154,7 @@ async def test_removed_member_stops_receiving_at_once(api: LiveServer) -> None:
         conversation = group(client, owner, alice, bob)
         cid = conversation["conversation_id"]
     async with ws_connect(api, alice) as ws:
+        await registered(ws)
         with api.client() as client:
             client.delete(f"/v1/conversations/{cid}/members/{alice['user_id']}", headers=bearer(owner))
             event = await next_frame(ws, "membership")
@@ -235,6 +236,8 @@ async def test_key_events_reach_contacts_and_the_owner(api: LiveServer) -> None:
         group(client, alice, bob)
         client.put("/v1/keys", json=bundle(one_time=10), headers=bearer(bob))
     async with ws_connect(api, alice) as ws_alice, ws_connect(api, bob) as ws_bob:
+        await registered(ws_alice)
+        await registered(ws_bob)
         with api.client() as client:
             assert (
                 client.put(

@@ -40,3 +40,10 @@ async def nothing_more(ws: ClientConnection, kind: str = "message", wait: float 
     except TimeoutError:
         return True
     return False
+
+
+async def registered(ws: ClientConnection) -> None:
+    """Wait until the server has registered this socket (it answers frames only after that):
+    live-only events published before would not reach it."""
+    await ws.send(json.dumps({"type": "ping?"}))
+    await next_frame(ws, "error")

@@ -12,10 +12,10 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from ipaddress import ip_address
 
 from veil.auth import store
 from veil.auth.policy import check_new_password, normalize_email
+from veil.core.addresses import is_ip
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
@@ -141,7 +141,7 @@ class AuthService:
                 session_id=session_id,
                 user_id=user.id,
                 device_name=device_name,
-                ip=client.ip if _is_ip(client.ip) else None,
+                ip=client.ip if is_ip(client.ip) else None,
                 user_agent=(client.user_agent or "")[:256] or None,
                 now=now,
                 expires_at=expires_at,
@@ -161,7 +161,7 @@ class AuthService:
             session = await store.active_session(conn, session_id, now) if session_id else None
             if session is not None:
                 await store.insert_refresh_token(conn, _hash_refresh_token(new_token), session.id, now)
-                await store.touch_session(conn, session.id, client.ip if _is_ip(client.ip) else None, now)
+                await store.touch_session(conn, session.id, client.ip if is_ip(client.ip) else None, now)
         if session is not None:
             return self._issue(session.user_id, session.id, new_token, session.expires_at, now)
         if session_id is None:
@@ -232,11 +232,3 @@ class AuthService:
 
 def _busy() -> Problem:
     return unavailable("Too many sign-ins are in progress; retry shortly.")
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ip_address(value)
-    except ValueError:
-        return False
-    return True

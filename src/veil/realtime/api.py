@@ -26,7 +26,7 @@ from veil.keys.service import KeysService
 from veil.messaging import store as messaging_store
 from veil.messaging.service import MessagingService
 from veil.realtime import store
-from veil.realtime.connection import DeviceConnection
+from veil.realtime.connection import CLOSE_SESSION_ENDED, DeviceConnection
 from veil.realtime.hub import Hub
 
 TAG = "realtime"
@@ -115,6 +115,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     connection = DeviceConnection(websocket, principal, messaging, keys, read_page)
     await realtime.hub.register(connection)
+    # A revocation notified between authentication and registration found no socket to close.
+    if not await realtime.resources.sessions.is_active(principal.session_id, realtime.resources.clock.now()):
+        connection.close(CLOSE_SESSION_ENDED)
     try:
         await connection.run()
     finally:

@@ -42,6 +42,8 @@ CLOSE_SESSION_ENDED = 4401
 CLOSE_TOO_SLOW = 4408
 CLOSE_REPLACED = 4409
 _EVENT_QUEUE = 256
+# A client that has not taken a frame for this long is too slow (its TCP window stayed full).
+_SEND_TIMEOUT = 10.0
 _PAGE = 200
 
 
@@ -75,6 +77,7 @@ class DeviceConnection:
         # flight are coalesced into the next write (per conversation, the highest seq wins).
         self._acks: dict[uuid.UUID, int] = {}
         self._acked = asyncio.Event()
+        self._stop = asyncio.Event()
 
     @property
     def user_id(self) -> uuid.UUID:
@@ -127,6 +130,7 @@ class DeviceConnection:
         if self._close_code is None:
             self._close_code = code
         self._wake.set()
+        self._stop.set()  # also unblocks a writer stuck on a client that stopped reading
 
     # --- the connection's own tasks ------------------------------------------------------------
 
@@ -137,6 +141,7 @@ class DeviceConnection:
                     group.create_task(self._reader()),
                     group.create_task(self._writer()),
                     group.create_task(self._flush_acks_forever()),
+                    group.create_task(self._stop.wait()),
                 }
                 if self.principal.token_expires_at is not None:
                     tasks.add(group.create_task(self._expire_with_token(self.principal.token_expires_at)))
@@ -172,11 +177,17 @@ class DeviceConnection:
 
     async def _close_socket(self) -> None:
         if self.websocket.application_state != WebSocketState.DISCONNECTED:
-            with contextlib.suppress(RuntimeError, ConnectionError, WebSocketDisconnect):
-                await self.websocket.close(self._close_code or 1000)
+            with contextlib.suppress(RuntimeError, ConnectionError, WebSocketDisconnect, TimeoutError):
+                async with asyncio.timeout(2):
+                    await self.websocket.close(self._close_code or 1000)
 
     async def _send(self, frame: dict[str, Any]) -> None:
-        await self.websocket.send_text(orjson.dumps(frame).decode())
+        try:
+            async with asyncio.timeout(_SEND_TIMEOUT):
+                await self.websocket.send_text(orjson.dumps(frame).decode())
+        except TimeoutError:
+            self.close(CLOSE_TOO_SLOW)
+            raise asyncio.CancelledError from None
 
     async def _writer(self) -> None:
         while self._close_code is None:

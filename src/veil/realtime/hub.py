@@ -17,9 +17,8 @@ import contextlib
 import uuid
 from typing import Any
 
-import asyncpg
-
 from veil.core.db import Database
+from veil.core.listener import PgListener
 from veil.core.logging import get_logger
 from veil.core.security.sessions import REVOCATION_CHANNEL
 from veil.messaging import store as messaging_store
@@ -42,18 +41,17 @@ _CHANNELS = (
 class Hub:
     def __init__(self, db: Database, dsn: str) -> None:
         self._db = db
-        self._dsn = dsn
         self._by_device: dict[uuid.UUID, DeviceConnection] = {}
         self._by_user: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._by_conversation: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._listener = PgListener(dsn, _CHANNELS, self._on_notify, on_up=self._wake_everything, name="hub")
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self._listen_forever(), name="hub-listener"),
-            asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher"),
-        ]
+        # After a gap in listening, every socket re-reads what it may have missed.
+        self._listener.start()
+        self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher")]
 
     async def close(self) -> None:
         """Close every socket with 1001 (going away), then stop listening."""
@@ -63,6 +61,7 @@ class Hub:
             if not self._by_device:
                 break
             await asyncio.sleep(0.05)
+        await self._listener.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -112,32 +111,8 @@ class Hub:
 
     # --- notifications ---------------------------------------------------------------------------
 
-    def _on_notify(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
-        self._inbox.put_nowait((channel, str(payload)))
-
-    async def _listen_forever(self) -> None:
-        while True:
-            conn: asyncpg.Connection[asyncpg.Record] | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                for channel in _CHANNELS:
-                    await conn.add_listener(channel, self._on_notify)
-                self._wake_everything()  # whatever happened while we were not listening
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5)
-                    if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("hub_listener_lost", error=type(exc).__name__)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(1)
+    def _on_notify(self, channel: str, payload: str) -> None:
+        self._inbox.put_nowait((channel, payload))
 
     def _wake_everything(self) -> None:
         for connection in self._by_device.values():

@@ -10,18 +10,13 @@ given. If the database cannot answer, the check raises BackendUnavailable (fail 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import uuid
 from datetime import datetime
 
-import asyncpg
-
 from veil.core.db import Connection, Database
-from veil.core.logging import get_logger
-
-log = get_logger(__name__)
+from veil.core.listener import PgListener
 
 REVOCATION_CHANNEL = "veil_session_revoked"
 
@@ -34,21 +29,33 @@ _ACTIVE = """
 class SessionGuard:
     def __init__(self, db: Database, dsn: str, *, cache_seconds: float = 30.0, max_entries: int = 100_000):
         self._db = db
-        self._dsn = dsn
         self._cache_seconds = cache_seconds
         self._max_entries = max_entries
         self._active_until: dict[uuid.UUID, float] = {}
         self._listening = False
-        self._task: asyncio.Task[None] | None = None
+        self._listener = PgListener(
+            dsn,
+            [REVOCATION_CHANNEL],
+            self._on_notify,
+            on_up=self._listening_again,
+            on_down=self._deaf,
+            name="session-revocations",
+        )
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="session-revocation-listener")
+        self._listener.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._listener.close()
+
+    def _listening_again(self) -> None:
+        # Anything cached before we were listening may have been revoked meanwhile.
+        self._active_until.clear()
+        self._listening = True
+
+    def _deaf(self) -> None:
+        self._listening = False
+        self._active_until.clear()
 
     async def is_active(self, session_id: uuid.UUID, now: datetime) -> bool:
         if self._listening and self._active_until.get(session_id, 0.0) > time.monotonic():
@@ -64,37 +71,10 @@ class SessionGuard:
     def forget(self, session_id: uuid.UUID) -> None:
         self._active_until.pop(session_id, None)
 
-    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        for part in str(payload).split(","):
+    def _on_notify(self, _channel: str, payload: str) -> None:
+        for part in payload.split(","):
             with contextlib.suppress(ValueError):
                 self.forget(uuid.UUID(part))
-
-    async def _listen_forever(self) -> None:
-        while True:
-            conn: asyncpg.Connection[asyncpg.Record] | None = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(REVOCATION_CHANNEL, self._on_notify)
-                # Anything cached before we were listening may have been revoked meanwhile.
-                self._active_until.clear()
-                self._listening = True
-                while not lost.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), 5)
-                    if not lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=5)  # detects a silent network loss
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # any failure: stop trusting the cache, then reconnect
-                log.warning("session_listener_lost", error=type(exc).__name__)
-            finally:
-                self._listening = False
-                self._active_until.clear()
-                if conn is not None and not conn.is_closed():
-                    conn.terminate()
-            await asyncio.sleep(1)
 
 
 async def notify_revoked(conn: Connection, session_ids: list[uuid.UUID]) -> None:

@@ -12,11 +12,12 @@ import re
 import time
 import uuid
 from collections.abc import Sequence
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from veil.core.addresses import is_ip, is_trusted
 from veil.core.logging import bind_request, get_logger
 from veil.core.metrics import Metrics
 from veil.core.problems import INTERNAL_ERROR, PROBLEM_CONTENT_TYPE
@@ -59,31 +60,15 @@ def client_address(scope: Scope, trusted_proxies: Sequence[IPv4Network | IPv6Net
     """The socket peer, or, when the peer is a trusted proxy, the nearest untrusted hop of
     X-Forwarded-For. An untrusted peer cannot choose its address by sending a header."""
     peer = (scope.get("client") or ("unknown", 0))[0]
-    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+    if not trusted_proxies or not is_trusted(peer, trusted_proxies):
         return str(peer)
     forwarded = ",".join(
         value.decode("latin-1") for name, value in scope.get("headers", []) if name == b"x-forwarded-for"
     )
     for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-        if not _is_trusted(hop, trusted_proxies):
-            return hop if _is_ip(hop) else str(peer)
+        if not is_trusted(hop, trusted_proxies):
+            return hop if is_ip(hop) else str(peer)
     return str(peer)
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ip_address(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _is_trusted(address: str, networks: Sequence[IPv4Network | IPv6Network]) -> bool:
-    try:
-        parsed = ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed in network for network in networks)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -156,7 +141,7 @@ class RequestContext:
     def _request_id(self, scope: Scope) -> str:
         incoming = _header(scope, b"x-request-id")
         peer = (scope.get("client") or ("", 0))[0]
-        if incoming and _REQUEST_ID.match(incoming) and _is_trusted(peer, self.trusted_proxies):
+        if incoming and _REQUEST_ID.match(incoming) and is_trusted(peer, self.trusted_proxies):
             return incoming
         return uuid.uuid4().hex
 
