@@ -369,3 +369,24 @@ def test_send_limit_is_per_user_across_devices(make_server: ServerFactory) -> No
         ]
         assert statuses == [201] * 5 + [429, 429]
         assert send(client, other, cid, envelope(epoch)).status_code == 201
+
+
+def test_leaving_a_direct_conversation_and_coming_back(api: LiveServer) -> None:
+    with api.client() as client:
+        a, b = user(client), user(client)
+        first = client.post(
+            "/v1/conversations", json={"type": "direct", "member_id": b["user_id"]}, headers=bearer(a)
+        )
+        cid = first.json()["conversation_id"]
+        send(client, b, cid, envelope(0))
+        assert client.delete(f"/v1/conversations/{cid}/members/me", headers=bearer(a)).status_code == 204
+        assert client.get(f"/v1/conversations/{cid}", headers=bearer(a)).status_code == 404
+        again = client.post(
+            "/v1/conversations", json={"type": "direct", "member_id": b["user_id"]}, headers=bearer(a)
+        )
+        assert again.status_code == 200
+        assert again.json()["conversation_id"] == cid
+        assert again.json()["epoch"] == 2
+        assert {m["user_id"] for m in again.json()["members"]} == {a["user_id"], b["user_id"]}
+        # What was said while (and before) they were away stays closed to them.
+        assert client.get(f"/v1/conversations/{cid}/messages", headers=bearer(a)).json()["items"] == []

@@ -142,7 +142,32 @@ class MessagingService:
                 found = await store.direct_conversation(conn, pair)
                 assert found is not None
                 conversation_id = found
+                await self._rejoin_direct(conn, conversation_id, principal.user_id, member_id, now)
             return await self._detail(conn, conversation_id), created
+
+    async def _rejoin_direct(
+        self, conn: Connection, conversation_id: uuid.UUID, user: uuid.UUID, other: uuid.UUID, now: datetime
+    ) -> None:
+        """A pair has one direct conversation; whoever of the two left it comes back by starting it
+        again (history from before stays closed to them, and the epoch moves on)."""
+        conversation = await store.conversation(conn, conversation_id, lock=True)
+        assert conversation is not None
+        for person in (user, other):
+            if await store.membership(conn, conversation_id, person) is None:
+                await store.add_member(
+                    conn,
+                    conversation_id,
+                    person,
+                    role="member",
+                    state="joined",
+                    joined_after_seq=conversation.last_seq,
+                    invited_by=user,
+                    now=now,
+                )
+                epoch = await store.bump_epoch(conn, conversation_id)
+                await store.record_event(
+                    conn, conversation_id, "joined", actor_id=user, subject_id=person, epoch=epoch, now=now
+                )
 
     async def create_group(self, principal: Principal, encrypted_meta: bytes | None) -> ConversationDetail:
         now = self._clock.now()
