@@ -183,13 +183,12 @@ ANALYSIS = """
 - **(a) misses 3,000/s** by the factor above: a single Python process at ~0.7 ms per send cannot
   reach it on one core; next steps are a verified-token cache, cheaper logging on the hot path, and
   more processes on a larger machine.
-- **(b) fan-out**: each new message is read once per process and handed to every local member
-  socket (pull-based with a shortcut, ADR 0011); acknowledgements are coalesced while a cursor
-  write is in flight. Senders wait only for their `sent` reply, so at saturation deliveries queue
-  behind sends: ~3,500 deliveries/s is where this process tops out (a JSON frame and a TLS record
-  per member socket, ~0.25 ms each), and delivery latency grows with the backlog. Next steps:
-  encode each message frame once per process instead of once per socket, and move TLS to the
-  gateway.
+- **(b) fan-out**: each new message is read and encoded once per process and handed to every local
+  member socket (pull-based with a shortcut, ADR 0011); acknowledgements are coalesced while a
+  cursor write is in flight. Senders wait only for their `sent` reply, so at saturation deliveries
+  queue behind sends: ~3,500 deliveries/s is where one process tops out here (a TLS record and a
+  socket write per member, plus the sends and acks on the same core), and delivery latency grows
+  with the backlog. Next steps: TLS and WebSockets at the gateway (issue 8), and more processes.
 - **(c) memory**: ~105 KiB per socket *with TLS in the service process*; behind the TLS-terminating
   gateway (the production shape) the OpenSSL buffers, most of it, leave the service process.
 """

@@ -33,7 +33,7 @@ from veil.keys.service import KeysService
 from veil.messaging import store as messaging_store
 from veil.messaging.schemas import Envelope
 from veil.messaging.service import MessagingService, OutgoingMessage
-from veil.realtime.frames import device_message_frame, message_frame
+from veil.realtime.frames import EncodedMessage, device_message_frame, message_frame
 
 log = get_logger(__name__)
 
@@ -66,7 +66,7 @@ class DeviceConnection:
         self._dirty: set[uuid.UUID] = set()
         # Messages the hub already read for every socket of the conversation (one read per message
         # per process, not per socket); used when they are exactly the next ones to send.
-        self._ready: dict[uuid.UUID, list[messaging_store.MessageRecord]] = {}
+        self._ready: dict[uuid.UUID, list[EncodedMessage]] = {}
         self._device_dirty = True
         self._device_sent = 0
         self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_EVENT_QUEUE)
@@ -102,13 +102,14 @@ class DeviceConnection:
         self._dirty.discard(conversation_id)
         self._ready.pop(conversation_id, None)
 
-    def offer(self, record: messaging_store.MessageRecord) -> None:
-        """A freshly committed message the hub read once for all sockets."""
-        if record.conversation_id in self._sent:
-            ready = self._ready.setdefault(record.conversation_id, [])
+    def offer(self, message: EncodedMessage) -> None:
+        """A freshly committed message the hub read and encoded once for all sockets."""
+        conversation_id = message.record.conversation_id
+        if conversation_id in self._sent:
+            ready = self._ready.setdefault(conversation_id, [])
             if len(ready) < _PAGE:
-                ready.append(record)
-            self.wake(record.conversation_id)
+                ready.append(message)
+            self.wake(conversation_id)
 
     def wake(self, conversation_id: uuid.UUID) -> None:
         if conversation_id in self._sent:
@@ -182,9 +183,12 @@ class DeviceConnection:
                     await self.websocket.close(self._close_code or 1000)
 
     async def _send(self, frame: dict[str, Any]) -> None:
+        await self._send_text(orjson.dumps(frame).decode())
+
+    async def _send_text(self, text: str) -> None:
         try:
             async with asyncio.timeout(_SEND_TIMEOUT):
-                await self.websocket.send_text(orjson.dumps(frame).decode())
+                await self.websocket.send_text(text)
         except TimeoutError:
             self.close(CLOSE_TOO_SLOW)
             raise asyncio.CancelledError from None
@@ -202,13 +206,14 @@ class DeviceConnection:
                 await self._deliver(self._dirty.pop())
 
     async def _deliver(self, conversation_id: uuid.UUID) -> None:
-        for record in sorted(self._ready.pop(conversation_id, []), key=lambda r: r.seq):
-            if conversation_id not in self._sent or record.seq <= self._sent[conversation_id]:
+        for ready in sorted(self._ready.pop(conversation_id, []), key=lambda m: m.record.seq):
+            seq = ready.record.seq
+            if conversation_id not in self._sent or seq <= self._sent[conversation_id]:
                 continue
-            if record.seq != self._sent[conversation_id] + 1:
+            if seq != self._sent[conversation_id] + 1:
                 break  # a gap: read the rest from the database
-            await self._send(message_frame(record))
-            self._sent[conversation_id] = record.seq
+            await self._send_text(ready.text)
+            self._sent[conversation_id] = seq
         while conversation_id in self._sent:
             after = self._sent[conversation_id]
             page = await self._read_page(conversation_id, after)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from veil.keys.schemas import DeviceMessageView
 from veil.keys.store import QueuedMessage
@@ -12,6 +15,18 @@ from veil.messaging.views import message_view
 
 def message_frame(record: MessageRecord) -> dict[str, Any]:
     return {"type": "message", "message": message_view(record).model_dump(mode="json")}
+
+
+@dataclass(frozen=True)
+class EncodedMessage:
+    """A message and its frame, encoded once per process for every socket that gets it."""
+
+    record: MessageRecord
+    text: str
+
+    @classmethod
+    def of(cls, record: MessageRecord) -> EncodedMessage:
+        return cls(record, orjson.dumps(message_frame(record)).decode())
 
 
 def device_message_frame(message: QueuedMessage) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from veil.core.security.sessions import REVOCATION_CHANNEL
 from veil.messaging import store as messaging_store
 from veil.realtime import store
 from veil.realtime.connection import CLOSE_REPLACED, CLOSE_SESSION_ENDED, CLOSE_SHUTDOWN, DeviceConnection
+from veil.realtime.frames import EncodedMessage
 
 log = get_logger(__name__)
 
@@ -176,9 +177,10 @@ class Hub:
             return
         async with self._db.connection() as conn:
             records = await messaging_store.messages_after(conn, conversation_id, seq - 1, 1)
+        encoded = EncodedMessage.of(records[0]) if records and records[0].seq == seq else None
         for connection in subscribers:
-            if records and records[0].seq == seq:
-                connection.offer(records[0])
+            if encoded is not None:
+                connection.offer(encoded)
             else:
                 connection.wake(conversation_id)
 
