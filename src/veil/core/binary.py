@@ -98,10 +98,6 @@ class Base64Bytes:
         }
 
 
-def b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode()
-
-
 # Below this many bytes a random string is too likely to look like text to tell them apart.
 _MIN_TEXT_CHECK = 24
 _TEXT_RATIO = 0.95

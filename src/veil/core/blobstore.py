@@ -59,12 +59,5 @@ class BlobStore:
         if not exists:
             raise BackendUnavailable(f"bucket {self.bucket!r} does not exist")
 
-    async def ensure_bucket(self) -> None:
-        try:
-            if not await asyncio.to_thread(self._client.bucket_exists, self.bucket):
-                await asyncio.to_thread(self._client.make_bucket, self.bucket)
-        except (S3Error, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise BackendUnavailable("object store unavailable") from exc
-
     def close(self) -> None:
         self._http.clear()

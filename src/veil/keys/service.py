@@ -165,8 +165,7 @@ class KeysService:
 
     async def devices(self, user_id: uuid.UUID) -> list[store.DeviceRecord]:
         async with self._db.connection() as conn:
-            exists = await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", user_id)
-            if not exists:
+            if not await store.user_is_active(conn, user_id):
                 raise not_found("No such user.")
             return await store.devices_of(conn, user_id)
 
@@ -180,15 +179,13 @@ class KeysService:
         if not decision.allowed:
             raise too_many_requests(decision.retry_after_seconds)
         async with self._db.transaction("keys_claim") as conn:
-            device = await store.device(conn, device_id)
-            owner = await conn.fetchval("SELECT user_id FROM device_keys WHERE device_id = $1", device_id)
-            if device is None or owner != user_id:
+            device = await store.device(conn, device_id, owner=user_id)
+            if device is None:
                 raise not_found("No such device.")
             one_time = await store.claim_one_time_prekey(conn, device_id, now)
             remaining = await store.remaining_prekeys(conn, device_id)
             if remaining < LOW_PREKEYS:
-                # The owner's socket hears it (a `prekeys_low` frame) and uploads more.
-                await conn.execute("SELECT pg_notify('veil_events', $1)", f"prekeys:{device_id}:{remaining}")
+                await store.notify_prekeys_low(conn, device_id, remaining)
         if one_time is None:
             log.info("one_time_prekeys_exhausted", device_id=str(device_id))
         return Bundle(device, one_time)
@@ -246,10 +243,6 @@ class KeysService:
         async with self._db.transaction("keys_ack_device_message") as conn:
             if not await store.acknowledge(conn, principal.session_id, message_id):
                 raise not_found("No such device message.")
-
-    async def expire_all(self) -> int:
-        async with self._db.transaction("keys_expire_device_messages") as conn:
-            return await store.expire_queued(conn, None, self._clock.now())
 
 
 def _changes(previous: store.DeviceRecord | None, current: store.DeviceRecord) -> list[str]:

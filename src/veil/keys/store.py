@@ -47,10 +47,23 @@ async def lock_user_devices(conn: Connection, user_id: uuid.UUID) -> None:
     await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
 
 
-async def device(conn: Connection, device_id: uuid.UUID) -> DeviceRecord | None:
-    query = f"SELECT {_DEVICE_COLUMNS} FROM device_keys WHERE device_id = $1"  # noqa: S608 - constant
-    row = await conn.fetchrow(query, device_id)
+async def device(
+    conn: Connection, device_id: uuid.UUID, owner: uuid.UUID | None = None
+) -> DeviceRecord | None:
+    """A device's keys; with `owner`, only if that user owns the device."""
+    query = f"""SELECT {_DEVICE_COLUMNS} FROM device_keys
+                WHERE device_id = $1 AND ($2::uuid IS NULL OR user_id = $2)"""  # noqa: S608 - constant
+    row = await conn.fetchrow(query, device_id, owner)
     return DeviceRecord(**dict(row)) if row else None
+
+
+async def user_is_active(conn: Connection, user_id: uuid.UUID) -> bool:
+    return await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", user_id) is not None
+
+
+async def notify_prekeys_low(conn: Connection, device_id: uuid.UUID, remaining: int) -> None:
+    """The owner's socket hears it (a `prekeys_low` frame) when the transaction commits."""
+    await conn.execute("SELECT pg_notify('veil_events', $1)", f"prekeys:{device_id}:{remaining}")
 
 
 async def devices_of(conn: Connection, user_id: uuid.UUID) -> list[DeviceRecord]:

@@ -112,8 +112,7 @@ class MessagingService:
         now = self._clock.now()
         pair = _direct_pair(principal.user_id, member_id)
         async with self._db.transaction("messaging_create_direct") as conn:
-            exists = await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", member_id)
-            if not exists:
+            if not await store.user_is_active(conn, member_id):
                 raise not_found("No such user.")
             conversation_id = uuid.uuid4()
             created = await store.insert_conversation(conn, conversation_id, "direct", now, direct_pair=pair)
@@ -220,7 +219,7 @@ class MessagingService:
             conversation, member = await self._access(conn, principal.user_id, conversation_id, lock=True)
             if conversation.type != "group" or member.role not in _MANAGERS:
                 raise forbidden("Only group owners and admins invite.")
-            if not await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", invitee):
+            if not await store.user_is_active(conn, invitee):
                 raise not_found("No such user.")
             if await store.membership(conn, conversation_id, invitee) is not None:
                 raise conflict("This user is already invited or a member.")

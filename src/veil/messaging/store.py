@@ -75,6 +75,10 @@ async def insert_conversation(
     return inserted is not None
 
 
+async def user_is_active(conn: Connection, user_id: uuid.UUID) -> bool:
+    return await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", user_id) is not None
+
+
 async def direct_conversation(conn: Connection, direct_pair: str) -> uuid.UUID | None:
     found: uuid.UUID | None = await conn.fetchval(
         "SELECT id FROM conversations WHERE direct_pair = $1", direct_pair

@@ -69,10 +69,6 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    @property
-    def connection_count(self) -> int:
-        return len(self._by_device)
-
     # --- registry --------------------------------------------------------------------------------
 
     async def register(self, connection: DeviceConnection) -> None:
