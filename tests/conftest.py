@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
+from veil.core.blobstore import BlobStore
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
 from veil.devstack.stack import DevStack, start_dev_stack
@@ -102,6 +103,24 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection[asyncpg.Reco
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+def blobs(settings: Settings) -> Iterator[BlobStore]:
+    """The test stack's object store, as the server sees it."""
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    store = BlobStore(
+        settings.s3_endpoint,
+        settings.s3_access_key.get_secret_value(),
+        settings.s3_secret_key.get_secret_value(),
+        bucket=settings.s3_bucket,
+        region=settings.s3_region,
+        timeout=5,
+    )
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 ServerFactory = Callable[..., LiveServer]

@@ -4,20 +4,25 @@ Each round runs in one transaction behind `pg_try_advisory_xact_lock`: whichever
 lock does the work, the others skip that round. The round ends sessions whose 30 days are over
 (which, through the `end_device` trigger, removes their keys and mailboxes), drops expired device
 messages into gap markers, and forgets rate-limiter keys and WebSocket tickets that carry no
-information any more. It logs counts only.
+information any more. The process that did the round then sweeps attachments (reservations never
+completed, attachments whose owner or conversation is gone) in transactions of its own, because
+that work waits on the object store. It logs counts only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import datetime
 
+from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
 from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import notify_revoked
 from veil.core.web.app import ServiceModule
+from veil.files import service as files_service
 from veil.keys import store as keys_store
 
 log = get_logger(__name__)
@@ -26,8 +31,9 @@ _LOCK_ID = 0x7E11_0002
 
 
 class Maintenance:
-    def __init__(self, db: Database, clock: Clock, interval_seconds: float = 60.0) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, interval_seconds: float = 60.0) -> None:
         self._db = db
+        self._blobs = blobs
         self._clock = clock
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
@@ -46,8 +52,8 @@ class Maintenance:
             await asyncio.sleep(self._interval)
             try:
                 await self.run_once()
-            except BackendUnavailable:
-                log.warning("maintenance_skipped", reason="database unavailable")
+            except BackendUnavailable as exc:
+                log.warning("maintenance_skipped", reason=str(exc))
             except Exception:
                 log.exception("maintenance_failed")
 
@@ -74,10 +80,20 @@ class Maintenance:
             "devices_with_expired_messages": devices_with_drops,
             "limiter_rows_dropped": int(limiter.split()[-1]),
             "ws_passes_dropped": int(tickets.split()[-1]),
+            "attachments_removed": await self._sweep_attachments(now),
         }
         log.info("maintenance_done", **counts)
         return counts
 
+    async def _sweep_attachments(self, now: datetime) -> int:
+        try:
+            return await files_service.sweep(self._db, self._blobs, now)
+        except BackendUnavailable as exc:  # the next round tries again
+            log.warning("attachment_sweep_skipped", reason=str(exc))
+            return 0
+
 
 # Runs in every process that serves anything; the advisory lock keeps it to one at a time.
-MODULE = ServiceModule("maintenance", [], build=lambda resources: Maintenance(resources.db, resources.clock))
+MODULE = ServiceModule(
+    "maintenance", [], build=lambda resources: Maintenance(resources.db, resources.blobs, resources.clock)
+)

@@ -11,13 +11,16 @@ import asyncpg
 from tests.support.keys import bundle, random_envelope
 from tests.support.server import LiveServer
 from tests.support.users import bearer, login, register
+from veil.core.blobstore import BlobStore
 from veil.core.clock import FakeClock
 from veil.core.db import Database
 from veil.core.metrics import Metrics
 from veil.maintenance import Maintenance
 
 
-async def test_a_round_ends_expired_sessions_and_their_devices(api: LiveServer, database_url: str) -> None:
+async def test_a_round_ends_expired_sessions_and_their_devices(
+    api: LiveServer, database_url: str, blobs: BlobStore
+) -> None:
     with api.client() as client:
         alice, bob = login(client, register(client)), login(client, register(client))
         client.put("/v1/keys", json=bundle(), headers=bearer(alice))
@@ -32,7 +35,7 @@ async def test_a_round_ends_expired_sessions_and_their_devices(api: LiveServer, 
     await db.open()
     try:
         later = FakeClock(datetime.now(UTC) + timedelta(days=30, seconds=5))
-        rounds = await asyncio.gather(Maintenance(db, later).run_once(), Maintenance(db, later).run_once())
+        rounds = await asyncio.gather(*(Maintenance(db, blobs, later).run_once() for _ in range(2)))
         done = [r for r in rounds if r is not None]
         assert len(done) >= 1
         assert sum(r["sessions_expired"] for r in done) == 2

@@ -8,7 +8,6 @@ enforced), two of each run side by side, and stop() leaves nothing behind.
 from __future__ import annotations
 
 import http.client
-import io
 import os
 import re
 import signal
@@ -19,9 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import asyncpg
+import boto3
 import pytest
-from minio import Minio
-from minio.error import S3Error
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from mypy_boto3_s3 import S3Client
 
 from veil.devstack.postgres import EmbeddedPostgres
 from veil.devstack.s3 import EmbeddedS3
@@ -97,23 +98,19 @@ def grpc_sockets(ports: dict[str, int]) -> set[str]:
     return {f"/tmp/seaweedfs-{s}-grpc-{ports[f'{s}_grpc']}.sock" for s in services}
 
 
-def minio_for(s3: EmbeddedS3, secret_key: str | None = None) -> Minio:
-    return Minio(
-        s3.endpoint.removeprefix("http://"),
-        access_key=s3.access_key,
-        secret_key=secret_key or s3.secret_key,
-        secure=False,
-        region="us-east-1",
+def s3_client(s3: EmbeddedS3, secret_key: str | None = None) -> S3Client:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3.endpoint,
+        aws_access_key_id=s3.access_key,
+        aws_secret_access_key=secret_key or s3.secret_key,
+        region_name="us-east-1",
+        config=Config(retries={"max_attempts": 1}),
     )
 
 
-def read_object(client: Minio, bucket: str, name: str) -> bytes:
-    response = client.get_object(bucket, name)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
+def keys_in(client: S3Client, bucket: str) -> list[str]:
+    return [o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", [])]
 
 
 def anonymous_status(s3: EmbeddedS3, method: str, path: str, body: bytes | None = None) -> int:
@@ -248,27 +245,27 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     assert_s3_fully_stopped(server, pid, ports)
 
 
-def test_s3_put_get_with_minio(s3: EmbeddedS3) -> None:
-    client = minio_for(s3)
-    assert client.bucket_exists(BUCKET)
+def test_s3_put_get(s3: EmbeddedS3) -> None:
+    client = s3_client(s3)
+    client.head_bucket(Bucket=BUCKET)
     payload = b"sealed envelope \x00\x01\x02"
-    client.put_object(BUCKET, "dir/blob.bin", io.BytesIO(payload), len(payload))
-    assert read_object(client, BUCKET, "dir/blob.bin") == payload
+    client.put_object(Bucket=BUCKET, Key="dir/blob.bin", Body=payload)
+    assert client.get_object(Bucket=BUCKET, Key="dir/blob.bin")["Body"].read() == payload
 
 
 def test_s3_refuses_bad_signature_and_anonymous_requests(s3: EmbeddedS3) -> None:
-    wrong = minio_for(s3, secret_key="not-the-secret-key-at-all")
-    with pytest.raises(S3Error) as refused:
-        wrong.put_object(BUCKET, "forged.txt", io.BytesIO(b"x"), 1)
-    assert refused.value.response.status == 403
-    assert refused.value.code == "SignatureDoesNotMatch"
-    with pytest.raises(S3Error):
-        wrong.bucket_exists(BUCKET)
+    wrong = s3_client(s3, secret_key="not-the-secret-key-at-all")
+    with pytest.raises(ClientError) as refused:
+        wrong.put_object(Bucket=BUCKET, Key="forged.txt", Body=b"x")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert refused.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+    with pytest.raises(ClientError):
+        wrong.head_bucket(Bucket=BUCKET)
 
     assert anonymous_status(s3, "GET", f"/{BUCKET}") == 403
     assert anonymous_status(s3, "GET", f"/{BUCKET}/dir/blob.bin") == 403
     assert anonymous_status(s3, "PUT", f"/{BUCKET}/anon.txt", b"x") == 403
-    assert not any(o.object_name == "forged.txt" for o in minio_for(s3).list_objects(BUCKET))
+    assert "forged.txt" not in keys_in(s3_client(s3), BUCKET)
 
 
 def test_s3_listens_only_on_loopback_and_its_ports(s3: EmbeddedS3) -> None:
@@ -310,16 +307,17 @@ def test_s3_second_instance_runs_side_by_side(s3: EmbeddedS3, tmp_path: Path) ->
         assert pid != s3.pid
         assert endpoint != s3.endpoint
         assert set(ports.values()).isdisjoint(s3.ports.values())
-        minio_for(other).put_object("other", "only-here", io.BytesIO(b"b"), 1)
-        assert [o.object_name for o in minio_for(other).list_objects("other")] == ["only-here"]
-        assert not minio_for(s3).bucket_exists("other")
+        s3_client(other).put_object(Bucket="other", Key="only-here", Body=b"b")
+        assert keys_in(s3_client(other), "other") == ["only-here"]
+        with pytest.raises(ClientError):
+            s3_client(s3).head_bucket(Bucket="other")
         # Credentials are per instance.
-        with pytest.raises(S3Error):
-            minio_for(s3, secret_key=other.secret_key).bucket_exists(BUCKET)
+        with pytest.raises(ClientError):
+            s3_client(s3, secret_key=other.secret_key).head_bucket(Bucket=BUCKET)
     finally:
         other.stop()
     assert_s3_fully_stopped(other, pid, ports)
-    assert minio_for(s3).bucket_exists(BUCKET)  # the first one is unaffected
+    s3_client(s3).head_bucket(Bucket=BUCKET)  # the first one is unaffected
     other.stop()  # no-op when stopped
 
 
@@ -327,13 +325,13 @@ def test_s3_restart_reuses_free_ports_and_replaces_taken_ones(tmp_path: Path) ->
     server = EmbeddedS3(tmp_path / "s3c", ACCESS_KEY, SECRET_KEY, BUCKET)
     server.start()
     first = server.ports
-    minio_for(server).put_object(BUCKET, "kept", io.BytesIO(b"k"), 1)
+    s3_client(server).put_object(Bucket=BUCKET, Key="kept", Body=b"k")
     server.stop()
 
     server.start()
     try:
         assert server.ports == first
-        assert read_object(minio_for(server), BUCKET, "kept") == b"k"
+        assert s3_client(server).get_object(Bucket=BUCKET, Key="kept")["Body"].read() == b"k"
     finally:
         server.stop()
 
@@ -350,7 +348,7 @@ def test_s3_restart_reuses_free_ports_and_replaces_taken_ones(tmp_path: Path) ->
                 k: v for k, v in first.items() if k != "s3"
             }
             assert server.endpoint.endswith(f":{second['s3']}")
-            assert read_object(minio_for(server), BUCKET, "kept") == b"k"
+            assert s3_client(server).get_object(Bucket=BUCKET, Key="kept")["Body"].read() == b"k"
         finally:
             pid = server.pid
             server.stop()
@@ -373,7 +371,7 @@ def test_s3_recovers_from_sigkill(tmp_path: Path) -> None:
     server.start()
     try:
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", server.endpoint)
-        assert minio_for(server).bucket_exists(BUCKET)
+        s3_client(server).head_bucket(Bucket=BUCKET)
     finally:
         new_pid = server.pid
         server.stop()

@@ -1,20 +1,59 @@
 """The S3-compatible object store that holds encrypted blobs (SeaweedFS here, MinIO or AWS S3 in
-production). The server only ever stores and signs for ciphertext; it never reads blob contents.
+production, through the same code). The server stores and signs for ciphertext only; file bytes go
+between clients and the store directly, through presigned requests, never through Veil.
 
-minio-py is synchronous; every call runs in a worker thread so the event loop never blocks, and
-every call is bounded by `timeout` so an unreachable store becomes `BackendUnavailable` quickly.
+boto3 is synchronous: every network call runs in a worker thread so the event loop never blocks,
+and is bounded by `timeout` so an unreachable store becomes `BackendUnavailable` quickly. Presigning
+is a local computation and makes no network call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
-import urllib3
-from minio import Minio
-from minio.error import S3Error
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
 
 from veil.core.problems import BackendUnavailable
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+T = TypeVar("T")
+
+# S3 answers a missing key with one of these codes depending on the call.
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
+
+
+@dataclass(frozen=True)
+class PresignedUpload:
+    """A PUT the store itself checks: `headers` are signed, so a body of another length or digest
+    is refused by the store, not by us."""
+
+    url: str
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    # The SHA-256 the store verified on upload, or None if the store did not keep one.
+    sha256: bytes | None
+
+
+def _validated(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) URL: {endpoint!r}")
+    return endpoint
 
 
 class BlobStore:
@@ -27,37 +66,104 @@ class BlobStore:
         bucket: str,
         region: str,
         timeout: float,
+        public_endpoint: str | None = None,
     ) -> None:
-        parts = urlsplit(endpoint)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("S3_ENDPOINT must be an http(s) URL")
         self.bucket = bucket
         self._timeout = timeout
-        self._http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            retries=urllib3.Retry(total=1, backoff_factor=0.1),
-            maxsize=16,
+        config = Config(
+            signature_version="s3v4",
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 2, "mode": "standard"},
+            max_pool_connections=16,
+            # Path-style URLs work on AWS S3, MinIO and SeaweedFS alike.
+            s3={"addressing_style": "path"},
+            # Checksums only where we ask for them (the presigned PUT), not on every call.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
-        # Passing the region stops minio-py from making a blocking lookup on first use.
-        self._client = Minio(
-            parts.netloc,
-            access_key=access_key,
-            secret_key=secret_key,
-            secure=parts.scheme == "https",
-            region=region,
-            http_client=self._http,
-        )
+
+        def client(url: str) -> S3Client:
+            return boto3.client(
+                "s3",
+                endpoint_url=_validated(url),
+                aws_access_key_id=access_key,
+                aws_secret_access_key=secret_key,
+                region_name=region,
+                config=config,
+            )
+
+        self._client = client(endpoint)
+        # Clients may reach the store under another name than the servers do (a public hostname
+        # versus an internal one); SigV4 signs the host, so presign with the one clients use.
+        self._signer = self._client if public_endpoint is None else client(public_endpoint)
+
+    async def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(action), self._timeout * 2)
+        except (BotoCoreError, TimeoutError, OSError) as exc:
+            raise BackendUnavailable("object store unavailable") from exc
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in _MISSING:
+                raise
+            raise BackendUnavailable("object store refused the request") from exc
 
     async def ping(self) -> None:
         """Raise BackendUnavailable unless the store answers and the bucket exists."""
         try:
-            exists = await asyncio.wait_for(
-                asyncio.to_thread(self._client.bucket_exists, self.bucket), self._timeout * 2
+            await self._call(partial(self._client.head_bucket, Bucket=self.bucket))
+        except ClientError as exc:
+            raise BackendUnavailable(f"bucket {self.bucket!r} does not exist") from exc
+
+    def presign_put(self, key: str, size: int, sha256: bytes, expires_in: int) -> PresignedUpload:
+        checksum = base64.b64encode(sha256).decode()
+        url = self._signer.generate_presigned_url(
+            "put_object",
+            Params={"Bucket": self.bucket, "Key": key, "ContentLength": size, "ChecksumSHA256": checksum},
+            ExpiresIn=expires_in,
+        )
+        return PresignedUpload(url, {"Content-Length": str(size), "x-amz-checksum-sha256": checksum})
+
+    def presign_get(self, key: str, expires_in: int) -> str:
+        """A GET whose response is forced to an opaque download, whatever the bytes look like."""
+        return self._signer.generate_presigned_url(
+            "get_object",
+            Params={
+                "Bucket": self.bucket,
+                "Key": key,
+                "ResponseContentType": "application/octet-stream",
+                "ResponseContentDisposition": "attachment",
+            },
+            ExpiresIn=expires_in,
+        )
+
+    async def stat(self, key: str) -> StoredObject | None:
+        """Size and verified checksum of an object, or None if there is none under `key`."""
+        try:
+            head = await self._call(
+                partial(self._client.head_object, Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
             )
-        except (S3Error, urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
-            raise BackendUnavailable("object store unavailable") from exc
-        if not exists:
-            raise BackendUnavailable(f"bucket {self.bucket!r} does not exist")
+        except ClientError:
+            return None
+        checksum = head.get("ChecksumSHA256")
+        return StoredObject(
+            size=head["ContentLength"],
+            sha256=base64.b64decode(checksum) if checksum else None,
+        )
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove objects (a missing one is not an error). Raises BackendUnavailable unless every
+        key is gone, so callers delete their rows only after the objects."""
+        for start in range(0, len(keys), 1000):  # the S3 limit per DeleteObjects call
+            batch: list[ObjectIdentifierTypeDef] = [{"Key": key} for key in keys[start : start + 1000]]
+            result = await self._call(
+                partial(
+                    self._client.delete_objects, Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            )
+            if result.get("Errors"):
+                raise BackendUnavailable(f"object store kept {len(result['Errors'])} objects")
 
     def close(self) -> None:
-        self._http.clear()
+        for client in {id(self._client): self._client, id(self._signer): self._signer}.values():
+            client.close()

@@ -60,6 +60,25 @@ class Settings(BaseSettings):
     s3_bucket: str = Field("veil-attachments", validation_alias=_env("S3_BUCKET"))
     s3_region: str = Field("eu-central-1", validation_alias=_env("S3_REGION"))
     s3_timeout_seconds: float = Field(5.0, gt=0, validation_alias=_env("S3_TIMEOUT"))
+    # The store's address as clients reach it, if not S3_ENDPOINT (presigned URLs sign the host).
+    s3_public_endpoint: str | None = Field(None, validation_alias=_env("S3_PUBLIC_ENDPOINT"))
+
+    # Attachments: largest ciphertext per file (a larger declared size is a 413), per-user quotas
+    # (429 beyond them), and how long presigned URLs and unfinished reservations live.
+    attachment_max_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, le=5 * 1024**3, validation_alias=_env("VEIL_ATTACHMENT_MAX_BYTES")
+    )
+    attachment_quota_bytes: int = Field(1024**3, ge=1, validation_alias=_env("VEIL_ATTACHMENT_QUOTA_BYTES"))
+    attachment_pending_max: int = Field(10, ge=1, validation_alias=_env("VEIL_ATTACHMENT_PENDING_MAX"))
+    attachment_upload_url_ttl_seconds: int = Field(
+        900, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_UPLOAD_URL_TTL")
+    )
+    attachment_reservation_ttl_seconds: int = Field(
+        3600, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_RESERVATION_TTL")
+    )
+    attachment_download_url_ttl_seconds: int = Field(
+        300, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_DOWNLOAD_URL_TTL")
+    )
 
     # Access-token signing keys: a JSON file {"active": kid, "keys": [private P-256 JWKs]}.
     # Unset in development: generated under the data directory. Rotation: docs/adr/0007.
@@ -129,6 +148,14 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(ip_network(part.strip()) for part in value.split(",") if part.strip())
         return value
+
+    @model_validator(mode="after")
+    def _reservations_outlive_their_upload_urls(self) -> Settings:
+        if self.attachment_reservation_ttl_seconds < self.attachment_upload_url_ttl_seconds:
+            raise ValueError(
+                "VEIL_ATTACHMENT_RESERVATION_TTL must be at least VEIL_ATTACHMENT_UPLOAD_URL_TTL"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_is_complete(self) -> Settings:

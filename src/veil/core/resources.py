@@ -83,6 +83,7 @@ async def open_resources(
         bucket=settings.s3_bucket,
         region=settings.s3_region,
         timeout=settings.s3_timeout_seconds,
+        public_endpoint=settings.s3_public_endpoint,
     )
     signing_keys = SigningKeys.load(settings.jwt_keys_file)
     tokens = AccessTokens(

@@ -82,10 +82,14 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-import urllib3
-from minio import Minio
-from minio.error import S3Error
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 __all__ = ["PORT_FLAGS", "EmbeddedS3", "S3StartError"]
 
@@ -349,15 +353,14 @@ class EmbeddedS3:
         """Poll until a signed request works and the bucket exists; verify SigV4 is enforced."""
         if "s3" not in ports:
             raise S3StartError(f"{self.ports_file} holds no S3 port")
-        # No retries inside urllib3: we poll ourselves, with short timeouts.
-        http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1, read=5), retries=False)
-        client = Minio(
-            f"{_HOST}:{ports['s3']}",
-            access_key=self.access_key,
-            secret_key=self.secret_key,
-            secure=False,
-            region="us-east-1",
-            http_client=http,
+        # No retries inside botocore: we poll ourselves, with short timeouts.
+        client = boto3.client(
+            "s3",
+            endpoint_url=f"http://{_HOST}:{ports['s3']}",
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(connect_timeout=1, read_timeout=5, retries={"max_attempts": 1}),
         )
         last_error: Exception | None = None
         try:
@@ -366,18 +369,18 @@ class EmbeddedS3:
                 if process is not None and process.poll() is not None:
                     raise S3StartError(f"weed exited with status {process.returncode}\n{self._log_tail()}")
                 try:
-                    if not client.bucket_exists(self.bucket):
-                        with contextlib.suppress(S3Error):  # lost a race with another creator
-                            client.make_bucket(self.bucket)
-                    if client.bucket_exists(self.bucket):
+                    if not _bucket_exists(client, self.bucket):
+                        with contextlib.suppress(ClientError):  # lost a race with another creator
+                            client.create_bucket(Bucket=self.bucket)
+                    if _bucket_exists(client, self.bucket):
                         break
-                except (urllib3.exceptions.HTTPError, S3Error, OSError) as exc:
+                except (BotoCoreError, ClientError, OSError) as exc:
                     last_error = exc
                 if time.monotonic() >= deadline:
                     raise S3StartError(f"S3 not ready at {self.endpoint}: {last_error!r}\n{self._log_tail()}")
                 time.sleep(0.1)
         finally:
-            http.clear()
+            client.close()
         status = _anonymous_status(ports["s3"], self.bucket)
         if status != 403:
             raise S3StartError(f"anonymous request got HTTP {status}, expected 403: no SigV4?")
@@ -537,6 +540,16 @@ def _is_alive(pid: int) -> bool:
     except OSError:
         return True
     return stat_line.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+
+
+def _bucket_exists(client: S3Client, bucket: str) -> bool:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            return False
+        raise
+    return True
 
 
 def _anonymous_status(port: int, bucket: str) -> int:

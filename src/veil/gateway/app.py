@@ -10,6 +10,7 @@ from veil.auth import api as auth_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
 from veil.core.web.app import ServiceModule, create_app
+from veil.files import api as files_api
 from veil.keys import api as keys_api
 from veil.messaging import api as messaging_api
 from veil.realtime import api as realtime_api
@@ -20,12 +21,14 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
     "auth": (auth_api.MODULE, maintenance.MODULE),
     "keys": (keys_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
+    "files": (files_api.MODULE, maintenance.MODULE),
 }
 ALL_MODULES = (
     auth_api.MODULE,
     keys_api.MODULE,
     messaging_api.MODULE,
     realtime_api.MODULE,
+    files_api.MODULE,
     maintenance.MODULE,
 )
 

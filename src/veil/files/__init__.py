@@ -1,0 +1,1 @@
+"""Files: encrypted attachments uploaded and downloaded through presigned object-store URLs."""
