@@ -48,7 +48,7 @@ class Sighting:
 async def lock_owner(conn: Connection, owner_id: uuid.UUID) -> None:
     """Serialise one owner's reservations so that quota checks and inserts cannot interleave."""
     await conn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('attachments:' || $1::text, 0))", owner_id
+        "SELECT pg_advisory_xact_lock(hashtextextended('attachments:' || $1::uuid::text, 0))", owner_id
     )
 
 

@@ -1,0 +1,51 @@
+"""Attachments over the public API, and the object store as clients see it (presigned URLs)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import httpx
+
+from tests.support.keys import b64
+from tests.support.users import bearer
+
+
+def reserve(
+    client: httpx.Client, who: dict[str, Any], conversation_id: str, body: bytes, /, **overrides: Any
+) -> httpx.Response:
+    request = {
+        "conversation_id": conversation_id,
+        "size": len(body),
+        "sha256": b64(hashlib.sha256(body).digest()),
+        **overrides,
+    }
+    return client.post("/v1/attachments", json=request, headers=bearer(who))
+
+
+def put_to_store(upload: dict[str, Any], body: bytes, **header_overrides: str) -> httpx.Response:
+    """The client's PUT straight to the object store, with the headers the server listed."""
+    assert upload["method"] == "PUT"
+    headers = {**upload["headers"], **header_overrides}
+    return httpx.put(upload["url"], content=body, headers=headers, timeout=30)
+
+
+def upload(client: httpx.Client, who: dict[str, Any], conversation_id: str, body: bytes) -> str:
+    """Reserve, upload and complete; the attachment id."""
+    reserved = reserve(client, who, conversation_id, body)
+    assert reserved.status_code == 201, reserved.text
+    stored = put_to_store(reserved.json()["upload"], body)
+    assert stored.status_code == 200, stored.text
+    attachment_id: str = reserved.json()["attachment_id"]
+    completed = client.post(f"/v1/attachments/{attachment_id}/complete", headers=bearer(who))
+    assert completed.status_code == 200, completed.text
+    return attachment_id
+
+
+def direct(client: httpx.Client, a: dict[str, Any], b: dict[str, Any]) -> str:
+    created = client.post(
+        "/v1/conversations", json={"type": "direct", "member_id": b["user_id"]}, headers=bearer(a)
+    )
+    assert created.status_code in (200, 201), created.text
+    conversation_id: str = created.json()["conversation_id"]
+    return conversation_id
