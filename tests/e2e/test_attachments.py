@@ -14,12 +14,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import boto3
 import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support.files import direct, put_to_store, reserve, upload
+from tests.support.files import direct, put_to_store, reserve, s3_client, upload
 from tests.support.keys import b64
 from tests.support.messaging import group
 from tests.support.server import LiveServer, free_port
@@ -171,23 +170,12 @@ async def test_complete_deletes_an_object_that_does_not_match(
         attachment_id = reserved.json()["attachment_id"]
         key = await object_key(db, attachment_id)
         assert key is not None
-        raw_s3_client(settings).put_object(Bucket=settings.s3_bucket, Key=key, Body=os.urandom(4096))
+        s3_client(settings).put_object(Bucket=settings.s3_bucket, Key=key, Body=os.urandom(4096))
         mismatch = client.post(f"/v1/attachments/{attachment_id}/complete", headers=bearer(alice))
         assert mismatch.status_code == 422
         assert mismatch.json()["type"].endswith("/upload-mismatch")
     assert await blobs.stat(key) is None
     assert await db.fetchval("SELECT state FROM attachments WHERE id = $1", attachment_id) == "pending"
-
-
-def raw_s3_client(settings: Settings) -> Any:
-    assert settings.s3_access_key and settings.s3_secret_key
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.s3_endpoint,
-        aws_access_key_id=settings.s3_access_key.get_secret_value(),
-        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-        region_name=settings.s3_region,
-    )
 
 
 async def test_over_the_size_limit_is_413_before_anything_is_signed(

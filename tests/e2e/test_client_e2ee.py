@@ -15,17 +15,16 @@ import asyncio
 import base64
 import threading
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from tests.support.clients import Clients
 from tests.support.pgdump import dump
 from tests.support.server import LiveServer
-from tests.support.users import PASSWORD, bearer, login, new_email
+from tests.support.users import PASSWORD, bearer, login
 from veil.client.errors import (
     CryptoError,
     DecryptionError,
@@ -34,62 +33,9 @@ from veil.client.errors import (
     UnknownSessionError,
 )
 from veil.client.http import VeilClient, VeilError
-from veil.client.keystore import ScryptParams
 from veil.client.session import ClientCrypto
 
-FAST = ScryptParams(log2_n=10)  # tests only: the default Scrypt cost would dominate every save
-
-
 # Helpers -----------------------------------------------------------------------------------------
-
-
-class Clients:
-    """Signed-in reference clients, each with its own keystore, closed at the end of the test."""
-
-    def __init__(self, api: LiveServer, tmp_path: Path) -> None:
-        self.api = api
-        self.tmp_path = tmp_path
-        self.opened: list[VeilClient] = []
-        self.emails: dict[str, str] = {}
-
-    def open(self, name: str) -> VeilClient:
-        client = VeilClient(
-            self.api.base_url,
-            verify=self.api.ca_file,
-            keystore=self.keystore(name),
-            passphrase=self.passphrase(name),
-            scrypt=FAST,
-        )
-        self.opened.append(client)
-        return client
-
-    def new(self, name: str) -> VeilClient:
-        client = self.open(name)
-        email = new_email()
-        client.register(email, PASSWORD)
-        client.login(email, PASSWORD, device_name=name)
-        self.emails[name] = email
-        return client
-
-    def keystore(self, name: str) -> Path:
-        return self.tmp_path / f"{name}.veilks"
-
-    @staticmethod
-    def passphrase(name: str) -> str:
-        return f"{name}'s keystore passphrase"
-
-    def close(self) -> None:
-        for client in self.opened:
-            client.close()
-
-
-@pytest.fixture
-def clients(api: LiveServer, tmp_path: Path) -> Iterator[Clients]:
-    made = Clients(api, tmp_path)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import boto3
 import httpx
+from mypy_boto3_s3 import S3Client
 
 from tests.support.keys import b64
 from tests.support.users import bearer
+from veil.core.config import Settings
 
 
 def reserve(
@@ -49,3 +52,15 @@ def direct(client: httpx.Client, a: dict[str, Any], b: dict[str, Any]) -> str:
     assert created.status_code in (200, 201), created.text
     conversation_id: str = created.json()["conversation_id"]
     return conversation_id
+
+
+def s3_client(settings: Settings) -> S3Client:
+    """The test stack's S3 server with the server's own credentials (what an insider could read)."""
+    assert settings.s3_access_key and settings.s3_secret_key
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.s3_endpoint,
+        aws_access_key_id=settings.s3_access_key.get_secret_value(),
+        aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
+        region_name=settings.s3_region,
+    )

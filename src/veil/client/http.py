@@ -36,20 +36,23 @@ from __future__ import annotations
 
 import os
 import ssl
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
+from veil.client.attachments import FileReference, decrypt_file, encrypt_file
 from veil.client.codec import b64decode, b64encode, canonical_uuid
-from veil.client.errors import CryptoError, KeystoreFormatError
+from veil.client.errors import CryptoError, DecryptionError, KeystoreFormatError
 from veil.client.keys import device_fingerprint
 from veil.client.keystore import ScryptParams, load_state, save_state
+from veil.client.object_store import get_presigned, put_presigned
 from veil.client.session import ClientCrypto
 
 HTTP_STATE_VERSION = 1
@@ -261,6 +264,12 @@ class SentMessage:
     key_epoch: int
 
 
+@dataclass(frozen=True)
+class SentFile:
+    message: SentMessage
+    reference: FileReference
+
+
 def _ssl_context(verify: Verify) -> ssl.SSLContext | bool:
     """httpx deprecates CA paths as `verify`: turn one into a context here."""
     if isinstance(verify, str | os.PathLike):
@@ -322,6 +331,9 @@ class VeilClient:
         self._http = httpx.Client(
             base_url=base_url, verify=_ssl_context(verify), timeout=timeout, transport=transport
         )
+        # Presigned transfers go to the object store, with no Veil credentials and a longer read
+        # timeout for large files.
+        self._store_http = httpx.Client(timeout=httpx.Timeout(timeout, read=max(timeout, 120.0)))
         self._keystore = Path(keystore) if keystore is not None else None
         self._passphrase = passphrase
         self._scrypt = scrypt
@@ -345,6 +357,7 @@ class VeilClient:
     def close(self) -> None:
         """Close the HTTP connections (the session stays valid; see `logout`)."""
         self._http.close()
+        self._store_http.close()
 
     def __enter__(self) -> VeilClient:
         return self
@@ -646,6 +659,69 @@ class VeilClient:
             body = _dict(response)
             return SentMessage(str(body["message_id"]), int(body["seq"]), str(body["created_at"]), epoch)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def send_file(
+        self,
+        conversation_id: str,
+        source: BinaryIO | str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        parent_id: str | None = None,
+    ) -> SentFile:
+        """Encrypt a file under a fresh key, upload the ciphertext straight to the object store,
+        and send a `file` message whose encrypted payload carries the key, digest and name.
+
+        The ciphertext is spooled to a temporary file, so memory holds one chunk at a time.
+        """
+        cid = canonical_uuid(conversation_id)
+        if not isinstance(source, (str, os.PathLike)):
+            return self._send_file(cid, source, name or "file", parent_id)
+        path = Path(source)
+        with path.open("rb") as file:
+            return self._send_file(cid, file, name or path.name, parent_id)
+
+    def _send_file(self, cid: str, source: BinaryIO, name: str, parent_id: str | None) -> SentFile:
+        with tempfile.TemporaryFile() as spool:
+            encrypted = encrypt_file(source, spool)
+            request = {"conversation_id": cid, "size": encrypted.size, "sha256": b64encode(encrypted.sha256)}
+            reservation = _dict(self._call("POST", "/v1/attachments", json=request, expect=(201,)))
+            attachment_id = str(reservation["attachment_id"])
+            spool.seek(0)
+            put_presigned(self._store_http, reservation["upload"], spool)
+        self._call("POST", f"/v1/attachments/{attachment_id}/complete")
+        reference = FileReference(
+            attachment_id=attachment_id,
+            key=encrypted.key,
+            sha256=encrypted.sha256,
+            size=encrypted.size,
+            name=name,
+            plaintext_size=encrypted.plaintext_size,
+        )
+        sent = self.send_group_payload(cid, reference.encode(), "file", parent_id=parent_id)
+        return SentFile(sent, reference)
+
+    def download_file(self, message: GroupMessage, sink: BinaryIO) -> FileReference:
+        """Fetch the attachment a `file` message refers to, check that its ciphertext is the one the
+        sender encrypted (the digest came end-to-end encrypted), and decrypt it into `sink`."""
+        if message.content_type != "file" or message.plaintext is None:
+            raise ValueError("not a decrypted file message")
+        reference = FileReference.decode(message.plaintext)
+        body = _dict(self._call("GET", f"/v1/attachments/{reference.attachment_id}"))
+        with tempfile.TemporaryFile() as spool:
+            digest = get_presigned(
+                self._store_http, str(body["download"]["url"]), spool, max_bytes=reference.size
+            )
+            if digest != reference.sha256:
+                raise DecryptionError("the downloaded file is not the one the sender attached")
+            spool.seek(0)
+            written = decrypt_file(spool, sink, reference.key)
+        if written != reference.plaintext_size:
+            raise DecryptionError("the decrypted file has another size than the sender announced")
+        return reference
+
+    def delete_attachment(self, attachment_id: str) -> None:
+        """Delete one of this user's attachments (its ciphertext leaves the store at once)."""
+        self._call("DELETE", f"/v1/attachments/{canonical_uuid(attachment_id)}", expect=(204,))
 
     def history(self, conversation_id: str, *, after_seq: int = 0) -> list[GroupMessage]:
         """Every message after `after_seq` that this member may read, decrypted, in seq order.
