@@ -21,7 +21,7 @@ import httpx
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
-from bench import messaging
+from bench import attachments, messaging
 from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -266,7 +266,7 @@ cores or more processes on more machines, which the stateless services allow.
 """
 
 
-async def main(seconds: float, sockets: int) -> None:
+async def main(seconds: float, sockets: int, only: str | None) -> None:
     settings = Settings(environment=Environment.TEST, data_dir=Path(".data-bench").resolve())
     stack = await start_dev_stack(settings)
     live = None
@@ -287,8 +287,17 @@ async def main(seconds: float, sockets: int) -> None:
             database_url,
             certs,
             log_file=log_file,
-            extra_env={"VEIL_RATE_LIMITS": "off", "VEIL_LOG_LEVEL": "warning"},
+            extra_env={
+                "VEIL_RATE_LIMITS": "off",
+                "VEIL_LOG_LEVEL": "warning",
+                # Reservations pile up in the attachment scenario; quotas are tested elsewhere.
+                "VEIL_ATTACHMENT_PENDING_MAX": "10000000",
+                "VEIL_ATTACHMENT_QUOTA_BYTES": str(2**62),
+            },
         )
+        if only == "attachments":  # a quick look at one scenario; docs/benchmarks.md is untouched
+            print(await attachments.run_all(live, settings, seconds))
+            return
         emails, tokens = await prepare(live, users=20, sessions=100)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
@@ -299,7 +308,10 @@ async def main(seconds: float, sockets: int) -> None:
         assert settings.jwt_keys_file is not None
         idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets)
         RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(render(results, seconds) + render_messaging(messaging_results, idle))
+        attachment_section = await attachments.run_all(live, settings, seconds)
+        RESULTS.write_text(
+            render(results, seconds) + render_messaging(messaging_results, idle) + attachment_section
+        )
         print(RESULTS.read_text())
     finally:
         if live is not None:
@@ -311,5 +323,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
+    parser.add_argument("--only", choices=["attachments"], help="run one scenario and print it")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.sockets))
+    asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only))
