@@ -24,7 +24,8 @@ def _database_url(settings: Settings) -> str:
 
 
 def run_development(settings: Settings) -> None:
-    """Start the private PostgreSQL and S3 (unless configured elsewhere), migrate, serve HTTPS."""
+    """Start the private PostgreSQL, S3 and mail sink (unless configured elsewhere), migrate, serve
+    HTTPS."""
     from veil.devstack.stack import start_dev_stack
     from veil.devstack.tls import ensure_dev_certificates
 
@@ -42,12 +43,18 @@ def run_development(settings: Settings) -> None:
                 str(certs.ca_file.resolve()),
             )
         data_dir = settings.data_dir.resolve()
+        mail_note = (
+            f"{data_dir / 'mail'}/*.eml (SMTP sink on 127.0.0.1:{settings.smtp_port})"
+            if stack.mail is not None
+            else f"SMTP {settings.smtp_host}:{settings.smtp_port}"
+        )
         print(
             f"\nVeil is starting on https://localhost:{settings.port}\n"
             f"  trust this CA:  {ca_note}\n"
             f"  data:           {data_dir}\n"
             f"  server logs:    {data_dir / 'postgres' / 'postgres.log'}\n"
             f"                  {data_dir / 's3' / 'weed.log'}\n"
+            f"  mail:           {mail_note}\n"
             f"  try:            curl --cacert {ca_note} https://localhost:{settings.port}/readyz\n"
             "  stop:           Ctrl-C\n",
             file=sys.stderr,

@@ -72,7 +72,8 @@ def server_environment(
     settings: Settings, database_url: str, certificates: DevCertificates, port: int
 ) -> dict[str, str]:
     assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VEIL_", "S3_", "DATABASE_"))}
+    ours = ("VEIL_", "S3_", "DATABASE_", "SMTP_", "MAIL_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     env.update(
         VEIL_ENV="test",
         VEIL_PORT=str(port),
@@ -86,6 +87,8 @@ def server_environment(
         S3_ACCESS_KEY=settings.s3_access_key.get_secret_value(),
         S3_SECRET_KEY=settings.s3_secret_key.get_secret_value(),
         S3_BUCKET=settings.s3_bucket,
+        SMTP_HOST=settings.smtp_host or "",
+        SMTP_PORT=str(settings.smtp_port),
     )
     return env
 

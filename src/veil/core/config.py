@@ -80,6 +80,15 @@ class Settings(BaseSettings):
         300, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_DOWNLOAD_URL_TTL")
     )
 
+    # Outgoing mail (challenge codes, notices). Unset host in development and tests: a local mail
+    # sink starts and writes every message under `<data_dir>/mail`.
+    smtp_host: str | None = Field(None, validation_alias=_env("SMTP_HOST"))
+    smtp_port: int = Field(587, ge=1, le=65535, validation_alias=_env("SMTP_PORT"))
+    smtp_username: str | None = Field(None, validation_alias=_env("SMTP_USERNAME"))
+    smtp_password: SecretStr | None = Field(None, validation_alias=_env("SMTP_PASSWORD"))
+    smtp_starttls: bool = Field(False, validation_alias=_env("SMTP_STARTTLS"))
+    mail_from: str = Field("Veil <no-reply@veil.localhost>", validation_alias=_env("MAIL_FROM"))
+
     # Access-token signing keys: a JSON file {"active": kid, "keys": [private P-256 JWKs]}.
     # Unset in development: generated under the data directory. Rotation: docs/adr/0007.
     jwt_keys_file: Path | None = Field(None, validation_alias=_env("VEIL_JWT_KEYS_FILE"))
@@ -174,6 +183,8 @@ class Settings(BaseSettings):
                 problems.append(f"{name} is missing or a placeholder")
         if self.jwt_keys_file is None:
             problems.append("VEIL_JWT_KEYS_FILE is required")
+        if self.smtp_host is None:
+            problems.append("SMTP_HOST is required")
         if self.rate_limits == "off":
             problems.append("VEIL_RATE_LIMITS=off is refused in production")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
@@ -197,6 +208,10 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_s3(self) -> bool:
         return self.s3_endpoint is None
+
+    @property
+    def uses_mail_sink(self) -> bool:
+        return self.smtp_host is None
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:

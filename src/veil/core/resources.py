@@ -15,6 +15,7 @@ from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock, SystemClock
 from veil.core.config import Settings
 from veil.core.db import Database
+from veil.core.mailer import Mailer
 from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
 from veil.core.security.authn import Authenticator
@@ -35,6 +36,7 @@ class Resources:
     sessions: SessionGuard
     authenticator: Authenticator
     limiter: RateLimiter
+    mailer: Mailer
 
     async def readiness(self) -> dict[str, str]:
         """Check every backing service at once; map each to "ok" or "unavailable"."""
@@ -66,8 +68,10 @@ def _limiter(settings: Settings, db: Database) -> RateLimiter:
 async def open_resources(
     settings: Settings, metrics: Metrics, clock: Clock | None = None
 ) -> AsyncIterator[Resources]:
-    if settings.s3_endpoint is None or settings.jwt_keys_file is None:
-        raise RuntimeError("S3_ENDPOINT and VEIL_JWT_KEYS_FILE must be resolved before the app starts")
+    if settings.s3_endpoint is None or settings.jwt_keys_file is None or not settings.smtp_host:
+        raise RuntimeError(
+            "S3_ENDPOINT, SMTP_HOST and VEIL_JWT_KEYS_FILE must be resolved before the app starts"
+        )
     dsn = _secret(settings.database_url, "DATABASE_URL")
     clock = clock or SystemClock()
     db = Database(
@@ -107,6 +111,14 @@ async def open_resources(
             sessions=sessions,
             authenticator=Authenticator(tokens, sessions, clock),
             limiter=_limiter(settings, db),
+            mailer=Mailer(
+                settings.smtp_host,
+                settings.smtp_port,
+                sender=settings.mail_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                starttls=settings.smtp_starttls,
+            ),
         )
     finally:
         await sessions.close()

@@ -1,4 +1,4 @@
-"""The development stack: whatever of PostgreSQL and S3 the configuration does not point at is
+"""The development stack: whatever of PostgreSQL, S3 and SMTP the configuration does not point at is
 started privately under the data directory, and the settings are completed with their addresses.
 
 Two data directories give two independent stacks (`make run` and `make test` side by side): the
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from veil.core.config import Settings
 from veil.core.security.tokens import SigningKeys
+from veil.devstack.mailsink import MailSink
 from veil.devstack.postgres import EmbeddedPostgres
 from veil.devstack.s3 import EmbeddedS3
 
@@ -29,9 +30,12 @@ class DevStack:
     settings: Settings
     postgres: EmbeddedPostgres | None
     s3: EmbeddedS3 | None
+    mail: MailSink | None = None
 
     def stop(self) -> None:
         """Stop what this stack started, S3 first (it takes longest), then PostgreSQL."""
+        if self.mail is not None:
+            self.mail.stop()
         if self.s3 is not None:
             self.s3.stop()
         if self.postgres is not None:
@@ -75,6 +79,7 @@ async def start_dev_stack(settings: Settings) -> DevStack:
     data_dir.mkdir(parents=True, exist_ok=True)
     updates: dict[str, object] = {}
     postgres = s3 = None
+    mail = None
     try:
         if settings.uses_embedded_postgres:
             postgres = EmbeddedPostgres(data_dir / "postgres")
@@ -89,9 +94,14 @@ async def start_dev_stack(settings: Settings) -> DevStack:
             updates["s3_endpoint"] = s3.start()
             updates["s3_access_key"] = SecretStr(creds["S3_ACCESS_KEY"])
             updates["s3_secret_key"] = SecretStr(creds["S3_SECRET_KEY"])
+        if settings.uses_mail_sink:
+            mail = MailSink(data_dir / "mail")
+            updates["smtp_port"] = mail.start()
+            updates["smtp_host"] = "127.0.0.1"
+            updates["smtp_starttls"] = False
         if settings.jwt_keys_file is None:
             updates["jwt_keys_file"] = dev_signing_keys(data_dir)
     except BaseException:
-        DevStack(settings, postgres, s3).stop()
+        DevStack(settings, postgres, s3, mail).stop()
         raise
-    return DevStack(settings.model_copy(update=updates), postgres, s3)
+    return DevStack(settings.model_copy(update=updates), postgres, s3, mail)
