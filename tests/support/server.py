@@ -117,14 +117,16 @@ def start_server(
     with live.client() as client:
         while True:
             if process.poll() is not None:
+                logs = live.logs()
                 live.stop()
-                raise RuntimeError(f"veil exited with {process.returncode}:\n{live.logs()}")
+                raise RuntimeError(f"veil exited with {process.returncode}:\n{logs}")
             try:
                 if client.get("/healthz").status_code == 200:
                     return live
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
+                logs = live.logs()
                 live.stop()
-                raise RuntimeError(f"veil did not become healthy:\n{live.logs()}")
+                raise RuntimeError(f"veil did not become healthy:\n{logs}")
             time.sleep(0.1)
