@@ -42,3 +42,7 @@ CREATE TABLE erasure_tombstones (
     requested_at  timestamptz NOT NULL,
     purged_at     timestamptz NOT NULL
 );
+
+-- Retention deletes by age across all conversations and sessions.
+CREATE INDEX messages_by_created_at ON messages (created_at);
+CREATE INDEX sessions_ended ON sessions (coalesce(revoked_at, expires_at));

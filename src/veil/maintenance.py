@@ -4,17 +4,20 @@ Each round runs in one transaction behind `pg_try_advisory_xact_lock`: whichever
 lock does the work, the others skip that round. The round ends sessions whose 30 days are over
 (which, through the `end_device` trigger, removes their keys and mailboxes), drops expired device
 messages into gap markers, and forgets rate-limiter keys and WebSocket tickets that carry no
-information any more. The process that did the round then sweeps attachments (reservations never
-completed, attachments whose owner or conversation is gone) in transactions of its own, because
-that work waits on the object store. It logs counts only.
+information any more, and applies the retention periods (`veil.retention`). The process that did
+the round then purges accounts whose erasure grace window is over, and sweeps attachments
+(reservations never completed, attachments whose owner or conversation is gone or whose retention
+is over) and expired export archives, in transactions of their own because that work waits on the
+object store. This is the one scheduled job for housekeeping and retention; it logs counts only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import datetime
+from collections.abc import Coroutine
 
+from veil.account.purge import purge_due_accounts, sweep_export_archives
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
@@ -24,6 +27,7 @@ from veil.core.security.sessions import notify_revoked
 from veil.core.web.app import ServiceModule
 from veil.files import service as files_service
 from veil.keys import store as keys_store
+from veil.retention import RetentionPolicy, apply_retention
 
 log = get_logger(__name__)
 
@@ -31,10 +35,18 @@ _LOCK_ID = 0x7E11_0002
 
 
 class Maintenance:
-    def __init__(self, db: Database, blobs: BlobStore, clock: Clock, interval_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Clock,
+        retention: RetentionPolicy = RetentionPolicy.DEFAULT,
+        interval_seconds: float = 60.0,
+    ) -> None:
         self._db = db
         self._blobs = blobs
         self._clock = clock
+        self._retention = retention
         self._interval = interval_seconds
         self._task: asyncio.Task[None] | None = None
 
@@ -75,25 +87,38 @@ class Maintenance:
             devices_with_drops = await keys_store.expire_queued(conn, None, now)
             limiter = await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now.timestamp())
             tickets = await conn.execute("DELETE FROM ws_tickets WHERE expires_at <= $1", now)
+            retained = await apply_retention(conn, self._retention, now)
         counts = {
             "sessions_expired": len(expired),
             "devices_with_expired_messages": devices_with_drops,
             "limiter_rows_dropped": int(limiter.split()[-1]),
             "ws_passes_dropped": int(tickets.split()[-1]),
-            "attachments_removed": await self._sweep_attachments(now),
+            **retained,
+            "accounts_purged": await purge_due_accounts(self._db, now),
+            "attachments_removed": await self._store_sweep(
+                files_service.sweep(self._db, self._blobs, now, self._retention.attachments)
+            ),
+            "export_archives_removed": await self._store_sweep(
+                sweep_export_archives(self._db, self._blobs, now)
+            ),
         }
         log.info("maintenance_done", **counts)
         return counts
 
-    async def _sweep_attachments(self, now: datetime) -> int:
+    @staticmethod
+    async def _store_sweep(sweep: Coroutine[None, None, int]) -> int:
         try:
-            return await files_service.sweep(self._db, self._blobs, now)
+            return await sweep
         except BackendUnavailable as exc:  # the next round tries again
-            log.warning("attachment_sweep_skipped", reason=str(exc))
+            log.warning("store_sweep_skipped", reason=str(exc))
             return 0
 
 
 # Runs in every process that serves anything; the advisory lock keeps it to one at a time.
 MODULE = ServiceModule(
-    "maintenance", [], build=lambda resources: Maintenance(resources.db, resources.blobs, resources.clock)
+    "maintenance",
+    [],
+    build=lambda resources: Maintenance(
+        resources.db, resources.blobs, resources.clock, RetentionPolicy.from_settings(resources.settings)
+    ),
 )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 from starlette.requests import Request
@@ -21,7 +20,6 @@ from veil.auth.schemas import (
 from veil.auth.service import AuthLimits, AuthService, ClientInfo, IssuedTokens
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
-from veil.core.security.passwords import Argon2Parameters, Passwords
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
@@ -93,17 +91,11 @@ async def jwks(request: Request) -> Response:
     return json_response(JsonWebKeySet.model_validate(resources.signing_keys.public_jwks()))
 
 
-def _hash_slots() -> int:
-    """Hashes that run at once: each already keeps `parallelism` cores busy, so more would only
-    make every one of them slower (on 2 cores with p=2: one at a time, ~58 ms each)."""
-    return max(1, (os.cpu_count() or 1) // Argon2Parameters.parallelism)
-
-
 def build(resources: Resources) -> AuthService:
     settings = resources.settings
     return AuthService(
         resources.db,
-        Passwords(Argon2Parameters(time_cost=settings.argon2_time_cost), max_concurrent=_hash_slots()),
+        resources.passwords,
         resources.tokens,
         resources.limiter,
         resources.clock,

@@ -151,6 +151,10 @@ class BlobStore:
             sha256=base64.b64decode(checksum) if checksum else None,
         )
 
+    async def put(self, key: str, data: bytes) -> None:
+        """Store a small object the server itself produced (an export archive)."""
+        await self._call(partial(self._client.put_object, Bucket=self.bucket, Key=key, Body=data))
+
     async def delete(self, keys: Sequence[str]) -> None:
         """Remove objects (a missing one is not an error). Raises BackendUnavailable unless every
         key is gone, so callers delete their rows only after the objects."""

@@ -89,6 +89,26 @@ class Settings(BaseSettings):
     smtp_starttls: bool = Field(False, validation_alias=_env("SMTP_STARTTLS"))
     mail_from: str = Field("Veil <no-reply@veil.localhost>", validation_alias=_env("MAIL_FROM"))
 
+    # Data-subject requests: how long an emailed code lives and how many wrong tries it allows,
+    # requests per user per hour, how long an export download URL lives, and the grace window
+    # between a confirmed erasure (account disabled at once) and the purge.
+    account_code_ttl_seconds: int = Field(
+        900, ge=60, le=86400, validation_alias=_env("VEIL_ACCOUNT_CODE_TTL")
+    )
+    account_code_attempts: int = Field(5, ge=1, le=20, validation_alias=_env("VEIL_ACCOUNT_CODE_ATTEMPTS"))
+    account_requests_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_ACCOUNT_REQUESTS_PER_HOUR"))
+    export_url_ttl_seconds: int = Field(900, ge=1, le=86400, validation_alias=_env("VEIL_EXPORT_URL_TTL"))
+    erasure_grace_days: int = Field(30, ge=0, le=30, validation_alias=_env("VEIL_ERASURE_GRACE_DAYS"))
+
+    # Retention, in days: messages, attachments, ended sessions (and their devices' records), and
+    # the logs the deployment keeps. At most 30 in development and tests, 90 in production.
+    retention_messages_days: int = Field(30, ge=1, validation_alias=_env("VEIL_RETENTION_MESSAGES_DAYS"))
+    retention_attachments_days: int = Field(
+        30, ge=1, validation_alias=_env("VEIL_RETENTION_ATTACHMENTS_DAYS")
+    )
+    retention_sessions_days: int = Field(30, ge=1, validation_alias=_env("VEIL_RETENTION_SESSIONS_DAYS"))
+    retention_logs_days: int = Field(30, ge=1, validation_alias=_env("VEIL_RETENTION_LOGS_DAYS"))
+
     # Access-token signing keys: a JSON file {"active": kid, "keys": [private P-256 JWKs]}.
     # Unset in development: generated under the data directory. Rotation: docs/adr/0007.
     jwt_keys_file: Path | None = Field(None, validation_alias=_env("VEIL_JWT_KEYS_FILE"))
@@ -165,6 +185,24 @@ class Settings(BaseSettings):
                 "VEIL_ATTACHMENT_RESERVATION_TTL must be at least VEIL_ATTACHMENT_UPLOAD_URL_TTL"
             )
         return self
+
+    @model_validator(mode="after")
+    def _retention_within_policy(self) -> Settings:
+        ceiling = 90 if self.environment is Environment.PRODUCTION else 30
+        for name, days in self.retention_days().items():
+            if days > ceiling:
+                raise ValueError(f"{name} is {days} days; at most {ceiling} in {self.environment.value}")
+        return self
+
+    def retention_days(self) -> dict[str, int]:
+        """Every retention period, by the variable that sets it."""
+        return {
+            "VEIL_RETENTION_MESSAGES_DAYS": self.retention_messages_days,
+            "VEIL_DEVICE_MESSAGE_TTL_DAYS": self.device_message_ttl_days,
+            "VEIL_RETENTION_ATTACHMENTS_DAYS": self.retention_attachments_days,
+            "VEIL_RETENTION_SESSIONS_DAYS": self.retention_sessions_days,
+            "VEIL_RETENTION_LOGS_DAYS": self.retention_logs_days,
+        }
 
     @model_validator(mode="after")
     def _production_is_complete(self) -> Settings:

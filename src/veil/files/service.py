@@ -174,13 +174,14 @@ class AttachmentService:
         return seen.attachment
 
 
-async def sweep(db: Database, blobs: BlobStore, now: datetime) -> int:
-    """Remove reservations never completed in time and attachments whose owner or conversation
-    is gone: objects first, then rows, in batches. Returns how many were removed."""
+async def sweep(db: Database, blobs: BlobStore, now: datetime, retention: timedelta) -> int:
+    """Remove reservations never completed in time, attachments whose owner or conversation is
+    gone and attachments older than `retention`: objects first, then rows, in batches. Returns how
+    many were removed."""
     removed = 0
     while True:
         async with db.transaction("attachments_sweep") as conn:
-            doomed = await store.lock_doomed(conn, now, _SWEEP_BATCH)
+            doomed = await store.lock_doomed(conn, now, now - retention, _SWEEP_BATCH)
             if doomed:
                 await blobs.delete([key for _, key in doomed])
                 await store.delete(conn, [attachment_id for attachment_id, _ in doomed])

@@ -134,16 +134,21 @@ async def lock_for_removal(conn: Connection, attachment_id: uuid.UUID) -> str | 
     return key
 
 
-async def lock_doomed(conn: Connection, now: datetime, limit: int) -> list[tuple[uuid.UUID, str]]:
-    """Attachments due for removal: reservations never completed in time, and attachments whose
-    owner or conversation is gone. Rows another process is removing are skipped."""
+async def lock_doomed(
+    conn: Connection, now: datetime, created_before: datetime, limit: int
+) -> list[tuple[uuid.UUID, str]]:
+    """Attachments due for removal: reservations never completed in time, attachments whose owner
+    or conversation is gone, and those past retention. Rows another process is removing are
+    skipped."""
     rows = await conn.fetch(
         """SELECT id, object_key FROM attachments
            WHERE (state = 'pending' AND expires_at <= $1) OR owner_id IS NULL OR conversation_id IS NULL
+              OR created_at < $2
            ORDER BY id
-           LIMIT $2
+           LIMIT $3
            FOR UPDATE SKIP LOCKED""",
         now,
+        created_before,
         limit,
     )
     return [(row["id"], row["object_key"]) for row in rows]

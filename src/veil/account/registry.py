@@ -1,0 +1,147 @@
+"""Every table that holds personal data, with how it is exported and how erasure removes it.
+
+This is the GDPR inventory by construction: a test lists every table with a column that refers to
+a user (a foreign key to `users` or `sessions`, or a user-id column without one) and fails when one
+is missing here; another purges an account and finds no row or object that still refers to it.
+`docs/privacy.md` is rendered from this registry and the retention settings, and a test keeps the
+file in step with the code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    table: str
+    # Columns that hold a user id, or a session (= device) id of a user.
+    user_columns: tuple[str, ...]
+    holds: str
+    export: str
+    erasure: str
+
+
+CASCADE = "deleted with the account (ON DELETE CASCADE)"
+
+REGISTRY: tuple[PersonalData, ...] = (
+    PersonalData(
+        "users",
+        ("id",),
+        "email address, Argon2id password hash, role, status, timestamps",
+        "`profile` (never the password hash)",
+        "deleted by the purge; a tombstone without any identifier remains",
+    ),
+    PersonalData(
+        "sessions",
+        ("id", "user_id"),
+        "device name, IP address and user agent of each login, timestamps",
+        "`sessions`",
+        CASCADE + "; ended sessions also by retention",
+    ),
+    PersonalData(
+        "refresh_tokens", ("session_id",), "SHA-256 of refresh tokens", "not exported (secrets)", CASCADE
+    ),
+    PersonalData(
+        "device_keys",
+        ("device_id", "user_id"),
+        "public identity, signing and signed prekeys per device",
+        "`devices`",
+        CASCADE + "; at once when the session ends (erasure ends every session)",
+    ),
+    PersonalData(
+        "one_time_prekeys",
+        ("device_id",),
+        "public one-time prekeys",
+        "`devices` (count left)",
+        CASCADE,
+    ),
+    PersonalData(
+        "device_messages",
+        ("recipient_device_id", "sender_user_id", "sender_device_id"),
+        "device-to-device ciphertext envelopes queued for a device",
+        "not exported (ciphertext for other devices)",
+        CASCADE + "; by the device-message lifetime otherwise",
+    ),
+    PersonalData(
+        "device_message_gaps",
+        ("recipient_device_id",),
+        "count of device messages that expired unread",
+        "not exported",
+        CASCADE,
+    ),
+    PersonalData(
+        "key_changes",
+        ("user_id", "device_id"),
+        "when a user's device keys changed",
+        "not exported (derived from `devices`)",
+        CASCADE,
+    ),
+    PersonalData(
+        "members",
+        ("user_id", "invited_by"),
+        "conversation memberships, roles, who invited whom",
+        "`conversations`",
+        CASCADE + "; `invited_by` set to NULL by the purge",
+    ),
+    PersonalData(
+        "messages",
+        ("sender_id", "sender_device_id"),
+        "ciphertext envelopes and their metadata (sender, time, size, type)",
+        "`messages_sent` (metadata only, never ciphertext)",
+        CASCADE + "; by message retention otherwise",
+    ),
+    PersonalData(
+        "receipts",
+        ("user_id",),
+        "delivered/read positions per conversation",
+        "`receipts`",
+        CASCADE,
+    ),
+    PersonalData(
+        "device_cursors", ("device_id",), "acknowledged position per device", "not exported", CASCADE
+    ),
+    PersonalData(
+        "membership_events",
+        ("actor_id", "subject_id"),
+        "who joined, left, invited or removed whom, and when",
+        "not exported (`conversations` holds the current state)",
+        "the purge deletes events about the user and clears the user as actor",
+    ),
+    PersonalData(
+        "ws_tickets", ("session_id",), "single-use WebSocket tickets (30 s)", "not exported", CASCADE
+    ),
+    PersonalData(
+        "attachments",
+        ("owner_id",),
+        "encrypted files: owner, conversation, size, SHA-256 of the ciphertext, timestamps",
+        "`attachments` (metadata only)",
+        "owner set to NULL, then the sweep deletes the object and the row; by attachment retention",
+    ),
+    PersonalData(
+        "account_requests",
+        ("user_id",),
+        "export, erasure and email-change requests (new email address, code hash)",
+        "`account_requests` (type and timestamps)",
+        CASCADE + "; after 30 days otherwise",
+    ),
+    PersonalData(
+        "export_archives",
+        ("user_id",),
+        "where an export archive waits in the object store",
+        "not exported (the archive itself)",
+        "the sweep deletes the object and the row when the URL expires or the owner is gone",
+    ),
+)
+
+# Tables with no personal data, and why: the completeness test accepts them only if listed here.
+NOT_PERSONAL: dict[str, str] = {
+    "schema_migrations": "migration bookkeeping",
+    "rate_limits": "hashed, expiring limiter keys (the purge deletes the user's own)",
+    "conversations": "conversation metadata; no user reference (members are in `members`)",
+    "erasure_tombstones": "when an erasure was requested and done; no identifier",
+}
+
+
+def by_table() -> dict[str, PersonalData]:
+    return {entry.table: entry for entry in REGISTRY}

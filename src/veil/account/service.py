@@ -1,0 +1,216 @@
+"""Data-subject rights: every request is confirmed by a code sent by email before it takes effect.
+
+A code is six random digits, stored only as SHA-256 over (request id || code), valid for a short
+time, for a few attempts, once. Confirmation runs in one transaction that holds the request row:
+the code check, the effect (new email, erasure, export archive) and the consumption of the code
+commit together or not at all, so a failure (the store down while the archive uploads) leaves the
+code usable. Wrong codes are counted in a transaction of their own, which commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from veil.account import archive, store
+from veil.account.store import AccountRecord, RequestRecord
+from veil.auth.policy import normalize_email
+from veil.core.blobstore import BlobStore
+from veil.core.clock import Clock
+from veil.core.db import Connection, Database
+from veil.core.logging import get_logger
+from veil.core.mailer import Mailer
+from veil.core.problems import BackendUnavailable, Problem, conflict, forbidden, not_found, too_many_requests
+from veil.core.security.authn import Principal
+from veil.core.security.passwords import Overloaded, Passwords
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+from veil.core.security.sessions import notify_revoked
+
+log = get_logger("veil.security")
+
+_PURPOSES = {
+    "export": "a copy of your data",
+    "erasure": "the deletion of your account",
+    "email_change": "this address as your new Veil login",
+}
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    code_ttl: timedelta
+    max_attempts: int
+    erasure_grace: timedelta
+    export_url_ttl: int
+    requests: Rate
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    type: str
+    download_url: str | None = None
+    expires_at: datetime | None = None
+    purge_after: datetime | None = None
+
+
+def _code_hash(request_id: uuid.UUID, code: str) -> bytes:
+    return hashlib.sha256(request_id.bytes + code.encode()).digest()
+
+
+def _wrong_code(detail: str) -> Problem:
+    return Problem(400, detail, slug="invalid-code", title="Invalid code")
+
+
+class AccountService:
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        mailer: Mailer,
+        passwords: Passwords,
+        limiter: RateLimiter,
+        clock: Clock,
+        limits: AccountLimits,
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._mailer = mailer
+        self._passwords = passwords
+        self._limiter = limiter
+        self._clock = clock
+        self._limits = limits
+
+    async def account(self, principal: Principal) -> AccountRecord:
+        async with self._db.connection() as conn:
+            found = await store.account(conn, principal.user_id)
+        if found is None:
+            raise not_found("No such account.")
+        return found
+
+    async def request(
+        self, principal: Principal, kind: str, *, password: str | None = None, new_email: str | None = None
+    ) -> uuid.UUID:
+        """Record a request and email its code (to the new address for an email change)."""
+        now = self._clock.now()
+        verdict = await self._limiter.hit(
+            limiter_key("account-requests", str(principal.user_id)), self._limits.requests, now.timestamp()
+        )
+        if not verdict.allowed:
+            raise too_many_requests(verdict.retry_after_seconds)
+        account = await self.account(principal)
+        if password is not None and not await self._verify(account.password_hash, password):
+            log.warning("security_event", kind="account_request_wrong_password", user_id=str(account.id))
+            raise forbidden("The password is wrong.")
+        recipient = account.email
+        if new_email is not None:
+            recipient = normalize_email(new_email)
+            async with self._db.connection() as conn:
+                if await store.email_in_use(conn, recipient):
+                    raise conflict("An account with this email already exists.")
+        request_id = uuid.uuid4()
+        code = f"{secrets.randbelow(10**6):06d}"
+        request = RequestRecord(
+            id=request_id,
+            user_id=account.id,
+            type=kind,
+            new_email=recipient if kind == "email_change" else None,
+            code_hash=_code_hash(request_id, code),
+            attempts=0,
+            created_at=now,
+            expires_at=now + self._limits.code_ttl,
+            confirmed_at=None,
+        )
+        minutes = int(self._limits.code_ttl.total_seconds() // 60)
+        async with self._db.transaction("account_request") as conn:
+            await store.insert_request(conn, request)
+            # Inside the transaction: if the mail server refuses, no request is left behind.
+            await self._mailer.send(
+                recipient,
+                "Your Veil confirmation code",
+                f"Your code to confirm {_PURPOSES[kind]} is {code}.\n"
+                f"It expires in {minutes} minutes and works once.\n\n"
+                "If you did not ask for this, ignore this message and consider changing your password.\n",
+            )
+        log.info("security_event", kind="account_request", type=kind, user_id=str(account.id))
+        return request_id
+
+    async def confirm(self, principal: Principal, request_id: uuid.UUID, code: str) -> Confirmation:
+        now = self._clock.now()
+        wrong: str | None = None
+        old_email: str | None = None
+        result: Confirmation | None = None
+        async with self._db.transaction("account_confirm") as conn:
+            request = await store.lock_request(conn, request_id, principal.user_id)
+            if request is None:
+                raise not_found("No such request.")
+            if request.confirmed_at is not None:
+                raise _wrong_code("This request was already confirmed; its code cannot be used again.")
+            if request.expires_at <= now:
+                raise _wrong_code("The code has expired; make a new request.")
+            if request.attempts >= self._limits.max_attempts:
+                raise _wrong_code("Too many wrong codes; make a new request.")
+            if not hmac.compare_digest(request.code_hash, _code_hash(request.id, code)):
+                await store.count_attempt(conn, request.id)
+                left = self._limits.max_attempts - request.attempts - 1
+                wrong = f"The code is wrong; {left} attempts left."
+            else:
+                account = await store.account(conn, principal.user_id)
+                if account is None:
+                    raise not_found("No such account.")
+                result = await self._apply(conn, request, account, now)
+                await store.mark_confirmed(conn, request.id, now)
+                old_email = account.email if request.type == "email_change" else None
+        if wrong is not None or result is None:  # raised after the commit, so the attempt counts
+            raise _wrong_code(wrong or "The code is wrong.")
+        user = str(principal.user_id)
+        log.info("security_event", kind="account_request_confirmed", type=result.type, user_id=user)
+        if old_email is not None:
+            await self._tell(
+                old_email,
+                "Your Veil login address was changed",
+                "The email address you use to sign in to Veil was changed to another address.\n"
+                "If this was not you, contact support at once.\n",
+            )
+        return result
+
+    async def _apply(
+        self, conn: Connection, request: RequestRecord, account: AccountRecord, now: datetime
+    ) -> Confirmation:
+        if request.type == "email_change":
+            assert request.new_email is not None
+            try:
+                await store.change_email(conn, account.id, request.new_email, now)
+            except store.EmailTaken:
+                raise conflict("An account with this email already exists.") from None
+            return Confirmation("email_change")
+        if request.type == "erasure":
+            purge_after = now + self._limits.erasure_grace
+            ended = await store.disable_for_erasure(conn, account.id, now, purge_after)
+            await notify_revoked(conn, ended)  # open sockets close within seconds
+            return Confirmation("erasure", purge_after=purge_after)
+        document = archive.build(account, await store.export_sections(conn, account.id), now)
+        object_key = secrets.token_urlsafe(32)
+        ttl = self._limits.export_url_ttl
+        expires_at = now + timedelta(seconds=ttl)
+        # The archive's row commits before the upload, in a transaction of its own: whatever fails
+        # afterwards, the row leads the maintenance sweep to the object once the URL has expired.
+        async with self._db.transaction("account_export_archive") as own:
+            await store.insert_export_archive(own, object_key, account.id, now, expires_at)
+        await self._blobs.put(object_key, document)
+        return Confirmation("export", self._blobs.presign_get(object_key, ttl), expires_at)
+
+    async def _tell(self, to: str, subject: str, body: str) -> None:
+        """A notice after the fact: the change is made, so a mail failure is logged, not raised."""
+        try:
+            await self._mailer.send(to, subject, body)
+        except BackendUnavailable:
+            log.warning("notice_not_sent", subject=subject)
+
+    async def _verify(self, stored_hash: str, password: str) -> bool:
+        try:
+            return await self._passwords.verify(stored_hash, password)
+        except Overloaded:
+            raise Problem(503, "Too many password checks are in progress; retry shortly.") from None

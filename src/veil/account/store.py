@@ -1,0 +1,229 @@
+"""SQL for accounts and data-subject requests. No HTTP, no mail, no object store."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from veil.core.db import Connection
+
+
+class EmailTaken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    id: uuid.UUID
+    email: str
+    email_verified: bool
+    password_hash: str
+    status: str
+    role: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    type: str
+    new_email: str | None
+    code_hash: bytes
+    attempts: int
+    created_at: datetime
+    expires_at: datetime
+    confirmed_at: datetime | None
+
+
+async def account(conn: Connection, user_id: uuid.UUID) -> AccountRecord | None:
+    row = await conn.fetchrow(
+        """SELECT id, email, email_verified, password_hash, status, role, created_at, updated_at
+           FROM users WHERE id = $1""",
+        user_id,
+    )
+    return AccountRecord(**dict(row)) if row else None
+
+
+async def email_in_use(conn: Connection, email: str) -> bool:
+    return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", email))
+
+
+async def insert_request(conn: Connection, request: RequestRecord) -> None:
+    await conn.execute(
+        """INSERT INTO account_requests
+               (id, user_id, type, new_email, code_hash, attempts, created_at, expires_at, confirmed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
+        request.id,
+        request.user_id,
+        request.type,
+        request.new_email,
+        request.code_hash,
+        request.attempts,
+        request.created_at,
+        request.expires_at,
+        request.confirmed_at,
+    )
+
+
+async def lock_request(conn: Connection, request_id: uuid.UUID, user_id: uuid.UUID) -> RequestRecord | None:
+    row = await conn.fetchrow(
+        """SELECT id, user_id, type, new_email, code_hash, attempts, created_at, expires_at, confirmed_at
+           FROM account_requests WHERE id = $1 AND user_id = $2 FOR UPDATE""",
+        request_id,
+        user_id,
+    )
+    return RequestRecord(**dict(row)) if row else None
+
+
+async def count_attempt(conn: Connection, request_id: uuid.UUID) -> None:
+    await conn.execute("UPDATE account_requests SET attempts = attempts + 1 WHERE id = $1", request_id)
+
+
+async def mark_confirmed(conn: Connection, request_id: uuid.UUID, now: datetime) -> None:
+    await conn.execute("UPDATE account_requests SET confirmed_at = $2 WHERE id = $1", request_id, now)
+
+
+async def change_email(conn: Connection, user_id: uuid.UUID, email: str, now: datetime) -> None:
+    try:
+        await conn.execute(
+            "UPDATE users SET email = $2, email_verified = true, updated_at = $3 WHERE id = $1",
+            user_id,
+            email,
+            now,
+        )
+    except asyncpg.UniqueViolationError:
+        raise EmailTaken from None
+
+
+async def disable_for_erasure(
+    conn: Connection, user_id: uuid.UUID, now: datetime, purge_after: datetime
+) -> list[uuid.UUID]:
+    """Disable the account and end every session at once; the ids of the sessions ended."""
+    await conn.execute(
+        """UPDATE users SET status = 'disabled', disabled_at = $2, purge_after = $3, updated_at = $2
+           WHERE id = $1""",
+        user_id,
+        now,
+        purge_after,
+    )
+    rows = await conn.fetch(
+        """UPDATE sessions SET revoked_at = $2, revoke_reason = 'account_disabled'
+           WHERE user_id = $1 AND revoked_at IS NULL RETURNING id""",
+        user_id,
+        now,
+    )
+    return [row["id"] for row in rows]
+
+
+async def insert_export_archive(
+    conn: Connection, object_key: str, user_id: uuid.UUID, now: datetime, expires_at: datetime
+) -> None:
+    await conn.execute(
+        "INSERT INTO export_archives (object_key, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        object_key,
+        user_id,
+        now,
+        expires_at,
+    )
+
+
+async def lock_expired_archives(conn: Connection, now: datetime, limit: int) -> list[str]:
+    """Export archives whose download window is over or whose owner is gone."""
+    rows = await conn.fetch(
+        """SELECT object_key FROM export_archives WHERE expires_at <= $1 OR user_id IS NULL
+           ORDER BY object_key LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [row["object_key"] for row in rows]
+
+
+async def delete_archives(conn: Connection, keys: list[str]) -> None:
+    await conn.execute("DELETE FROM export_archives WHERE object_key = ANY($1::text[])", keys)
+
+
+# What an export holds, section by section (docs/privacy.md lists the same tables). Ciphertext,
+# and anything that could serve as a content key, is never selected: only metadata and public keys.
+_EXPORT_QUERIES: dict[str, str] = {
+    "sessions": """SELECT id AS session_id, device_name, host(ip) AS ip, user_agent, created_at, last_seen_at,
+                          expires_at, revoked_at, revoke_reason
+                   FROM sessions WHERE user_id = $1 ORDER BY created_at""",
+    "devices": """SELECT k.device_id, k.identity_key, k.signing_key, k.signed_prekey_id, k.signed_prekey,
+                         k.created_at, k.updated_at,
+                         (SELECT count(*) FROM one_time_prekeys o
+                          WHERE o.device_id = k.device_id AND o.claimed_at IS NULL) AS one_time_prekeys_left
+                  FROM device_keys k WHERE k.user_id = $1 ORDER BY k.created_at""",
+    "conversations": """SELECT m.conversation_id, c.type, m.role, m.state, m.created_at
+                        FROM members m JOIN conversations c ON c.id = m.conversation_id
+                        WHERE m.user_id = $1 ORDER BY m.created_at""",
+    "messages_sent": """SELECT message_id, conversation_id, seq, content_type, key_epoch, parent_id,
+                               length(ciphertext) AS ciphertext_bytes, created_at
+                        FROM messages WHERE sender_id = $1 ORDER BY created_at, seq""",
+    "receipts": """SELECT conversation_id, type, up_to_seq, updated_at
+                   FROM receipts WHERE user_id = $1 ORDER BY conversation_id, type""",
+    "attachments": """SELECT id AS attachment_id, conversation_id, size, sha256, state, created_at,
+                             completed_at
+                      FROM attachments WHERE owner_id = $1 ORDER BY created_at""",
+    "account_requests": """SELECT id AS request_id, type, created_at, confirmed_at
+                           FROM account_requests WHERE user_id = $1 ORDER BY created_at""",
+}
+
+
+async def export_sections(conn: Connection, user_id: uuid.UUID) -> dict[str, list[dict[str, object]]]:
+    """Every row an export holds, by section, as plain dicts (values still Python types)."""
+    sections: dict[str, list[dict[str, object]]] = {}
+    for name, query in _EXPORT_QUERIES.items():
+        sections[name] = [dict(row) for row in await conn.fetch(query, user_id)]
+    return sections
+
+
+@dataclass(frozen=True)
+class DueForPurge:
+    id: uuid.UUID
+    email: str
+    disabled_at: datetime
+
+
+async def lock_due_for_purge(conn: Connection, now: datetime, limit: int) -> list[DueForPurge]:
+    rows = await conn.fetch(
+        """SELECT id, email, disabled_at FROM users WHERE purge_after <= $1
+           ORDER BY purge_after LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        now,
+        limit,
+    )
+    return [DueForPurge(row["id"], row["email"], row["disabled_at"]) for row in rows]
+
+
+async def purge_account(conn: Connection, user_id: uuid.UUID, limiter_keys: list[str]) -> None:
+    """Remove every row that refers to the user (docs/privacy.md, `veil.account.registry`).
+
+    Most of it goes by ON DELETE CASCADE from `users`; attachments and export archives lose their
+    owner (SET NULL) and the maintenance sweep removes their objects and rows. What refers to the
+    user without a foreign key is handled here first.
+    """
+    conversations = [
+        row["conversation_id"]
+        for row in await conn.fetch("SELECT conversation_id FROM members WHERE user_id = $1", user_id)
+    ]
+    await conn.execute("DELETE FROM membership_events WHERE subject_id = $1", user_id)
+    await conn.execute("UPDATE membership_events SET actor_id = NULL WHERE actor_id = $1", user_id)
+    await conn.execute("UPDATE members SET invited_by = NULL WHERE invited_by = $1", user_id)
+    await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", limiter_keys)
+    await conn.execute("DELETE FROM users WHERE id = $1", user_id)
+    # Conversations nobody has joined any more go too, as when the last member leaves.
+    await conn.execute(
+        """DELETE FROM conversations c WHERE c.id = ANY($1::uuid[])
+           AND NOT EXISTS (SELECT 1 FROM members m WHERE m.conversation_id = c.id AND m.state = 'joined')""",
+        conversations,
+    )
+
+
+async def insert_tombstone(conn: Connection, requested_at: datetime, now: datetime) -> None:
+    await conn.execute(
+        "INSERT INTO erasure_tombstones (requested_at, purged_at) VALUES ($1, $2)", requested_at, now
+    )
