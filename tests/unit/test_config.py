@@ -12,6 +12,7 @@ PRODUCTION = {
     "S3_ACCESS_KEY": "AKIAEXAMPLEKEY",
     "S3_SECRET_KEY": "a-real-looking-secret-value",
     "VEIL_JWT_KEYS_FILE": "/run/secrets/jwt-keys.json",
+    "SMTP_HOST": "smtp.example.eu",
 }
 
 
@@ -30,6 +31,7 @@ def test_production_with_everything_set_is_accepted(monkeypatch: pytest.MonkeyPa
         ("S3_SECRET_KEY", "changeme"),
         ("S3_ACCESS_KEY", "minioadmin"),
         ("VEIL_RATE_LIMITS", "off"),
+        ("SMTP_HOST", None),
     ],
 )
 def test_production_refuses_missing_or_placeholder_values(
@@ -61,4 +63,31 @@ def test_trusted_proxies_are_parsed_as_networks(monkeypatch: pytest.MonkeyPatch)
 def test_invalid_values_are_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VEIL_PORT", "not-a-port")
     with pytest.raises(ValidationError):
+        Settings()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "VEIL_RETENTION_MESSAGES_DAYS",
+        "VEIL_RETENTION_ATTACHMENTS_DAYS",
+        "VEIL_RETENTION_SESSIONS_DAYS",
+        "VEIL_RETENTION_LOGS_DAYS",
+        "VEIL_DEVICE_MESSAGE_TTL_DAYS",
+    ],
+)
+def test_retention_is_at_most_30_days_in_development_and_90_in_production(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    monkeypatch.setenv(variable, "30")
+    assert Settings().retention_days()[variable] == 30
+    monkeypatch.setenv(variable, "31")
+    with pytest.raises(ValidationError, match="at most 30 in development"):
+        Settings()
+    for key, value in PRODUCTION.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(variable, "90")
+    assert Settings().retention_days()[variable] == 90
+    monkeypatch.setenv(variable, "91")
+    with pytest.raises(ValidationError, match="at most 90 in production"):
         Settings()

@@ -78,6 +78,13 @@ REGISTRY: tuple[PersonalData, ...] = (
         CASCADE,
     ),
     PersonalData(
+        "conversations",
+        ("direct_pair",),
+        "type, epoch, encrypted group metadata; a direct conversation's pair of user ids",
+        "`conversations` (with the membership)",
+        "the purge clears the pair and deletes conversations nobody has joined any more",
+    ),
+    PersonalData(
         "members",
         ("user_id", "invited_by"),
         "conversation memberships, roles, who invited whom",
@@ -138,7 +145,6 @@ REGISTRY: tuple[PersonalData, ...] = (
 NOT_PERSONAL: dict[str, str] = {
     "schema_migrations": "migration bookkeeping",
     "rate_limits": "hashed, expiring limiter keys (the purge deletes the user's own)",
-    "conversations": "conversation metadata; no user reference (members are in `members`)",
     "erasure_tombstones": "when an erasure was requested and done; no identifier",
 }
 

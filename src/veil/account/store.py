@@ -214,6 +214,11 @@ async def purge_account(conn: Connection, user_id: uuid.UUID, limiter_keys: list
     await conn.execute("UPDATE membership_events SET actor_id = NULL WHERE actor_id = $1", user_id)
     await conn.execute("UPDATE members SET invited_by = NULL WHERE invited_by = $1", user_id)
     await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", limiter_keys)
+    # A direct conversation's pair key names both users; the other keeps the conversation.
+    await conn.execute(
+        "UPDATE conversations SET direct_pair = NULL WHERE id = ANY($1::uuid[]) AND direct_pair IS NOT NULL",
+        conversations,
+    )
     await conn.execute("DELETE FROM users WHERE id = $1", user_id)
     # Conversations nobody has joined any more go too, as when the last member leaves.
     await conn.execute(

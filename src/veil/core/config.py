@@ -131,7 +131,7 @@ class Settings(BaseSettings):
     claims_per_device_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_CLAIMS_PER_HOUR"))
     device_queue_cap: int = Field(1000, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_CAP"))
     device_message_ttl_days: int = Field(
-        14, ge=1, le=90, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS")
+        14, ge=1, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS")
     )
     # Largest ciphertext of one envelope, in bytes (a larger one is a 413).
     max_ciphertext_bytes: int = Field(
