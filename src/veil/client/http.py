@@ -52,7 +52,7 @@ from veil.client.codec import b64decode, b64encode, canonical_uuid
 from veil.client.errors import CryptoError, DecryptionError, KeystoreFormatError
 from veil.client.keys import device_fingerprint
 from veil.client.keystore import ScryptParams, load_state, save_state
-from veil.client.object_store import get_presigned, put_presigned
+from veil.client.object_store import TransferError, get_presigned, put_presigned
 from veil.client.session import ClientCrypto
 
 HTTP_STATE_VERSION = 1
@@ -572,6 +572,27 @@ class VeilClient:
         else:
             self._conversations.pop(canonical_uuid(conversation_id), None)
 
+    def conversations(self) -> list[Conversation]:
+        """Every conversation this user is a member of (joined or invited)."""
+        found: list[Conversation] = []
+        params: dict[str, Any] = {"limit": _PAGE}
+        while True:
+            body = _dict(self._call("GET", "/v1/conversations", params=params))
+            found.extend(self._remember(Conversation.from_wire(item)) for item in body["items"])
+            if body.get("next_cursor") is None:
+                return found
+            params = {"cursor": body["next_cursor"], "limit": _PAGE}
+
+    def mark(self, conversation_id: str, kind: str, up_to_seq: int) -> None:
+        """Tell the conversation's members that messages up to `up_to_seq` were `delivered` or
+        `read` here (metadata only; receipts never move backwards)."""
+        self._call(
+            "POST",
+            f"/v1/conversations/{canonical_uuid(conversation_id)}/receipts",
+            json={"type": kind, "up_to_seq": up_to_seq},
+            expect=(204,),
+        )
+
     def conversation(self, conversation_id: str) -> Conversation:
         """The conversation as the server has it now (also refreshes the cached epoch and members)."""
         return self._remember(
@@ -747,6 +768,49 @@ class VeilClient:
         if changed:
             self._save()
         return messages
+
+    # Account and data-subject rights -------------------------------------------------------------
+
+    def account(self) -> dict[str, Any]:
+        """`{user_id, email, email_verified, created_at, status}` of the signed-in user."""
+        return _dict(self._call("GET", "/v1/account"))
+
+    def request_export(self) -> str:
+        """Ask for a copy of this account's data; a code is emailed. Returns the request id."""
+        return self._account_request({"type": "export"})
+
+    def request_erasure(self, password: str) -> str:
+        """Ask for this account to be erased; a code is emailed. Returns the request id."""
+        return self._account_request({"type": "erasure", "password": password})
+
+    def request_email_change(self, new_email: str, password: str) -> str:
+        """Ask to sign in with another address; the code goes to the new one."""
+        return self._account_request({"type": "email_change", "new_email": new_email, "password": password})
+
+    def confirm_request(self, request_id: str, code: str) -> dict[str, Any]:
+        """Carry out a request with its emailed code. An export answers with its `download`; an
+        erasure ends every session of the account, this one included."""
+        response = self._call(
+            "POST",
+            f"/v1/account/requests/{canonical_uuid(request_id)}/confirm",
+            json={"code": code},
+            expect=(200, 202),
+        )
+        body = _dict(response)
+        if body.get("type") == "erasure":
+            self._forget_tokens()
+        return body
+
+    def fetch_export(self, confirmation: Mapping[str, Any]) -> dict[str, Any]:
+        """The export archive a confirmed export request points at."""
+        response = self._store_http.get(str(confirmation["download"]["url"]))
+        if response.status_code != 200:
+            raise TransferError(f"the object store refused the download (HTTP {response.status_code})")
+        archive: dict[str, Any] = response.json()
+        return archive
+
+    def _account_request(self, body: dict[str, Any]) -> str:
+        return str(_dict(self._call("POST", "/v1/account/requests", json=body, expect=(202,)))["request_id"])
 
     # Internals -----------------------------------------------------------------------------------
 
