@@ -1,18 +1,25 @@
 """The `veil` command: `veil run` (the whole system for development), `veil serve SERVICE`
-(one service process, production shape) and `veil migrate`."""
+(one service process, production shape), `veil migrate` and `veil operator grant|revoke EMAIL`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+import uuid
 from pathlib import Path
 
 from veil import server
+from veil.auth.policy import normalize_email
+from veil.core.clock import SystemClock
 from veil.core.config import Settings, load_settings
+from veil.core.db import Database
 from veil.core.logging import configure_logging, get_logger
+from veil.core.metrics import Metrics
 from veil.core.migrations import apply_migrations
+from veil.core.problems import BackendUnavailable, Problem
 from veil.gateway.app import SERVICES, create_service_app
+from veil.operator.service import set_role
 
 log = get_logger("veil.cli")
 
@@ -70,6 +77,34 @@ def serve(settings: Settings, service: str) -> None:
     server.run(app, settings, cert_file=settings.tls_cert_file, key_file=settings.tls_key_file)
 
 
+def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None:
+    """The only way to grant or take away the operator role: from a shell with the database URL,
+    never through the API. Recorded in the audit trail."""
+    try:
+        canonical = normalize_email(email)
+    except Problem:
+        raise SystemExit(f"not a valid email address: {email}") from None
+
+    async def change() -> uuid.UUID | None:
+        db = Database(
+            _database_url(settings), max_size=1, timeout=settings.db_timeout_seconds, metrics=Metrics()
+        )
+        await db.open()
+        try:
+            return await set_role(db, SystemClock(), canonical, "operator" if grant else "user")
+        finally:
+            await db.close()
+
+    try:
+        user_id = asyncio.run(change())
+    except BackendUnavailable:
+        raise SystemExit("the database is unavailable") from None
+    if user_id is None:
+        raise SystemExit(f"no account with the email {canonical}")
+    role = "an operator" if grant else "not an operator"
+    print(f"{canonical} (user {user_id}) is now {role}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="veil", description=__doc__)
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="dotenv file (if present)")
@@ -79,6 +114,10 @@ def main(argv: list[str] | None = None) -> None:
     serve_parser.add_argument("service", choices=["all", *SERVICES])
     serve_parser.add_argument("--port", type=int, help="overrides VEIL_PORT")
     commands.add_parser("migrate", help="apply database migrations and exit")
+    operator_parser = commands.add_parser("operator", help="grant or revoke the operator role")
+    operator_actions = operator_parser.add_subparsers(dest="action", required=True)
+    for action, text in (("grant", "make the account an operator"), ("revoke", "take the role away")):
+        operator_actions.add_parser(action, help=text).add_argument("email", help="the account's email")
     args = parser.parse_args(argv)
 
     settings = load_settings(args.env_file)
@@ -92,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "migrate":
         applied = asyncio.run(apply_migrations(_database_url(settings)))
         log.info("migrations_done", applied=applied)
+    elif args.command == "operator":
+        change_operator_role(settings, args.email, grant=args.action == "grant")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,11 @@ def confirm(client: httpx.Client, who: dict[str, Any], request_id: str, code: st
     return client.post(f"/v1/account/requests/{request_id}/confirm", json={"code": code}, headers=bearer(who))
 
 
+async def frames_until_closed(ws: Any) -> None:
+    while True:  # events about her own devices may come first
+        await next_frame(ws, timeout=5)
+
+
 def login_status(client: httpx.Client, email: str) -> int:
     return client.post("/v1/auth/login", json={"email": email, "password": PASSWORD}).status_code
 
@@ -253,8 +258,7 @@ async def test_erasure_disables_at_once_and_the_purge_leaves_nothing(
             purge_after = datetime.fromisoformat(done.json()["purge_after"])
             assert timedelta(days=29) < purge_after - datetime.now(UTC) <= timedelta(days=30)
             with pytest.raises(ConnectionClosed) as closed:
-                while True:  # events about her own devices may come first
-                    await next_frame(ws, timeout=5)
+                await frames_until_closed(ws)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
 
         for session in (alice, second_device):

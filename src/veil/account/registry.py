@@ -139,6 +139,34 @@ REGISTRY: tuple[PersonalData, ...] = (
         "not exported (the archive itself)",
         "the sweep deletes the object and the row when the URL expires or the owner is gone",
     ),
+    PersonalData(
+        "incidents",
+        ("created_by",),
+        "breach-handling incidents: title, scope, mitigation, the operator who opened one",
+        "not exported (operator records)",
+        "append-only; the operator's id is set to NULL when that account is purged",
+    ),
+    PersonalData(
+        "incident_entries",
+        ("author_id",),
+        "timestamped updates and mitigation steps of an incident, and who wrote them",
+        "not exported (operator records)",
+        "append-only; the author's id is set to NULL when that account is purged",
+    ),
+    PersonalData(
+        "incident_notifications",
+        ("user_id",),
+        "which users were told about an incident, and when",
+        "not exported",
+        "append-only; the user's id is set to NULL when the account is purged (the time stays)",
+    ),
+    PersonalData(
+        "operator_audit",
+        ("operator_id", "target_user_id"),
+        "every operator action: who, what, on which account or incident, when",
+        "not exported (operator records)",
+        "append-only; ids of purged accounts are set to NULL, the action stays",
+    ),
 )
 
 # Tables with no personal data, and why: the completeness test accepts them only if listed here.

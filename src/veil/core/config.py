@@ -130,9 +130,7 @@ class Settings(BaseSettings):
     max_one_time_prekeys: int = Field(500, ge=1, validation_alias=_env("VEIL_MAX_ONE_TIME_PREKEYS"))
     claims_per_device_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_CLAIMS_PER_HOUR"))
     device_queue_cap: int = Field(1000, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_CAP"))
-    device_message_ttl_days: int = Field(
-        14, ge=1, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS")
-    )
+    device_message_ttl_days: int = Field(14, ge=1, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS"))
     # Largest ciphertext of one envelope, in bytes (a larger one is a 413).
     max_ciphertext_bytes: int = Field(
         64 * 1024, ge=1, le=1024 * 1024, validation_alias=_env("VEIL_MAX_CIPHERTEXT")

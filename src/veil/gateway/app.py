@@ -6,6 +6,7 @@ from __future__ import annotations
 from starlette.applications import Starlette
 
 from veil import maintenance
+from veil.account import api as account_api
 from veil.auth import api as auth_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
@@ -13,6 +14,7 @@ from veil.core.web.app import ServiceModule, create_app
 from veil.files import api as files_api
 from veil.keys import api as keys_api
 from veil.messaging import api as messaging_api
+from veil.operator import api as operator_api
 from veil.realtime import api as realtime_api
 
 # What `veil serve NAME` runs. Messaging carries the WebSocket, which also delivers device messages,
@@ -22,6 +24,7 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
     "keys": (keys_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
     "files": (files_api.MODULE, maintenance.MODULE),
+    "account": (account_api.MODULE, operator_api.MODULE, maintenance.MODULE),
 }
 ALL_MODULES = (
     auth_api.MODULE,
@@ -29,6 +32,8 @@ ALL_MODULES = (
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,
+    account_api.MODULE,
+    operator_api.MODULE,
     maintenance.MODULE,
 )
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from veil.core.resources import Resources
 
 Handler = Callable[..., Awaitable[Response]]
+Guard = Callable[[Request, Principal], Awaitable[None]]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -42,6 +43,9 @@ class Endpoint:
     authenticated: bool = True
     rate_limited: bool = False
     touches_backend: bool = True
+    # Runs after authentication, before the body or the query is read: a caller it refuses learns
+    # nothing from validation errors (the operator API is a 404 to everyone else).
+    guard: Guard | None = None
 
     def documented_errors(self) -> list[int]:
         implied = set(self.errors)
@@ -60,7 +64,10 @@ class Endpoint:
         endpoint is authenticated, the parsed body when it has one."""
         args: list[Any] = []
         if self.authenticated:
-            args.append(await authenticate(request))
+            principal = await authenticate(request)
+            if self.guard is not None:
+                await self.guard(request, principal)
+            args.append(principal)
         if self.body is not None:
             args.append(await parse_json_body(request, self.body, max_body_bytes))
         return await self.handler(request, *args)

@@ -1,0 +1,315 @@
+"""Operator routes under /v1/admin: parse, one service call, respond. Every endpoint is guarded: to
+a caller without the operator role it is a 404, before anything of the request is read."""
+
+from __future__ import annotations
+
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from veil.core.problems import FieldError, validation_failed
+from veil.core.resources import Resources
+from veil.core.security.authn import Principal
+from veil.core.web.app import ServiceModule
+from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.core.web.params import path_uuid, query_int
+from veil.operator.schemas import (
+    AddIncidentEntry,
+    AdminUserList,
+    AdminUserView,
+    AuditEntryView,
+    AuditList,
+    CreateIncident,
+    IncidentDetail,
+    IncidentEntryView,
+    IncidentList,
+    IncidentView,
+    NotificationResult,
+    NotifyUsers,
+)
+from veil.operator.service import OperatorService
+from veil.operator.store import AuditEntry, Incident, IncidentEntry, UserMetadata
+
+TAG = "operator"
+
+
+def _service(request: Request) -> OperatorService:
+    service: OperatorService = state_of(request, "operator")
+    return service
+
+
+async def _operators_only(request: Request, principal: Principal) -> None:
+    await _service(request).check_operator(principal)
+
+
+def _user_view(user: UserMetadata) -> AdminUserView:
+    return AdminUserView(
+        user_id=user.id,
+        email=user.email,
+        status=user.status,
+        role=user.role,
+        email_verified=user.email_verified,
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        last_seen_at=user.last_seen_at,
+        active_sessions=user.active_sessions,
+        devices=user.devices,
+        conversations=user.conversations,
+        messages_sent=user.messages_sent,
+        attachments=user.attachments,
+    )
+
+
+def _incident_view(incident: Incident) -> IncidentView:
+    return IncidentView(
+        incident_id=incident.id,
+        number=incident.number,
+        title=incident.title,
+        scope=incident.scope,
+        mitigation=incident.mitigation,
+        detected_at=incident.detected_at,
+        created_at=incident.created_at,
+        created_by=incident.created_by,
+    )
+
+
+def _entry_view(entry: IncidentEntry) -> IncidentEntryView:
+    return IncidentEntryView(
+        seq=entry.seq,
+        kind=entry.kind,
+        body=entry.body,
+        created_at=entry.created_at,
+        author_id=entry.author_id,
+    )
+
+
+def _audit_view(entry: AuditEntry) -> AuditEntryView:
+    return AuditEntryView(
+        seq=entry.seq,
+        operator_id=entry.operator_id,
+        action=entry.action,
+        target_user_id=entry.target_user_id,
+        incident_id=entry.incident_id,
+        created_at=entry.created_at,
+    )
+
+
+def _uuid_cursor(request: Request) -> uuid.UUID | None:
+    raw = request.query_params.get("cursor")
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        raise validation_failed([FieldError(("query", "cursor"), "Not a cursor from this API.")]) from None
+
+
+def _limit(request: Request) -> int:
+    return query_int(request, "limit", 1, 200, default=50)
+
+
+def _seq_cursor(request: Request) -> int | None:
+    return query_int(request, "cursor", 1, 2**63 - 1)
+
+
+async def list_users(request: Request, principal: Principal) -> Response:
+    limit = _limit(request)
+    users = await _service(request).users(principal, _uuid_cursor(request), limit)
+    next_cursor = str(users[-1].id) if len(users) == limit else None
+    return json_response(AdminUserList(items=[_user_view(u) for u in users], next_cursor=next_cursor))
+
+
+async def get_user(request: Request, principal: Principal) -> Response:
+    return json_response(_user_view(await _service(request).user(principal, path_uuid(request, "user_id"))))
+
+
+async def suspend_user(request: Request, principal: Principal) -> Response:
+    await _service(request).suspend(principal, path_uuid(request, "user_id"))
+    return no_content()
+
+
+async def reinstate_user(request: Request, principal: Principal) -> Response:
+    await _service(request).reinstate(principal, path_uuid(request, "user_id"))
+    return no_content()
+
+
+async def revoke_user_sessions(request: Request, principal: Principal) -> Response:
+    await _service(request).revoke_sessions(principal, path_uuid(request, "user_id"))
+    return no_content()
+
+
+async def create_incident(request: Request, principal: Principal, body: CreateIncident) -> Response:
+    incident = await _service(request).create_incident(
+        principal, body.title, body.scope, body.mitigation, body.detected_at
+    )
+    return json_response(_incident_view(incident), status=201)
+
+
+async def list_incidents(request: Request, principal: Principal) -> Response:
+    limit = _limit(request)
+    incidents = await _service(request).incidents(principal, _seq_cursor(request), limit)
+    next_cursor = str(incidents[-1].number) if len(incidents) == limit else None
+    items = [_incident_view(i) for i in incidents]
+    return json_response(IncidentList(items=items, next_cursor=next_cursor))
+
+
+async def get_incident(request: Request, principal: Principal) -> Response:
+    found = await _service(request).incident(principal, path_uuid(request, "incident_id"))
+    detail = IncidentDetail(
+        **_incident_view(found.incident).model_dump(),
+        entries=[_entry_view(e) for e in found.entries],
+        users_notified=found.users_notified,
+    )
+    return json_response(detail)
+
+
+async def add_incident_entry(request: Request, principal: Principal, body: AddIncidentEntry) -> Response:
+    entry = await _service(request).add_entry(
+        principal, path_uuid(request, "incident_id"), body.kind, body.body
+    )
+    return json_response(_entry_view(entry), status=201)
+
+
+async def notify_incident_users(request: Request, principal: Principal, body: NotifyUsers) -> Response:
+    notified = await _service(request).notify(principal, path_uuid(request, "incident_id"), body.user_ids)
+    result = NotificationResult(
+        notified=notified.notified,
+        already_notified=notified.already_notified,
+        notified_at=notified.notified_at,
+    )
+    return json_response(result)
+
+
+async def list_audit(request: Request, principal: Principal) -> Response:
+    limit = _limit(request)
+    entries = await _service(request).audit_trail(principal, _seq_cursor(request), limit)
+    next_cursor = str(entries[-1].seq) if len(entries) == limit else None
+    return json_response(AuditList(items=[_audit_view(e) for e in entries], next_cursor=next_cursor))
+
+
+def build(resources: Resources) -> OperatorService:
+    return OperatorService(resources.db, resources.mailer, resources.clock)
+
+
+_U = "/v1/admin/users/{user_id}"
+_I = "/v1/admin/incidents/{incident_id}"
+
+# Every operation may answer 404: it is what anyone without the operator role gets.
+MODULE = ServiceModule(
+    "operator",
+    [
+        Endpoint(
+            "GET",
+            "/v1/admin/users",
+            list_users,
+            "Users' metadata and counts, by id (operators).",
+            TAG,
+            responses={200: AdminUserList},
+            errors=(404, 422),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "GET",
+            _U,
+            get_user,
+            "One user's metadata and counts (operators).",
+            TAG,
+            responses={200: AdminUserView},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            _U + "/suspend",
+            suspend_user,
+            "Suspend an account and end all its sessions at once (operators).",
+            TAG,
+            responses={204: None},
+            errors=(404, 409),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            _U + "/reinstate",
+            reinstate_user,
+            "Lift a suspension (operators).",
+            TAG,
+            responses={204: None},
+            errors=(404, 409),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            _U + "/sessions/revoke",
+            revoke_user_sessions,
+            "End every session of a user without suspending the account (operators).",
+            TAG,
+            responses={204: None},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/admin/incidents",
+            create_incident,
+            "Open an incident in the append-only incident log (operators).",
+            TAG,
+            body=CreateIncident,
+            responses={201: IncidentView},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "GET",
+            "/v1/admin/incidents",
+            list_incidents,
+            "Incidents, newest first (operators).",
+            TAG,
+            responses={200: IncidentList},
+            errors=(404, 422),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "GET",
+            _I,
+            get_incident,
+            "One incident with its entries (operators).",
+            TAG,
+            responses={200: IncidentDetail},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            _I + "/entries",
+            add_incident_entry,
+            "Append an update, a mitigation step or a notification to an incident (operators).",
+            TAG,
+            body=AddIncidentEntry,
+            responses={201: IncidentEntryView},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "POST",
+            _I + "/notifications",
+            notify_incident_users,
+            "E-mail a content-free security notice to affected users and record when (operators).",
+            TAG,
+            body=NotifyUsers,
+            responses={200: NotificationResult},
+            errors=(404,),
+            guard=_operators_only,
+        ),
+        Endpoint(
+            "GET",
+            "/v1/admin/audit",
+            list_audit,
+            "The audit trail of operator actions, newest first (operators).",
+            TAG,
+            responses={200: AuditList},
+            errors=(404, 422),
+            guard=_operators_only,
+        ),
+    ],
+    build=build,
+)

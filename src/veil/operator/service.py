@@ -1,0 +1,322 @@
+"""Operator use cases: users' metadata, suspension and session revocation, the incident log, user
+notices and the audit trail.
+
+Every use case runs in one named transaction that first checks, from the database, that the
+caller holds the operator role, and ends by writing its audit row: an action is never recorded
+without having happened, nor done without being recorded. To anyone else the operator API does
+not exist (the same 404 as an unknown path). The role is granted and taken away only by the
+command-line tool (`set_role`), never through the API.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from veil.core.clock import Clock
+from veil.core.db import Connection, Database
+from veil.core.logging import get_logger
+from veil.core.mailer import Mailer
+from veil.core.problems import (
+    BackendUnavailable,
+    FieldError,
+    Problem,
+    conflict,
+    not_found,
+    unavailable,
+    validation_failed,
+)
+from veil.core.security.authn import Principal
+from veil.core.security.sessions import notify_revoked
+from veil.operator import store
+from veil.operator.store import AuditEntry, Incident, IncidentEntry, UserMetadata
+
+log = get_logger(__name__)
+
+# A notice says that something happened and what to do; never what, and nothing about the
+# recipient's data, so that the mail itself discloses nothing and is no template for phishing
+# (no links, no request to reply).
+NOTICE_SUBJECT = "Security notice about your Veil account"
+NOTICE_BODY = """\
+We are writing to let you know that there was a security incident at Veil that may affect your
+account.
+
+Your messages and files are end-to-end encrypted: Veil never holds the keys to read them.
+
+What we recommend:
+  - sign in to Veil, review your active sessions and revoke any you do not recognise;
+  - change your Veil password, and change it anywhere else you used the same password;
+  - verify your contacts' safety numbers again in the app.
+
+This notice deliberately contains no details about your data. We will never ask you for your
+password or your keys, by email or otherwise.
+"""
+
+# The clock skew tolerated on a client-supplied detection time.
+_FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class IncidentLog:
+    incident: Incident
+    entries: list[IncidentEntry]
+    users_notified: int
+
+
+@dataclass(frozen=True)
+class Notified:
+    notified: int
+    already_notified: int
+    notified_at: datetime
+
+
+def _no_such_path() -> Problem:
+    # Word for word what an unknown path answers (veil.core.web.errors): nothing to tell apart.
+    return not_found("No resource at this path.")
+
+
+class OperatorService:
+    def __init__(self, db: Database, mailer: Mailer, clock: Clock) -> None:
+        self._db = db
+        self._mailer = mailer
+        self._clock = clock
+
+    async def check_operator(self, principal: Principal) -> None:
+        """404 unless the caller holds the operator role right now. Asked before the request body
+        is read, so that nobody else learns anything from validation errors either."""
+        async with self._db.connection() as conn:
+            if not await store.is_operator(conn, principal.user_id):
+                raise _no_such_path()
+
+    @asynccontextmanager
+    async def _as_operator(self, principal: Principal, name: str) -> AsyncIterator[Connection]:
+        """A transaction for one operator action; the role is checked again inside it, so that
+        an action and its audit row never outlive a revoked role."""
+        async with self._db.transaction(name) as conn:
+            if not await store.is_operator(conn, principal.user_id):
+                raise _no_such_path()
+            yield conn
+
+    async def users(self, principal: Principal, after: uuid.UUID | None, limit: int) -> list[UserMetadata]:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_users") as conn:
+            found = await store.users(conn, after, limit, now)
+            await store.audit(conn, principal.user_id, "users_listed", now)
+        return found
+
+    async def user(self, principal: Principal, user_id: uuid.UUID) -> UserMetadata:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_user") as conn:
+            found = await store.user(conn, user_id, now)
+            if found is None:
+                raise not_found("No such user.")
+            await store.audit(conn, principal.user_id, "user_viewed", now, target_user_id=user_id)
+        return found
+
+    async def suspend(self, principal: Principal, user_id: uuid.UUID) -> None:
+        """Suspend the account and end all its sessions at once (open WebSockets close on the
+        revocation notice). Idempotent. Operators are suspended only after the command-line tool
+        took their role away, so that no operator can lock the others out."""
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_suspend") as conn:
+            status, role = await self._lock_user(conn, user_id)
+            if role == "operator":
+                raise conflict("Operators cannot be suspended; revoke the role with `veil operator revoke`.")
+            if status == "disabled":
+                raise conflict("The account is being erased.")
+            await store.set_status(conn, user_id, "suspended", now)
+            revoked = await store.revoke_sessions(conn, user_id, "account_disabled", now)
+            await notify_revoked(conn, revoked)
+            await store.audit(conn, principal.user_id, "user_suspended", now, target_user_id=user_id)
+        log.info(
+            "security_event",
+            kind="account_suspended",
+            user_id=str(user_id),
+            operator_id=str(principal.user_id),
+            sessions_revoked=len(revoked),
+        )
+
+    async def reinstate(self, principal: Principal, user_id: uuid.UUID) -> None:
+        """Lift a suspension (idempotent). The user signs in again; no session comes back."""
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_reinstate") as conn:
+            status, _ = await self._lock_user(conn, user_id)
+            if status == "disabled":
+                raise conflict("The account is being erased.")
+            await store.set_status(conn, user_id, "active", now)
+            await store.audit(conn, principal.user_id, "user_reinstated", now, target_user_id=user_id)
+        log.info(
+            "security_event",
+            kind="account_reinstated",
+            user_id=str(user_id),
+            operator_id=str(principal.user_id),
+        )
+
+    async def revoke_sessions(self, principal: Principal, user_id: uuid.UUID) -> None:
+        """End every session of the user without suspending the account."""
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_revoke_sessions") as conn:
+            await self._lock_user(conn, user_id)
+            revoked = await store.revoke_sessions(conn, user_id, "revoked", now)
+            await notify_revoked(conn, revoked)
+            await store.audit(conn, principal.user_id, "user_sessions_revoked", now, target_user_id=user_id)
+        log.info(
+            "security_event",
+            kind="sessions_revoked_by_operator",
+            user_id=str(user_id),
+            operator_id=str(principal.user_id),
+            sessions_revoked=len(revoked),
+        )
+
+    async def create_incident(
+        self, principal: Principal, title: str, scope: str, mitigation: str, detected_at: datetime | None
+    ) -> Incident:
+        now = self._clock.now()
+        if detected_at is not None and detected_at > now + _FUTURE_TOLERANCE:
+            raise validation_failed([FieldError(("detected_at",), "Must not be in the future.")])
+        draft = Incident(
+            id=uuid.uuid4(),
+            number=0,  # assigned by the database
+            title=title,
+            scope=scope,
+            mitigation=mitigation,
+            detected_at=detected_at or now,
+            created_at=now,
+            created_by=principal.user_id,
+        )
+        async with self._as_operator(principal, "operator_incident_create") as conn:
+            incident = await store.insert_incident(conn, draft)
+            await store.audit(conn, principal.user_id, "incident_created", now, incident_id=incident.id)
+        log.info("security_event", kind="incident_created", incident_id=str(incident.id))
+        return incident
+
+    async def incidents(self, principal: Principal, before: int | None, limit: int) -> list[Incident]:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_incidents") as conn:
+            found = await store.incidents(conn, before, limit)
+            await store.audit(conn, principal.user_id, "incidents_listed", now)
+        return found
+
+    async def incident(self, principal: Principal, incident_id: uuid.UUID) -> IncidentLog:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_incident") as conn:
+            incident = await store.incident(conn, incident_id)
+            if incident is None:
+                raise not_found("No such incident.")
+            entries = await store.entries(conn, incident_id)
+            notified = await store.users_notified(conn, incident_id)
+            await store.audit(conn, principal.user_id, "incident_viewed", now, incident_id=incident_id)
+        return IncidentLog(incident, entries, notified)
+
+    async def add_entry(
+        self, principal: Principal, incident_id: uuid.UUID, kind: str, body: str
+    ) -> IncidentEntry:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_incident_entry") as conn:
+            if not await store.incident_exists(conn, incident_id):
+                raise not_found("No such incident.")
+            entry = await store.insert_entry(conn, incident_id, kind, body, principal.user_id, now)
+            await store.audit(conn, principal.user_id, "incident_entry_added", now, incident_id=incident_id)
+        return entry
+
+    async def notify(
+        self, principal: Principal, incident_id: uuid.UUID, user_ids: list[uuid.UUID]
+    ) -> Notified:
+        """Send the fixed notice to each listed user not yet told of this incident, then record
+        who was told and when. If the mail server gives up half-way, those already told are
+        recorded all the same and the answer is a 503: a retry tells only the rest."""
+        wanted = list(dict.fromkeys(user_ids))
+        async with self._as_operator(principal, "operator_notify_check") as conn:
+            if not await store.incident_exists(conn, incident_id):
+                raise not_found("No such incident.")
+            recipients = await store.recipients(conn, incident_id, wanted)
+        if len(recipients) != len(wanted):
+            raise not_found("No such user.")
+        pending = [r for r in recipients if not r.already_notified]
+        told: list[tuple[uuid.UUID, datetime]] = []
+        failure: BackendUnavailable | None = None
+        for recipient in pending:
+            try:
+                await self._mailer.send(recipient.email, NOTICE_SUBJECT, NOTICE_BODY)
+            except BackendUnavailable as exc:
+                failure = exc
+                break
+            told.append((recipient.user_id, self._clock.now()))
+        now = self._clock.now()
+        try:
+            await self._record_notices(principal, incident_id, told, now)
+        except BackendUnavailable:
+            # The mails are out but the log does not say so: leave what is needed to add it by hand.
+            log.error(
+                "incident_notifications_unrecorded",
+                incident_id=str(incident_id),
+                user_ids=[str(user_id) for user_id, _ in told],
+            )
+            raise
+        log.info(
+            "security_event", kind="incident_users_notified", incident_id=str(incident_id), count=len(told)
+        )
+        if failure is not None:
+            raise unavailable(
+                f"The mail server is unavailable; {len(told)} of {len(pending)} users were notified and "
+                "recorded. Retry to notify the rest."
+            ) from failure
+        return Notified(len(told), len(recipients) - len(pending), now)
+
+    async def _record_notices(
+        self,
+        principal: Principal,
+        incident_id: uuid.UUID,
+        told: list[tuple[uuid.UUID, datetime]],
+        now: datetime,
+    ) -> None:
+        # Recorded even if the caller lost the role meanwhile: these mails were sent.
+        async with self._db.transaction("operator_notify_record") as conn:
+            if told:
+                await store.insert_notifications(conn, incident_id, told)
+                await store.insert_entry(
+                    conn,
+                    incident_id,
+                    "notification",
+                    f"{len(told)} affected user(s) notified by email.",
+                    principal.user_id,
+                    now,
+                )
+            await store.audit(
+                conn, principal.user_id, "incident_users_notified", now, incident_id=incident_id
+            )
+
+    async def audit_trail(self, principal: Principal, before: int | None, limit: int) -> list[AuditEntry]:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_audit") as conn:
+            # Reading the trail is itself an action: the row goes in before the page is read.
+            await store.audit(conn, principal.user_id, "audit_viewed", now)
+            return await store.audit_entries(conn, before, limit)
+
+    @staticmethod
+    async def _lock_user(conn: Connection, user_id: uuid.UUID) -> tuple[str, str]:
+        found = await store.lock_user(conn, user_id)
+        if found is None:
+            raise not_found("No such user.")
+        return found
+
+
+async def set_role(db: Database, clock: Clock, email: str, role: str) -> uuid.UUID | None:
+    """Grant (`operator`) or take away (`user`) the operator role of the account with this
+    normalised email, recorded in the audit trail with no operator; the account's id, or None if
+    there is none. For the command-line tool only."""
+    now = clock.now()
+    async with db.transaction("operator_set_role") as conn:
+        changed = await store.set_role(conn, email, role, now)
+        if changed is None:
+            return None
+        user_id, did_change = changed
+        if did_change:
+            action = "role_granted" if role == "operator" else "role_revoked"
+            await store.audit(conn, None, action, now, target_user_id=user_id)
+    if did_change:
+        log.info("security_event", kind="operator_role_changed", user_id=str(user_id), role=role)
+    return user_id
