@@ -32,10 +32,12 @@ class LiveServer:
     ca_file: Path
     log_file: Path
     _log: IO[bytes] = field(repr=False)
+    # Plain HTTP: a service process behind the gateway.
+    plain: bool = False
 
     @property
     def base_url(self) -> str:
-        return f"https://localhost:{self.port}"
+        return f"http://127.0.0.1:{self.port}" if self.plain else f"https://localhost:{self.port}"
 
     def client(self, **kwargs: object) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, verify=self.ssl_context(), timeout=10, **kwargs)  # type: ignore[arg-type]
@@ -101,9 +103,13 @@ def start_server(
     log_file: Path,
     extra_env: dict[str, str] | None = None,
     service: str = "all",
+    plain: bool = False,
 ) -> LiveServer:
+    """Start `veil serve SERVICE` on a free port: over TLS, or `plain` HTTP (behind a gateway)."""
     port = free_port()
     env = server_environment(settings, database_url, certificates, port)
+    if plain:
+        del env["VEIL_TLS_CERT_FILE"], env["VEIL_TLS_KEY_FILE"]
     env.update(extra_env or {})
     log = log_file.open("ab")
     process = subprocess.Popen(
@@ -112,7 +118,7 @@ def start_server(
         stdout=log,
         stderr=subprocess.STDOUT,
     )
-    live = LiveServer(process, port, certificates.ca_file, log_file, log)
+    live = LiveServer(process, port, certificates.ca_file, log_file, log, plain)
     deadline = time.monotonic() + 30
     with live.client() as client:
         while True:
