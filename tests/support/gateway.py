@@ -10,11 +10,14 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
+
+import httpx
 
 from tests.support.server import LiveServer
 
@@ -112,3 +115,14 @@ http {{
                 gateway.stop()
                 raise RuntimeError(f"nginx did not start:\n{gateway.error_log()}") from None
             time.sleep(0.05)
+
+
+@dataclass
+class Topology:
+    gateway: Gateway
+    services: dict[str, list[LiveServer]]
+    ca_file: Path
+
+    def client(self) -> httpx.Client:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.Client(base_url=self.gateway.base_url, verify=context, timeout=10)

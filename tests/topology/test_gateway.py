@@ -10,120 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import ssl
 import time
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import asyncpg
-import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.support.databases import server_url, with_database
-from tests.support.gateway import Gateway, nginx_binary, start_gateway, upstreams
+from tests.support.gateway import Topology
 from tests.support.messaging import envelope
-from tests.support.server import LiveServer, free_port, start_server
 from tests.support.users import bearer, login, register
-from veil.core.config import Settings
-from veil.devstack.tls import DevCertificates
 
 HSTS = "max-age=63072000; includeSubDomains"
-COPIES = {"auth": 2, "messaging": 2, "keys": 1, "files": 1, "account": 1}
-
-
-@dataclass
-class Topology:
-    gateway: Gateway
-    services: dict[str, list[LiveServer]]
-    ca_file: Path
-
-    def client(self) -> httpx.Client:
-        context = ssl.create_default_context(cafile=str(self.ca_file))
-        return httpx.Client(base_url=self.gateway.base_url, verify=context, timeout=10)
-
-
-@pytest.fixture(scope="module")
-def topology(
-    settings: Settings,
-    template_database: str,
-    certificates: DevCertificates,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Topology]:
-    binary = nginx_binary()
-    if binary is None:
-        message = "nginx is not installed (apt-get install nginx); the topology tests need it"
-        if os.environ.get("VEIL_REQUIRE_NGINX") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"veil_topology_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_create_database(server_url(settings), name, template_database))
-    database_url = with_database(server_url(settings), name)
-    directory = tmp_path_factory.mktemp("topology")
-    services: dict[str, list[LiveServer]] = {}
-    gateway = None
-    env = {
-        "VEIL_TRUSTED_PROXIES": "127.0.0.1/32",
-        # The per-IP auth limit, enforced by the services with state shared in PostgreSQL.
-        "VEIL_AUTH_RATE": "5",
-        "VEIL_AUTH_BURST": "10",
-    }
-    try:
-        for service, count in COPIES.items():
-            services[service] = [
-                start_server(
-                    settings,
-                    database_url,
-                    certificates,
-                    log_file=directory / f"{service}-{copy}.log",
-                    extra_env=env,
-                    service=service,
-                    plain=True,
-                )
-                for copy in range(count)
-            ]
-        gateway = start_gateway(
-            binary,
-            directory / "nginx",
-            free_port(),
-            {
-                "VEIL_GATEWAY_CERT": str(certificates.cert_file),
-                "VEIL_GATEWAY_KEY": str(certificates.key_file),
-                # High here, so the tests below see the services' own (shared) limit.
-                "VEIL_GATEWAY_AUTH_RATE": "1000",
-                "VEIL_GATEWAY_AUTH_BURST": "1000",
-                **{f"VEIL_UPSTREAM_{name.upper()}": upstreams(copies) for name, copies in services.items()},
-            },
-        )
-        yield Topology(gateway, services, certificates.ca_file)
-    finally:
-        if gateway is not None:
-            gateway.stop()
-        for copies in services.values():
-            for live in copies:
-                live.stop()
-        asyncio.run(_drop_database(server_url(settings), name))
-
-
-async def _create_database(server: str, name: str, template: str) -> None:
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await admin.close()
-
-
-async def _drop_database(server: str, name: str) -> None:
-    admin = await asyncpg.connect(server)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 def tls_version(topology: Topology, minimum: ssl.TLSVersion, maximum: ssl.TLSVersion) -> str | None:
