@@ -122,7 +122,12 @@ class Topology:
     gateway: Gateway
     services: dict[str, list[LiveServer]]
     ca_file: Path
+    database_url: str
 
     def client(self) -> httpx.Client:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         return httpx.Client(base_url=self.gateway.base_url, verify=context, timeout=10)
+
+    def async_client(self) -> httpx.AsyncClient:
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        return httpx.AsyncClient(base_url=self.gateway.base_url, verify=context, timeout=10)

@@ -49,6 +49,7 @@ def topology(
         # The per-IP auth limit, enforced by the services with state shared in PostgreSQL.
         "VEIL_AUTH_RATE": "5",
         "VEIL_AUTH_BURST": "10",
+        "VEIL_MESSAGES_PER_MINUTE": "100000",
     }
     try:
         for service, count in COPIES.items():
@@ -77,7 +78,7 @@ def topology(
                 **{f"VEIL_UPSTREAM_{name.upper()}": upstreams(copies) for name, copies in services.items()},
             },
         )
-        yield Topology(gateway, services, certificates.ca_file)
+        yield Topology(gateway, services, certificates.ca_file, database_url)
     finally:
         if gateway is not None:
             gateway.stop()
