@@ -21,7 +21,7 @@ import httpx
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
-from bench import attachments, messaging
+from bench import attachments, messaging, topology
 from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -298,6 +298,10 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
         if only == "attachments":  # a quick look at one scenario; docs/benchmarks.md is untouched
             print(await attachments.run_all(live, settings, seconds))
             return
+        if only == "scale-out":
+            live.stop()
+            print(topology.render(await topology.scale_out(settings, database_url, certs, seconds)))
+            return
         emails, tokens = await prepare(live, users=20, sessions=100)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
@@ -309,9 +313,10 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
         idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets)
         RESULTS.parent.mkdir(exist_ok=True)
         attachment_section = await attachments.run_all(live, settings, seconds)
-        RESULTS.write_text(
-            render(results, seconds) + render_messaging(messaging_results, idle) + attachment_section
-        )
+        live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores
+        scale_out = topology.render(await topology.scale_out(settings, database_url, certs, seconds))
+        sections = [render(results, seconds), render_messaging(messaging_results, idle), attachment_section]
+        RESULTS.write_text("".join([*sections, scale_out]))
         print(RESULTS.read_text())
     finally:
         if live is not None:
@@ -323,6 +328,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
-    parser.add_argument("--only", choices=["attachments"], help="run one scenario and print it")
+    parser.add_argument("--only", choices=["attachments", "scale-out"], help="run one scenario and print it")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only))
