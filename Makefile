@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint unit integration bench lock clean
+.PHONY: help install run demo test lint unit integration bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -21,6 +21,9 @@ install: $(STAMP) ## Create .venv and install Veil with its pinned dependencies
 
 run: $(STAMP) ## Start PostgreSQL, S3 and Veil at https://localhost:8443 (Ctrl-C stops all)
 	$(BIN)/veil run
+
+demo: $(STAMP) ## Three clients talk through the running system (started if down), then what the server holds
+	$(BIN)/python -m veil.client.demo --start-server
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests bench

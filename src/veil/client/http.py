@@ -1022,3 +1022,10 @@ class VeilClient:
             self.dropped_device_messages = int(extra.get("dropped_device_messages", 0))
         except (ValueError, KeyError, TypeError) as error:
             raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
+
+    # Live connection -----------------------------------------------------------------------------
+
+    def access_token(self) -> str:
+        """A current access token (refreshed first if due) for the WebSocket's `Authorization:
+        Bearer` header. It is a credential: send it to this server only, never print or log it."""
+        return self._bearer()

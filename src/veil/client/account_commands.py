@@ -1,0 +1,200 @@
+"""`veil-client` commands about the account and this device: register, login, logout, whoami,
+devices, contacts, export and delete-account.
+
+Results go to standard output, prompts and notes to standard error. Nothing here prints a password,
+token, key or emailed code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from veil.client.context import Context
+from veil.client.failures import UserError
+from veil.client.http import VeilClient, VeilError
+from veil.client.prompts import ask_line, ask_secret
+
+_CODE = re.compile(r"^\d{6}$")
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _sign_in(ctx: Context, client: VeilClient, email: str, password: str, device_name: str) -> None:
+    try:
+        client.login(email, password, device_name=device_name)
+    except VeilError as error:
+        if error.status == 401:
+            raise UserError("Wrong email or password.") from None
+        raise
+    ctx.remember_server(email, client.user_id)
+    print(f"Signed in as {email}.")
+    print(f"Your user id: {client.user_id}")
+    print(f"This device: {client.device_id} (fingerprint {client.crypto.fingerprint()})")
+    note("Give your user id to the people you want to talk to; they add you with `contacts add`.")
+
+
+def register(ctx: Context, args: argparse.Namespace) -> None:
+    password = ask_secret("Choose a password: ", confirm=True)
+    client = ctx.client()
+    try:
+        user_id = client.register(args.email, password)
+    except VeilError as error:
+        if error.status == 409:
+            raise UserError(
+                f"{args.email} is already registered; sign in with `veil-client login`."
+            ) from None
+        raise
+    print(f"Registered {args.email} (user id {user_id}).")
+    _sign_in(ctx, client, args.email, password, args.device_name)
+
+
+def login(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.client()
+    if client.signed_in and ctx.profile.email == args.email:
+        # A session that still works stays: logging in again would make a new device and end this
+        # one, and with it every session key this device holds.
+        with contextlib.suppress(VeilError):
+            client.account()
+            print(f"Already signed in as {args.email} (`logout` first to start a new device).")
+            print(f"Your user id: {client.user_id}")
+            return
+    _sign_in(ctx, client, args.email, ask_secret("Password: "), args.device_name)
+
+
+def logout(ctx: Context, args: argparse.Namespace) -> None:
+    if not ctx.profile.keystore.exists() or not ctx.client().signed_in:
+        print("Not signed in.")
+        return
+    client = ctx.client()
+    try:
+        client.logout()
+    except VeilError as error:
+        if error.status != 401:  # an expired session is as good as ended
+            raise
+    print("Signed out. This device's keys were removed from the server; `login` makes a new device.")
+
+
+def whoami(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.signed_in_client()
+    account = client.account()
+    print(f"{account['email']} ({account['status']})")
+    print(f"Your user id: {client.user_id}")
+    print(f"This device: {client.device_id} (fingerprint {client.crypto.fingerprint()})")
+    print(f"Server: {ctx.url}")
+
+
+def devices(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.signed_in_client()
+    user_id = client.user_id if args.user is None else ctx.profile.user_id_of(args.user)
+    found = client.devices(user_id)
+    who = ctx.profile.name_of(user_id)
+    if not found:
+        print(f"{who}: no devices (not signed in anywhere).")
+    for device in found:
+        mine = " (this device)" if device.device_id == client.device_id else ""
+        print(f"{who}: device {device.device_id}{mine}")
+        print(f"    fingerprint {device.fingerprint}")
+    note("Compare fingerprints with their owner in person or by phone: only that detects a swapped key.")
+
+
+def contacts(ctx: Context, args: argparse.Namespace) -> None:
+    profile = ctx.profile
+    if args.contacts_command == "add":
+        profile.add_contact(args.name, args.user_id)
+        print(f"Added {args.name} ({profile.contacts[args.name]}).")
+    elif args.contacts_command == "remove":
+        profile.remove_contact(args.name)
+        print(f"Removed {args.name}.")
+    else:
+        if not profile.contacts:
+            print("Your address book is empty; `veil-client contacts add NAME USER_ID` adds someone.")
+        for name, user_id in sorted(profile.contacts.items()):
+            print(f"{name}\t{user_id}")
+
+
+def _code(args: argparse.Namespace, request_id: str, command: str) -> str:
+    if args.code is not None:
+        code = str(args.code).strip()
+    else:
+        try:
+            code = ask_line("The six-digit code from the email: ")
+        except UserError:
+            raise UserError(
+                f"No code given. Finish with `veil-client {command} --request {request_id} --code CODE`."
+            ) from None
+    if not _CODE.match(code):
+        raise UserError("The code is the six digits from the email.")
+    return code
+
+
+def _confirm(client: VeilClient, request_id: str, code: str) -> dict[str, Any]:
+    try:
+        return client.confirm_request(request_id, code)
+    except VeilError as error:
+        if error.status == 400:
+            raise UserError(f"The code was not accepted: {error.detail}") from None
+        if error.status == 404:
+            raise UserError("There is no such request (or it is not yours).") from None
+        raise
+
+
+def _check_request_arguments(args: argparse.Namespace, command: str) -> None:
+    if args.code is not None and args.request is None:
+        raise UserError(f"--code needs --request REQUEST_ID (printed by `veil-client {command}`).")
+
+
+def export(ctx: Context, args: argparse.Namespace) -> None:
+    _check_request_arguments(args, "export")
+    output = Path(args.output or f"veil-export-{datetime.now(UTC):%Y%m%d-%H%M%S}.json")
+    if output.exists() and not args.force:
+        raise UserError(f"{output} already exists; choose another --output or pass --force.")
+    client = ctx.signed_in_client()
+    request_id = args.request
+    if request_id is None:
+        request_id = client.request_export()
+        note(f"A six-digit code was emailed to you (request {request_id}).")
+    confirmation = _confirm(client, request_id, _code(args, request_id, "export"))
+    archive = client.fetch_export(confirmation) if "download" in confirmation else confirmation
+    _write_private(output, json.dumps(archive, indent=2, sort_keys=True) + "\n")
+    print(f"Wrote your data to {output} ({output.stat().st_size} bytes).")
+
+
+def delete_account(ctx: Context, args: argparse.Namespace) -> None:
+    _check_request_arguments(args, "delete-account")
+    client = ctx.signed_in_client()
+    request_id = args.request
+    if request_id is None:
+        who = ctx.profile.email or client.user_id
+        if not args.yes:
+            note(f"This disables {who} at once and erases its data after the grace period.")
+            if ask_line("Type 'delete' to continue: ") != "delete":
+                raise UserError("Nothing was deleted.")
+        password = ask_secret("Password: ")
+        try:
+            request_id = client.request_erasure(password)
+        except VeilError as error:
+            if error.status == 403:
+                raise UserError("Wrong password; nothing was deleted.") from None
+            raise
+        note(f"A six-digit code was emailed to you (request {request_id}).")
+    _confirm(client, request_id, _code(args, request_id, "delete-account"))
+    ctx.close()
+    ctx.profile.erase()  # the keys belong to an account that no longer signs in
+    print("Your account is disabled and every session ended; its data is erased after the grace period.")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (an export holds personal data)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as file:
+        file.write(text)

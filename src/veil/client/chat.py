@@ -1,0 +1,280 @@
+"""`veil-client chat`: one conversation, live, in the terminal.
+
+What the person sees: the recent history, then every new message as it arrives, each line starting
+with its number (`#7`), and under their own messages the other side's marks (`#7 delivered to bob`,
+`#7 read by bob`). What they type is sent when they press enter; `/file PATH` sends a file and
+`/quit` (or the end of input) leaves.
+
+Receipts follow what the person could actually see: a message is marked `delivered` once it is
+printed, and `read` once they press enter (or send) after it was printed.
+
+One thread owns the `VeilClient` and the socket: a second one only reads standard input into a
+queue, since a blocking `readline` cannot be combined with waiting for frames otherwise. New
+messages are fetched with `history(after_seq=...)` whenever the socket announces one, and once a
+second while the socket is down.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+import unicodedata
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from veil.client.attachments import FileReference
+from veil.client.errors import CryptoError
+from veil.client.failures import explain
+from veil.client.http import Conversation, GroupMessage, VeilClient, VeilError
+from veil.client.live import LiveFeed
+from veil.client.object_store import TransferError
+from veil.client.profile import Profile
+
+_TICK_SECONDS = 0.1
+_POLL_SECONDS = 1.0
+_QUIT = "/quit"
+
+
+class InputLines:
+    """Standard input, line by line, from a daemon thread (so leaving never waits for a keypress)."""
+
+    def __init__(self, source: TextIO) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(source,), name="chat-input", daemon=True).start()
+
+    def _read(self, source: TextIO) -> None:
+        for line in source:
+            self._lines.put(line.rstrip("\r\n"))
+        self._lines.put(None)
+
+    def pending(self) -> list[str | None]:
+        """Every line typed since the last call; None marks the end of input."""
+        lines: list[str | None] = []
+        while True:
+            try:
+                lines.append(self._lines.get_nowait())
+            except queue.Empty:
+                return lines
+
+
+def clock_time(created_at: str) -> str:
+    """A server timestamp (RFC 3339, UTC) as local HH:MM."""
+    try:
+        return datetime.fromisoformat(created_at.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+    except ValueError:
+        return "--:--"
+
+
+def describe(message: GroupMessage, profile: Profile) -> str:
+    """One printable line for a message (without its number)."""
+    sender = profile.name_of(message.sender_id)
+    head = f"{clock_time(message.created_at)} {sender}:"
+    if message.plaintext is None:
+        return f"{head} [could not be decrypted: {message.error}]"
+    if message.content_type == "text":
+        return f"{head} {printable(message.text or '')}"
+    if message.content_type == "file":
+        try:
+            reference = FileReference.decode(message.plaintext)
+        except CryptoError:
+            return f"{head} [a file whose description is malformed]"
+        return f"{head} [file {reference.name!r}, {reference.plaintext_size} bytes: get-file #{message.seq}]"
+    return f"{head} [{message.content_type} message]"
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: a sender must not be able to move the cursor, recolour or retitle
+    the window with escape sequences. Line breaks stay, indented under the message."""
+    lines = text.split("\n")
+    cleaned = [
+        "".join(c if unicodedata.category(c)[0] != "C" else f"\\x{ord(c):02x}" for c in ln) for ln in lines
+    ]
+    return "\n    ".join(cleaned)
+
+
+class Chat:
+    def __init__(
+        self,
+        client: VeilClient,
+        profile: Profile,
+        conversation: Conversation,
+        feed: LiveFeed,
+        *,
+        url: str,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        self._client = client
+        self._profile = profile
+        self._conversation = conversation
+        self._cid = conversation.conversation_id
+        self._feed = feed
+        self._url = url
+        self._out = out
+        self._last_seen = 0  # highest seq printed
+        self._last_from_others = 0  # highest seq printed that someone else sent
+        self._marked = {"delivered": 0, "read": 0}
+        self._own_seqs: list[int] = []
+        # Own messages printed when sent, before the messages numbered between them were fetched.
+        self._printed_ahead: set[int] = set()
+        self._reported: dict[tuple[str, str], int] = {}  # (user, kind) -> up_to_seq already shown
+        self._next_poll = 0.0
+        self._offline = False
+
+    def run(self, title: str, lines: InputLines, *, recent: int) -> None:
+        self._say(f"Chat with {title}. Type and press enter to send; /file PATH sends a file; /quit leaves.")
+        self._show_new(after=max(0, self._conversation.last_seq - recent))
+        if not self._feed.connect():
+            self._say("(live connection unavailable; checking for new messages every second)")
+        while True:
+            for line in lines.pending():
+                if line is None or line.strip() == _QUIT:
+                    return
+                self._on_line(line)
+            try:
+                self._feed.connect()
+                for frame in self._feed.receive(_TICK_SECONDS):
+                    self._on_frame(frame)
+                if not self._feed.up:
+                    self._poll()
+            except httpx.TransportError:
+                # The server is unreachable (restarting, the network is gone): keep the chat and retry.
+                self._set_offline(True)
+                time.sleep(_POLL_SECONDS)
+            else:
+                self._set_offline(False)
+
+    def _set_offline(self, offline: bool) -> None:
+        if offline != self._offline:
+            self._offline = offline
+            self._say("(cannot reach the server; retrying)" if offline else "(connected again)")
+
+    # Typing --------------------------------------------------------------------------------------
+
+    def _on_line(self, line: str) -> None:
+        """Enter means "I have read what is on screen"; a non-empty line is also sent."""
+        text = line.strip()
+        try:
+            self._mark("read", self._last_from_others)
+            if text.startswith("/file "):
+                sent = self._client.send_file(self._cid, Path(text[len("/file ") :].strip()).expanduser())
+                self._own(
+                    sent.message.seq, f"[file {sent.reference.name!r}, {sent.reference.plaintext_size} bytes]"
+                )
+            elif text.startswith("/"):
+                self._say("Commands: /file PATH sends a file, /quit leaves; anything else is sent as text.")
+            elif text:
+                self._own(self._client.send_text(self._cid, line).seq, line)
+        except (VeilError, OSError, TransferError, httpx.TransportError) as error:
+            if isinstance(error, VeilError) and error.status == 401:
+                raise
+            # One failed send (a missing file, a rate limit) does not end the conversation.
+            self._say(f"! not sent: {explain(error, url=self._url)}")
+
+    def _own(self, seq: int, shown: str) -> None:
+        self._own_seqs.append(seq)
+        self._say(f"#{seq} {clock_time(datetime.now().astimezone().isoformat())} you: {shown}")
+        # Our own message arrives over the socket too; it needs no fetch unless others came first.
+        if seq == self._last_seen + 1:
+            self._last_seen = seq
+            self._feed.ack(self._cid, seq)
+        else:
+            self._printed_ahead.add(seq)
+
+    # Frames --------------------------------------------------------------------------------------
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "message":
+            message = frame.get("message") or {}
+            if str(message.get("conversation_id")) == self._cid:
+                seq = int(message.get("seq", 0))
+                if seq > self._last_seen:
+                    self._show_new(after=self._last_seen)
+                else:
+                    self._feed.ack(self._cid, seq)
+        elif kind == "receipt" and frame.get("conversation_id") == self._cid:
+            self._on_receipt(
+                str(frame.get("user_id")), str(frame.get("receipt")), int(frame.get("up_to_seq", 0))
+            )
+        elif kind == "membership" and frame.get("conversation_id") == self._cid:
+            who = self._profile.name_of(str(frame.get("user_id")))
+            change = _MEMBERSHIP.get(str(frame.get("kind")), str(frame.get("kind")))
+            self._say(f"* {who} {change.replace('was ', 'were ') if who == 'you' else change}")
+
+    def _on_receipt(self, user_id: str, kind: str, up_to_seq: int) -> None:
+        if user_id == self._client.user_id or kind not in ("delivered", "read"):
+            return
+        before = self._reported.get((user_id, kind), 0)
+        newly = [seq for seq in self._own_seqs if before < seq <= up_to_seq]
+        if up_to_seq > before:
+            self._reported[(user_id, kind)] = up_to_seq
+        if newly:
+            numbers = ", ".join(f"#{seq}" for seq in newly)
+            preposition = "to" if kind == "delivered" else "by"
+            self._say(f"  {numbers} {kind} {preposition} {self._profile.name_of(user_id)}")
+
+    # Fetching ------------------------------------------------------------------------------------
+
+    def _poll(self) -> None:
+        if time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + _POLL_SECONDS
+            self._show_new(after=self._last_seen)
+
+    def _show_new(self, *, after: int) -> None:
+        for message in self._client.history(self._cid, after_seq=after):
+            if message.seq <= self._last_seen:
+                continue
+            self._last_seen = message.seq
+            if message.seq in self._printed_ahead:
+                self._printed_ahead.discard(message.seq)
+                continue
+            self._say(f"#{message.seq} {describe(message, self._profile)}")
+            if message.sender_id == self._client.user_id:
+                self._own_seqs.append(message.seq)
+            else:
+                self._last_from_others = message.seq
+        self._mark("delivered", self._last_from_others)
+        if self._last_seen:
+            self._feed.ack(self._cid, self._last_seen)
+
+    def _mark(self, kind: str, up_to_seq: int) -> None:
+        if up_to_seq > self._marked[kind]:
+            self._client.mark(self._cid, kind, up_to_seq)
+            self._marked[kind] = up_to_seq
+
+    def _say(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+
+_MEMBERSHIP = {
+    "created": "created the conversation",
+    "invited": "was invited",
+    "joined": "joined (keys rotate)",
+    "declined": "declined the invitation",
+    "left": "left (keys rotate)",
+    "removed": "was removed (keys rotate)",
+}
+
+
+def run_chat(
+    client: VeilClient,
+    profile: Profile,
+    conversation: Conversation,
+    feed: LiveFeed,
+    *,
+    title: str,
+    url: str,
+    recent: int,
+) -> None:
+    chat = Chat(client, profile, conversation, feed, url=url)
+    try:
+        chat.run(title, InputLines(sys.stdin), recent=recent)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        feed.close()

@@ -1,0 +1,169 @@
+"""`veil-client`: an end-to-end-encrypted chat client for the terminal, on top of `veil.client`.
+
+This module only parses arguments and funnels every failure into one readable line on standard
+error with exit status 1 (`failures.explain`); the commands live in `account_commands` and
+`conversation_commands`, the interactive loop in `chat`, the profile (key store, address book) in
+`profile`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from veil.client import account_commands as account
+from veil.client import conversation_commands as conversation
+from veil.client.context import Context
+from veil.client.failures import explain
+from veil.client.profile import DEFAULT_PROFILE, DEFAULT_URL, Profile
+
+Command = Callable[[Context, argparse.Namespace], None]
+
+DESCRIPTION = """\
+End-to-end-encrypted messaging with a Veil server. Keys never leave this machine: they live in an
+encrypted key store under ~/.veil-client/PROFILE/ (passphrase from VEIL_CLIENT_PASSPHRASE, or asked).
+
+The server has no lookup by email, so people swap user ids (`whoami` prints yours) and keep them in
+an address book: `contacts add bob@example.org USER_ID`, then `chat bob@example.org`.
+
+When standard input is not a terminal, passwords, passphrases and codes are read from it, one line
+each, in the order they are asked for."""
+
+EPILOG = """\
+examples:
+  veil-client --ca-file .data/tls/ca.pem register ada@example.org
+  veil-client contacts add bob@example.org 2a6e1f0c-...
+  veil-client chat bob@example.org
+  veil-client group create book-club && veil-client group invite book-club bob@example.org
+  veil-client send-file book-club notes.pdf"""
+
+
+def _add_code_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--request", metavar="REQUEST_ID", help="finish a request made before")
+    parser.add_argument("--code", help="the six-digit code from the email (asked for if not given)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="veil-client",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--url", help=f"the Veil server (VEIL_URL; default: the last login's, or {DEFAULT_URL})"
+    )
+    parser.add_argument("--ca-file", help="trust this CA certificate (VEIL_CA_FILE), e.g. .data/tls/ca.pem")
+    parser.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="which account on this machine (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--home", type=Path, help="where profiles live (VEIL_CLIENT_HOME; default ~/.veil-client)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, handler: Command, summary: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=summary, description=summary)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    for name, handler, summary in (
+        ("register", account.register, "create an account and sign in on this machine"),
+        ("login", account.login, "sign in (this machine becomes a new device)"),
+    ):
+        sub = command(name, handler, summary)
+        sub.add_argument("email")
+        sub.add_argument("--device-name", default="veil-client", help="shown in your session list")
+    command("logout", account.logout, "sign out; the server forgets this device's keys")
+    command("whoami", account.whoami, "your email, user id and this device's fingerprint")
+    sub = command("devices", account.devices, "a user's devices and their fingerprints (yours by default)")
+    sub.add_argument("user", nargs="?", help="a contact's name or a user id")
+
+    sub = command("contacts", account.contacts, "the local address book (name -> user id)")
+    contacts = sub.add_subparsers(dest="contacts_command", metavar="ACTION")
+    add = contacts.add_parser("add", help="remember a user id under a name (an email, say)")
+    add.add_argument("name")
+    add.add_argument("user_id")
+    contacts.add_parser("list", help="everyone in the address book")
+    remove = contacts.add_parser("remove", help="forget a name")
+    remove.add_argument("name")
+
+    command("conversations", conversation.conversations, "your conversations and invitations")
+    sub = command("chat", conversation.chat, "talk live: type to send, /file PATH, /quit")
+    sub.add_argument("target", help="a contact, a user id, or a group")
+    sub.add_argument(
+        "--last", type=int, default=20, help="how much history to show first (default: %(default)s)"
+    )
+    sub = command("send", conversation.send, "send one text message")
+    sub.add_argument("target")
+    sub.add_argument("text", nargs="+")
+    sub = command("history", conversation.history, "print a conversation's messages")
+    sub.add_argument("target")
+    sub.add_argument("--last", type=int, default=50, help="how many (default: %(default)s)")
+    sub = command("send-file", conversation.send_file, "encrypt and send a file")
+    sub.add_argument("target")
+    sub.add_argument("path")
+    sub = command("get-file", conversation.get_file, "download, check and decrypt a file message")
+    sub.add_argument("target")
+    sub.add_argument("seq", help="the message number, as history shows it (#7 or 7)")
+    sub.add_argument("--output", "-o", help="where to save it (default: the sender's file name)")
+    sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    sub = command("group", conversation.group, "create and manage groups")
+    groups = sub.add_subparsers(dest="group_command", metavar="ACTION", required=True)
+    create = groups.add_parser("create", help="a new group, with a local name")
+    create.add_argument("name")
+    invite = groups.add_parser("invite", help="invite people (admins)")
+    invite.add_argument("group")
+    invite.add_argument("users", nargs="+", metavar="user")
+    accept = groups.add_parser("accept", help="join a group you were invited to")
+    accept.add_argument("group", help="its id, from `conversations`")
+    accept.add_argument("--name", help="a local name for it")
+    decline = groups.add_parser("decline", help="turn an invitation down")
+    decline.add_argument("group")
+    leave = groups.add_parser("leave", help="leave a group")
+    leave.add_argument("group")
+    remove_member = groups.add_parser("remove", help="remove members (admins); the keys rotate")
+    remove_member.add_argument("group")
+    remove_member.add_argument("users", nargs="+", metavar="user")
+
+    sub = command("export", account.export, "download a copy of your account's data (emailed code)")
+    sub.add_argument("--output", "-o", help="the JSON file to write (default: veil-export-DATE.json)")
+    sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _add_code_options(sub)
+    sub = command("delete-account", account.delete_account, "erase your account (password and emailed code)")
+    sub.add_argument("--yes", action="store_true", help="do not ask to type 'delete' first")
+    _add_code_options(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "contacts" and args.contacts_command is None:
+        args.contacts_command = "list"
+    url = args.url or DEFAULT_URL
+    keystore: str | None = None
+    ctx: Context | None = None
+    try:
+        profile = Profile.open(args.home, args.profile)
+        keystore = str(profile.keystore)
+        ctx = Context.create(profile, args.url, args.ca_file)
+        url = ctx.url
+        handler: Command = args.handler
+        handler(ctx, args)
+    except KeyboardInterrupt:
+        print("", file=sys.stderr)
+        return 130
+    except Exception as error:
+        print(f"veil-client: {explain(error, url=url, keystore=keystore)}", file=sys.stderr)
+        return 1
+    finally:
+        if ctx is not None:
+            ctx.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""A `veil-client` profile: one directory per account and device, holding the key store and a small
+settings file.
+
+    ~/.veil-client/<profile>/       (or $VEIL_CLIENT_HOME/<profile>/, or --home), mode 0700
+        keystore.veilks             the device's keys, sessions and message cache, encrypted under the
+                                    passphrase (`veil.client.keystore`)
+        profile.json                server URL, CA file, own email and user id, the address book
+                                    (name -> user id) and group names (name -> conversation id), 0600
+
+The API has no lookup by email (that would let anyone probe who has an account), so people swap user
+ids out of band and keep them here under a name they choose, an email address for instance. The
+settings file holds no key or token; it is readable only by its owner, like `~/.ssh/known_hosts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_URL = "https://localhost:8443"
+DEFAULT_PROFILE = "default"
+_SETTINGS_VERSION = 1
+
+
+class ProfileError(Exception):
+    """The profile cannot be used as asked (an unknown name, an unreadable file); the text is for people."""
+
+
+def default_home() -> Path:
+    configured = os.environ.get("VEIL_CLIENT_HOME")
+    return Path(configured).expanduser() if configured else Path.home() / ".veil-client"
+
+
+def as_uuid(text: str) -> str | None:
+    """The canonical form of `text` if it is a UUID, else None."""
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Profile:
+    directory: Path
+    url: str | None = None
+    ca_file: str | None = None
+    email: str | None = None
+    user_id: str | None = None
+    contacts: dict[str, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, home: Path | None, name: str) -> Profile:
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise ProfileError(f"{name!r} is not a usable profile name")
+        profile = cls((home or default_home()) / name)
+        profile._load()
+        return profile
+
+    @property
+    def keystore(self) -> Path:
+        return self.directory / "keystore.veilks"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.directory / "profile.json"
+
+    def ensure_directory(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    # Names -------------------------------------------------------------------------------------
+
+    def user_id_of(self, who: str) -> str:
+        """A user id from an address-book name (an email, say) or a user id itself."""
+        if who in self.contacts:
+            return self.contacts[who]
+        if (user_id := as_uuid(who)) is not None:
+            return user_id
+        raise ProfileError(
+            f"{who!r} is not in your address book. The server does not look people up by email: ask "
+            f"them for their user id (`veil-client whoami` shows it) and run "
+            f"`veil-client contacts add {who} USER_ID`."
+        )
+
+    def name_of(self, user_id: str) -> str:
+        """How to show a user: "you", their address-book name, or the start of their id."""
+        if user_id == self.user_id:
+            return "you"
+        for name, known in self.contacts.items():
+            if known == user_id:
+                return name
+        return user_id[:8]
+
+    def group_name_of(self, conversation_id: str) -> str | None:
+        for name, known in self.groups.items():
+            if known == conversation_id:
+                return name
+        return None
+
+    def add_contact(self, name: str, user_id: str) -> None:
+        canonical = as_uuid(user_id)
+        if canonical is None:
+            raise ProfileError(f"{user_id!r} is not a user id (it looks like 6f1c0e8a-…)")
+        if as_uuid(name) is not None:
+            raise ProfileError("a contact's name cannot itself be a user id")
+        self.contacts[name] = canonical
+        self.save()
+
+    def remove_contact(self, name: str) -> None:
+        if self.contacts.pop(name, None) is None:
+            raise ProfileError(f"{name!r} is not in your address book")
+        self.save()
+
+    def name_group(self, name: str, conversation_id: str) -> None:
+        if as_uuid(name) is not None:
+            raise ProfileError("a group's name cannot itself be an id")
+        self.groups[name] = conversation_id
+        self.save()
+
+    def forget_group(self, conversation_id: str) -> None:
+        self.groups = {name: cid for name, cid in self.groups.items() if cid != conversation_id}
+        self.save()
+
+    # Files -------------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """Write the settings atomically (a temporary 0600 file renamed over the old one)."""
+        self.ensure_directory()
+        body = {
+            "version": _SETTINGS_VERSION,
+            "url": self.url,
+            "ca_file": self.ca_file,
+            "email": self.email,
+            "user_id": self.user_id,
+            "contacts": self.contacts,
+            "groups": self.groups,
+        }
+        descriptor, temporary = tempfile.mkstemp(dir=self.directory, prefix=".profile-", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(body, file, indent=2, sort_keys=True)
+                file.write("\n")
+            os.replace(temporary, self.settings_file)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+    def erase(self) -> None:
+        """Remove this profile's files (after the account was erased: its keys are of no use)."""
+        for path in (self.keystore, self.settings_file):
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()  # only if nothing else lives there
+
+    def _load(self) -> None:
+        try:
+            raw: Any = json.loads(self.settings_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as error:
+            raise ProfileError(f"cannot read {self.settings_file}: {error}") from None
+        if not isinstance(raw, dict) or raw.get("version") != _SETTINGS_VERSION:
+            raise ProfileError(f"{self.settings_file} is not a veil-client profile")
+        self.url = _text_or_none(raw.get("url"))
+        self.ca_file = _text_or_none(raw.get("ca_file"))
+        self.email = _text_or_none(raw.get("email"))
+        self.user_id = _text_or_none(raw.get("user_id"))
+        self.contacts = _names(raw.get("contacts"))
+        self.groups = _names(raw.get("groups"))
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _names(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items() if as_uuid(str(v)) is not None}

@@ -1,0 +1,51 @@
+"""Asking the person at the keyboard, or reading the answer from a pipe.
+
+On a terminal, secrets are read with `getpass` (no echo) and prompts go to standard error, so that
+standard output stays the command's result. When standard input is not a terminal each answer is
+the next line of it, which lets scripts and tests drive every command
+(`printf '%s\\n' "$PASSWORD" | veil-client login ada@example.org`).
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+
+from veil.client.failures import UserError
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty()
+
+
+def ask_line(prompt: str) -> str:
+    """One answer; an empty answer or the end of input is an error."""
+    if interactive():
+        sys.stderr.write(prompt)
+        sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise UserError(f"No answer to {prompt.strip().rstrip(':')!r} (standard input ended).")
+    answer = line.rstrip("\r\n").strip()
+    if not answer:
+        raise UserError(f"No answer to {prompt.strip().rstrip(':')!r}.")
+    return answer
+
+
+def ask_secret(prompt: str, *, confirm: bool = False) -> str:
+    """A password or passphrase; on a terminal typed twice when `confirm`."""
+    if not interactive():
+        line = sys.stdin.readline()
+        if not line.rstrip("\r\n"):
+            raise UserError(f"No {prompt.strip().rstrip(':').lower()} given (standard input ended).")
+        return line.rstrip("\r\n")
+    secret = getpass.getpass(prompt, stream=sys.stderr)
+    if not secret:
+        raise UserError(f"No {prompt.strip().rstrip(':').lower()} given.")
+    if confirm and getpass.getpass("Again, to confirm: ", stream=sys.stderr) != secret:
+        raise UserError("The two entries differ; nothing was changed.")
+    return secret
+
+
+def ask_yes(prompt: str) -> bool:
+    return ask_line(prompt).lower() in ("y", "yes")

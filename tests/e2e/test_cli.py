@@ -1,0 +1,368 @@
+"""`veil-client` as people use it: a subprocess per command against a live server, secrets fed on
+standard input, and `chat` driven line by line while its output is read live. Also `make demo`'s
+script (`python -m veil.client.demo`) against the test stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from tests.support.mail import latest_code
+from tests.support.server import LiveServer, free_port
+from tests.support.users import PASSWORD, bearer, login, new_email
+from veil.core.config import Settings
+
+pytestmark = pytest.mark.slow
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+CLIENT = [sys.executable, "-m", "veil.client.cli"]
+
+
+def base_environment() -> dict[str, str]:
+    """The test's environment without anything that would point the client elsewhere."""
+    ours = ("VEIL_", "S3_", "DATABASE_", "SMTP_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(ours)}
+
+
+class Cli:
+    """Runs `veil-client` with a private home and a cheap key store passphrase derivation."""
+
+    def __init__(self, api: LiveServer, home: Path) -> None:
+        self.api = api
+        self.home = home
+        self.env = base_environment() | {
+            "VEIL_CLIENT_HOME": str(home),
+            "VEIL_CLIENT_PASSPHRASE": "a passphrase for the tests' key stores",
+            "VEIL_CLIENT_SCRYPT_LOG2N": "10",
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def argv(self, profile: str, args: tuple[str, ...], *, server: bool) -> list[str]:
+        where = ["--url", self.api.base_url, "--ca-file", str(self.api.ca_file)] if server else []
+        return [*CLIENT, *where, "--profile", profile, *args]
+
+    def run(
+        self, profile: str, *args: str, stdin: str = "", server: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(profile, args, server=server),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=60,
+            start_new_session=True,  # no controlling terminal: prompts can only read the pipe
+        )
+
+    def ok(self, profile: str, *args: str, stdin: str = "") -> str:
+        done = self.run(profile, *args, stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        return done.stdout
+
+    def start(self, profile: str, *args: str) -> Session:
+        process = subprocess.Popen(
+            self.argv(profile, args, server=True),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            env=self.env,
+            start_new_session=True,
+        )
+        return Session(process)
+
+    def sign_up(self, profile: str) -> tuple[str, str]:
+        """A new account signed in under `profile`: (email, user id)."""
+        email = new_email()
+        out = self.ok(profile, "register", email, stdin=f"{PASSWORD}\n")
+        match = re.search(rf"Your user id: ({UUID})", out)
+        assert match, out
+        return email, match.group(1)
+
+
+class Session:
+    """A running command whose standard output is read line by line in the background."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stdout is not None
+        threading.Thread(target=self._pump, args=(process.stdout,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.lines.put(line.rstrip("\n"))
+
+    def type(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def expect(self, pattern: str, timeout: float = 20) -> str:
+        """The next output line matching `pattern` (a regular expression)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+        raise AssertionError(f"no line matching {pattern!r} in {self.seen}")
+
+    def finish(self, timeout: float = 30) -> tuple[int, str]:
+        assert self.process.stdin is not None
+        if not self.process.stdin.closed:
+            self.process.stdin.close()
+        code = self.process.wait(timeout)
+        assert self.process.stderr is not None
+        return code, self.process.stderr.read()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def cli(api: LiveServer, tmp_path: Path) -> Cli:
+    return Cli(api, tmp_path / "home")
+
+
+def assert_readable_failure(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """Exit status 1 and one line that says what went wrong (notes printed before it may precede)."""
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    failures = [line for line in done.stderr.splitlines() if line.startswith("veil-client: ")]
+    assert len(failures) == 1 and done.stderr.strip().endswith(failures[0]), done.stderr
+    for fragment in fragments:
+        assert fragment in failures[0], failures[0]
+
+
+def test_register_login_whoami_logout(cli: Cli) -> None:
+    email, user_id = cli.sign_up("ada")
+    whoami = cli.ok("ada", "whoami")
+    assert email in whoami and f"Your user id: {user_id}" in whoami
+    assert re.search(r"fingerprint( [0-9a-f]{4}){10}", whoami)
+    profile = cli.home / "ada"
+    assert stat.S_IMODE(profile.stat().st_mode) == 0o700
+    assert stat.S_IMODE((profile / "keystore.veilks").stat().st_mode) == 0o600
+    # The server and CA were remembered: later commands need neither.
+    assert email in cli.run("ada", "whoami", server=False).stdout
+    # Nothing secret lands in the profile's settings.
+    settings = (profile / "profile.json").read_text()
+    assert PASSWORD not in settings and "token" not in settings
+
+    assert "Already signed in" in cli.ok("ada", "login", email)
+    assert "Signed out" in cli.ok("ada", "logout")
+    assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
+    login = cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
+    assert f"Your user id: {user_id}" in login
+    assert "(this device)" in cli.ok("ada", "devices")
+
+
+def test_two_people_chat_live_with_receipts(cli: Cli) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+    assert cli.ok("ada", "send", bob_email, "before", "the", "chat").startswith("#1 sent")
+
+    ada, bob = cli.start("ada", "chat", bob_email), cli.start("bob", "chat", ada_email)
+    try:
+        ada.expect("Chat with")
+        bob.expect(rf"#1 .* {re.escape(ada_email)}: before the chat")
+        ada.type("hello bob, live")
+        bob.expect(rf"#2 .* {re.escape(ada_email)}: hello bob, live")
+        ada.expect(rf"#2 delivered to {re.escape(bob_email)}")
+        bob.type("hi ada")  # pressing enter marks what Bob saw as read
+        ada.expect(rf"#2 read by {re.escape(bob_email)}")  # Bob marks before he sends
+        ada.expect(rf"#3 .* {re.escape(bob_email)}: hi ada")
+        ada.type("/quit")
+        assert ada.finish() == (0, "")
+        bob_code, bob_errors = bob.finish()  # the end of input leaves too
+        assert (bob_code, bob_errors) == (0, "")
+    finally:
+        ada.kill()
+        bob.kill()
+
+    history = cli.ok("ada", "history", bob_email)
+    assert "you: hello bob, live" in history and f"{bob_email}: hi ada" in history
+
+
+def test_group_create_invite_accept_remove(cli: Cli) -> None:
+    people = {name: cli.sign_up(name) for name in ("ada", "bob", "carol")}
+    for name, (email, user_id) in people.items():
+        if name != "ada":
+            cli.ok("ada", "contacts", "add", email, user_id)
+    bob_email, carol_email = people["bob"][0], people["carol"][0]
+    created = cli.ok("ada", "group", "create", "club")
+    group_id = re.search(UUID, created)
+    assert group_id, created
+    cli.ok("ada", "group", "invite", "club", bob_email, carol_email)
+    listing = cli.ok("bob", "conversations")
+    assert f"group accept {group_id.group(0)}" in listing
+    for name in ("bob", "carol"):
+        cli.ok(name, "group", "accept", group_id.group(0), "--name", "club")
+    cli.ok("ada", "send", "club", "welcome both")
+    cli.ok("carol", "send", "club", "glad to be here")
+    assert "welcome both" in cli.ok("carol", "history", "club")
+
+    assert "Removed" in cli.ok("ada", "group", "remove", "club", carol_email)
+    cli.ok("ada", "send", "club", "only for bob now")  # goes under a new epoch's sender key
+    bob_history = cli.ok("bob", "history", "club")
+    assert "welcome both" in bob_history and "glad to be here" in bob_history
+    assert "only for bob now" in bob_history
+    assert_readable_failure(cli.run("carol", "history", "club"), "not a member")
+    assert_readable_failure(cli.run("carol", "send", "club", "still here?"), "not a member")
+    # Only admins may remove people.
+    assert_readable_failure(
+        cli.run("bob", "group", "remove", "club", people["ada"][1]), "Only the group's admins"
+    )
+
+
+def test_send_file_and_get_file_byte_exact(cli: Cli, tmp_path: Path) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+    original = os.urandom(300_000)
+    source = tmp_path / "holiday photo.jpg"
+    source.write_bytes(original)
+    sent = cli.ok("ada", "send-file", bob_email, str(source))
+    assert sent.startswith("#1 sent holiday photo.jpg (300000 bytes")
+
+    assert "[file 'holiday photo.jpg', 300000 bytes" in cli.ok("bob", "history", ada_email)
+    target = tmp_path / "received.jpg"
+    cli.ok("bob", "get-file", ada_email, "#1", "--output", str(target))
+    assert target.read_bytes() == original
+    assert_readable_failure(
+        cli.run("bob", "get-file", ada_email, "1", "--output", str(target)), "already exists"
+    )
+    assert_readable_failure(cli.run("bob", "get-file", ada_email, "7"), "no message #7")
+    assert_readable_failure(
+        cli.run("ada", "send-file", bob_email, str(tmp_path / "missing")), "is not a file"
+    )
+
+
+def test_export_writes_the_archive(cli: Cli, settings: Settings, tmp_path: Path) -> None:
+    email, _ = cli.sign_up("ada")
+    output = tmp_path / "my-data.json"
+    export = cli.start("ada", "export", "--output", str(output))
+    try:
+        export.type(latest_code(settings, email))
+        code, errors = export.finish()
+    finally:
+        export.kill()
+    assert code == 0, errors
+    assert "code was emailed" in errors and "Traceback" not in errors
+    archive = json.loads(output.read_text())
+    assert archive["format"] == "veil-export/1"
+    assert archive["profile"]["email"] == email
+    assert stat.S_IMODE(output.stat().st_mode) == 0o600
+    # A wrong code is explained, not a traceback.
+    assert_readable_failure(cli.run("ada", "export", "--output", str(tmp_path / "x.json"), stdin="000000\n"))
+
+
+def test_delete_account(cli: Cli, settings: Settings) -> None:
+    email, _ = cli.sign_up("ada")
+    wrong = cli.run("ada", "delete-account", "--yes", stdin="not the password\n")
+    assert_readable_failure(wrong, "Wrong password")
+    erase = cli.start("ada", "delete-account", "--yes")
+    try:
+        erase.type(PASSWORD)
+        erase.type(latest_code(settings, email))
+        code, errors = erase.finish()
+    finally:
+        erase.kill()
+    assert code == 0, errors
+    assert not (cli.home / "ada" / "keystore.veilks").exists()
+    assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
+
+
+def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
+    email, _ = cli.sign_up("ada")
+    assert_readable_failure(
+        cli.run("eve", "login", email, stdin="not the password\n"), "Wrong email or password"
+    )
+    nowhere = [*CLIENT, "--url", f"https://localhost:{free_port()}", "--ca-file", str(cli.api.ca_file)]
+    unreachable = subprocess.run(
+        [*nowhere, "--profile", "eve", "login", email],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        env=cli.env,
+        timeout=60,
+    )
+    assert_readable_failure(unreachable, "Cannot reach a Veil server")
+    untrusted = subprocess.run(
+        [*CLIENT, "--url", cli.api.base_url, "--profile", "eve", "login", email],
+        input=f"{PASSWORD}\n",
+        capture_output=True,
+        text=True,
+        env=cli.env | {"VEIL_CLIENT_HOME": str(tmp_path / "other-home")},
+        timeout=60,
+    )
+    assert_readable_failure(untrusted, "TLS verification failed", "--ca-file")
+    wrong_passphrase = subprocess.run(
+        cli.argv("ada", ("whoami",), server=True),
+        capture_output=True,
+        text=True,
+        env=cli.env | {"VEIL_CLIENT_PASSPHRASE": "not the passphrase"},
+        timeout=60,
+    )
+    assert_readable_failure(wrong_passphrase, "Wrong passphrase")
+    assert_readable_failure(cli.run("ada", "chat", "nobody@example.org"), "not in your address book")
+
+    # The session ends elsewhere (revoked from another device): the next command says so.
+    device = re.search(rf"This device: ({UUID})", cli.ok("ada", "whoami"))
+    assert device
+    with cli.api.client() as http:
+        other = login(http, email)
+        revoked = http.delete(f"/v1/auth/sessions/{device.group(1)}", headers=bearer(other))
+        assert revoked.status_code == 204
+    assert_readable_failure(cli.run("ada", "whoami"), "Your session has expired", "veil-client login")
+
+
+def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings, database_url: str) -> None:
+    assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
+    env = base_environment() | {
+        "DATABASE_URL": database_url,
+        "S3_ENDPOINT": settings.s3_endpoint,
+        "S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
+        "S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
+        "S3_BUCKET": settings.s3_bucket,
+        "S3_REGION": settings.s3_region,
+    }
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "veil.client.demo", "--url", api.base_url, "--ca-file", str(api.ca_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert time.monotonic() - started < 60
+    out = done.stdout
+    assert "Carol asks the server for the group: refused (404" in out
+    assert "UnknownSenderKeyError" in out
+    assert "byte for byte the same" in out
+    assert "plaintext anywhere in the row: no" in out
+    assert "file contents anywhere in the object: no" in out
+    assert re.search(r"ciphertext\s+\d+ bytes: 0103", out)  # a group-message frame, not text
