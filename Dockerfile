@@ -11,54 +11,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 
-# Dependencies first, so a change to src/ reuses this layer. requirements.lock pins the dev extra
-# too (pytest, mypy, a compose binary...); the image takes only the closure of [project].dependencies
-# along the lock's "# via" lines, hashes unchanged. --require-hashes refuses any dependency missing
-# from that subset, so a wrong cut fails the build, never the running service.
+# Dependencies first, so a change to src/ reuses this layer: requirements.lock pins the runtime
+# dependencies only, with hashes (the dev tools are in requirements-dev.lock).
 COPY pyproject.toml requirements.lock ./
-RUN python - <<'EOF'
-import re
-import tomllib
-from pathlib import Path
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-roots = {
-    canonical(re.match(r"[A-Za-z0-9._-]+", spec)[0])
-    for spec in tomllib.loads(Path("pyproject.toml").read_text())["project"]["dependencies"]
-}
-entries: dict[str, list[str]] = {}
-parents: dict[str, set[str]] = {}
-current = None
-for line in Path("requirements.lock").read_text().splitlines(keepends=True):
-    pinned = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==", line)
-    if pinned:
-        current = canonical(pinned[1])
-        entries[current], parents[current] = [line], set()
-        continue
-    if current is None:
-        continue
-    entries[current].append(line)
-    comment = line.strip()
-    if comment.startswith("#"):
-        parent = re.match(r"#\s*(?:via\b)?\s*(\S*)", comment)[1]
-        if parent:
-            parents[current].add(canonical(parent))
-missing = roots - entries.keys()
-if missing:
-    raise SystemExit(f"requirements.lock lacks {sorted(missing)}: run `make lock`")
-needed = set(roots)
-while grown := {name for name, via in parents.items() if name not in needed and via & needed}:
-    needed |= grown
-Path("/tmp/requirements.runtime.lock").write_text(
-    "".join(line for name in entries if name in needed for line in entries[name])
-)
-print(f"runtime: {len(needed)} of {len(entries)} locked packages")
-EOF
-RUN pip install --require-hashes -r /tmp/requirements.runtime.lock
+RUN pip install --require-hashes -r requirements.lock
 
 # The package runs from /app/src (an editable install): migrations are found beside the source, at
 # /app/migrations (veil.core.migrations.DEFAULT_DIRECTORY), as in a checkout.

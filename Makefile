@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run demo test lint unit integration bench lock clean
@@ -10,10 +10,10 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha2
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $@
 
@@ -39,9 +39,11 @@ unit: $(STAMP) ## Only the fast unit tests
 bench: $(STAMP) ## Benchmarks; results go to docs/benchmarks.md
 	$(BIN)/python -m bench
 
-lock: ## Re-resolve requirements.lock from pyproject.toml (needs uv: pip install uv)
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+lock: ## Re-resolve requirements.lock (runtime, the image) and requirements-dev.lock (needs uv)
+	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 	    --no-header --quiet -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	    --no-header --quiet -c requirements.lock -o requirements-dev.lock
 
 clean: ## Remove the virtualenv and the test data (keeps .data)
 	rm -rf $(VENV) .data-test .pytest_cache .mypy_cache .ruff_cache
