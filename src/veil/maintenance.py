@@ -13,8 +13,6 @@ object store. This is the one scheduled job for housekeeping and retention; it l
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Coroutine
 
 from veil.account.purge import purge_due_accounts, sweep_export_archives
@@ -25,6 +23,7 @@ from veil.core.logging import get_logger
 from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import notify_revoked
 from veil.core.web.app import ServiceModule
+from veil.core.worker import Worker
 from veil.files import service as files_service
 from veil.keys import store as keys_store
 from veil.retention import RetentionPolicy, apply_retention
@@ -47,27 +46,17 @@ class Maintenance:
         self._blobs = blobs
         self._clock = clock
         self._retention = retention
-        self._interval = interval_seconds
-        self._task: asyncio.Task[None] | None = None
+        self._worker = Worker("maintenance", self._round, interval_seconds)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="maintenance")
+        self._worker.start(idle_first=True)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._worker.close()
 
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.run_once()
-            except BackendUnavailable as exc:
-                log.warning("maintenance_skipped", reason=str(exc))
-            except Exception:
-                log.exception("maintenance_failed")
+    async def _round(self) -> bool:
+        await self.run_once()
+        return False  # one round per interval
 
     async def run_once(self) -> dict[str, int] | None:
         """One round; None if another process holds the lock."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -156,6 +157,31 @@ def test_export_with_an_emailed_code(api: LiveServer, settings: Settings) -> Non
     assert "ciphertext" not in message
     assert [a["attachment_id"] for a in archive["attachments"]] == [attachment_id]
     assert [r["type"] for r in archive["account_requests"]] == ["export"]
+
+
+def test_an_export_that_takes_longer_is_built_in_the_background(
+    make_server: ServerFactory, settings: Settings
+) -> None:
+    """With no time to wait, the confirmation answers 202 and the request shows the download once
+    a builder has finished the archive."""
+    server = make_server(VEIL_EXPORT_WAIT="0", VEIL_AUTH_RATE="1000", VEIL_AUTH_BURST="1000")
+    with server.client() as client:
+        alice, bob = user(client), user(client)
+        request_id = ask(client, alice, type="export").json()["request_id"]
+        accepted = confirm(client, alice, request_id, latest_code(settings, alice["email"]))
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json() == {"type": "export", "request_id": request_id, "purge_after": None}
+        assert client.get(f"/v1/account/requests/{request_id}", headers=bearer(bob)).status_code == 404
+        deadline = time.monotonic() + 10
+        while True:
+            view = client.get(f"/v1/account/requests/{request_id}", headers=bearer(alice)).json()
+            if view["export_status"] == "ready" or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    assert view["type"] == "export" and view["confirmed_at"] is not None
+    assert view["export_status"] == "ready"
+    archive = httpx.get(view["download"]["url"]).json()
+    assert archive["profile"]["user_id"] == alice["user_id"]
 
 
 def bundle_identity(archive: dict[str, Any]) -> str:

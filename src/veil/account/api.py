@@ -10,15 +10,16 @@ from starlette.responses import Response
 from veil.account.schemas import (
     AccountView,
     Confirm,
+    ConfirmAccepted,
     Confirmed,
     DownloadLink,
     EmailChangeRequest,
     ErasureRequest,
-    ErasureScheduled,
     NewRequest,
     RequestAccepted,
+    RequestView,
 )
-from veil.account.service import AccountLimits, AccountService
+from veil.account.service import AccountLimits, AccountService, Confirmation
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
@@ -56,16 +57,36 @@ async def new_request(request: Request, principal: Principal, body: NewRequest) 
 
 
 async def confirm(request: Request, principal: Principal, body: Confirm) -> Response:
-    done = await _service(request).confirm(principal, path_uuid(request, "request_id"), body.code)
+    request_id = path_uuid(request, "request_id")
+    done = await _service(request).confirm(principal, request_id, body.code)
     if done.type == "erasure":
-        assert done.purge_after is not None
-        return json_response(ErasureScheduled(type="erasure", purge_after=done.purge_after), status=202)
+        return json_response(ConfirmAccepted(type="erasure", purge_after=done.purge_after), status=202)
     if done.type == "export":
-        assert done.download_url is not None and done.expires_at is not None
-        link = DownloadLink(url=done.download_url, expires_at=done.expires_at)
-        return json_response(Confirmed(type="export", download=link))
+        if done.building:
+            return json_response(ConfirmAccepted(type="export", request_id=request_id), status=202)
+        return json_response(Confirmed(type="export", download=_link(done)))
     account = await _service(request).account(principal)
     return json_response(Confirmed(type="email_change", email=account.email))
+
+
+async def get_request(request: Request, principal: Principal) -> Response:
+    status = await _service(request).status(principal, path_uuid(request, "request_id"))
+    record, export = status.request, status.export
+    view = RequestView(
+        request_id=record.id,
+        type=record.type,
+        created_at=record.created_at,
+        expires_at=record.expires_at,
+        confirmed_at=record.confirmed_at,
+        export_status=None if export is None else ("building" if export.building else "ready"),
+        download=None if export is None or export.building else _link(export),
+    )
+    return json_response(view)
+
+
+def _link(export: Confirmation) -> DownloadLink:
+    assert export.download_url is not None and export.expires_at is not None
+    return DownloadLink(url=export.download_url, expires_at=export.expires_at)
 
 
 def build(resources: Resources) -> AccountService:
@@ -82,6 +103,7 @@ def build(resources: Resources) -> AccountService:
             max_attempts=settings.account_code_attempts,
             erasure_grace=timedelta(days=settings.erasure_grace_days),
             export_url_ttl=settings.export_url_ttl_seconds,
+            export_wait=settings.export_wait_seconds,
             requests=Rate.per_window(settings.account_requests_per_hour, 3600),
         ),
     )
@@ -114,11 +136,21 @@ MODULE = ServiceModule(
             "POST",
             "/v1/account/requests/{request_id}/confirm",
             confirm,
-            "Confirm a request with its code: export 200 (a download URL), erasure 202, email change 200.",
+            "Confirm a request with its code: export 200 with a download URL (202 while a large one is "
+            "still being built), erasure 202, email change 200.",
             TAG,
             body=Confirm,
-            responses={200: Confirmed, 202: ErasureScheduled},
+            responses={200: Confirmed, 202: ConfirmAccepted},
             errors=(400, 404, 409),
+        ),
+        Endpoint(
+            "GET",
+            "/v1/account/requests/{request_id}",
+            get_request,
+            "One of the caller's requests; for an export, its download once built.",
+            TAG,
+            responses={200: RequestView},
+            errors=(404,),
         ),
     ],
     build=build,

@@ -61,6 +61,21 @@ class Confirmed(ResponseModel):
     email: str | None = None
 
 
-class ErasureScheduled(ResponseModel):
-    type: Literal["erasure"]
-    purge_after: Timestamp
+class ConfirmAccepted(ResponseModel):
+    """Erasure: scheduled, purged after `purge_after`. Export: still being built; fetch it with
+    `GET /v1/account/requests/{request_id}`."""
+
+    type: Literal["erasure", "export"]
+    purge_after: Timestamp | None = None
+    request_id: uuid.UUID | None = None
+
+
+class RequestView(ResponseModel):
+    request_id: uuid.UUID
+    type: Literal["export", "erasure", "email_change"]
+    created_at: Timestamp
+    expires_at: Timestamp
+    confirmed_at: Timestamp | None
+    # Exports only: `building`, then `ready` with a short-lived `download`.
+    export_status: Literal["building", "ready"] | None = None
+    download: DownloadLink | None = None

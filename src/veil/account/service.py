@@ -9,6 +9,7 @@ code usable. Wrong codes are counted in a transaction of their own, which commit
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
@@ -16,7 +17,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from veil.account import archive, store
+from veil.account import store
+from veil.account.exports import ExportBuilder
 from veil.account.store import AccountRecord, RequestRecord
 from veil.auth.policy import normalize_email
 from veil.core.blobstore import BlobStore
@@ -45,7 +47,13 @@ class AccountLimits:
     max_attempts: int
     erasure_grace: timedelta
     export_url_ttl: int
+    # How long a confirmation waits for its export before answering "still building".
+    export_wait: float
     requests: Rate
+
+
+# A queued export nobody built by then is given up (and swept).
+_EXPORT_DEADLINE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,14 @@ class Confirmation:
     download_url: str | None = None
     expires_at: datetime | None = None
     purge_after: datetime | None = None
+    # An export that is still being built: fetch it later with `export_status`.
+    building: bool = False
+
+
+@dataclass(frozen=True)
+class RequestStatus:
+    request: RequestRecord
+    export: Confirmation | None
 
 
 def _code_hash(request_id: uuid.UUID, code: str) -> bytes:
@@ -82,6 +98,13 @@ class AccountService:
         self._limiter = limiter
         self._clock = clock
         self._limits = limits
+        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_url_ttl))
+
+    async def start(self) -> None:
+        await self._exports.start()
+
+    async def close(self) -> None:
+        await self._exports.close()
 
     async def account(self, principal: Principal) -> AccountRecord:
         async with self._db.connection() as conn:
@@ -167,6 +190,9 @@ class AccountService:
             raise _wrong_code(wrong or "The code is wrong.")
         user = str(principal.user_id)
         log.info("security_event", kind="account_request_confirmed", type=result.type, user_id=user)
+        if result.type == "export":
+            self._exports.kick()
+            return await self._wait_for_export(request_id)
         if old_email is not None:
             await self._tell(
                 old_email,
@@ -191,16 +217,40 @@ class AccountService:
             ended = await store.disable_for_erasure(conn, account.id, now, purge_after)
             await notify_revoked(conn, ended)  # open sockets close within seconds
             return Confirmation("erasure", purge_after=purge_after)
-        document = archive.build(account, await store.export_sections(conn, account.id), now)
-        object_key = secrets.token_urlsafe(32)
-        ttl = self._limits.export_url_ttl
-        expires_at = now + timedelta(seconds=ttl)
-        # The archive's row commits before the upload, in a transaction of its own: whatever fails
-        # afterwards, the row leads the maintenance sweep to the object once the URL has expired.
-        async with self._db.transaction("account_export_archive") as own:
-            await store.insert_export_archive(own, object_key, account.id, now, expires_at)
-        await self._blobs.put(object_key, document)
-        return Confirmation("export", self._blobs.presign_get(object_key, ttl), expires_at)
+        await store.queue_export(
+            conn, secrets.token_urlsafe(32), account.id, request.id, now, now + _EXPORT_DEADLINE
+        )
+        return Confirmation("export", building=True)
+
+    async def status(self, principal: Principal, request_id: uuid.UUID) -> RequestStatus:
+        """A request as its owner sees it; for an export, where to download it once built."""
+        async with self._db.connection() as conn:
+            request = await store.request_of(conn, request_id, principal.user_id)
+            job = await store.export_of_request(conn, request_id) if request else None
+        if request is None:
+            raise not_found("No such request.")
+        return RequestStatus(request, self._export_view(job) if job else None)
+
+    def _export_view(self, job: store.ExportJob) -> Confirmation:
+        if job.state != "ready":
+            return Confirmation("export", building=True)
+        now = self._clock.now()
+        remaining = int((job.expires_at - now).total_seconds())
+        if remaining <= 0:
+            raise not_found("The export has expired; make a new request.")
+        return Confirmation("export", self._blobs.presign_get(job.object_key, remaining), job.expires_at)
+
+    async def _wait_for_export(self, request_id: uuid.UUID) -> Confirmation:
+        """The export if a builder finishes it within `export_wait`, else "still building"."""
+        deadline = asyncio.get_running_loop().time() + self._limits.export_wait
+        while True:
+            async with self._db.connection() as conn:
+                job = await store.export_of_request(conn, request_id)
+            if job is not None and job.state == "ready":
+                return self._export_view(job)
+            if asyncio.get_running_loop().time() >= deadline:
+                return Confirmation("export", building=True)
+            await asyncio.sleep(0.05)
 
     async def _tell(self, to: str, subject: str, body: str) -> None:
         """A notice after the fact: the change is made, so a mail failure is logged, not raised."""

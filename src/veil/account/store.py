@@ -120,16 +120,72 @@ async def disable_for_erasure(
     return [row["id"] for row in rows]
 
 
-async def insert_export_archive(
-    conn: Connection, object_key: str, user_id: uuid.UUID, now: datetime, expires_at: datetime
+@dataclass(frozen=True)
+class ExportJob:
+    object_key: str
+    user_id: uuid.UUID | None
+    request_id: uuid.UUID | None
+    state: str
+    expires_at: datetime
+
+
+async def queue_export(
+    conn: Connection,
+    object_key: str,
+    user_id: uuid.UUID,
+    request_id: uuid.UUID,
+    now: datetime,
+    give_up_at: datetime,
 ) -> None:
+    """A job for the export workers; if none finishes it by `give_up_at`, the sweep removes it."""
     await conn.execute(
-        "INSERT INTO export_archives (object_key, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)",
+        """INSERT INTO export_archives (object_key, user_id, request_id, state, created_at, expires_at)
+           VALUES ($1, $2, $3, 'building', $4, $5)""",
         object_key,
         user_id,
+        request_id,
+        now,
+        give_up_at,
+    )
+
+
+async def claim_export(conn: Connection, now: datetime) -> ExportJob | None:
+    """The oldest export still to build, locked until the transaction ends (others skip it)."""
+    row = await conn.fetchrow(
+        """SELECT object_key, user_id, request_id, state, expires_at FROM export_archives
+           WHERE state = 'building' AND expires_at > $1 AND user_id IS NOT NULL
+           ORDER BY created_at LIMIT 1 FOR UPDATE SKIP LOCKED""",
+        now,
+    )
+    return ExportJob(**dict(row)) if row else None
+
+
+async def mark_export_ready(conn: Connection, object_key: str, now: datetime, expires_at: datetime) -> None:
+    await conn.execute(
+        "UPDATE export_archives SET state = 'ready', ready_at = $2, expires_at = $3 WHERE object_key = $1",
+        object_key,
         now,
         expires_at,
     )
+
+
+async def export_of_request(conn: Connection, request_id: uuid.UUID) -> ExportJob | None:
+    row = await conn.fetchrow(
+        """SELECT object_key, user_id, request_id, state, expires_at FROM export_archives
+           WHERE request_id = $1""",
+        request_id,
+    )
+    return ExportJob(**dict(row)) if row else None
+
+
+async def request_of(conn: Connection, request_id: uuid.UUID, user_id: uuid.UUID) -> RequestRecord | None:
+    row = await conn.fetchrow(
+        """SELECT id, user_id, type, new_email, code_hash, attempts, created_at, expires_at, confirmed_at
+           FROM account_requests WHERE id = $1 AND user_id = $2""",
+        request_id,
+        user_id,
+    )
+    return RequestRecord(**dict(row)) if row else None
 
 
 async def lock_expired_archives(conn: Connection, now: datetime, limit: int) -> list[str]:

@@ -99,6 +99,8 @@ class Settings(BaseSettings):
     account_requests_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_ACCOUNT_REQUESTS_PER_HOUR"))
     export_url_ttl_seconds: int = Field(900, ge=1, le=86400, validation_alias=_env("VEIL_EXPORT_URL_TTL"))
     erasure_grace_days: int = Field(30, ge=0, le=30, validation_alias=_env("VEIL_ERASURE_GRACE_DAYS"))
+    # How long confirming an export waits for the background build before answering 202.
+    export_wait_seconds: float = Field(10.0, ge=0, le=60, validation_alias=_env("VEIL_EXPORT_WAIT"))
 
     # Retention, in days: messages, attachments, ended sessions (and their devices' records), and
     # the logs the deployment keeps. At most 30 in development and tests, 90 in production.

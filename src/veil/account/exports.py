@@ -1,0 +1,58 @@
+"""Building export archives in the background.
+
+A confirmed export request queues a job (`export_archives`, state `building`). Every process that
+serves the account API runs one builder; a builder claims the oldest job with SKIP LOCKED, reads
+the user's data, writes the archive to the object store under the job's random key and marks the
+job ready, all in one transaction: a builder that dies mid-way leaves the job to another. The
+confirming request is woken at once in its own process and otherwise polls.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from veil.account import archive, store
+from veil.core.blobstore import BlobStore
+from veil.core.clock import Clock
+from veil.core.db import Database
+from veil.core.logging import get_logger
+from veil.core.worker import Worker
+
+log = get_logger(__name__)
+
+
+class ExportBuilder:
+    def __init__(
+        self, db: Database, blobs: BlobStore, clock: Clock, url_ttl: timedelta, poll_seconds: float = 1.0
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._clock = clock
+        self._url_ttl = url_ttl
+        self._worker = Worker("export-builder", self.build_next, poll_seconds)
+
+    def kick(self) -> None:
+        """A job was queued: look now instead of at the next poll."""
+        self._worker.wake()
+
+    async def start(self) -> None:
+        self._worker.start()
+
+    async def close(self) -> None:
+        await self._worker.close()
+
+    async def build_next(self) -> bool:
+        """Build one queued archive; False if there was none to build."""
+        now = self._clock.now()
+        async with self._db.transaction("export_build") as conn:
+            job = await store.claim_export(conn, now)
+            if job is None or job.user_id is None:
+                return False
+            account = await store.account(conn, job.user_id)
+            if account is None:
+                return False
+            document = archive.build(account, await store.export_sections(conn, account.id), now)
+            await self._blobs.put(job.object_key, document)
+            await store.mark_export_ready(conn, job.object_key, now, now + self._url_ttl)
+        log.info("export_built", bytes=len(document))
+        return True
