@@ -205,7 +205,7 @@ def render(results: list[Throughput]) -> str:
 {table}
 
 (a) is the Veil server's work per file: a reservation (membership, quota under a per-owner lock,
-one insert, a store ping, one SigV4 presign) over TLS, closed loop; (b) is the presign alone;
+one insert, one SigV4 presign) over TLS, closed loop; (b) is the presign alone;
 (c) moves ciphertext between the load generator and SeaweedFS directly, so it measures the store
 and loopback, not Veil, which never touches file bytes (latency is per file); (d) is the reference
 client's AES-256-GCM in 64 KiB chunks on one core.

@@ -76,8 +76,9 @@ class AttachmentService:
         limits = self._limits
         if size > limits.max_bytes:
             raise Problem(413, f"An attachment may be at most {limits.max_bytes} bytes.")
-        # Refuse while the store is down rather than record a reservation nobody can upload to.
-        await self._blobs.ping()
+        # Refuse while the store is down rather than record a reservation nobody can upload to
+        # (a reservation made in the seconds before an outage is noticed is swept when it expires).
+        await self._blobs.ensure_reachable()
         now = self._clock.now()
         record = AttachmentRecord(
             id=uuid.uuid4(),
