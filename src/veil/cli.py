@@ -77,6 +77,19 @@ def serve(settings: Settings, service: str) -> None:
     server.run(app, settings, cert_file=settings.tls_cert_file, key_file=settings.tls_key_file)
 
 
+def _operator_database_url(settings: Settings) -> str:
+    """DATABASE_URL, or in development the database of the running `make run` system."""
+    if settings.database_url is not None or settings.is_production:
+        return _database_url(settings)
+    from veil.devstack.postgres import EmbeddedPostgres
+    from veil.devstack.stack import DATABASE_NAME
+
+    postgres = EmbeddedPostgres(settings.data_dir / "postgres")
+    if postgres.pid is None:
+        raise SystemExit("no database: start the system with `make run`, or set DATABASE_URL")
+    return postgres.url(DATABASE_NAME)
+
+
 def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None:
     """The only way to grant or take away the operator role: from a shell with the database URL,
     never through the API. Recorded in the audit trail."""
@@ -86,9 +99,8 @@ def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None
         raise SystemExit(f"not a valid email address: {email}") from None
 
     async def change() -> uuid.UUID | None:
-        db = Database(
-            _database_url(settings), max_size=1, timeout=settings.db_timeout_seconds, metrics=Metrics()
-        )
+        url = _operator_database_url(settings)
+        db = Database(url, max_size=1, timeout=settings.db_timeout_seconds, metrics=Metrics())
         await db.open()
         try:
             return await set_role(db, SystemClock(), canonical, "operator" if grant else "user")
