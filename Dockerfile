@@ -16,11 +16,10 @@ WORKDIR /app
 COPY pyproject.toml requirements.lock ./
 RUN pip install --require-hashes -r requirements.lock
 
-# The package runs from /app/src (an editable install): migrations are found beside the source, at
-# /app/migrations (veil.core.migrations.DEFAULT_DIRECTORY), as in a checkout.
+# The package (with its migrations as package data) goes into the virtualenv like any dependency.
 COPY README.md ./
 COPY src/ src/
-RUN pip install --no-deps --editable . && python -m compileall -q src
+RUN pip install --no-deps .
 
 FROM ${PYTHON_IMAGE}
 ARG VEIL_REVISION=unknown
@@ -32,8 +31,6 @@ RUN groupadd --system --gid 10001 veil \
        --shell /usr/sbin/nologin veil
 # Code and dependencies stay owned by root: the service cannot change them.
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app/src /app/src
-COPY migrations/ /app/migrations/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VEIL_ENV=production \

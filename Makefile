@@ -42,7 +42,7 @@ bench: $(STAMP) ## Benchmarks; results go to docs/benchmarks.md
 lock: ## Re-resolve requirements.lock (runtime, the image) and requirements-dev.lock (needs uv)
 	uv pip compile pyproject.toml --generate-hashes --python-version 3.11 \
 	    --no-header --quiet -o requirements.lock
-	uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	uv pip compile pyproject.toml --extra dev --extra devstack --generate-hashes --python-version 3.11 \
 	    --no-header --quiet -c requirements.lock -o requirements-dev.lock
 
 clean: ## Remove the virtualenv and the test data (keeps .data)

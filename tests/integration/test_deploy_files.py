@@ -343,4 +343,4 @@ def test_build_context_leaves_out_secrets_and_local_state() -> None:
     included = [rule[1:].rstrip("/") for rule in rules if rule.startswith("!")]
     for private in (".env", ".venv", ".git", ".data", "deploy", "tests", "bench", "docs"):
         assert not [rule for rule in included if rule.startswith(private)], (private, included)
-    assert {"src", "migrations", "requirements.lock", "pyproject.toml"} <= set(included)
+    assert {"src", "requirements.lock", "pyproject.toml"} <= set(included)

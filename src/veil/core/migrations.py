@@ -1,4 +1,4 @@
-"""Schema migrations: one linear history of plain SQL files in `migrations/`.
+"""Schema migrations: one linear history of plain SQL files in `src/veil/migrations/`.
 
 `NNNN_description.sql` files are applied in order, each in its own transaction together with its
 row in `schema_migrations`, so a failed migration leaves nothing half-applied. An advisory lock
@@ -19,7 +19,8 @@ from veil.core.logging import get_logger
 
 log = get_logger(__name__)
 
-DEFAULT_DIRECTORY = Path(__file__).resolve().parents[3] / "migrations"
+# Shipped inside the package (package data), so any installation can migrate its database.
+DEFAULT_DIRECTORY = Path(__file__).resolve().parents[1] / "migrations"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same in every Veil process.
 _LOCK_ID = 0x7E11_0001
