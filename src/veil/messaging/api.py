@@ -13,7 +13,7 @@ from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
-from veil.core.web.params import path_uuid, query_int
+from veil.core.web.params import path_uuid, query_int, uuid_cursor
 from veil.messaging.schemas import (
     ConversationList,
     ConversationView,
@@ -52,12 +52,7 @@ async def create_conversation(request: Request, principal: Principal, body: Crea
 
 async def list_conversations(request: Request, principal: Principal) -> Response:
     limit = query_int(request, "limit", 1, 200, default=50)
-    raw_cursor = request.query_params.get("cursor")
-    try:
-        after = uuid.UUID(raw_cursor) if raw_cursor else None
-    except ValueError:
-        raise validation_failed([FieldError(("query", "cursor"), "Not a cursor from this API.")]) from None
-    details = await _service(request).conversations(principal, after, limit)
+    details = await _service(request).conversations(principal, uuid_cursor(request), limit)
     next_cursor = str(details[-1].conversation.id) if len(details) == limit else None
     return json_response(
         ConversationList(items=[conversation_view(d) for d in details], next_cursor=next_cursor)

@@ -3,17 +3,14 @@ a caller without the operator role it is a 404, before anything of the request i
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import Response
 
-from veil.core.problems import FieldError, validation_failed
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
-from veil.core.web.params import path_uuid, query_int
+from veil.core.web.params import path_uuid, query_int, uuid_cursor
 from veil.operator.schemas import (
     AddIncidentEntry,
     AdminUserList,
@@ -95,14 +92,6 @@ def _audit_view(entry: AuditEntry) -> AuditEntryView:
     )
 
 
-def _uuid_cursor(request: Request) -> uuid.UUID | None:
-    raw = request.query_params.get("cursor")
-    try:
-        return uuid.UUID(raw) if raw else None
-    except ValueError:
-        raise validation_failed([FieldError(("query", "cursor"), "Not a cursor from this API.")]) from None
-
-
 def _limit(request: Request) -> int:
     return query_int(request, "limit", 1, 200, default=50)
 
@@ -113,7 +102,7 @@ def _seq_cursor(request: Request) -> int | None:
 
 async def list_users(request: Request, principal: Principal) -> Response:
     limit = _limit(request)
-    users = await _service(request).users(principal, _uuid_cursor(request), limit)
+    users = await _service(request).users(principal, uuid_cursor(request), limit)
     next_cursor = str(users[-1].id) if len(users) == limit else None
     return json_response(AdminUserList(items=[_user_view(u) for u in users], next_cursor=next_cursor))
 

@@ -33,3 +33,12 @@ def query_int(request: Request, name: str, low: int, high: int, default: int | N
     if not raw.isdigit() or not low <= int(raw) <= high:
         raise validation_failed([FieldError(("query", name), f"Must be an integer from {low} to {high}.")])
     return int(raw)
+
+
+def uuid_cursor(request: Request) -> uuid.UUID | None:
+    """A `?cursor=` that is an id from an earlier page (lists ordered by id), or None."""
+    raw = request.query_params.get("cursor")
+    try:
+        return uuid.UUID(raw) if raw else None
+    except ValueError:
+        raise validation_failed([FieldError(("query", "cursor"), "Not a cursor from this API.")]) from None
