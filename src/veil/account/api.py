@@ -65,8 +65,7 @@ async def confirm(request: Request, principal: Principal, body: Confirm) -> Resp
         if done.building:
             return json_response(ConfirmAccepted(type="export", request_id=request_id), status=202)
         return json_response(Confirmed(type="export", download=_link(done)))
-    account = await _service(request).account(principal)
-    return json_response(Confirmed(type="email_change", email=account.email))
+    return json_response(Confirmed(type="email_change", email=done.email))
 
 
 async def get_request(request: Request, principal: Principal) -> Response:

@@ -12,8 +12,9 @@ from datetime import datetime
 
 from veil.account import store
 from veil.core.blobstore import BlobStore
-from veil.core.db import Database
+from veil.core.db import Connection, Database
 from veil.core.security.ratelimit import limiter_key, messaging_budget_key
+from veil.core.sweep import sweep_objects
 
 _BATCH = 20
 
@@ -37,13 +38,9 @@ async def purge_due_accounts(db: Database, now: datetime) -> int:
 
 
 async def sweep_export_archives(db: Database, blobs: BlobStore, now: datetime) -> int:
-    removed = 0
-    while True:
-        async with db.transaction("export_archive_sweep") as conn:
-            keys = await store.lock_expired_archives(conn, now, 500)
-            if keys:
-                await blobs.delete(keys)
-                await store.delete_archives(conn, keys)
-        removed += len(keys)
-        if len(keys) < 500:
-            return removed
+    """Archives whose download window is over, whose owner is gone, or that nobody built in time."""
+
+    async def claim(conn: Connection, limit: int) -> list[str]:
+        return await store.lock_expired_archives(conn, now, limit)
+
+    return await sweep_objects(db, blobs, "export_archive_sweep", claim, store.delete_archives)

@@ -62,6 +62,8 @@ class Confirmation:
     download_url: str | None = None
     expires_at: datetime | None = None
     purge_after: datetime | None = None
+    # An email change: the new login address.
+    email: str | None = None
     # An export that is still being built: fetch it later with `export_status`.
     building: bool = False
 
@@ -211,7 +213,7 @@ class AccountService:
                 await store.change_email(conn, account.id, request.new_email, now)
             except store.EmailTaken:
                 raise conflict("An account with this email already exists.") from None
-            return Confirmation("email_change")
+            return Confirmation("email_change", email=request.new_email)
         if request.type == "erasure":
             purge_after = now + self._limits.erasure_grace
             ended = await store.disable_for_erasure(conn, account.id, now, purge_after)

@@ -16,16 +16,15 @@ from datetime import datetime, timedelta
 
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
-from veil.core.db import Database
+from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
 from veil.core.problems import Problem, conflict, forbidden, not_found
 from veil.core.security.authn import Principal
+from veil.core.sweep import sweep_objects
 from veil.files import store
 from veil.files.store import AttachmentRecord
 
 log = get_logger(__name__)
-
-_SWEEP_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ class AttachmentService:
             if object_key is None:
                 raise not_found("No such attachment.")
             await self._blobs.delete([object_key])
-            await store.delete(conn, [attachment_id])
+            await store.delete(conn, attachment_id)
 
     @staticmethod
     def _owned(seen: store.Sighting | None) -> AttachmentRecord:
@@ -177,15 +176,9 @@ class AttachmentService:
 
 async def sweep(db: Database, blobs: BlobStore, now: datetime, retention: timedelta) -> int:
     """Remove reservations never completed in time, attachments whose owner or conversation is
-    gone and attachments older than `retention`: objects first, then rows, in batches. Returns how
-    many were removed."""
-    removed = 0
-    while True:
-        async with db.transaction("attachments_sweep") as conn:
-            doomed = await store.lock_doomed(conn, now, now - retention, _SWEEP_BATCH)
-            if doomed:
-                await blobs.delete([key for _, key in doomed])
-                await store.delete(conn, [attachment_id for attachment_id, _ in doomed])
-        removed += len(doomed)
-        if len(doomed) < _SWEEP_BATCH:
-            return removed
+    gone and attachments older than `retention`, objects first. Returns how many were removed."""
+
+    async def claim(conn: Connection, limit: int) -> list[str]:
+        return await store.lock_doomed(conn, now, now - retention, limit)
+
+    return await sweep_objects(db, blobs, "attachments_sweep", claim, store.delete_by_keys)

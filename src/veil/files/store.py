@@ -134,14 +134,12 @@ async def lock_for_removal(conn: Connection, attachment_id: uuid.UUID) -> str | 
     return key
 
 
-async def lock_doomed(
-    conn: Connection, now: datetime, created_before: datetime, limit: int
-) -> list[tuple[uuid.UUID, str]]:
+async def lock_doomed(conn: Connection, now: datetime, created_before: datetime, limit: int) -> list[str]:
     """Attachments due for removal: reservations never completed in time, attachments whose owner
     or conversation is gone, and those past retention. Rows another process is removing are
     skipped."""
     rows = await conn.fetch(
-        """SELECT id, object_key FROM attachments
+        """SELECT object_key FROM attachments
            WHERE (state = 'pending' AND expires_at <= $1) OR owner_id IS NULL OR conversation_id IS NULL
               OR created_at < $2
            ORDER BY id
@@ -151,8 +149,12 @@ async def lock_doomed(
         created_before,
         limit,
     )
-    return [(row["id"], row["object_key"]) for row in rows]
+    return [row["object_key"] for row in rows]
 
 
-async def delete(conn: Connection, ids: list[uuid.UUID]) -> None:
-    await conn.execute("DELETE FROM attachments WHERE id = ANY($1::uuid[])", ids)
+async def delete(conn: Connection, attachment_id: uuid.UUID) -> None:
+    await conn.execute("DELETE FROM attachments WHERE id = $1", attachment_id)
+
+
+async def delete_by_keys(conn: Connection, object_keys: list[str]) -> None:
+    await conn.execute("DELETE FROM attachments WHERE object_key = ANY($1::text[])", object_keys)
