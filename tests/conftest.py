@@ -9,7 +9,6 @@ used instead and nothing is started.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
+from tests.support.stackdir import test_data_dir
 from veil.core.blobstore import BlobStore
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -29,8 +29,7 @@ TEMPLATE_DB = "veil_test_template"
 
 
 def _test_settings() -> Settings:
-    data_dir = Path(os.environ.get("VEIL_TEST_DATA_DIR", ".data-test")).resolve()
-    return Settings(environment=Environment.TEST, data_dir=data_dir)
+    return Settings(environment=Environment.TEST, data_dir=test_data_dir())
 
 
 @pytest.fixture(scope="session")
