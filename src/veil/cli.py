@@ -1,16 +1,20 @@
 """The `veil` command: `veil run` (the whole system for development), `veil serve SERVICE`
-(one service process, production shape), `veil migrate` and `veil operator grant|revoke EMAIL`."""
+(one service process, production shape), `veil migrate`, `veil operator grant|revoke EMAIL` and
+`veil invites create [--uses N] [--expires 7d]`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 from veil import server
 from veil.auth.policy import normalize_email
+from veil.auth.signup import create_invite
 from veil.core.clock import SystemClock
 from veil.core.config import Settings, load_settings
 from veil.core.db import Database
@@ -117,6 +121,48 @@ def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None
     print(f"{canonical} (user {user_id}) is now {role}", file=sys.stderr)
 
 
+_DURATION = re.compile(r"^([1-9][0-9]{0,4})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def duration(text: str) -> timedelta:
+    """`30m`, `12h`, `7d`: an argparse type."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"not a duration like 30m, 12h or 7d: {text!r}")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def use_count(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 10_000:
+        raise argparse.ArgumentTypeError(f"not a number from 1 to 10000: {text!r}")
+    return int(text)
+
+
+def make_invite(settings: Settings, *, uses: int, lifetime: timedelta) -> None:
+    """Print a new invite code for VEIL_REGISTRATION=invite (shown once; only its hash is kept)."""
+
+    async def make() -> str:
+        db = Database(
+            _operator_database_url(settings),
+            max_size=1,
+            timeout=settings.db_timeout_seconds,
+            metrics=Metrics(),
+        )
+        await db.open()
+        try:
+            return await create_invite(db, SystemClock(), uses=uses, lifetime=lifetime)
+        finally:
+            await db.close()
+
+    try:
+        code = asyncio.run(make())
+    except BackendUnavailable:
+        raise SystemExit("the database is unavailable") from None
+    print(code)
+    print(f"invite code for {uses} sign-up(s), valid for {lifetime}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="veil", description=__doc__)
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="dotenv file (if present)")
@@ -130,6 +176,11 @@ def main(argv: list[str] | None = None) -> None:
     operator_actions = operator_parser.add_subparsers(dest="action", required=True)
     for action, text in (("grant", "make the account an operator"), ("revoke", "take the role away")):
         operator_actions.add_parser(action, help=text).add_argument("email", help="the account's email")
+    invites_parser = commands.add_parser("invites", help="invite codes for invite-only registration")
+    invite_actions = invites_parser.add_subparsers(dest="action", required=True)
+    create_parser = invite_actions.add_parser("create", help="print a new invite code")
+    create_parser.add_argument("--uses", type=use_count, default=1, metavar="N", help="sign-ups it allows")
+    create_parser.add_argument("--expires", type=duration, default=timedelta(days=7), help="e.g. 12h, 7d")
     args = parser.parse_args(argv)
 
     settings = load_settings(args.env_file)
@@ -145,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
         log.info("migrations_done", applied=applied)
     elif args.command == "operator":
         change_operator_role(settings, args.email, grant=args.action == "grant")
+    elif args.command == "invites":
+        make_invite(settings, uses=args.uses, lifetime=args.expires)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each round runs in one transaction behind `pg_try_advisory_xact_lock`: whichever
 lock does the work, the others skip that round. The round ends sessions whose 30 days are over
 (which, through the `end_device` trigger, removes their keys and mailboxes), drops expired device
 messages into gap markers, and forgets rate-limiter keys and WebSocket tickets that carry no
-information any more, and applies the retention periods (`veil.retention`). The process that did
+information any more, as well as sign-ups never confirmed, spent invites and expired known-device
+tokens, and applies the retention periods (`veil.retention`). The process that did
 the round then purges accounts whose erasure grace window is over, and sweeps attachments
 (reservations never completed, attachments whose owner or conversation is gone or whose retention
 is over) and expired export archives, in transactions of their own because that work waits on the
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 
 from veil.account.purge import purge_due_accounts, sweep_export_archives
+from veil.auth import signup_store
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
@@ -76,12 +78,18 @@ class Maintenance:
             devices_with_drops = await keys_store.expire_queued(conn, None, now)
             limiter = await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now.timestamp())
             tickets = await conn.execute("DELETE FROM ws_tickets WHERE expires_at <= $1", now)
+            signups = await signup_store.delete_expired_signups(conn, now)
+            invites = await signup_store.delete_spent_invites(conn, now)
+            device_tokens = await signup_store.delete_expired_device_tokens(conn, now)
             retained = await apply_retention(conn, self._retention, now)
         counts = {
             "sessions_expired": len(expired),
             "devices_with_expired_messages": devices_with_drops,
             "limiter_rows_dropped": int(limiter.split()[-1]),
             "ws_passes_dropped": int(tickets.split()[-1]),
+            "signups_expired": signups,
+            "invites_dropped": invites,
+            "device_tokens_expired": device_tokens,
             **retained,
             "accounts_purged": await purge_due_accounts(self._db, now),
             "attachments_removed": await self._store_sweep(

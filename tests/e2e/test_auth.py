@@ -1,4 +1,4 @@
-"""Auth over the wire: register, login, refresh rotation and reuse, logout, sessions."""
+"""Auth over the wire: login, refresh rotation and reuse, logout, sessions (sign-up: test_signup.py)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import asyncio
 import pytest
 
 from tests.support.server import LiveServer
-from tests.support.users import PASSWORD, bearer, login, new_email, register
+from tests.support.users import PASSWORD, bearer, login, new_email, register, request_signup
 
 
 def test_register_login_and_token_pair_shape(api: LiveServer) -> None:
     with api.client() as client:
         email = new_email()
-        created = client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
+        code = request_signup(client, email)
+        created = client.post("/v1/auth/register/verify", json={"email": email, "code": code})
         assert created.status_code == 201
         user_id = created.json()["user_id"]
         pair = login(client, email.upper(), device_name="laptop")  # emails are normalised
@@ -22,19 +23,12 @@ def test_register_login_and_token_pair_shape(api: LiveServer) -> None:
         assert pair["expires_in"] == 900
         assert 30 * 86400 - 5 <= pair["refresh_expires_in"] <= 30 * 86400
         assert len(pair["refresh_token"]) >= 43  # 256 bits, base64url
+        assert len(pair["device_token"]) >= 43
         sessions = client.get("/v1/auth/sessions", headers=bearer(pair)).json()["items"]
         assert [(s["session_id"], s["device_name"], s["current"]) for s in sessions] == [
             (pair["session_id"], "laptop", True)
         ]
         assert sessions[0]["ip"] == "127.0.0.1"
-
-
-def test_taken_email_is_409(api: LiveServer) -> None:
-    with api.client() as client:
-        email = register(client)
-        again = client.post("/v1/auth/register", json={"email": email.upper(), "password": PASSWORD})
-        assert again.status_code == 409
-        assert again.headers["content-type"] == "application/problem+json"
 
 
 @pytest.mark.parametrize("password", ["1234567", "password", "Password1", "qwertyuiop", "x" * 129])

@@ -4,12 +4,16 @@ A limit is a sustained `per_second` rate with a `burst`. Each key keeps one numb
 theoretical arrival time (TAT): the moment its bucket would be empty again. A request at `now` is
 allowed when `max(tat, now) + interval - now <= interval * burst`, and then moves the TAT on by
 one interval. So `burst` requests may arrive at once, then one per interval; a denied request
-learns exactly how long to wait, and a denied request costs nothing.
+learns exactly how long to wait, and a denied request costs nothing. A hit may weigh `cost` units
+(device messages count envelopes, not requests): it moves the TAT on by `cost` intervals, all or
+nothing.
 
 Two stores implement the same interface: `MemoryRateLimiter` for a single process, and
 `PostgresRateLimiter`, whose check-and-update is one atomic statement, for any number of
 processes sharing the database (the default; see docs/adr/0008). `peek` answers "would a hit be
-allowed?" without consuming, for limits that only count failures (failed logins).
+allowed?" without consuming. `refund` gives one hit back: the failed-login budget takes its slot
+before the password is checked, so concurrent guesses cannot overshoot it, and returns the slot when
+the password was right (docs/adr/0015).
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class Rate:
 class Decision:
     allowed: bool
     retry_after: float = 0.0
+    # An allowed hit on a key that had no hits outstanding (its bucket was full).
+    first: bool = False
 
     @property
     def retry_after_seconds(self) -> int:
@@ -53,9 +59,11 @@ class Decision:
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision: ...
+    async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision: ...
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision: ...
+
+    async def refund(self, key: str, rate: Rate, now: float) -> None: ...
 
 
 def limiter_key(purpose: str, subject: str) -> str:
@@ -68,22 +76,30 @@ def messaging_budget_key(user_id: object) -> str:
     return limiter_key("messages", str(user_id))
 
 
-def _decide(tat: float | None, rate: Rate, now: float) -> tuple[Decision, float]:
-    new_tat = max(tat if tat is not None else now, now) + rate.interval
+def _decide(tat: float | None, rate: Rate, now: float, cost: int = 1) -> tuple[Decision, float]:
+    new_tat = max(tat if tat is not None else now, now) + rate.interval * cost
     wait = new_tat - now - rate.tolerance
     if wait > 1e-9:
         return Decision(False, wait), tat if tat is not None else now
-    return Decision(True), new_tat
+    return Decision(True, first=tat is None or tat <= now), new_tat
+
+
+def _refunded(tat: float, rate: Rate, now: float) -> float:
+    # Never below now: a refund returns a slot, it does not bank credit for later.
+    return max(tat - rate.interval, now)
 
 
 class Unlimited:
     """Every request is allowed (VEIL_RATE_LIMITS=off, never in production)."""
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+    async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
         return Decision(True)
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
         return Decision(True)
+
+    async def refund(self, key: str, rate: Rate, now: float) -> None:
+        return None
 
 
 class MemoryRateLimiter:
@@ -94,8 +110,8 @@ class MemoryRateLimiter:
         self._tat: dict[str, float] = {}
         self._max_keys = max_keys
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
-        decision, new_tat = _decide(self._tat.get(key), rate, now)
+    async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
+        decision, new_tat = _decide(self._tat.get(key), rate, now, cost)
         if decision.allowed:
             if len(self._tat) >= self._max_keys:
                 self._tat = {k: t for k, t in self._tat.items() if t > now}
@@ -104,6 +120,10 @@ class MemoryRateLimiter:
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
         return _decide(self._tat.get(key), rate, now)[0]
+
+    async def refund(self, key: str, rate: Rate, now: float) -> None:
+        if key in self._tat:
+            self._tat[key] = _refunded(self._tat[key], rate, now)
 
 
 class PostgresRateLimiter:
@@ -121,16 +141,29 @@ class PostgresRateLimiter:
         self._db = db
         self._sweep_probability = sweep_probability
 
-    async def hit(self, key: str, rate: Rate, now: float) -> Decision:
+    async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
+        step = rate.interval * cost
         async with self._db.transaction("ratelimit_hit") as conn:
-            if await conn.fetchval(self._HIT, key, now, rate.interval, rate.tolerance) is not None:
+            new_tat = await conn.fetchval(self._HIT, key, now, step, rate.tolerance)
+            if new_tat is not None:
                 if random.random() < self._sweep_probability:  # noqa: S311 - not security relevant
                     await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now)
-                return Decision(True)
+                # The statement moved the TAT to max(old, now) + interval: old <= now exactly when
+                # the result is now + interval.
+                return Decision(True, first=new_tat <= now + step + 1e-9)
             tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
-        return _decide(tat, rate, now)[0]
+        return _decide(tat, rate, now, cost)[0]
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
         async with self._db.connection() as conn:
             tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
         return _decide(tat, rate, now)[0]
+
+    async def refund(self, key: str, rate: Rate, now: float) -> None:
+        async with self._db.transaction("ratelimit_refund") as conn:
+            await conn.execute(
+                "UPDATE rate_limits SET tat = GREATEST(tat - $2::float8, $3::float8) WHERE key = $1",
+                key,
+                rate.interval,
+                now,
+            )

@@ -1,0 +1,188 @@
+"""Sign-up with email verification, without an account oracle (docs/adr/0015).
+
+`request` answers the same way, in the same time, whether or not the address has an account: the
+password is checked and hashed either way, and one mail goes out either way (a six-digit code to a
+new address, a short notice to an existing account's owner). No account exists until `verify`
+confirms the code; a pending sign-up is one row per address that expires. Codes are stored only
+as SHA-256 over (sign-up id || code), work once, expire and allow a few attempts; every way a code
+can fail gives one and the same 400.
+
+Registration modes: open, invite (an invite code from `veil invites create`, used up by one at
+each account it creates) and closed (403).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from veil.auth import signup_store as store
+from veil.auth.policy import check_new_password, normalize_email
+from veil.core.clock import Clock
+from veil.core.db import Database
+from veil.core.logging import get_logger
+from veil.core.mailer import Mailer
+from veil.core.problems import BackendUnavailable, Problem, forbidden, too_many_requests, unavailable
+from veil.core.security.passwords import Overloaded, Passwords
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
+
+log = get_logger("veil.security")
+
+RegistrationMode = Literal["open", "invite", "closed"]
+
+WRONG_CODE = "The code is wrong, has expired or was already used; sign up again for a new one."
+
+
+@dataclass(frozen=True)
+class SignupPolicy:
+    mode: RegistrationMode
+    code_ttl: timedelta
+    max_attempts: int
+    mails_per_address: Rate
+
+
+def _code_hash(signup_id: uuid.UUID, code: str) -> bytes:
+    return hashlib.sha256(signup_id.bytes + code.encode()).digest()
+
+
+def invite_code_hash(code: str) -> bytes:
+    return hashlib.sha256(code.strip().encode()).digest()
+
+
+def _wrong_code() -> Problem:
+    return Problem(400, WRONG_CODE, slug="invalid-code", title="Invalid code")
+
+
+class SignupService:
+    def __init__(
+        self,
+        db: Database,
+        passwords: Passwords,
+        mailer: Mailer,
+        limiter: RateLimiter,
+        clock: Clock,
+        policy: SignupPolicy,
+    ) -> None:
+        self._db = db
+        self._passwords = passwords
+        self._mailer = mailer
+        self._limiter = limiter
+        self._clock = clock
+        self._policy = policy
+
+    async def request(self, email: str, password: str, invite_code: str | None) -> None:
+        """Start a sign-up: mail a code (or, to an existing account's owner, a notice)."""
+        if self._policy.mode == "closed":
+            raise forbidden("Registration is closed on this server.")
+        canonical = normalize_email(email)
+        check_new_password(password)
+        now = self._clock.now()
+        # Per address, whether or not it has an account: nobody can mail-bomb a mailbox.
+        verdict = await self._limiter.hit(
+            limiter_key("signup-mail", canonical), self._policy.mails_per_address, now.timestamp()
+        )
+        if not verdict.allowed:
+            raise too_many_requests(verdict.retry_after_seconds)
+        invite_id = await self._invite(invite_code, now)
+        # Hashed whether or not the address is taken, so both answers take the same time.
+        password_hash = await self._hash(password)
+        signup_id, code = uuid.uuid4(), f"{secrets.randbelow(10**6):06d}"
+        signup = store.Signup(
+            id=signup_id,
+            email=canonical,
+            password_hash=password_hash,
+            code_hash=_code_hash(signup_id, code),
+            invite_id=invite_id,
+            attempts=0,
+            expires_at=now + self._policy.code_ttl,
+        )
+        async with self._db.transaction("auth_signup") as conn:
+            taken = await store.email_in_use(conn, canonical)
+            if not taken:
+                await store.put_signup(conn, signup, now)
+        if taken:
+            await self._mail(
+                canonical,
+                "Someone tried to sign up to Veil with your address",
+                "Someone asked to create a Veil account with this email address, which already has one.\n"
+                "Nothing was changed. If it was you, sign in instead; if you forgot your password, reset it\n"
+                "from the sign-in screen (`veil-client reset-password`).\n",
+            )
+        else:
+            minutes = int(self._policy.code_ttl.total_seconds() // 60)
+            await self._mail(
+                canonical,
+                "Your Veil sign-up code",
+                f"Your code to finish signing up to Veil is {code}.\n"
+                f"It expires in {minutes} minutes and works once.\n\n"
+                "If you did not ask for this, ignore this message: no account is created without the code.\n",
+            )
+        log.info("security_event", kind="signup_requested")
+
+    async def verify(self, email: str, code: str) -> uuid.UUID:
+        """Create the account a pending sign-up asked for, if `code` is its code."""
+        canonical = normalize_email(email)
+        now = self._clock.now()
+        user_id = uuid.uuid4()
+        created = False
+        async with self._db.transaction("auth_signup_verify") as conn:
+            signup = await store.lock_signup(conn, canonical)
+            usable = (
+                signup is not None and signup.expires_at > now and signup.attempts < self._policy.max_attempts
+            )
+            if signup is not None and usable:
+                if not hmac.compare_digest(signup.code_hash, _code_hash(signup.id, code)):
+                    await store.count_attempt(conn, canonical)
+                else:
+                    if signup.invite_id is not None and not await store.use_invite(
+                        conn, signup.invite_id, now
+                    ):
+                        raise forbidden("The invite code was used up or has expired meanwhile.")
+                    try:
+                        await store.create_verified_user(conn, user_id, canonical, signup.password_hash, now)
+                        created = True
+                    except store.EmailTaken:
+                        pass  # signed up meanwhile by another pending request: same 400
+                    await store.delete_signup(conn, canonical)
+        if not created:  # raised after the commit, so a wrong attempt counts
+            log.warning("security_event", kind="signup_code_refused")
+            raise _wrong_code()
+        log.info("security_event", kind="registered", user_id=str(user_id))
+        return user_id
+
+    async def _invite(self, code: str | None, now: datetime) -> uuid.UUID | None:
+        if self._policy.mode != "invite":
+            return None
+        if not code:
+            raise forbidden("Registration on this server needs an invite code.")
+        async with self._db.connection() as conn:
+            invite_id = await store.usable_invite(conn, invite_code_hash(code), now)
+        if invite_id is None:
+            raise forbidden("The invite code is not valid (unknown, used up or expired).")
+        return invite_id
+
+    async def _mail(self, to: str, subject: str, body: str) -> None:
+        try:
+            await self._mailer.send(to, subject, body)
+        except BackendUnavailable:
+            raise unavailable("The mail server is unavailable; try again shortly.") from None
+
+    async def _hash(self, password: str) -> str:
+        try:
+            return await self._passwords.hash(password)
+        except Overloaded:
+            raise unavailable("Too many sign-ups are in progress; retry shortly.") from None
+
+
+async def create_invite(db: Database, clock: Clock, *, uses: int, lifetime: timedelta) -> str:
+    """A new invite code (shown once; only its hash is kept)."""
+    code = secrets.token_urlsafe(16)
+    now = clock.now()
+    async with db.transaction("auth_invite_create") as conn:
+        await store.insert_invite(conn, uuid.uuid4(), invite_code_hash(code), uses, now, now + lifetime)
+    return code
