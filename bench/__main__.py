@@ -21,7 +21,7 @@ import httpx
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
-from bench import attachments, messaging, topology
+from bench import attachments, messaging, signup, topology
 from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -138,12 +138,12 @@ async def bench_refresh(server: LiveServer, rate: float, seconds: float, tokens:
     return _result(f"refresh @ {rate:g}/s", rate, latencies, errors, elapsed)
 
 
-async def prepare(server: LiveServer, users: int, sessions: int) -> tuple[list[str], list[str]]:
+async def prepare(
+    server: LiveServer, users: int, sessions: int, mail_dir: Path
+) -> tuple[list[str], list[str]]:
     async with server.async_client() as client:
         emails = [f"bench-{i}-{os.urandom(4).hex()}@example.org" for i in range(users)]
-        for email in emails:
-            response = await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
-            response.raise_for_status()
+        await signup.sign_up(client, mail_dir, emails, PASSWORD)
         tokens = []
         for i in range(sessions):
             response = await client.post(
@@ -302,15 +302,16 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
             live.stop()
             print(topology.render(await topology.scale_out(settings, database_url, certs, seconds)))
             return
-        emails, tokens = await prepare(live, users=20, sessions=100)
+        mail_dir = settings.data_dir / "mail"  # the stack's mail sink: sign-up codes land here
+        emails, tokens = await prepare(live, users=20, sessions=100, mail_dir=mail_dir)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
         messaging_results = [
-            await messaging.offline_recipients(live, senders=32, seconds=seconds),
-            await messaging.online_groups(live, groups=10, size=10, seconds=seconds),
+            await messaging.offline_recipients(live, senders=32, seconds=seconds, mail_dir=mail_dir),
+            await messaging.online_groups(live, groups=10, size=10, seconds=seconds, mail_dir=mail_dir),
         ]
         assert settings.jwt_keys_file is not None
-        idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets)
+        idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets, mail_dir)
         RESULTS.parent.mkdir(exist_ok=True)
         attachment_section = await attachments.run_all(live, settings, seconds)
         live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores

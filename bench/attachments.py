@@ -17,6 +17,7 @@ import io
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,8 +53,10 @@ def _reservation(conversation_id: str, size: int) -> bytes:
     return f'{{"conversation_id":"{conversation_id}","size":{size},"sha256":"{digest}"}}'.encode()
 
 
-async def _direct_pairs(client: httpx.AsyncClient, count: int) -> list[tuple[dict[str, Any], str]]:
-    users = await _users(client, 2 * count)
+async def _direct_pairs(
+    client: httpx.AsyncClient, count: int, mail_dir: Path
+) -> list[tuple[dict[str, Any], str]]:
+    users = await _users(client, 2 * count, mail_dir)
     pairs = []
     for owner, peer in zip(users[::2], users[1::2], strict=True):
         response = await client.post(
@@ -64,9 +67,9 @@ async def _direct_pairs(client: httpx.AsyncClient, count: int) -> list[tuple[dic
     return pairs
 
 
-async def reservations(server: LiveServer, clients: int, seconds: float) -> Throughput:
+async def reservations(server: LiveServer, clients: int, seconds: float, mail_dir: Path) -> Throughput:
     async with server.async_client() as client:
-        pairs = await _direct_pairs(client, clients)
+        pairs = await _direct_pairs(client, clients, mail_dir)
     context = server.ssl_context()
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
@@ -115,14 +118,14 @@ def presigning(settings: Settings, count: int = 3000) -> Throughput:
 
 
 async def transfers(
-    server: LiveServer, files: int, size_mib: int, concurrency: int
+    server: LiveServer, files: int, size_mib: int, concurrency: int, mail_dir: Path
 ) -> tuple[Throughput, Throughput]:
     """Upload `files` objects of `size_mib` through presigned PUTs, `concurrency` at a time, then
     download them all through presigned GETs."""
     body = os.urandom(size_mib * MiB)
     digest = base64.b64encode(hashlib.sha256(body).digest()).decode()
     async with server.async_client() as api:
-        [(owner, conversation_id)] = await _direct_pairs(api, 1)
+        [(owner, conversation_id)] = await _direct_pairs(api, 1, mail_dir)
         reserved = []
         for _ in range(files):
             response = await api.post(
@@ -213,8 +216,14 @@ client's AES-256-GCM in 64 KiB chunks on one core.
 
 
 async def run_all(server: LiveServer, settings: Settings, seconds: float) -> str:
-    results = [await reservations(server, clients=16, seconds=seconds), presigning(settings)]
+    mail_dir = settings.data_dir / "mail"
+    results = [
+        await reservations(server, clients=16, seconds=seconds, mail_dir=mail_dir),
+        presigning(settings),
+    ]
     for concurrency in (1, 4):
-        results.extend(await transfers(server, files=8, size_mib=8, concurrency=concurrency))
+        results.extend(
+            await transfers(server, files=8, size_mib=8, concurrency=concurrency, mail_dir=mail_dir)
+        )
     results.append(client_encryption())
     return render(results)

@@ -25,6 +25,7 @@ import httpx
 from tests.support.server import LiveServer
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench import signup
 from veil.core.security.tokens import AccessTokens, SigningKeys
 
 PASSWORD = "benchmark password 42"
@@ -72,12 +73,13 @@ def _envelope(epoch: int) -> dict[str, Any]:
     }
 
 
-async def _users(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
-    async def one(i: int) -> dict[str, Any]:
-        email = f"bench-{i}-{os.urandom(4).hex()}@example.org"
-        (
-            await client.post("/v1/auth/register", json={"email": email, "password": PASSWORD})
-        ).raise_for_status()
+async def _users(client: httpx.AsyncClient, count: int, mail_dir: Path) -> list[dict[str, Any]]:
+    """`count` new verified users, each signed in once (their token pairs); the sign-up codes are
+    read from the stack's mail sink in `mail_dir`."""
+    emails = [f"bench-{i}-{os.urandom(4).hex()}@example.org" for i in range(count)]
+    await signup.sign_up(client, mail_dir, emails, PASSWORD)
+
+    async def one(email: str) -> dict[str, Any]:
         response = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         response.raise_for_status()
         pair: dict[str, Any] = response.json()
@@ -85,11 +87,11 @@ async def _users(client: httpx.AsyncClient, count: int) -> list[dict[str, Any]]:
 
     semaphore = asyncio.Semaphore(4)
 
-    async def bounded(i: int) -> dict[str, Any]:
+    async def bounded(email: str) -> dict[str, Any]:
         async with semaphore:
-            return await one(i)
+            return await one(email)
 
-    return list(await asyncio.gather(*(bounded(i) for i in range(count))))
+    return list(await asyncio.gather(*(bounded(email) for email in emails)))
 
 
 def _auth(pair: dict[str, Any]) -> dict[str, str]:
@@ -132,9 +134,11 @@ class RawHttpClient:
             self._writer.close()
 
 
-async def offline_recipients(server: LiveServer, senders: int, seconds: float) -> ScenarioResult:
+async def offline_recipients(
+    server: LiveServer, senders: int, seconds: float, mail_dir: Path
+) -> ScenarioResult:
     async with server.async_client() as client:
-        people = await _users(client, senders * 2)
+        people = await _users(client, senders * 2, mail_dir)
         pairs = []
         for i in range(senders):
             sender, recipient = people[2 * i], people[2 * i + 1]
@@ -187,10 +191,12 @@ def _ws(server: LiveServer, pair: dict[str, Any], context: ssl.SSLContext) -> An
     )
 
 
-async def online_groups(server: LiveServer, groups: int, size: int, seconds: float) -> ScenarioResult:
+async def online_groups(
+    server: LiveServer, groups: int, size: int, seconds: float, mail_dir: Path
+) -> ScenarioResult:
     context = server.ssl_context()
     async with server.async_client() as client:
-        people = await _users(client, groups * size)
+        people = await _users(client, groups * size, mail_dir)
         conversations = []
         for g in range(groups):
             members = people[g * size : (g + 1) * size]
@@ -312,7 +318,7 @@ def _rss_kib(pid: int) -> int:
 
 
 async def idle_sockets(
-    server: LiveServer, database_url: str, keys_file: Path, count: int
+    server: LiveServer, database_url: str, keys_file: Path, count: int, mail_dir: Path
 ) -> tuple[int, float, float]:
     """Open `count` sockets of distinct devices; return (held, server MiB, KiB per socket).
 
@@ -320,7 +326,7 @@ async def idle_sockets(
     with the stack's keys: ten thousand Argon2 logins would measure hashing, not sockets.
     """
     async with server.async_client() as client:
-        owner = (await _users(client, 1))[0]
+        owner = (await _users(client, 1, mail_dir))[0]
     tokens = AccessTokens(SigningKeys.load(keys_file), issuer="veil", audience="veil-api", ttl_seconds=900)
     now = datetime.now(UTC)
     sessions = [uuid.uuid4() for _ in range(count)]

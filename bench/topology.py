@@ -101,7 +101,8 @@ async def scale_out(
     results = []
     for copies in (1, 2):
         with topology(settings, database_url, certs, copies, settings.data_dir / "bench-topology") as target:
-            result = await offline_recipients(target, senders=32, seconds=seconds)  # type: ignore[arg-type]
+            mail_dir = settings.data_dir / "mail"
+            result = await offline_recipients(target, senders=32, seconds=seconds, mail_dir=mail_dir)  # type: ignore[arg-type]
             result.name = f"(a) through nginx, {copies} messaging {'copy' if copies == 1 else 'copies'}"
             results.append(result)
     return results

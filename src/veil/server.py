@@ -1,9 +1,9 @@
 """Running an ASGI app under uvicorn with Veil's TLS policy and graceful shutdown.
 
 TLS: 1.3 preferred, 1.2 the minimum, and for 1.2 only forward-secret AEAD suites (Mozilla
-"intermediate"); no renegotiation, no compression. SIGTERM/SIGINT: uvicorn stops accepting,
-waits up to `shutdown_timeout_seconds` for in-flight requests, then runs the lifespan shutdown,
-which closes the pools; the process exits 0.
+"intermediate"), key exchange over X25519, P-256 or P-384 only; no renegotiation, no compression.
+SIGTERM/SIGINT: uvicorn stops accepting, waits up to `shutdown_timeout_seconds` for in-flight
+requests, then runs the lifespan shutdown, which closes the pools; the process exits 0.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from veil.core.config import Settings
+from veil.core.tls_groups import restrict_groups
 
 # Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only.
 TLS12_CIPHERS = ":".join(
@@ -39,6 +40,7 @@ def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     context.set_ciphers(TLS12_CIPHERS)
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.load_cert_chain(cert_file, key_file)
+    restrict_groups(context)  # X25519, P-256, P-384 only (see veil.core.tls_groups)
     return context
 
 

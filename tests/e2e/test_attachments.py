@@ -76,7 +76,8 @@ async def test_upload_and_download_round_trip_through_the_store(
         # The signature covers the length and the digest, so the store can hold us to them.
         assert "content-length%3Bhost%3Bx-amz-checksum-sha256" in request["url"]
         expires = datetime.fromisoformat(request["expires_at"])
-        assert timedelta(minutes=14) < expires - datetime.now(UTC) <= timedelta(minutes=15)
+        assert timedelta(minutes=4) < expires - datetime.now(UTC) <= timedelta(minutes=5)
+        assert "X-Amz-Expires=300&" in request["url"]
 
         assert put_to_store(request, ciphertext).status_code == 200
         attachment_id = body["attachment_id"]

@@ -18,15 +18,18 @@ from typing import IO
 
 import pytest
 
+from tests.support import stackdir
 from tests.support.mail import latest_code
 from tests.support.server import LiveServer, free_port
 from tests.support.users import PASSWORD, bearer, login, new_email
 from veil.core.config import Settings
+from veil.devstack import mailbox
 
 pytestmark = pytest.mark.slow
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 CLIENT = [sys.executable, "-m", "veil.client.cli"]
+NEW_PASSWORD = "a brand new passphrase 9"
 
 
 def base_environment() -> dict[str, str]:
@@ -84,12 +87,46 @@ class Cli:
         )
         return Session(process)
 
-    def sign_up(self, profile: str) -> tuple[str, str]:
-        """A new account signed in under `profile`: (email, user id)."""
-        email = new_email()
-        out = self.ok(profile, "register", email, stdin=f"{PASSWORD}\n")
-        match = re.search(rf"Your user id: ({UUID})", out)
-        assert match, out
+    def run_with_code(
+        self, profile: str, *args: str, email: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command that mails `email` a code while it runs, answering as a person does: the
+        lines of `before`, then (once the message arrived in the mail sink) the code and `after`."""
+        count = len(mailbox.messages_to(stackdir.test_mail_dir(), email)) + 1
+        process = subprocess.Popen(
+            self.argv(profile, args, server=True),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
+        try:
+            assert process.stdin is not None
+            process.stdin.write("".join(f"{line}\n" for line in before))
+            process.stdin.flush()
+            try:
+                code = mailbox.wait_for_code(stackdir.test_mail_dir(), email, count=count, timeout=20)
+            except TimeoutError:
+                out, errors = process.communicate(timeout=60)
+                raise AssertionError(f"no code was mailed: {out} {errors}") from None
+            out, errors = process.communicate("".join(f"{line}\n" for line in (code, *after)), timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+        return subprocess.CompletedProcess(process.args, process.returncode, out, errors)
+
+    def sign_up(self, profile: str, email: str | None = None) -> tuple[str, str]:
+        """A new account signed in under `profile` in one run (password, then the emailed code):
+        (email, user id)."""
+        email = email or new_email()
+        done = self.run_with_code(profile, "register", email, email=email, before=(PASSWORD,))
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and "code was emailed" in done.stderr
+        match = re.search(rf"Your user id: ({UUID})", done.stdout)
+        assert match, done.stdout
         return email, match.group(1)
 
 
@@ -295,6 +332,98 @@ def test_delete_account(cli: Cli, settings: Settings) -> None:
     assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
 
 
+def test_register_finished_later_with_verify(cli: Cli) -> None:
+    email = new_email()
+    # Standard input ends where the code was asked for: the account is not created, and the
+    # message says how to finish.
+    stopped = cli.run("ada", "register", email, stdin=f"{PASSWORD}\n")
+    assert_readable_failure(stopped, f"veil-client verify {email} CODE")
+    assert "code was emailed" in stopped.stderr
+    assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
+    code = mailbox.wait_for_code(stackdir.test_mail_dir(), email)
+    assert_readable_failure(cli.run("ada", "verify", email, "12345"), "six digits")
+    wrong = "000000" if code != "000000" else "111111"
+    assert_readable_failure(cli.run("ada", "verify", email, wrong), "not accepted")
+    verified = cli.ok("ada", "verify", email, code)
+    assert re.search(rf"Registered {re.escape(email)} \(user id {UUID}\)", verified)
+    # A used code does not work twice; the code may also come on standard input.
+    assert_readable_failure(cli.run("ada", "verify", email, stdin=f"{code}\n"), "not accepted")
+    assert "Your user id:" in cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
+
+
+def test_register_does_not_say_whether_an_address_is_taken(cli: Cli) -> None:
+    email, _ = cli.sign_up("ada")
+    # Registering a taken address runs like any sign-up; only the code is refused (the owner is
+    # mailed a notice, which carries no code).
+    again = cli.run_with_code("eve", "register", email, email=email, before=(PASSWORD,))
+    assert "code was emailed" in again.stderr
+    assert_readable_failure(again, "not accepted")
+
+
+def test_password_change_signs_out_the_other_devices(cli: Cli) -> None:
+    email, _ = cli.sign_up("ada")
+    cli.ok("laptop", "login", email, stdin=f"{PASSWORD}\n")
+    wrong = cli.run("ada", "password", stdin=f"not the password\n{NEW_PASSWORD}\n")
+    assert_readable_failure(wrong, "Wrong current password")
+    assert email in cli.ok("laptop", "whoami")  # still signed in: nothing changed
+
+    changed = cli.ok("ada", "password", stdin=f"{PASSWORD}\n{NEW_PASSWORD}\n")
+    assert "other devices were signed out" in changed
+    assert email in cli.ok("ada", "whoami")  # this device stays
+    assert_readable_failure(cli.run("laptop", "whoami"), "Your session has expired")
+    assert_readable_failure(cli.run("eve", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
+    cli.ok("laptop", "login", email, stdin=f"{NEW_PASSWORD}\n")
+
+
+def test_reset_password_removes_every_device(cli: Cli) -> None:
+    email, _ = cli.sign_up("ada")
+    cli.ok("laptop", "login", email, stdin=f"{PASSWORD}\n")
+    # Asked on a profile signed in to the account: afterwards that device, too, is gone.
+    reset = cli.run_with_code("ada", "reset-password", email, email=email, after=(NEW_PASSWORD,))
+    assert reset.returncode == 0, reset.stderr
+    assert "Every device" in reset.stdout and f"veil-client login {email}" in reset.stderr
+    assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
+    assert_readable_failure(cli.run("laptop", "whoami"), "Your session has expired")
+    assert_readable_failure(cli.run("eve", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
+    login = cli.ok("ada", "login", email, stdin=f"{NEW_PASSWORD}\n")
+    assert "(this device)" in cli.ok("ada", "devices") and "Your user id:" in login
+
+    # A wrong code changes nothing; a bad one is refused before anything is sent.
+    assert_readable_failure(
+        cli.run("eve", "reset-password", email, "--code", "000000", stdin=f"{PASSWORD}\n"), "not accepted"
+    )
+    assert_readable_failure(cli.run("eve", "reset-password", email, "--code", "abc"), "six digits")
+    assert email in cli.ok("ada", "whoami")
+    # An unknown address gets the same note (no account oracle), then no code ever comes.
+    unknown = cli.run("eve", "reset-password", new_email(), stdin="")
+    assert "a six-digit code was emailed" in unknown.stderr
+    assert_readable_failure(unknown, "No code given")
+
+
+def test_block_unblock_and_the_block_list(cli: Cli) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+    assert "You have not blocked anyone" in cli.ok("ada", "blocks")
+
+    assert f"Blocked {bob_email} ({bob_id})" in cli.ok("ada", "block", bob_email)
+    assert cli.ok("ada", "blocks").startswith(f"{bob_email}\t{bob_id}\tsince ")
+    # Bob cannot start a conversation with Ada (as if she did not exist), nor invite her.
+    assert_readable_failure(cli.run("bob", "send", ada_email, "hello?"), "no user or conversation")
+    cli.ok("bob", "group", "create", "club")
+    assert_readable_failure(cli.run("bob", "group", "invite", "club", ada_email))
+    assert "No conversations yet" in cli.ok("ada", "conversations")
+
+    assert f"Unblocked {bob_email}" in cli.ok("ada", "unblock", bob_id)  # by user id as well
+    assert "You have not blocked anyone" in cli.ok("ada", "blocks")
+    assert cli.ok("bob", "send", ada_email, "hello again").startswith("#1 sent")
+    assert "hello again" in cli.ok("ada", "history", bob_email)
+
+    assert_readable_failure(cli.run("ada", "block", ada_id), "cannot block yourself")
+    assert_readable_failure(cli.run("ada", "block", "stranger@example.org"), "not in your address book")
+
+
 def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
     email, _ = cli.sign_up("ada")
     assert_readable_failure(
@@ -354,7 +483,7 @@ def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings
         [sys.executable, "-m", "veil.client.demo", "--url", api.base_url, "--ca-file", str(api.ca_file)],
         capture_output=True,
         text=True,
-        env=env,
+        env=env | {"VEIL_DATA_DIR": str(settings.data_dir)},  # where its sign-up codes are mailed
         timeout=60,
     )
     assert done.returncode == 0, done.stdout + done.stderr

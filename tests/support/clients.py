@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.server import LiveServer
+from tests.support.stackdir import test_mail_dir
 from tests.support.users import PASSWORD, new_email
 from veil.client.http import VeilClient
 from veil.client.keystore import ScryptParams
+from veil.devstack import mailbox
 
 FAST = ScryptParams(log2_n=10)  # tests only: the default Scrypt cost would dominate every save
 
@@ -35,10 +37,18 @@ class Clients:
     def new(self, name: str) -> VeilClient:
         client = self.open(name)
         email = new_email()
-        client.register(email, PASSWORD)
+        self.sign_up(client, email)
         client.login(email, PASSWORD, device_name=name)
         self.emails[name] = email
         return client
+
+    @staticmethod
+    def sign_up(client: VeilClient, email: str, password: str = PASSWORD) -> str:
+        """Register `email` with the code the sink received, as a person would; the user id."""
+        before = len(mailbox.messages_to(test_mail_dir(), email))
+        client.register(email, password)
+        code = mailbox.wait_for_code(test_mail_dir(), email, count=before + 1)
+        return client.verify_registration(email, code)
 
     def keystore(self, name: str) -> Path:
         return self.tmp_path / f"{name}.veilks"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from veil.core.config import Settings
 from veil.devstack import mailbox
+from veil.devstack.mailsink import MailSink
 
 
 def mail_dir(settings: Settings) -> Path:
@@ -32,3 +33,26 @@ def body(message: EmailMessage) -> str:
 def latest_code(settings: Settings, address: str, *, count: int = 1) -> str:
     """The six-digit code in the `count`-th message to `address` (waiting for it)."""
     return mailbox.wait_for_code(mail_dir(settings), address, count=count)
+
+
+class MailServerOfItsOwn:
+    """A test's own mail server (a development sink under `directory`), which the test can stop
+    and start again on the same port: a mail server that is down, then back. Stopped at exit."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._sink = MailSink(directory)
+        self.port = self._sink.start()
+
+    def stop(self) -> None:
+        self._sink.stop()
+
+    def start(self) -> None:
+        # Nothing listened meanwhile, so the port is free again unless another process took it.
+        assert self._sink.start() == self.port, "the mail server's port was taken while it was down"
+
+    def __enter__(self) -> MailServerOfItsOwn:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._sink.stop()

@@ -20,6 +20,7 @@ from websockets.asyncio.client import connect
 
 from tests.support.gateway import Topology
 from tests.support.messaging import envelope
+from tests.support.tls_probe import EXPECTED, INTERMEDIATE, OUTSIDE, accepted_groups, negotiated_group
 from tests.support.users import bearer, login, register
 
 HSTS = "max-age=63072000; includeSubDomains"
@@ -40,6 +41,16 @@ def test_tls_13_is_negotiated_and_11_refused(topology: Topology) -> None:
     assert tls_version(topology, ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2) == "TLSv1.2"
     with pytest.raises(ssl.SSLError):
         tls_version(topology, ssl.TLSVersion.TLSv1_1, ssl.TLSVersion.TLSv1_1)
+
+
+def test_only_the_intermediate_groups_complete_a_handshake(topology: Topology) -> None:
+    """The template offered X448, P-521 and the finite-field groups (OpenSSL's default) until
+    `ssl_ecdh_curve` named the profile's three."""
+    port = topology.gateway.port
+    assert accepted_groups(port, INTERMEDIATE, "1.3") == EXPECTED
+    assert accepted_groups(port, OUTSIDE, "1.3") == dict.fromkeys(OUTSIDE)
+    assert negotiated_group(port, "P-256", "1.2") == EXPECTED["P-256"]
+    assert negotiated_group(port, "X448:P-521", "1.2") is None
 
 
 def test_hsts_and_problem_documents_on_every_status(topology: Topology) -> None:

@@ -91,3 +91,14 @@ def test_retention_is_at_most_30_days_in_development_and_90_in_production(
     monkeypatch.setenv(variable, "91")
     with pytest.raises(ValidationError, match="at most 90 in production"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    "key", ["VEIL_ATTACHMENT_UPLOAD_URL_TTL", "VEIL_ATTACHMENT_DOWNLOAD_URL_TTL", "VEIL_EXPORT_URL_TTL"]
+)
+def test_presigned_urls_live_at_most_300_seconds(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    monkeypatch.setenv(key, "300")
+    Settings()
+    monkeypatch.setenv(key, "301")
+    with pytest.raises(ValidationError, match="less than or equal to 300"):
+        Settings()

@@ -7,6 +7,7 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
+from veil.account.password import PasswordChange
 from veil.account.schemas import (
     AccountView,
     Confirm,
@@ -16,6 +17,7 @@ from veil.account.schemas import (
     EmailChangeRequest,
     ErasureRequest,
     NewRequest,
+    PasswordChangeRequest,
     RequestAccepted,
     RequestView,
 )
@@ -24,7 +26,7 @@ from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
-from veil.core.web.endpoint import Endpoint, json_response, state_of
+from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
 from veil.core.web.params import path_uuid
 
 TAG = "account"
@@ -83,6 +85,15 @@ async def get_request(request: Request, principal: Principal) -> Response:
     return json_response(view)
 
 
+async def change_password(request: Request, principal: Principal, body: PasswordChangeRequest) -> Response:
+    # Built per request from the shared resources (it holds nothing of its own).
+    resources: Resources = state_of(request, "resources")
+    attempts = Rate.per_window(resources.settings.password_changes_per_hour, 3600)
+    change = PasswordChange(resources.db, resources.passwords, resources.limiter, resources.clock, attempts)
+    await change.change(principal, body.current_password, body.new_password)
+    return no_content()
+
+
 def _link(export: Confirmation) -> DownloadLink:
     assert export.download_url is not None and export.expires_at is not None
     return DownloadLink(url=export.download_url, expires_at=export.expires_at)
@@ -93,7 +104,6 @@ def build(resources: Resources) -> AccountService:
     return AccountService(
         resources.db,
         resources.blobs,
-        resources.mailer,
         resources.passwords,
         resources.limiter,
         resources.clock,
@@ -102,6 +112,7 @@ def build(resources: Resources) -> AccountService:
             max_attempts=settings.account_code_attempts,
             erasure_grace=timedelta(days=settings.erasure_grace_days),
             export_url_ttl=settings.export_url_ttl_seconds,
+            export_archive_ttl=settings.export_archive_ttl_seconds,
             export_wait=settings.export_wait_seconds,
             requests=Rate.per_window(settings.account_requests_per_hour, 3600),
         ),
@@ -119,6 +130,18 @@ MODULE = ServiceModule(
             TAG,
             responses={200: AccountView},
             errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/account/password",
+            change_password,
+            "Change the password, proving the current one; every other session ends (its devices "
+            "are removed), the caller's stays.",
+            TAG,
+            body=PasswordChangeRequest,
+            responses={204: None},
+            errors=(403, 404),
+            rate_limited=True,
         ),
         Endpoint(
             "POST",

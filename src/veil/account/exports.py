@@ -23,12 +23,18 @@ log = get_logger(__name__)
 
 class ExportBuilder:
     def __init__(
-        self, db: Database, blobs: BlobStore, clock: Clock, url_ttl: timedelta, poll_seconds: float = 1.0
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Clock,
+        archive_ttl: timedelta,
+        poll_seconds: float = 1.0,
     ) -> None:
         self._db = db
         self._blobs = blobs
         self._clock = clock
-        self._url_ttl = url_ttl
+        # How long a built archive stays downloadable (its URLs live shorter; see AccountService).
+        self._archive_ttl = archive_ttl
         self._worker = Worker("export-builder", self.build_next, poll_seconds)
 
     def kick(self) -> None:
@@ -53,6 +59,6 @@ class ExportBuilder:
                 return False
             document = archive.build(account, await store.export_sections(conn, account.id), now)
             await self._blobs.put(job.object_key, document)
-            await store.mark_export_ready(conn, job.object_key, now, now + self._url_ttl)
+            await store.mark_export_ready(conn, job.object_key, now, now + self._archive_ttl)
         log.info("export_built", bytes=len(document))
         return True

@@ -73,8 +73,9 @@ production (the configuration refuses more).
 |---|---|---|
 {retention_rows}
 
-Data-subject requests are kept 30 days. Export archives are deleted when their download URL
-expires (`VEIL_EXPORT_URL_TTL`, default {_default("export_url_ttl_seconds")} s).
+Data-subject requests are kept 30 days. Export archives are deleted
+`VEIL_EXPORT_ARCHIVE_TTL` after they are built (default {_default("export_archive_ttl_seconds")} s); each
+download URL for one lives at most `VEIL_EXPORT_URL_TTL` (default {_default("export_url_ttl_seconds")} s).
 
 ## Data-subject rights
 - **Export, erasure, email change** are requested with `POST /v1/account/requests` and confirmed

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from veil.account import store
+from veil.core import outbox
 from veil.core.blobstore import BlobStore
 from veil.core.db import Connection, Database
 from veil.core.security.ratelimit import limiter_key, messaging_budget_key
@@ -28,9 +29,15 @@ async def purge_due_accounts(db: Database, now: datetime) -> int:
                 keys = [
                     messaging_budget_key(account.id),
                     limiter_key("account-requests", str(account.id)),
+                    limiter_key("groups", str(account.id)),
+                    limiter_key("invitations", str(account.id)),
                     limiter_key("login-failures", account.email),
+                    limiter_key("password-change", str(account.id)),
+                    limiter_key("password-reset", account.email),
                 ]
                 await store.purge_account(conn, account.id, keys)
+                # Mail still queued for the address (a notice during the grace window) goes too.
+                await outbox.purge_recipient(conn, account.email)
                 await store.insert_tombstone(conn, account.disabled_at, now)
         purged += len(due)
         if len(due) < _BATCH:

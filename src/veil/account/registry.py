@@ -43,6 +43,20 @@ REGISTRY: tuple[PersonalData, ...] = (
         "refresh_tokens", ("session_id",), "SHA-256 of refresh tokens", "not exported (secrets)", CASCADE
     ),
     PersonalData(
+        "signups",
+        (),
+        "a sign-up waiting for its emailed code: the address, an Argon2id password hash, the code's hash",
+        "not exported (no account exists yet)",
+        "deleted when the code is confirmed (the account is created) or once expired (15 minutes)",
+    ),
+    PersonalData(
+        "device_tokens",
+        ("user_id",),
+        "SHA-256 of the known-device tokens that exempt a login from the account-wide lock-out",
+        "not exported (secrets)",
+        CASCADE + "; all of them at a password reset; by their lifetime (`VEIL_DEVICE_TOKEN_TTL_DAYS`)",
+    ),
+    PersonalData(
         "device_keys",
         ("device_id", "user_id"),
         "public identity, signing and signed prekeys per device",
@@ -119,6 +133,13 @@ REGISTRY: tuple[PersonalData, ...] = (
         "ws_tickets", ("session_id",), "single-use WebSocket tickets (30 s)", "not exported", CASCADE
     ),
     PersonalData(
+        "blocks",
+        ("blocker_id", "blocked_id"),
+        "who blocked whom, and since when",
+        "`blocks` (the users the account blocked; never who blocked it)",
+        CASCADE + " (the blocker's and the blocked account's alike)",
+    ),
+    PersonalData(
         "attachments",
         ("owner_id",),
         "encrypted files: owner, conversation, size, SHA-256 of the ciphertext, timestamps",
@@ -131,6 +152,22 @@ REGISTRY: tuple[PersonalData, ...] = (
         "export, erasure and email-change requests (new email address, code hash)",
         "`account_requests` (type and timestamps)",
         CASCADE + "; after 30 days otherwise",
+    ),
+    PersonalData(
+        "mail_outbox",
+        (),
+        "mail waiting to be sent: recipient address, subject and body (which may hold a one-time code)",
+        "not exported (transient: a row lives until its mail is sent)",
+        "deleted as soon as the mail is sent, or dropped after the last failed attempt (about an hour "
+        "with the default `VEIL_MAIL_ATTEMPTS` and backoff); the purge deletes what is still queued "
+        "for the account's address",
+    ),
+    PersonalData(
+        "password_resets",
+        ("user_id",),
+        "the one pending password reset of an account (code hash, attempts, timestamps)",
+        "not exported (a code hash that lives minutes)",
+        CASCADE + "; deleted when used, replaced by a newer request, or once expired",
     ),
     PersonalData(
         "export_archives",
@@ -174,6 +211,7 @@ NOT_PERSONAL: dict[str, str] = {
     "schema_migrations": "migration bookkeeping",
     "rate_limits": "hashed, expiring limiter keys (the purge deletes the user's own)",
     "erasure_tombstones": "when an erasure was requested and done; no identifier",
+    "invites": "hashed invite codes, their remaining uses and expiry; nothing about who used them",
 }
 
 

@@ -79,3 +79,9 @@ class RequestView(ResponseModel):
     # Exports only: `building`, then `ready` with a short-lived `download`.
     export_status: Literal["building", "ready"] | None = None
     download: DownloadLink | None = None
+
+
+class PasswordChangeRequest(RequestModel):
+    current_password: str = Field(max_length=1024)
+    # As at sign-up: 8 to 128 characters, any Unicode; policy in veil.auth.policy.
+    new_password: str = Field(min_length=8, max_length=128)

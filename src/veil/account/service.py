@@ -5,6 +5,11 @@ time, for a few attempts, once. Confirmation runs in one transaction that holds 
 the code check, the effect (new email, erasure, export archive) and the consumption of the code
 commit together or not at all, so a failure (the store down while the archive uploads) leaves the
 code usable. Wrong codes are counted in a transaction of their own, which commits.
+
+Mail (codes, the notice to the old address after an email change) is queued in the mail outbox in
+the same transaction as the change it is about (`veil.core.outbox`) and sent after the commit: a
+slow or unreachable mail server neither holds a transaction nor refuses a request; the mail goes
+out when the server is back.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from veil.account import store
 from veil.account.exports import ExportBuilder
 from veil.account.store import AccountRecord, RequestRecord
 from veil.auth.policy import normalize_email
+from veil.core import outbox
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
-from veil.core.mailer import Mailer
-from veil.core.problems import BackendUnavailable, Problem, conflict, forbidden, not_found, too_many_requests
+from veil.core.problems import Problem, conflict, forbidden, not_found, too_many_requests
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
@@ -46,7 +51,10 @@ class AccountLimits:
     code_ttl: timedelta
     max_attempts: int
     erasure_grace: timedelta
+    # One download URL lives `export_url_ttl` seconds (at most 300); the archive it points at lives
+    # `export_archive_ttl`, and each status request presigns a fresh URL until then.
     export_url_ttl: int
+    export_archive_ttl: int
     # How long a confirmation waits for its export before answering "still building".
     export_wait: float
     requests: Rate
@@ -87,7 +95,6 @@ class AccountService:
         self,
         db: Database,
         blobs: BlobStore,
-        mailer: Mailer,
         passwords: Passwords,
         limiter: RateLimiter,
         clock: Clock,
@@ -95,12 +102,11 @@ class AccountService:
     ) -> None:
         self._db = db
         self._blobs = blobs
-        self._mailer = mailer
         self._passwords = passwords
         self._limiter = limiter
         self._clock = clock
         self._limits = limits
-        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_url_ttl))
+        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_archive_ttl))
 
     async def start(self) -> None:
         await self._exports.start()
@@ -129,12 +135,7 @@ class AccountService:
         if password is not None and not await self._verify(account.password_hash, password):
             log.warning("security_event", kind="account_request_wrong_password", user_id=str(account.id))
             raise forbidden("The password is wrong.")
-        recipient = account.email
-        if new_email is not None:
-            recipient = normalize_email(new_email)
-            async with self._db.connection() as conn:
-                if await store.email_in_use(conn, recipient):
-                    raise conflict("An account with this email already exists.")
+        recipient = normalize_email(new_email) if new_email is not None else account.email
         request_id = uuid.uuid4()
         code = f"{secrets.randbelow(10**6):06d}"
         request = RequestRecord(
@@ -151,21 +152,33 @@ class AccountService:
         minutes = int(self._limits.code_ttl.total_seconds() // 60)
         async with self._db.transaction("account_request") as conn:
             await store.insert_request(conn, request)
-            # Inside the transaction: if the mail server refuses, no request is left behind.
-            await self._mailer.send(
-                recipient,
-                "Your Veil confirmation code",
-                f"Your code to confirm {_PURPOSES[kind]} is {code}.\n"
-                f"It expires in {minutes} minutes and works once.\n\n"
-                "If you did not ask for this, ignore this message and consider changing your password.\n",
-            )
+            # Sent after the commit: a request is never left without its code, nor a code without
+            # its request, and the answer does not wait for the mail server.
+            if kind == "email_change" and await store.email_in_use(conn, recipient):
+                # No oracle: the requester gets the same 202; the address's owner gets a notice, and
+                # nobody the code, so the request can never be confirmed (ADR 0015).
+                await outbox.enqueue(
+                    conn,
+                    recipient,
+                    "Someone tried to move a Veil account to your address",
+                    "Someone asked to make this address the login of another Veil account. This\n"
+                    "address already has an account, so nothing was changed. You need not do anything.\n",
+                )
+            else:
+                await outbox.enqueue(
+                    conn,
+                    recipient,
+                    "Your Veil confirmation code",
+                    f"Your code to confirm {_PURPOSES[kind]} is {code}.\n"
+                    f"It expires in {minutes} minutes and works once.\n\n"
+                    "If you did not ask for this, ignore this message and consider changing your password.\n",
+                )
         log.info("security_event", kind="account_request", type=kind, user_id=str(account.id))
         return request_id
 
     async def confirm(self, principal: Principal, request_id: uuid.UUID, code: str) -> Confirmation:
         now = self._clock.now()
         wrong: str | None = None
-        old_email: str | None = None
         result: Confirmation | None = None
         async with self._db.transaction("account_confirm") as conn:
             request = await store.lock_request(conn, request_id, principal.user_id)
@@ -187,7 +200,15 @@ class AccountService:
                     raise not_found("No such account.")
                 result = await self._apply(conn, request, account, now)
                 await store.mark_confirmed(conn, request.id, now)
-                old_email = account.email if request.type == "email_change" else None
+                if request.type == "email_change":
+                    # Told in the same commit as the change: never a change the old address misses.
+                    await outbox.enqueue(
+                        conn,
+                        account.email,
+                        "Your Veil login address was changed",
+                        "The email address you use to sign in to Veil was changed to another address.\n"
+                        "If this was not you, contact support at once.\n",
+                    )
         if wrong is not None or result is None:  # raised after the commit, so the attempt counts
             raise _wrong_code(wrong or "The code is wrong.")
         user = str(principal.user_id)
@@ -195,13 +216,6 @@ class AccountService:
         if result.type == "export":
             self._exports.kick()
             return await self._wait_for_export(request_id)
-        if old_email is not None:
-            await self._tell(
-                old_email,
-                "Your Veil login address was changed",
-                "The email address you use to sign in to Veil was changed to another address.\n"
-                "If this was not you, contact support at once.\n",
-            )
         return result
 
     async def _apply(
@@ -240,7 +254,11 @@ class AccountService:
         remaining = int((job.expires_at - now).total_seconds())
         if remaining <= 0:
             raise not_found("The export has expired; make a new request.")
-        return Confirmation("export", self._blobs.presign_get(job.object_key, remaining), job.expires_at)
+        # The URL never outlives the archive, nor its own short lifetime.
+        ttl = min(remaining, self._limits.export_url_ttl)
+        return Confirmation(
+            "export", self._blobs.presign_get(job.object_key, ttl), now + timedelta(seconds=ttl)
+        )
 
     async def _wait_for_export(self, request_id: uuid.UUID) -> Confirmation:
         """The export if a builder finishes it within `export_wait`, else "still building"."""
@@ -253,13 +271,6 @@ class AccountService:
             if asyncio.get_running_loop().time() >= deadline:
                 return Confirmation("export", building=True)
             await asyncio.sleep(0.05)
-
-    async def _tell(self, to: str, subject: str, body: str) -> None:
-        """A notice after the fact: the change is made, so a mail failure is logged, not raised."""
-        try:
-            await self._mailer.send(to, subject, body)
-        except BackendUnavailable:
-            log.warning("notice_not_sent", subject=subject)
 
     async def _verify(self, stored_hash: str, password: str) -> bool:
         try:

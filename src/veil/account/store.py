@@ -227,6 +227,9 @@ _EXPORT_QUERIES: dict[str, str] = {
                       FROM attachments WHERE owner_id = $1 ORDER BY created_at""",
     "account_requests": """SELECT id AS request_id, type, created_at, confirmed_at
                            FROM account_requests WHERE user_id = $1 ORDER BY created_at""",
+    # Whom the account blocked; who blocked the account is that other person's data.
+    "blocks": """SELECT blocked_id AS user_id, created_at
+                 FROM blocks WHERE blocker_id = $1 ORDER BY created_at, blocked_id""",
 }
 
 
@@ -288,3 +291,38 @@ async def insert_tombstone(conn: Connection, requested_at: datetime, now: dateti
     await conn.execute(
         "INSERT INTO erasure_tombstones (requested_at, purged_at) VALUES ($1, $2)", requested_at, now
     )
+
+
+async def replace_password_hash(
+    conn: Connection, user_id: uuid.UUID, old_hash: str, new_hash: str, now: datetime
+) -> bool:
+    """Set the new hash only if the stored one is still the one the current password was checked
+    against: of two concurrent changes, the second finds it replaced and changes nothing."""
+    status = await conn.execute(
+        "UPDATE users SET password_hash = $3, updated_at = $4 WHERE id = $1 AND password_hash = $2",
+        user_id,
+        old_hash,
+        new_hash,
+        now,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def end_other_sessions(
+    conn: Connection, user_id: uuid.UUID, keep: uuid.UUID, now: datetime
+) -> list[uuid.UUID]:
+    """Revoke every session of the user but `keep`; the ids revoked. Their devices (keys, queued
+    device messages) go with them, by the `sessions_end_device` trigger."""
+    rows = await conn.fetch(
+        """UPDATE sessions SET revoked_at = $3, revoke_reason = 'password_changed'
+           WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL RETURNING id""",
+        user_id,
+        keep,
+        now,
+    )
+    return [row["id"] for row in rows]
+
+
+async def drop_password_reset(conn: Connection, user_id: uuid.UUID) -> None:
+    """A reset code mailed before the change must not undo it later."""
+    await conn.execute("DELETE FROM password_resets WHERE user_id = $1", user_id)

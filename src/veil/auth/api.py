@@ -7,17 +7,24 @@ from datetime import timedelta
 from starlette.requests import Request
 from starlette.responses import Response
 
+from veil.auth.recovery import PasswordRecovery, RecoveryLimits
 from veil.auth.schemas import (
+    Accepted,
     JsonWebKeySet,
     LoginRequest,
+    PasswordResetAccepted,
+    PasswordResetConfirm,
+    PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
     RegisterResponse,
     SessionList,
     SessionView,
     TokenPair,
+    VerifyRegistrationRequest,
 )
 from veil.auth.service import AuthLimits, AuthService, ClientInfo, IssuedTokens
+from veil.auth.signup import SignupPolicy, SignupService
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
@@ -41,23 +48,60 @@ def _pair(issued: IssuedTokens) -> Response:
     return json_response(TokenPair(**issued.__dict__))
 
 
+def _signup(request: Request) -> SignupService:
+    service: SignupService = state_of(request, "signup")
+    return service
+
+
 async def register(request: Request, body: RegisterRequest) -> Response:
-    service = _service(request)
-    await service.check_client_rate(_client(request))
-    user_id = await service.register(body.email, body.password)
+    await _service(request).check_client_rate(_client(request))
+    await _signup(request).request(body.email, body.password, body.invite_code)
+    return json_response(Accepted(), status=202)
+
+
+async def verify_registration(request: Request, body: VerifyRegistrationRequest) -> Response:
+    await _service(request).check_client_rate(_client(request))
+    user_id = await _signup(request).verify(body.email, body.code)
     return json_response(RegisterResponse(user_id=user_id), status=201)
 
 
 async def login(request: Request, body: LoginRequest) -> Response:
     service, client = _service(request), _client(request)
     await service.check_client_rate(client)
-    return _pair(await service.login(body.email, body.password, body.device_name, client))
+    issued = await service.login(body.email, body.password, body.device_name, client, body.device_token)
+    return _pair(issued)
 
 
 async def refresh(request: Request, body: RefreshRequest) -> Response:
     service, client = _service(request), _client(request)
     await service.check_client_rate(client)
     return _pair(await service.refresh(body.refresh_token, client))
+
+
+def _recovery(request: Request) -> PasswordRecovery:
+    # Built per request from the shared resources (it holds nothing of its own): the auth
+    # module's state slot holds the AuthService.
+    resources: Resources = state_of(request, "resources")
+    settings = resources.settings
+    limits = RecoveryLimits(
+        code_ttl=timedelta(seconds=settings.password_reset_ttl_seconds),
+        max_attempts=settings.password_reset_attempts,
+        requests_per_address=Rate.per_window(settings.password_resets_per_hour, 3600),
+    )
+    return PasswordRecovery(resources.db, resources.passwords, resources.limiter, resources.clock, limits)
+
+
+async def request_password_reset(request: Request, body: PasswordResetRequest) -> Response:
+    await _service(request).check_client_rate(_client(request))
+    await _recovery(request).request(body.email)
+    return json_response(PasswordResetAccepted(), status=202)
+
+
+async def confirm_password_reset(request: Request, body: PasswordResetConfirm) -> Response:
+    client = _client(request)
+    await _service(request).check_client_rate(client)
+    await _recovery(request).confirm(body.email, body.code, body.new_password, client.ip)
+    return no_content()
 
 
 async def logout(request: Request, principal: Principal) -> Response:
@@ -106,24 +150,29 @@ def build(resources: Resources) -> AuthService:
             ),
         ),
         refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
+        device_token_ttl=timedelta(days=settings.device_token_ttl_days),
+    )
+
+
+def build_signup(resources: Resources) -> SignupService:
+    settings = resources.settings
+    return SignupService(
+        resources.db,
+        resources.passwords,
+        resources.limiter,
+        resources.clock,
+        SignupPolicy(
+            mode=settings.registration,
+            code_ttl=timedelta(seconds=settings.account_code_ttl_seconds),
+            max_attempts=settings.account_code_attempts,
+            mails_per_address=Rate.per_window(settings.signup_mails_per_hour, 3600),
+        ),
     )
 
 
 MODULE = ServiceModule(
     "auth",
     [
-        Endpoint(
-            "POST",
-            "/v1/auth/register",
-            register,
-            "Create an account.",
-            TAG,
-            body=RegisterRequest,
-            responses={201: RegisterResponse},
-            errors=(409,),
-            authenticated=False,
-            rate_limited=True,
-        ),
         Endpoint(
             "POST",
             "/v1/auth/login",
@@ -145,6 +194,31 @@ MODULE = ServiceModule(
             body=RefreshRequest,
             responses={200: TokenPair},
             errors=(401,),
+            authenticated=False,
+            rate_limited=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/auth/password-reset",
+            request_password_reset,
+            "Ask for a password reset: a six-digit code is emailed if an active account has the "
+            "address; the answer is the same either way.",
+            TAG,
+            body=PasswordResetRequest,
+            responses={202: PasswordResetAccepted},
+            authenticated=False,
+            rate_limited=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/auth/password-reset/confirm",
+            confirm_password_reset,
+            "Set a new password with the emailed code; every session of the account ends and its "
+            "devices are removed. Any code that does not work is the same 400.",
+            TAG,
+            body=PasswordResetConfirm,
+            responses={204: None},
+            errors=(400,),
             authenticated=False,
             rate_limited=True,
         ),
@@ -178,4 +252,40 @@ MODULE = ServiceModule(
         ),
     ],
     build=build,
+)
+
+# Sign-up is its own module (its own service object) in the auth process: veil.auth.signup.
+SIGNUP_MODULE = ServiceModule(
+    "signup",
+    [
+        Endpoint(
+            "POST",
+            "/v1/auth/register",
+            register,
+            "Start a sign-up: a six-digit code is mailed to the address (to an existing account's owner, "
+            "a notice instead). The answer is the same either way; the account is created by "
+            "/v1/auth/register/verify. `invite_code` is required when registration is invite-only; "
+            "closed registration is 403.",
+            TAG,
+            body=RegisterRequest,
+            responses={202: Accepted},
+            errors=(403,),
+            authenticated=False,
+            rate_limited=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/auth/register/verify",
+            verify_registration,
+            "Finish a sign-up with the emailed code: creates the account. A wrong, expired or used code, "
+            "or an address that already has an account, is the same 400.",
+            TAG,
+            body=VerifyRegistrationRequest,
+            responses={201: RegisterResponse},
+            errors=(400, 403),
+            authenticated=False,
+            rate_limited=True,
+        ),
+    ],
+    build=build_signup,
 )

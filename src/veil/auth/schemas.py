@@ -18,6 +18,17 @@ class RegisterRequest(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
     # Length is counted in characters; any Unicode, spaces included. Policy: veil.auth.policy.
     password: str = Field(min_length=8, max_length=128)
+    # Required when registration is invite-only (VEIL_REGISTRATION=invite).
+    invite_code: str | None = Field(None, min_length=1, max_length=64)
+
+
+class Accepted(ResponseModel):
+    """An empty answer that says the same whatever the server knows (no account oracle)."""
+
+
+class VerifyRegistrationRequest(RequestModel):
+    email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
+    code: str = Field(pattern=r"^[0-9]{6}$")
 
 
 class RegisterResponse(ResponseModel):
@@ -28,6 +39,9 @@ class LoginRequest(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
     password: str = Field(max_length=1024)
     device_name: str | None = Field(None, max_length=100)
+    # From an earlier successful login of this account: the client is a known device, which the
+    # account-wide failed-login lock-out never refuses.
+    device_token: str | None = Field(None, max_length=256)
 
 
 class RefreshRequest(RequestModel):
@@ -42,6 +56,8 @@ class TokenPair(ResponseModel):
     refresh_expires_in: int
     session_id: uuid.UUID
     user_id: uuid.UUID
+    # Login only (null on refresh): present it in later logins of this account from this client.
+    device_token: str | None = None
 
 
 class SessionView(ResponseModel):
@@ -69,3 +85,18 @@ class JsonWebKey(ResponseModel):
 
 class JsonWebKeySet(ResponseModel):
     keys: list[JsonWebKey]
+
+
+class PasswordResetRequest(RequestModel):
+    email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
+
+
+class PasswordResetAccepted(ResponseModel):
+    """Always empty, whether or not an account has the address."""
+
+
+class PasswordResetConfirm(RequestModel):
+    email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
+    code: str = Field(pattern=r"^[0-9]{6}$")
+    # As at sign-up: 8 to 128 characters, any Unicode; policy in veil.auth.policy.
+    new_password: str = Field(min_length=8, max_length=128)

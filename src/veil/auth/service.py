@@ -1,4 +1,4 @@
-"""Auth use cases: register, login, refresh, logout, list and revoke sessions.
+"""Auth use cases: login, refresh, logout, list and revoke sessions (sign-up: veil.auth.signup).
 
 Knows nothing of HTTP: callers pass plain values (the client address, the user agent) and get
 domain results or `Problem`s.
@@ -10,16 +10,17 @@ import base64
 import hashlib
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from veil.auth import store
-from veil.auth.policy import check_new_password, normalize_email
+from veil.auth import signup_store, store
+from veil.auth.lockout import LoginThrottle
+from veil.auth.policy import normalize_email
 from veil.core.addresses import is_ip
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
-from veil.core.problems import Problem, conflict, not_found, too_many_requests, unauthorized, unavailable
+from veil.core.problems import Problem, not_found, too_many_requests, unauthorized, unavailable
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
@@ -46,6 +47,8 @@ class IssuedTokens:
     refresh_expires_in: int
     session_id: uuid.UUID
     user_id: uuid.UUID
+    # Only from a login: marks this client as a known device in later logins.
+    device_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,12 @@ class ClientInfo:
     user_agent: str | None
 
 
-def _hash_refresh_token(token: str) -> bytes:
+def _hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def _new_refresh_token() -> str:
-    # 256 bits from the OS CSPRNG; only its SHA-256 is stored.
+def _new_token() -> str:
+    """A refresh or device token: 256 bits from the OS CSPRNG; only its SHA-256 is stored."""
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
 
 
@@ -74,6 +77,7 @@ class AuthService:
         *,
         limits: AuthLimits,
         refresh_ttl: timedelta,
+        device_token_ttl: timedelta,
     ) -> None:
         self._db = db
         self._passwords = passwords
@@ -82,9 +86,11 @@ class AuthService:
         self._clock = clock
         self._limits = limits
         self._refresh_ttl = refresh_ttl
+        self._device_token_ttl = device_token_ttl
+        self._throttle = LoginThrottle(limiter, limits.failed_logins_per_account)
 
     async def check_client_rate(self, client: ClientInfo) -> None:
-        """The per-IP limit shared by register, login and refresh."""
+        """The per-IP limit shared by sign-up, its verification, password reset, login and refresh."""
         decision = await self._limiter.hit(
             limiter_key("auth-ip", client.ip), self._limits.per_ip, self._clock.now().timestamp()
         )
@@ -92,46 +98,42 @@ class AuthService:
             log.warning("security_event", kind="rate_limited", scope="auth_ip", ip=client.ip)
             raise too_many_requests(decision.retry_after_seconds)
 
-    async def register(self, email: str, password: str) -> uuid.UUID:
-        canonical = normalize_email(email)
-        check_new_password(password)
-        password_hash = await self._hash(password)
-        user_id = uuid.uuid4()
-        try:
-            async with self._db.transaction("auth_register") as conn:
-                await store.insert_user(conn, user_id, canonical, password_hash, self._clock.now())
-        except store.EmailTaken:
-            raise conflict("An account with this email already exists.") from None
-        log.info("security_event", kind="registered", user_id=str(user_id))
-        return user_id
-
     async def login(
-        self, email: str, password: str, device_name: str | None, client: ClientInfo
+        self,
+        email: str,
+        password: str,
+        device_name: str | None,
+        client: ClientInfo,
+        device_token: str | None = None,
     ) -> IssuedTokens:
         canonical = normalize_email(email)
         now = self._clock.now()
-        failures_key = limiter_key("login-failures", canonical)
-        failures = self._limits.failed_logins_per_account
-        # Checked for unknown accounts too, so a 429 reveals nothing about existence.
-        verdict = await self._limiter.peek(failures_key, failures, now.timestamp())
-        if not verdict.allowed:
-            log.warning("security_event", kind="rate_limited", scope="login_failures", ip=client.ip)
-            raise too_many_requests(verdict.retry_after_seconds)
-
+        presented = _hash_token(device_token) if device_token else None
         async with self._db.connection() as conn:
             user = await store.user_by_email(conn, canonical)
+            known = (
+                presented is not None
+                and user is not None
+                and await signup_store.known_device(conn, presented, user.id, now)
+            )
+        # The failure slot is taken before the password is checked (docs/adr/0015).
+        admission = await self._throttle.admit(
+            canonical, client.ip, presented if known else None, now.timestamp()
+        )
         # Always one Argon2 verification, against a dummy hash when there is no such user.
         matches = await self._verify(user.password_hash if user else None, password)
         if user is None or not matches or user.status != "active":
-            await self._limiter.hit(failures_key, failures, now.timestamp())
             log.warning(
                 "security_event", kind="login_failed", ip=client.ip, user_id=str(user.id) if user else None
             )
             raise unauthorized(INVALID_CREDENTIALS)
+        await self._throttle.succeeded(admission, now.timestamp())
 
         rehash = await self._hash(password) if self._passwords.needs_rehash(user.password_hash) else None
         session_id = uuid.uuid4()
-        refresh_token = _new_refresh_token()
+        refresh_token = _new_token()
+        # A known device keeps its token; any other client gets a new one.
+        issued_device_token = device_token if known and device_token else _new_token()
         expires_at = now + self._refresh_ttl
         async with self._db.transaction("auth_login") as conn:
             if rehash is not None:
@@ -146,21 +148,25 @@ class AuthService:
                 now=now,
                 expires_at=expires_at,
             )
-            await store.insert_refresh_token(conn, _hash_refresh_token(refresh_token), session_id, now)
+            await store.insert_refresh_token(conn, _hash_token(refresh_token), session_id, now)
+            await signup_store.remember_device(
+                conn, _hash_token(issued_device_token), user.id, now, now + self._device_token_ttl
+            )
         log.info(
             "security_event", kind="login", user_id=str(user.id), session_id=str(session_id), ip=client.ip
         )
-        return self._issue(user.id, session_id, refresh_token, expires_at, now)
+        issued = self._issue(user.id, session_id, refresh_token, expires_at, now)
+        return replace(issued, device_token=issued_device_token)
 
     async def refresh(self, refresh_token: str, client: ClientInfo) -> IssuedTokens:
         now = self._clock.now()
-        token_hash = _hash_refresh_token(refresh_token)
-        new_token = _new_refresh_token()
+        token_hash = _hash_token(refresh_token)
+        new_token = _new_token()
         async with self._db.transaction("auth_refresh") as conn:
             session_id = await store.consume_refresh_token(conn, token_hash, now)
             session = await store.active_session(conn, session_id, now) if session_id else None
             if session is not None:
-                await store.insert_refresh_token(conn, _hash_refresh_token(new_token), session.id, now)
+                await store.insert_refresh_token(conn, _hash_token(new_token), session.id, now)
                 await store.touch_session(conn, session.id, client.ip if is_ip(client.ip) else None, now)
         if session is not None:
             return self._issue(session.user_id, session.id, new_token, session.expires_at, now)

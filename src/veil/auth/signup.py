@@ -1,7 +1,8 @@
 """Sign-up with email verification, without an account oracle (docs/adr/0015).
 
 `request` answers the same way, in the same time, whether or not the address has an account: the
-password is checked and hashed either way, and one mail goes out either way (a six-digit code to a
+password is checked and hashed either way, and one mail is queued either way (the outbox sends it
+after the commit, veil.core.outbox) (a six-digit code to a
 new address, a short notice to an existing account's owner). No account exists until `verify`
 confirms the code; a pending sign-up is one row per address that expires. Codes are stored only
 as SHA-256 over (sign-up id || code), work once, expire and allow a few attempts; every way a code
@@ -23,11 +24,11 @@ from typing import Literal
 
 from veil.auth import signup_store as store
 from veil.auth.policy import check_new_password, normalize_email
+from veil.core import outbox
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
-from veil.core.mailer import Mailer
-from veil.core.problems import BackendUnavailable, Problem, forbidden, too_many_requests, unavailable
+from veil.core.problems import Problem, forbidden, too_many_requests, unavailable
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
 
@@ -63,14 +64,12 @@ class SignupService:
         self,
         db: Database,
         passwords: Passwords,
-        mailer: Mailer,
         limiter: RateLimiter,
         clock: Clock,
         policy: SignupPolicy,
     ) -> None:
         self._db = db
         self._passwords = passwords
-        self._mailer = mailer
         self._limiter = limiter
         self._clock = clock
         self._policy = policy
@@ -101,27 +100,28 @@ class SignupService:
             attempts=0,
             expires_at=now + self._policy.code_ttl,
         )
+        minutes = int(self._policy.code_ttl.total_seconds() // 60)
         async with self._db.transaction("auth_signup") as conn:
-            taken = await store.email_in_use(conn, canonical)
-            if not taken:
+            # Either way one mail is queued in this transaction and sent after it commits.
+            if await store.email_in_use(conn, canonical):
+                await outbox.enqueue(
+                    conn,
+                    canonical,
+                    "Someone tried to sign up to Veil with your address",
+                    "Someone asked to create a Veil account with this email address, which already has\n"
+                    "one. Nothing was changed. If it was you, sign in instead; if you forgot your password,\n"
+                    "reset it by email (`veil-client reset-password`).\n",
+                )
+            else:
                 await store.put_signup(conn, signup, now)
-        if taken:
-            await self._mail(
-                canonical,
-                "Someone tried to sign up to Veil with your address",
-                "Someone asked to create a Veil account with this email address, which already has one.\n"
-                "Nothing was changed. If it was you, sign in instead; if you forgot your password, reset it\n"
-                "from the sign-in screen (`veil-client reset-password`).\n",
-            )
-        else:
-            minutes = int(self._policy.code_ttl.total_seconds() // 60)
-            await self._mail(
-                canonical,
-                "Your Veil sign-up code",
-                f"Your code to finish signing up to Veil is {code}.\n"
-                f"It expires in {minutes} minutes and works once.\n\n"
-                "If you did not ask for this, ignore this message: no account is created without the code.\n",
-            )
+                await outbox.enqueue(
+                    conn,
+                    canonical,
+                    "Your Veil sign-up code",
+                    f"Your code to finish signing up to Veil is {code}.\n"
+                    f"It expires in {minutes} minutes and works once.\n\n"
+                    "If you did not ask for this, ignore this message: no account exists without the code.\n",
+                )
         log.info("security_event", kind="signup_requested")
 
     async def verify(self, email: str, code: str) -> uuid.UUID:
@@ -165,12 +165,6 @@ class SignupService:
         if invite_id is None:
             raise forbidden("The invite code is not valid (unknown, used up or expired).")
         return invite_id
-
-    async def _mail(self, to: str, subject: str, body: str) -> None:
-        try:
-            await self._mailer.send(to, subject, body)
-        except BackendUnavailable:
-            raise unavailable("The mail server is unavailable; try again shortly.") from None
 
     async def _hash(self, password: str) -> str:
         try:

@@ -1,5 +1,5 @@
-"""`veil-client` commands about the account and this device: register, login, logout, whoami,
-devices, contacts, export and delete-account.
+"""`veil-client` commands about the account and this device: register, verify, login, password,
+reset-password, logout, whoami, devices, contacts, block, unblock, blocks, export and delete-account.
 
 Results go to standard output, prompts and notes to standard error. Nothing here prints a password,
 token, key or emailed code.
@@ -11,7 +11,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +19,7 @@ from typing import Any
 from veil.client.context import Context
 from veil.client.failures import UserError
 from veil.client.http import VeilClient, VeilError
-from veil.client.prompts import ask_line, ask_secret
-
-_CODE = re.compile(r"^\d{6}$")
+from veil.client.prompts import ask_code, ask_line, ask_secret, checked_code
 
 
 def note(text: str) -> None:
@@ -44,18 +41,53 @@ def _sign_in(ctx: Context, client: VeilClient, email: str, password: str, device
 
 
 def register(ctx: Context, args: argparse.Namespace) -> None:
+    """Sign up in one run, as a person does: password, then the code the server emails, then the
+    first login. Interrupted before the code, `verify` finishes it."""
     password = ask_secret("Choose a password: ", confirm=True)
-    client = ctx.client()
+    client = ctx.client()  # the key store's passphrase is chosen now, before anything is sent
     try:
-        user_id = client.register(args.email, password)
+        client.register(args.email, password, invite_code=args.invite)
     except VeilError as error:
-        if error.status == 409:
-            raise UserError(
-                f"{args.email} is already registered; sign in with `veil-client login`."
-            ) from None
-        raise
+        raise _signup_refused(error, invited=args.invite is not None) from None
+    note(
+        f"A six-digit code was emailed to {args.email} (if the address already has an account, "
+        "its owner gets a notice instead)."
+    )
+    code = ask_code(f"veil-client verify {args.email} CODE")
+    user_id = _verify(client, args.email, code)
     print(f"Registered {args.email} (user id {user_id}).")
     _sign_in(ctx, client, args.email, password, args.device_name)
+
+
+def verify(ctx: Context, args: argparse.Namespace) -> None:
+    """Finish a sign-up started earlier with `register` (the code is asked for if not given)."""
+    code = (
+        checked_code(args.code)
+        if args.code is not None
+        else ask_code(f"veil-client verify {args.email} CODE")
+    )
+    user_id = _verify(ctx.client_for(args.email), args.email, code)
+    print(f"Registered {args.email} (user id {user_id}).")
+    note(f"Sign in with `veil-client login {args.email}`.")
+
+
+def _signup_refused(error: VeilError, *, invited: bool) -> Exception:
+    if error.status == 403:
+        hint = "" if invited else " If you were invited, pass the invitation with --invite CODE."
+        return UserError(f"The server refused the sign-up: {error.detail or error.title}.{hint}")
+    return error
+
+
+def _verify(client: VeilClient, email: str, code: str) -> str:
+    try:
+        return client.verify_registration(email, code)
+    except VeilError as error:
+        if error.status == 400:
+            raise UserError(
+                "The code was not accepted (wrong, expired or already used, or the address already "
+                f"has an account). Try `veil-client verify {email}` again, or `register` for a new code."
+            ) from None
+        raise
 
 
 def login(ctx: Context, args: argparse.Namespace) -> None:
@@ -69,6 +101,45 @@ def login(ctx: Context, args: argparse.Namespace) -> None:
             print(f"Your user id: {client.user_id}")
             return
     _sign_in(ctx, client, args.email, ask_secret("Password: "), args.device_name)
+
+
+def password(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.signed_in_client()
+    current = ask_secret("Current password: ")
+    new = ask_secret("New password: ", confirm=True)
+    try:
+        client.change_password(current, new)
+    except VeilError as error:
+        if error.status == 403:
+            raise UserError("Wrong current password; nothing was changed.") from None
+        raise
+    print("Password changed. Your other devices were signed out and their keys removed; this one stays.")
+
+
+def reset_password(ctx: Context, args: argparse.Namespace) -> None:
+    """Set a new password with a code sent by email, for when the old one is lost.
+
+    The server then ends every session of the account and removes all its devices: this machine's
+    too, if it was signed in to the account, so it must log in again as a new device."""
+    client = ctx.client_for(args.email)  # the passphrase (if any) is asked before anything is sent
+    if args.code is None:
+        client.request_password_reset(args.email)
+        note(f"If {args.email} has an account, a six-digit code was emailed to it.")
+        code = ask_code(f"veil-client reset-password {args.email} --code CODE")
+    else:
+        code = checked_code(args.code)
+    new = ask_secret("New password: ", confirm=True)
+    try:
+        client.confirm_password_reset(args.email, code, new)
+    except VeilError as error:
+        if error.status == 400:
+            raise UserError(
+                "The code was not accepted (wrong, expired or already used); nothing was changed. "
+                f"`veil-client reset-password {args.email}` sends a new one."
+            ) from None
+        raise
+    print(f"Password reset. Every device of {args.email} was signed out and its keys were removed.")
+    note(f"Sign in again with `veil-client login {args.email}` (this machine becomes a new device).")
 
 
 def logout(ctx: Context, args: argparse.Namespace) -> None:
@@ -122,19 +193,35 @@ def contacts(ctx: Context, args: argparse.Namespace) -> None:
             print(f"{name}\t{user_id}")
 
 
+def block(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.signed_in_client()
+    user_id = ctx.profile.user_id_of(args.user)
+    if user_id == client.user_id:
+        raise UserError("That is you; you cannot block yourself.")
+    client.block(user_id)
+    print(f"Blocked {ctx.profile.name_of(user_id)} ({user_id}).")
+    note("They can no longer invite you, start a direct conversation with you or send to your devices.")
+
+
+def unblock(ctx: Context, args: argparse.Namespace) -> None:
+    client = ctx.signed_in_client()
+    user_id = ctx.profile.user_id_of(args.user)
+    client.unblock(user_id)
+    print(f"Unblocked {ctx.profile.name_of(user_id)} ({user_id}).")
+
+
+def blocks(ctx: Context, args: argparse.Namespace) -> None:
+    found = ctx.signed_in_client().blocks()
+    if not found:
+        print("You have not blocked anyone.")
+    for entry in found:
+        print(f"{ctx.profile.name_of(entry.user_id)}\t{entry.user_id}\tsince {entry.created_at}")
+
+
 def _code(args: argparse.Namespace, request_id: str, command: str) -> str:
     if args.code is not None:
-        code = str(args.code).strip()
-    else:
-        try:
-            code = ask_line("The six-digit code from the email: ")
-        except UserError:
-            raise UserError(
-                f"No code given. Finish with `veil-client {command} --request {request_id} --code CODE`."
-            ) from None
-    if not _CODE.match(code):
-        raise UserError("The code is the six digits from the email.")
-    return code
+        return checked_code(str(args.code))
+    return ask_code(f"veil-client {command} --request {request_id} --code CODE")
 
 
 def _confirm(client: VeilClient, request_id: str, code: str) -> dict[str, Any]:

@@ -33,7 +33,8 @@ each, in the order they are asked for."""
 
 EPILOG = """\
 examples:
-  veil-client --ca-file .data/tls/ca.pem register ada@example.org
+  veil-client --ca-file .data/tls/ca.pem register ada@example.org   (asks for the emailed code)
+  veil-client reset-password ada@example.org
   veil-client contacts add bob@example.org 2a6e1f0c-...
   veil-client chat bob@example.org
   veil-client group create book-club && veil-client group invite book-club bob@example.org
@@ -70,12 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         return sub
 
     for name, handler, summary in (
-        ("register", account.register, "create an account and sign in on this machine"),
+        ("register", account.register, "create an account (emailed code) and sign in on this machine"),
         ("login", account.login, "sign in (this machine becomes a new device)"),
     ):
         sub = command(name, handler, summary)
         sub.add_argument("email")
         sub.add_argument("--device-name", default="veil-client", help="shown in your session list")
+        if name == "register":
+            sub.add_argument("--invite", metavar="CODE", help="an invitation, where sign-up needs one")
+    sub = command("verify", account.verify, "finish a sign-up started with `register` (emailed code)")
+    sub.add_argument("email")
+    sub.add_argument("code", nargs="?", help="the six-digit code from the email (asked for if not given)")
+    command("password", account.password, "change your password; your other devices are signed out")
+    sub = command(
+        "reset-password",
+        account.reset_password,
+        "set a new password with an emailed code (signs out everywhere)",
+    )
+    sub.add_argument("email")
+    sub.add_argument("--code", help="finish a reset whose code you already have (no new email is sent)")
     command("logout", account.logout, "sign out; the server forgets this device's keys")
     command("whoami", account.whoami, "your email, user id and this device's fingerprint")
     sub = command("devices", account.devices, "a user's devices and their fingerprints (yours by default)")
@@ -89,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     contacts.add_parser("list", help="everyone in the address book")
     remove = contacts.add_parser("remove", help="forget a name")
     remove.add_argument("name")
+
+    sub = command(
+        "block", account.block, "stop someone inviting you, messaging you directly or reaching your devices"
+    )
+    sub.add_argument("user", help="a contact's name or a user id")
+    sub = command("unblock", account.unblock, "lift a block")
+    sub.add_argument("user", help="a contact's name or a user id")
+    command("blocks", account.blocks, "the people you blocked")
 
     command("conversations", conversation.conversations, "your conversations and invitations")
     sub = command("chat", conversation.chat, "talk live: type to send, /file PATH, /quit")

@@ -33,6 +33,7 @@ class Context:
     url: str
     ca_file: str | None
     _client: VeilClient | None = field(default=None, repr=False)
+    _anonymous: VeilClient | None = field(default=None, repr=False)
 
     @classmethod
     def create(cls, profile: Profile, url: str | None, ca_file: str | None) -> Context:
@@ -69,6 +70,18 @@ class Context:
             )
         return self._client
 
+    def client_for(self, email: str) -> VeilClient:
+        """A client for a command about `email` that needs no signed-in device (finishing a sign-up,
+        resetting a password): the key store's if this profile belongs to that address, so that
+        what the command changes about its device is recorded there, else one without a key store
+        (no passphrase asked, nothing written)."""
+        mine = self.profile.email is not None and self.profile.email.casefold() == email.casefold()
+        if mine and self.profile.keystore.exists():
+            return self.client()
+        if self._anonymous is None:
+            self._anonymous = VeilClient(self.url, verify=self.tls())
+        return self._anonymous
+
     def signed_in_client(self) -> VeilClient:
         """The client, refusing early (before any passphrase prompt) when there is no session."""
         if not self.profile.keystore.exists():
@@ -85,8 +98,9 @@ class Context:
         self.profile.save()
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+        for client in (self._client, self._anonymous):
+            if client is not None:
+                client.close()
 
     # Naming conversations ----------------------------------------------------------------------
 

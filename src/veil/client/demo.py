@@ -7,9 +7,12 @@ rises and Alice's next message goes under a new sender key that only Bob receive
 envelope is useless to Carol), sends a file, and finally prints the database row of one message
 and the attachment row and stored object of the file: envelopes, ciphertext and metadata only.
 
-`--start-server` starts `veil run` when nothing answers at the URL, and stops it (by its PID) at
-the end. The database and object store are found as `server_view.Stores.locate` explains
-(`DATABASE_URL`, `S3_*`, or the development servers under `VEIL_DATA_DIR`).
+Sign-up is as for anyone: each person's emailed six-digit code is read from the development mail
+sink under `$VEIL_DATA_DIR/mail` (default `.data/mail`), so the demo needs the data directory of
+the server it talks to. `--start-server` starts `veil run` when nothing answers at the URL, and
+stops it (by its PID) at the end. The database and object store are found as
+`server_view.Stores.locate` explains (`DATABASE_URL`, `S3_*`, or the development servers under
+`VEIL_DATA_DIR`).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from veil.client.errors import CryptoError
 from veil.client.failures import explain
 from veil.client.http import Conversation, GroupMessage, VeilClient, VeilError
 from veil.client.server_view import Stores, StoresUnavailable
+from veil.devstack import mailbox
 
 T = TypeVar("T")
 
 _SERVER_START_SECONDS = 90.0
+_MAIL_SECONDS = 20.0
 NOTES = "\n".join(
     f"line {n}: the minutes of the book club, meeting {n // 40 + 1}" for n in range(2000)
 ).encode()
@@ -73,6 +78,10 @@ def with_patience(action: Callable[[], T]) -> T:
 # The running system --------------------------------------------------------------------------------
 
 
+def data_dir() -> Path:
+    return Path(os.environ.get("VEIL_DATA_DIR", ".data"))
+
+
 def answers(url: str, tls: ssl.SSLContext | None) -> bool:
     try:
         return httpx.get(f"{url}/healthz", verify=tls or True, timeout=2).status_code == 200
@@ -83,8 +92,7 @@ def answers(url: str, tls: ssl.SSLContext | None) -> bool:
 @contextmanager
 def running_system(url: str, ca_file: Path | None, *, start: bool) -> Iterator[ssl.SSLContext]:
     """The TLS context to reach `url`; with `start`, `veil run` is started if nothing answers."""
-    data_dir = Path(os.environ.get("VEIL_DATA_DIR", ".data"))
-    ca = ca_file or data_dir / "tls" / "ca.pem"
+    ca = ca_file or data_dir() / "tls" / "ca.pem"
     tls = ssl.create_default_context(cafile=str(ca)) if ca.is_file() else ssl.create_default_context()
     if answers(url, tls):
         yield tls
@@ -93,8 +101,8 @@ def running_system(url: str, ca_file: Path | None, *, start: bool) -> Iterator[s
         raise DemoFailed(
             f"nothing answers at {url}; start the system with `make run` (or pass --start-server)"
         )
-    log_path = data_dir / "demo-server.log"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir() / "demo-server.log"
+    data_dir().mkdir(parents=True, exist_ok=True)
     say(f"Starting `veil run` (log: {log_path}) ...")
     with log_path.open("ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "veil", "run"], stdout=log, stderr=log)
@@ -124,9 +132,19 @@ class Person:
         self.email = f"demo-{name.lower()}-{uuid.uuid4().hex[:8]}@example.org"
         self.client = VeilClient(url, verify=tls)
 
-    def sign_up(self) -> None:
+    def sign_up(self, mail_dir: Path) -> None:
+        """Register, verify with the code the sink received, and sign in (a new device)."""
         password = f"demo {secrets.token_urlsafe(16)}"
+        before = len(mailbox.messages_to(mail_dir, self.email))
         with_patience(lambda: self.client.register(self.email, password))
+        try:
+            code = mailbox.wait_for_code(mail_dir, self.email, count=before + 1, timeout=_MAIL_SECONDS)
+        except TimeoutError:
+            raise DemoFailed(
+                f"no sign-up code for {self.email} arrived in {mail_dir}; the demo reads codes from the "
+                "development mail sink, so set VEIL_DATA_DIR to the data directory of the server"
+            ) from None
+        with_patience(lambda: self.client.verify_registration(self.email, code))
         with_patience(lambda: self.client.login(self.email, password, device_name=f"demo {self.name}"))
         say(f"   {self.name:5}  {self.email}  user {short(self.client.user_id)}")
         say(f"          device fingerprint {self.client.crypto.fingerprint()}")
@@ -267,11 +285,12 @@ def server_holdings(stores: Stores, direct: str, seq: int, plaintext: str, attac
 def run(url: str, tls: ssl.SSLContext) -> None:
     started = time.monotonic()
     stores = Stores.locate()
-    say(f"Veil demo against {url}\n\n1. Three people sign up; each login is a device with its own keys")
+    say(f"Veil demo against {url}\n\n1. Three people sign up (a code is emailed to each, read here from")
+    say(f"   the development mail sink in {data_dir() / 'mail'}); each login is a device with its own keys")
     people = [Person(name, url, tls) for name in ("Alice", "Bob", "Carol")]
     try:
         for person in people:
-            person.sign_up()
+            person.sign_up(data_dir() / "mail")
         alice, bob, carol = people
         direct, seq, text = direct_conversation(alice, bob)
         group, secret_seq = group_with_removal(alice, bob, carol)

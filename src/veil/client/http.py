@@ -25,9 +25,10 @@ Why it is shaped the way it is:
   a device) cannot block a device's mailbox.
 
 The keystore file is the `ClientCrypto` state with one extra member, `veil_http` (the refresh token,
-which devices hold our sender keys, the plaintext cache and device messages received but not yet
-handed to the caller), so `ClientCrypto.load` still opens it. Scrypt runs on every save: pass
-cheaper `ScryptParams` where saves are frequent and the threat model allows (tests).
+the device tokens logins answered, which devices hold our sender keys, the plaintext cache and
+device messages received but not yet handed to the caller), so `ClientCrypto.load` still opens it.
+Scrypt runs on every save: pass cheaper `ScryptParams` where saves are frequent and the threat
+model allows (tests).
 
 The client is meant for one thread at a time, except that `refresh` may be called from several.
 """
@@ -257,6 +258,14 @@ class GroupMessage:
 
 
 @dataclass(frozen=True)
+class Block:
+    """A user this user blocked, and since when."""
+
+    user_id: str
+    created_at: str
+
+
+@dataclass(frozen=True)
 class SentMessage:
     message_id: str
     seq: int
@@ -306,6 +315,10 @@ def _error_text(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def _same_email(a: str, b: str) -> bool:
+    return a.strip().casefold() == b.strip().casefold()
+
+
 class VeilClient:
     """One device of one user, talking to a Veil server over HTTPS.
 
@@ -349,6 +362,11 @@ class VeilClient:
         self._inbox: list[DeviceMessage] = []
         self._conversations: dict[str, Conversation] = {}
         self.dropped_device_messages = 0
+        # "<server> <email>" -> the device token its last login answered; kept across logouts and
+        # logins to other accounts, because it is what lets this machine in while the account is
+        # locked against unknown clients.
+        self._device_tokens: dict[str, str] = {}
+        self._email: str | None = None  # the address of the current session's login
         if self._keystore is not None and self._keystore.exists():
             self._load()
 
@@ -387,16 +405,55 @@ class VeilClient:
 
     # Auth ----------------------------------------------------------------------------------------
 
-    def register(self, email: str, password: str) -> str:
-        """Create an account; returns its user id. Signing in is a separate step (`login`)."""
+    def register(self, email: str, password: str, invite_code: str | None = None) -> None:
+        """Start a sign-up: the server mails a six-digit code to `email`, and
+        `verify_registration` with that code creates the account.
+
+        The answer is the same whether or not the address already has an account (its owner gets
+        a notice instead of a code), so nothing here tells whether someone is registered.
+        `invite_code` is needed where registration is by invitation only.
+        """
+        body: dict[str, Any] = {"email": email, "password": password}
+        if invite_code is not None:
+            body["invite_code"] = invite_code
+        self._call("POST", "/v1/auth/register", json=body, expect=(202,), auth=False)
+
+    def verify_registration(self, email: str, code: str) -> str:
+        """Create the account with the emailed code; returns its user id. Signing in is a separate
+        step (`login`). A wrong, expired or used code is a 400 `VeilError`."""
         response = self._call(
             "POST",
-            "/v1/auth/register",
-            json={"email": email, "password": password},
+            "/v1/auth/register/verify",
+            json={"email": email, "code": code},
             expect=(201,),
             auth=False,
         )
         return canonical_uuid(str(_dict(response)["user_id"]))
+
+    def request_password_reset(self, email: str) -> None:
+        """Ask for a password-reset code by email (the same answer whether or not `email` has an
+        account)."""
+        self._call("POST", "/v1/auth/password-reset", json={"email": email}, expect=(202,), auth=False)
+
+    def confirm_password_reset(self, email: str, code: str, new_password: str) -> None:
+        """Set a new password with the emailed code.
+
+        The server ends every session of the account and removes all its devices, so if this client
+        is signed in to that account its device is gone: it forgets the session (and the device
+        token, which named a device that no longer exists), and `login` makes a new device.
+        """
+        self._call(
+            "POST",
+            "/v1/auth/password-reset/confirm",
+            json={"email": email, "code": code, "new_password": new_password},
+            expect=(204,),
+            auth=False,
+        )
+        forgotten = self._device_tokens.pop(self._device_key(email), None) is not None
+        if self._email is not None and _same_email(self._email, email):
+            self._forget_tokens()
+        elif forgotten:
+            self._save()
 
     def login(self, email: str, password: str, device_name: str | None = None) -> None:
         """Sign in as a new device: new session, new keys, published with `PUT /v1/keys`.
@@ -405,6 +462,11 @@ class VeilClient:
         device's keys in this client are replaced; its session is ended first, so that its public
         keys do not stay published for a device nobody holds any more. The keys are saved before
         they are published, so the server never hands out a prekey whose private half could be lost.
+
+        The `device_token` an earlier login to this server and address answered is presented, so
+        that someone else's failed guesses at the password (which lock the account for unknown
+        clients) never keep this machine out; the new one is kept in the keystore, like the
+        refresh token, because it is a credential too.
         """
         if self.signed_in:
             try:
@@ -415,13 +477,20 @@ class VeilClient:
         body: dict[str, Any] = {"email": email, "password": password}
         if device_name is not None:
             body["device_name"] = device_name
+        device_key = self._device_key(email)
+        if (known := self._device_tokens.get(device_key)) is not None:
+            body["device_token"] = known
         pair = _dict(self._call("POST", "/v1/auth/login", json=body, auth=False))
         user_id = canonical_uuid(str(pair["user_id"]))
         if self._crypto is None or self._crypto.user_id != user_id:
             self._plaintexts = {}
         self._crypto = ClientCrypto.create(user_id, str(pair["session_id"]), one_time=self._one_time)
         self._distributed, self._inbox, self._conversations = {}, [], {}
-        self._store_tokens(pair)
+        issued = pair.get("device_token")
+        if isinstance(issued, str) and issued:
+            self._device_tokens[device_key] = issued
+        self._email = email
+        self._store_tokens(pair)  # saves the device token and the email along with the session
         self._call("PUT", "/v1/keys", json=self.crypto.bundle())
 
     def refresh(self) -> None:
@@ -775,6 +844,37 @@ class VeilClient:
         """`{user_id, email, email_verified, created_at, status}` of the signed-in user."""
         return _dict(self._call("GET", "/v1/account"))
 
+    def change_password(self, current_password: str, new_password: str) -> None:
+        """Change the password. The server ends every other session of the account (their devices
+        and keys go, as on logout); this one stays signed in. A wrong current password is 403."""
+        self._call(
+            "POST",
+            "/v1/account/password",
+            json={"current_password": current_password, "new_password": new_password},
+            expect=(204,),
+        )
+
+    def block(self, user_id: str) -> None:
+        """Block a user: they can no longer invite this user, start a direct conversation with them
+        or queue device messages for their devices (the server drops those silently)."""
+        self._call("PUT", f"/v1/blocks/{canonical_uuid(user_id)}", expect=(204,))
+
+    def unblock(self, user_id: str) -> None:
+        self._call("DELETE", f"/v1/blocks/{canonical_uuid(user_id)}", expect=(204,))
+
+    def blocks(self) -> list[Block]:
+        """Everyone this user blocked (every page)."""
+        found: list[Block] = []
+        params: dict[str, Any] = {"limit": _PAGE}
+        while True:
+            body = _dict(self._call("GET", "/v1/blocks", params=params))
+            found.extend(
+                Block(canonical_uuid(str(item["user_id"])), str(item["created_at"])) for item in body["items"]
+            )
+            if body.get("next_cursor") is None:
+                return found
+            params = {"cursor": body["next_cursor"], "limit": _PAGE}
+
     def request_export(self) -> str:
         """Ask for a copy of this account's data; a code is emailed. Returns the request id."""
         return self._account_request({"type": "export"})
@@ -865,12 +965,10 @@ class VeilClient:
             if not items:
                 return
             self._save()
-            for item in items:
-                try:
-                    self._call("DELETE", f"/v1/devices/messages/{int(item['id'])}", expect=(204,))
-                except VeilError as error:
-                    if error.status != 404:  # 404: already acknowledged (e.g. over the WebSocket)
-                        raise
+            # One acknowledgement per page (at most 500 ids; a page is _PAGE), naming exactly what
+            # was saved. Ids already acknowledged elsewhere (e.g. over the WebSocket) are ignored.
+            ids = [int(item["id"]) for item in items]
+            self._call("POST", "/v1/devices/messages/ack", json={"ids": ids}, expect=(204,))
             if body.get("next_cursor") is None:
                 return
             params = {"cursor": body["next_cursor"], "limit": _PAGE}
@@ -982,6 +1080,9 @@ class VeilClient:
         self._access_deadline = 0.0
         self._save()
 
+    def _device_key(self, email: str) -> str:
+        return f"{self._http.base_url} {email.strip().casefold()}"
+
     # Keystore ------------------------------------------------------------------------------------
 
     def _save(self) -> None:
@@ -1000,6 +1101,8 @@ class VeilClient:
             "plaintexts": self._plaintexts,
             "inbox": [message.to_state() for message in self._inbox],
             "dropped_device_messages": self.dropped_device_messages,
+            "device_tokens": self._device_tokens,
+            "email": self._email,
         }
         save_state(self._keystore, state, self._passphrase, self._scrypt)
 
@@ -1020,6 +1123,10 @@ class VeilClient:
             self._plaintexts = dict(extra.get("plaintexts", {}))
             self._inbox = [DeviceMessage.from_state(m) for m in extra.get("inbox", [])]
             self.dropped_device_messages = int(extra.get("dropped_device_messages", 0))
+            # Absent from key stores written before device tokens existed.
+            self._device_tokens = {str(k): str(v) for k, v in (extra.get("device_tokens") or {}).items()}
+            email = extra.get("email")
+            self._email = email if isinstance(email, str) else None
         except (ValueError, KeyError, TypeError) as error:
             raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
 

@@ -9,9 +9,12 @@ the next line of it, which lets scripts and tests drive every command
 from __future__ import annotations
 
 import getpass
+import re
 import sys
 
 from veil.client.failures import UserError
+
+_CODE = re.compile(r"^\d{6}$")
 
 
 def interactive() -> bool:
@@ -45,6 +48,24 @@ def ask_secret(prompt: str, *, confirm: bool = False) -> str:
     if confirm and getpass.getpass("Again, to confirm: ", stream=sys.stderr) != secret:
         raise UserError("The two entries differ; nothing was changed.")
     return secret
+
+
+def ask_code(resume: str) -> str:
+    """The six-digit code from an email. `resume` says how to finish later (with the code as an
+    argument) when none is given now: the request that mailed it stays valid for a while."""
+    try:
+        code = ask_line("The six-digit code from the email: ")
+    except UserError:
+        raise UserError(f"No code given. Finish with `{resume}`.") from None
+    return checked_code(code)
+
+
+def checked_code(code: str) -> str:
+    """A code as typed or passed on the command line, refused early when it cannot be one."""
+    code = code.strip()
+    if not _CODE.match(code):
+        raise UserError("The code is the six digits from the email.")
+    return code
 
 
 def ask_yes(prompt: str) -> bool:

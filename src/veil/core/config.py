@@ -70,14 +70,17 @@ class Settings(BaseSettings):
     )
     attachment_quota_bytes: int = Field(1024**3, ge=1, validation_alias=_env("VEIL_ATTACHMENT_QUOTA_BYTES"))
     attachment_pending_max: int = Field(10, ge=1, validation_alias=_env("VEIL_ATTACHMENT_PENDING_MAX"))
+    # A presigned URL is a bearer credential that leaks with logs, proxies and browser history, so
+    # upload and download URLs live at most 5 minutes; the store checks expiry when a request
+    # starts, so a slow 50 MiB upload begun in time still completes.
     attachment_upload_url_ttl_seconds: int = Field(
-        900, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_UPLOAD_URL_TTL")
+        300, ge=1, le=300, validation_alias=_env("VEIL_ATTACHMENT_UPLOAD_URL_TTL")
     )
     attachment_reservation_ttl_seconds: int = Field(
         3600, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_RESERVATION_TTL")
     )
     attachment_download_url_ttl_seconds: int = Field(
-        300, ge=1, le=7 * 86400, validation_alias=_env("VEIL_ATTACHMENT_DOWNLOAD_URL_TTL")
+        300, ge=1, le=300, validation_alias=_env("VEIL_ATTACHMENT_DOWNLOAD_URL_TTL")
     )
 
     # Outgoing mail (challenge codes, notices). Unset host in development and tests: a local mail
@@ -88,6 +91,16 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = Field(None, validation_alias=_env("SMTP_PASSWORD"))
     smtp_starttls: bool = Field(False, validation_alias=_env("SMTP_STARTTLS"))
     mail_from: str = Field("Veil <no-reply@veil.localhost>", validation_alias=_env("MAIL_FROM"))
+    # The mail outbox (docs/adr/0014): attempts per mail before it is dropped (and the failure
+    # logged), and the backoff between attempts, doubling from the first delay up to the cap. The
+    # defaults keep trying for about an hour, beyond which a one-time code has long expired.
+    mail_attempts: int = Field(8, ge=1, le=50, validation_alias=_env("VEIL_MAIL_ATTEMPTS"))
+    mail_retry_first_seconds: float = Field(
+        30.0, gt=0, le=3600, validation_alias=_env("VEIL_MAIL_RETRY_FIRST")
+    )
+    mail_retry_max_seconds: float = Field(
+        1800.0, gt=0, le=86400, validation_alias=_env("VEIL_MAIL_RETRY_MAX")
+    )
 
     # Data-subject requests: how long an emailed code lives and how many wrong tries it allows,
     # requests per user per hour, how long an export download URL lives, and the grace window
@@ -97,10 +110,29 @@ class Settings(BaseSettings):
     )
     account_code_attempts: int = Field(5, ge=1, le=20, validation_alias=_env("VEIL_ACCOUNT_CODE_ATTEMPTS"))
     account_requests_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_ACCOUNT_REQUESTS_PER_HOUR"))
-    export_url_ttl_seconds: int = Field(900, ge=1, le=86400, validation_alias=_env("VEIL_EXPORT_URL_TTL"))
+    # One export download URL lives at most 5 minutes (a bearer credential, as for attachments);
+    # the archive itself stays for VEIL_EXPORT_ARCHIVE_TTL, and GET /v1/account/requests/{id}
+    # presigns a fresh URL whenever it is asked, until then.
+    export_url_ttl_seconds: int = Field(300, ge=1, le=300, validation_alias=_env("VEIL_EXPORT_URL_TTL"))
+    export_archive_ttl_seconds: int = Field(
+        900, ge=60, le=86400, validation_alias=_env("VEIL_EXPORT_ARCHIVE_TTL")
+    )
     erasure_grace_days: int = Field(30, ge=0, le=30, validation_alias=_env("VEIL_ERASURE_GRACE_DAYS"))
     # How long confirming an export waits for the background build before answering 202.
     export_wait_seconds: float = Field(10.0, ge=0, le=60, validation_alias=_env("VEIL_EXPORT_WAIT"))
+
+    # Password reset by email: how long a code lives and how many wrong tries it allows, and reset
+    # mails per address per hour (counted for unknown addresses too, so nobody can mail-bomb an
+    # address and a 429 reveals nothing). Password changes per user per hour, right or wrong:
+    # each one costs an Argon2 check against a stolen access token's guesses.
+    password_reset_ttl_seconds: int = Field(
+        900, ge=60, le=3600, validation_alias=_env("VEIL_PASSWORD_RESET_TTL")
+    )
+    password_reset_attempts: int = Field(
+        5, ge=1, le=20, validation_alias=_env("VEIL_PASSWORD_RESET_ATTEMPTS")
+    )
+    password_resets_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_PASSWORD_RESETS_PER_HOUR"))
+    password_changes_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_PASSWORD_CHANGES_PER_HOUR"))
 
     # Retention, in days: messages, attachments, ended sessions (and their devices' records), and
     # the logs the deployment keeps. At most 30 in development and tests, 90 in production.
@@ -131,7 +163,23 @@ class Settings(BaseSettings):
     max_devices_per_user: int = Field(10, ge=1, validation_alias=_env("VEIL_MAX_DEVICES"))
     max_one_time_prekeys: int = Field(500, ge=1, validation_alias=_env("VEIL_MAX_ONE_TIME_PREKEYS"))
     claims_per_device_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_CLAIMS_PER_HOUR"))
-    device_queue_cap: int = Field(1000, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_CAP"))
+    # One-time prekeys one device hands out per hour across all claimers; past it a claim still
+    # succeeds, with the signed prekey only (one_time_prekey null), so strangers cannot drain the
+    # stock. The owner hears `prekeys_low` below this many left: an hour's worth at the full rate.
+    one_time_prekeys_per_device_per_hour: int = Field(
+        50, ge=1, validation_alias=_env("VEIL_ONE_TIME_PREKEYS_PER_HOUR")
+    )
+    # Device-message envelopes one sender (all their devices) may queue per hour, all at once if
+    # need be: 2,000 = a session_init and a sender_key for each device of a 100-member group at
+    # VEIL_MAX_DEVICES=10 (docs/adr/0008). At least one full request (100 envelopes).
+    device_envelopes_per_hour: int = Field(
+        2000, ge=100, validation_alias=_env("VEIL_DEVICE_ENVELOPES_PER_HOUR")
+    )
+    # Unacknowledged envelopes one sender may hold in one device's queue (429 for that sender only).
+    device_queue_per_sender: int = Field(100, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_PER_SENDER"))
+    # Safety cap on one device's whole queue, far above any one sender's share: filling it takes
+    # VEIL_DEVICE_QUEUE_CAP / VEIL_DEVICE_QUEUE_PER_SENDER verified accounts (docs/adr/0008).
+    device_queue_cap: int = Field(10_000, ge=1, validation_alias=_env("VEIL_DEVICE_QUEUE_CAP"))
     device_message_ttl_days: int = Field(14, ge=1, validation_alias=_env("VEIL_DEVICE_MESSAGE_TTL_DAYS"))
     # Largest ciphertext of one envelope, in bytes (a larger one is a 413).
     max_ciphertext_bytes: int = Field(
@@ -140,10 +188,29 @@ class Settings(BaseSettings):
 
     # Message sends per user per minute, shared by HTTP and WebSocket and all of a user's devices.
     messages_per_minute: int = Field(60, ge=1, validation_alias=_env("VEIL_MESSAGES_PER_MINUTE"))
+    # Writes that land in other people's conversation lists (docs/adr/0008): groups created and
+    # invitations sent per user per hour, and how many invitations one inviter may have pending
+    # (unanswered) with one invitee at a time.
+    groups_per_hour: int = Field(20, ge=1, validation_alias=_env("VEIL_GROUPS_PER_HOUR"))
+    invitations_per_hour: int = Field(100, ge=1, validation_alias=_env("VEIL_INVITATIONS_PER_HOUR"))
+    pending_invitations_per_invitee: int = Field(
+        5, ge=1, validation_alias=_env("VEIL_PENDING_INVITATIONS_PER_INVITEE")
+    )
     # Origins a browser may open the WebSocket from (comma-separated); clients without an Origin
     # header (native apps) are not affected.
     ws_allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
         ("https://localhost:8443",), validation_alias=_env("VEIL_WS_ALLOWED_ORIGINS")
+    )
+    # How often every open socket's session and memberships are re-read from the database (also
+    # whenever the hub's LISTEN connection comes back): a lost notification must not keep a revoked
+    # session's socket open or a removed member subscribed for longer than this (docs/adr/0011).
+    ws_recheck_seconds: float = Field(30.0, gt=0, le=3600, validation_alias=_env("VEIL_WS_RECHECK_SECONDS"))
+    # WebSocket tickets per user, and handshakes per user and per client IP, per minute (all may
+    # come at once: a client reconnecting after a network change is not refused).
+    ws_tickets_per_minute: int = Field(30, ge=1, validation_alias=_env("VEIL_WS_TICKETS_PER_MINUTE"))
+    ws_connects_per_minute: int = Field(30, ge=1, validation_alias=_env("VEIL_WS_CONNECTS_PER_MINUTE"))
+    ws_connects_per_ip_per_minute: int = Field(
+        60, ge=1, validation_alias=_env("VEIL_WS_CONNECTS_PER_IP_PER_MINUTE")
     )
 
     # memory: one process only; postgres: shared by every process on the database (default).
@@ -156,6 +223,14 @@ class Settings(BaseSettings):
     # Failed logins per account (whatever the IP) within the window before login is refused.
     login_failures_allowed: int = Field(10, ge=1, validation_alias=_env("VEIL_LOGIN_FAILURES"))
     login_failure_window_seconds: int = Field(900, ge=1, validation_alias=_env("VEIL_LOGIN_FAILURE_WINDOW"))
+    # How long a login's `device_token` marks its client as known (docs/adr/0015).
+    device_token_ttl_days: int = Field(180, ge=1, le=400, validation_alias=_env("VEIL_DEVICE_TOKEN_TTL_DAYS"))
+
+    # Who may sign up: anyone (open), holders of an invite code from `veil invites create`
+    # (invite), or nobody (closed: 403). Every sign-up confirms its address with an emailed code.
+    registration: Literal["open", "invite", "closed"] = Field("open", validation_alias=_env("VEIL_REGISTRATION"))
+    # Sign-up mails per address per hour (codes and "someone tried your address" notices alike).
+    signup_mails_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_SIGNUP_MAILS_PER_HOUR"))
     # Peers whose X-Forwarded-For / X-Request-ID are believed (the gateway). Comma-separated CIDRs.
     trusted_proxies: Annotated[tuple[IPNetwork, ...], NoDecode] = Field(
         (), validation_alias=_env("VEIL_TRUSTED_PROXIES")

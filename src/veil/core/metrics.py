@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -45,6 +45,27 @@ class Metrics:
             "Duration of named database transactions.",
             ["name", "outcome"],
             buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        # The mail outbox (veil.core.outbox): what this process's delivery worker did, and what
+        # it last saw waiting (the queue is shared, so every process reports the same depth).
+        self.mail = Counter(
+            "veil_mail_outbox_mails",
+            "Mail attempts by this process's outbox worker, by outcome: sent; retried (the attempt "
+            "failed and another will follow); failed (the last attempt failed, the mail was dropped).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("sent", "retried", "failed"):  # exported at 0 before the first mail
+            self.mail.labels(outcome)
+        self.mail_queued = Gauge(
+            "veil_mail_outbox_queued",
+            "Mails waiting in the outbox (all processes), as this process last saw it.",
+            registry=self.registry,
+        )
+        self.mail_oldest = Gauge(
+            "veil_mail_outbox_oldest_seconds",
+            "Age of the oldest mail waiting in the outbox, as this process last saw it (0: none).",
             registry=self.registry,
         )
 

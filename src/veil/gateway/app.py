@@ -8,8 +8,10 @@ from starlette.applications import Starlette
 from veil import maintenance
 from veil.account import api as account_api
 from veil.auth import api as auth_api
+from veil.blocks import api as blocks_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
+from veil.core.mail_delivery import MODULE as MAIL_DELIVERY
 from veil.core.web.app import ServiceModule, create_app
 from veil.files import api as files_api
 from veil.keys import api as keys_api
@@ -18,22 +20,33 @@ from veil.operator import api as operator_api
 from veil.realtime import api as realtime_api
 
 # What `veil serve NAME` runs. Messaging carries the WebSocket, which also delivers device messages,
-# so it includes the keys module too; a module may be served by more than one process.
+# so it includes the keys module too; a module may be served by more than one process. Blocks are
+# account settings in the user's eyes and light traffic: they share the account process. The
+# services that send mail (auth, account) each run a delivery worker for the shared mail outbox.
 SERVICES: dict[str, tuple[ServiceModule, ...]] = {
-    "auth": (auth_api.MODULE, maintenance.MODULE),
+    "auth": (auth_api.MODULE, auth_api.SIGNUP_MODULE, MAIL_DELIVERY, maintenance.MODULE),
     "keys": (keys_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
     "files": (files_api.MODULE, maintenance.MODULE),
-    "account": (account_api.MODULE, operator_api.MODULE, maintenance.MODULE),
+    "account": (
+        account_api.MODULE,
+        blocks_api.MODULE,
+        operator_api.MODULE,
+        MAIL_DELIVERY,
+        maintenance.MODULE,
+    ),
 }
 ALL_MODULES = (
     auth_api.MODULE,
+    auth_api.SIGNUP_MODULE,
     keys_api.MODULE,
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,
     account_api.MODULE,
+    blocks_api.MODULE,
     operator_api.MODULE,
+    MAIL_DELIVERY,
     maintenance.MODULE,
 )
 

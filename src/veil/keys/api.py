@@ -13,9 +13,10 @@ from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
-from veil.core.web.params import path_uuid, query_int
+from veil.core.web.params import LIMIT, MAX_BIGINT, IntQuery, path_uuid
 from veil.keys.schemas import (
     Accepted,
+    AcknowledgeDeviceMessages,
     AddOneTimePrekeys,
     ClaimedBundle,
     DeviceList,
@@ -30,7 +31,7 @@ from veil.keys.schemas import (
     SendDeviceMessages,
     SignedPrekeyView,
 )
-from veil.keys.service import DeviceEnvelope, KeysLimits, KeysService, PublishedKeys
+from veil.keys.service import LOW_PREKEYS, DeviceEnvelope, KeysLimits, KeysService, PublishedKeys
 from veil.keys.store import DeviceRecord
 
 TAG = "keys"
@@ -105,9 +106,13 @@ async def send_device_messages(request: Request, principal: Principal, body: Sen
     return json_response(Accepted(queued=queued), status=202)
 
 
+DEVICE_MESSAGE_CURSOR = IntQuery(
+    "cursor", 0, MAX_BIGINT, 0, "The `next_cursor` of the previous page: list the envelopes after that id."
+)
+
+
 async def list_device_messages(request: Request, principal: Principal) -> Response:
-    limit = query_int(request, "limit", 1, 200, default=50)
-    after = query_int(request, "cursor", 0, 2**63 - 1, default=0)
+    limit, after = LIMIT(request), DEVICE_MESSAGE_CURSOR(request)
     inbox = await _service(request).inbox(principal, after, limit)
     items = [
         DeviceMessageView(
@@ -135,6 +140,16 @@ async def acknowledge_device_message(request: Request, principal: Principal) -> 
     return no_content()
 
 
+async def acknowledge_device_messages(
+    request: Request, principal: Principal, body: AcknowledgeDeviceMessages
+) -> Response:
+    if "up_to_id" in body.model_fields_set:
+        await _service(request).acknowledge_many(principal, up_to_id=body.up_to_id)
+    else:
+        await _service(request).acknowledge_many(principal, ids=body.ids)
+    return no_content()
+
+
 def build(resources: Resources) -> KeysService:
     settings = resources.settings
     return KeysService(
@@ -145,6 +160,11 @@ def build(resources: Resources) -> KeysService:
             max_devices_per_user=settings.max_devices_per_user,
             max_one_time_prekeys=settings.max_one_time_prekeys,
             claims_per_target_device=Rate.per_window(settings.claims_per_device_per_hour, 3600),
+            one_time_prekeys_per_device=Rate.per_window(settings.one_time_prekeys_per_device_per_hour, 3600),
+            # An hour's worth of claims at the budget's full rate: time for the owner to top up.
+            low_prekeys=max(LOW_PREKEYS, settings.one_time_prekeys_per_device_per_hour),
+            envelopes_per_sender=Rate.per_window(settings.device_envelopes_per_hour, 3600),
+            device_queue_per_sender=settings.device_queue_per_sender,
             device_queue_cap=settings.device_queue_cap,
             device_message_ttl=timedelta(days=settings.device_message_ttl_days),
             max_ciphertext_bytes=settings.max_ciphertext_bytes,
@@ -197,7 +217,9 @@ MODULE = ServiceModule(
             "POST",
             "/v1/users/{user_id}/devices/{device_id}/claim",
             claim_bundle,
-            "Claim a device's key bundle, with one one-time prekey if any is left.",
+            "Claim a device's key bundle, with one one-time prekey while any is left and the device's"
+            " hourly budget of handed-out one-time prekeys lasts; otherwise `one_time_prekey` is null"
+            " and the session is set up with the signed prekey alone.",
             TAG,
             responses={200: ClaimedBundle},
             errors=(404,),
@@ -207,7 +229,10 @@ MODULE = ServiceModule(
             "POST",
             "/v1/devices/messages",
             send_device_messages,
-            "Queue device-to-device envelopes (session set-up, sender keys).",
+            "Queue device-to-device envelopes (session set-up, sender keys). Every envelope counts"
+            " against the sender's hourly envelope budget, and a sender may hold a bounded number of"
+            " unacknowledged envelopes per recipient device (429 for that sender only). Envelopes for"
+            " the devices of someone who blocked the sender are accepted and dropped.",
             TAG,
             body=SendDeviceMessages,
             responses={202: Accepted},
@@ -221,7 +246,7 @@ MODULE = ServiceModule(
             "This device's queued device messages, oldest first (`?cursor=`, `?limit=`).",
             TAG,
             responses={200: DeviceMessageList},
-            errors=(422,),
+            query=(LIMIT, DEVICE_MESSAGE_CURSOR),
         ),
         Endpoint(
             "DELETE",
@@ -231,6 +256,17 @@ MODULE = ServiceModule(
             TAG,
             responses={204: None},
             errors=(404,),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/devices/messages/ack",
+            acknowledge_device_messages,
+            "Acknowledge (and so delete) many of this device's queued device messages at once:"
+            " `{up_to_id}` every one up to that id, or `{ids: [...]}` (1 to 500) those listed."
+            " Ids that are not in the caller device's queue are ignored.",
+            TAG,
+            body=AcknowledgeDeviceMessages,
+            responses={204: None},
         ),
     ],
     build=build,

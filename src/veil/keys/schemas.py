@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field, model_validator
 
 from veil.core.binary import Base64Bytes
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
@@ -97,6 +97,31 @@ class SendDeviceMessages(RequestModel):
 
 class Accepted(ResponseModel):
     queued: int
+
+
+DeviceMessageId = Annotated[int, Field(ge=1, le=2**63 - 1)]
+
+
+def _one_of_two(schema: dict[str, Any]) -> None:
+    # The defaults below only stand for "not given"; exactly one member must be.
+    for member in schema["properties"].values():
+        member.pop("default", None)
+    schema["oneOf"] = [{"required": ["up_to_id"]}, {"required": ["ids"]}]
+
+
+class AcknowledgeDeviceMessages(RequestModel):
+    """Exactly one of `up_to_id` (every envelope of the caller's queue up to that id) or `ids`."""
+
+    model_config = ConfigDict(json_schema_extra=_one_of_two)
+
+    up_to_id: DeviceMessageId = 0
+    ids: list[DeviceMessageId] = Field(default_factory=list, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AcknowledgeDeviceMessages:
+        if len(self.model_fields_set) != 1:
+            raise ValueError("Give exactly one of up_to_id and ids.")
+        return self
 
 
 class DeviceMessageView(ResponseModel):

@@ -22,15 +22,29 @@ from veil.keys import store
 log = get_logger(__name__)
 
 _ALL_ZERO = bytes(32)
-# Below this many unclaimed one-time prekeys the owner is told to upload more.
+# The owner is told to upload more (`prekeys_low`) below `KeysLimits.low_prekeys` unclaimed
+# one-time prekeys, and never below this many.
 LOW_PREKEYS = 10
+# Retry-After for a sender whose envelopes fill its share of a queue: it frees up only as the
+# recipient device acknowledges, which the sender cannot see.
+_QUEUE_RETRY_SECONDS = 60
 
 
 @dataclass(frozen=True)
 class KeysLimits:
     max_devices_per_user: int
     max_one_time_prekeys: int
+    # Claims per (claimer, target device): one claimer's 429.
     claims_per_target_device: Rate
+    # One-time prekeys one device hands out, across all claimers; past it, signed prekey only.
+    one_time_prekeys_per_device: Rate
+    # Notify the owner below this many unclaimed one-time prekeys.
+    low_prekeys: int
+    # Envelopes (not requests) per sender user, across all recipients.
+    envelopes_per_sender: Rate
+    # Unacknowledged envelopes per (sender user, recipient device).
+    device_queue_per_sender: int
+    # Safety cap on one device's whole queue.
     device_queue_cap: int
     device_message_ttl: timedelta
     max_ciphertext_bytes: int
@@ -66,6 +80,10 @@ class DeviceEnvelope:
 class Inbox:
     messages: list[store.QueuedMessage]
     gap: store.GapRecord | None
+
+
+def _queue_full(detail: str) -> Problem:
+    return Problem(429, detail, headers={"Retry-After": str(_QUEUE_RETRY_SECONDS)})
 
 
 def _invalid(loc: tuple[str | int, ...], msg: str) -> Problem:
@@ -170,6 +188,12 @@ class KeysService:
             return await store.devices_of(conn, user_id)
 
     async def claim(self, principal: Principal, user_id: uuid.UUID, device_id: uuid.UUID) -> Bundle:
+        """A device's bundle, with one of its one-time prekeys while the device's hourly budget
+        lasts. One claimer is limited per target device (429); all claimers together take at most
+        `one_time_prekeys_per_device` keys, after which a claim still succeeds with the signed
+        prekey alone (one_time_prekey null, as Signal falls back), so strangers cannot drain the
+        stock. The owner is told early (`prekeys_low`), while at the budget's full rate an hour's
+        worth of keys is still left to replenish in."""
         now = self._clock.now()
         decision = await self._limiter.hit(
             limiter_key("claim", f"{principal.user_id}:{device_id}"),
@@ -178,19 +202,36 @@ class KeysService:
         )
         if not decision.allowed:
             raise too_many_requests(decision.retry_after_seconds)
+        budget = await self._limiter.hit(
+            limiter_key("one-time-prekeys", str(device_id)),
+            self._limits.one_time_prekeys_per_device,
+            now.timestamp(),
+        )
+        one_time = None
         async with self._db.transaction("keys_claim") as conn:
             device = await store.device(conn, device_id, owner=user_id)
             if device is None:
                 raise not_found("No such device.")
-            one_time = await store.claim_one_time_prekey(conn, device_id, now)
-            remaining = await store.remaining_prekeys(conn, device_id)
-            if remaining < LOW_PREKEYS:
-                await store.notify_prekeys_low(conn, device_id, remaining)
-        if one_time is None:
+            if budget.allowed:
+                one_time = await store.claim_one_time_prekey(conn, device_id, now)
+            if one_time is not None:
+                remaining = await store.remaining_prekeys(conn, device_id)
+                if remaining < self._limits.low_prekeys:
+                    await store.notify_prekeys_low(conn, device_id, remaining)
+        if not budget.allowed:
+            log.info("one_time_prekey_budget_spent", device_id=str(device_id))
+        elif one_time is None:
             log.info("one_time_prekeys_exhausted", device_id=str(device_id))
         return Bundle(device, one_time)
 
     async def send(self, principal: Principal, content_type: str, envelopes: list[DeviceEnvelope]) -> int:
+        """Queue envelopes for recipient devices; all or nothing.
+
+        Each envelope counts against the sender's envelope budget (a request of 100 weighs 100),
+        and a sender may hold at most `device_queue_per_sender` unacknowledged envelopes in any
+        one device's queue: a flooder gets 429 for that device while every other sender still
+        gets through. Envelopes for the devices of someone who blocked the sender are accepted
+        and dropped, so the answer is the same as if they were queued."""
         for index, envelope in enumerate(envelopes):
             if len(envelope.ciphertext) > self._limits.max_ciphertext_bytes:
                 raise Problem(
@@ -199,23 +240,36 @@ class KeysService:
             if looks_like_text(envelope.ciphertext):
                 raise _invalid(("messages", index, "ciphertext"), "Looks like plaintext, not ciphertext.")
         now = self._clock.now()
-        decision = await self._limiter.hit(
-            messaging_budget_key(principal.user_id), self._limits.sends_per_user, now.timestamp()
+        budgets = (
+            (messaging_budget_key(principal.user_id), self._limits.sends_per_user, 1),
+            (_envelope_budget_key(principal.user_id), self._limits.envelopes_per_sender, len(envelopes)),
         )
-        if not decision.allowed:
-            raise too_many_requests(decision.retry_after_seconds)
-        recipients = sorted({e.device_id for e in envelopes})
+        for key, rate, cost in budgets:
+            decision = await self._limiter.hit(key, rate, now.timestamp(), cost)
+            if not decision.allowed:
+                raise too_many_requests(decision.retry_after_seconds)
+        incoming: dict[uuid.UUID, int] = {}
+        for envelope in envelopes:
+            incoming[envelope.device_id] = incoming.get(envelope.device_id, 0) + 1
+        recipients = sorted(incoming)
         async with self._db.transaction("keys_send_device_messages") as conn:
             await store.lock_devices(conn, recipients)
             known = await store.existing_devices(conn, recipients)
             missing = [d for d in recipients if d not in known]
             if missing:
                 raise not_found(f"No such device: {missing[0]}.")
-            lengths = await store.queue_lengths(conn, recipients)
-            for device in recipients:
-                incoming = sum(1 for e in envelopes if e.device_id == device)
-                if lengths.get(device, 0) + incoming > self._limits.device_queue_cap:
-                    raise too_many_requests(60)
+            usage = await store.queue_usage(conn, recipients, principal.user_id, now)
+            for device, count in incoming.items():
+                held = usage.get(device, store.QueueUsage(0, 0))
+                if held.from_sender + count > self._limits.device_queue_per_sender:
+                    log.info("device_queue_sender_share_full", recipient_device_id=str(device))
+                    raise _queue_full(
+                        f"Device {device} holds {held.from_sender} unacknowledged envelopes of yours;"
+                        f" at most {self._limits.device_queue_per_sender} until it acknowledges some."
+                    )
+                if held.total + count > self._limits.device_queue_cap:
+                    log.warning("device_queue_full", recipient_device_id=str(device))
+                    raise _queue_full(f"Device {device} has too many queued envelopes; retry later.")
             await store.enqueue(
                 conn,
                 [(e.device_id, e.ciphertext, e.nonce, e.auth_tag) for e in envelopes],
@@ -243,6 +297,21 @@ class KeysService:
         async with self._db.transaction("keys_ack_device_message") as conn:
             if not await store.acknowledge(conn, principal.session_id, message_id):
                 raise not_found("No such device message.")
+
+    async def acknowledge_many(
+        self, principal: Principal, *, up_to_id: int | None = None, ids: list[int] | None = None
+    ) -> int:
+        """Remove the caller device's envelopes up to an id, or those of a list of ids, in one
+        statement. Only the caller's own queue is touched: ids of other devices' envelopes, and
+        ids already gone, are ignored. Returns how many were removed."""
+        async with self._db.transaction("keys_ack_device_messages") as conn:
+            if up_to_id is not None:
+                return await store.acknowledge_up_to(conn, principal.session_id, up_to_id)
+            return await store.acknowledge_ids(conn, principal.session_id, ids or [])
+
+
+def _envelope_budget_key(user_id: uuid.UUID) -> str:
+    return limiter_key("device-envelopes", str(user_id))
 
 
 def _changes(previous: store.DeviceRecord | None, current: store.DeviceRecord) -> list[str]:

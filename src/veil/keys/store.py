@@ -176,19 +176,41 @@ async def existing_devices(conn: Connection, device_ids: list[uuid.UUID]) -> set
     return {row["device_id"] for row in rows}
 
 
-async def queue_lengths(conn: Connection, device_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+@dataclass(frozen=True)
+class QueueUsage:
+    """What one recipient device holds: its whole queue, and the envelopes of one sender."""
+
+    total: int
+    from_sender: int
+
+
+async def queue_usage(
+    conn: Connection, device_ids: list[uuid.UUID], sender_user_id: uuid.UUID, now: datetime
+) -> dict[uuid.UUID, QueueUsage]:
+    """Live (unexpired) queued envelopes per recipient device, in total and from this sender."""
     rows = await conn.fetch(
-        """SELECT recipient_device_id, count(*) AS n FROM device_messages
-           WHERE recipient_device_id = ANY($1::uuid[]) GROUP BY recipient_device_id""",
+        """SELECT recipient_device_id, count(*) AS total,
+                  count(*) FILTER (WHERE sender_user_id = $2) AS from_sender
+           FROM device_messages
+           WHERE recipient_device_id = ANY($1::uuid[]) AND expires_at > $3
+           GROUP BY recipient_device_id""",
         device_ids,
+        sender_user_id,
+        now,
     )
-    return {row["recipient_device_id"]: row["n"] for row in rows}
+    return {row["recipient_device_id"]: QueueUsage(row["total"], row["from_sender"]) for row in rows}
 
 
 async def lock_devices(conn: Connection, device_ids: list[uuid.UUID]) -> None:
-    """Serialise enqueuers per recipient so the queue cap holds under concurrency."""
+    """Serialise enqueuers per recipient device (in id order, so two senders cannot deadlock).
+
+    Two things rest on it: the per-sender and total queue bounds hold under concurrency, and a
+    device's envelope ids are assigned in commit order, so that reading by cursor and
+    acknowledging `up_to_id` can never pass over an envelope that commits late with a lower id.
+    NO KEY UPDATE: one-time prekey uploads for the device (foreign-key checks) are not held up."""
     await conn.execute(
-        "SELECT 1 FROM device_keys WHERE device_id = ANY($1::uuid[]) ORDER BY device_id FOR UPDATE",
+        """SELECT 1 FROM device_keys WHERE device_id = ANY($1::uuid[])
+           ORDER BY device_id FOR NO KEY UPDATE""",
         device_ids,
     )
 
@@ -202,19 +224,40 @@ async def enqueue(
     content_type: str,
     now: datetime,
     expires_at: datetime,
-) -> None:
-    await conn.executemany(
-        """INSERT INTO device_messages (recipient_device_id, sender_user_id, sender_device_id,
-               content_type, ciphertext, nonce, auth_tag, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)""",
-        [
-            (device, sender_user_id, sender_device_id, content_type, ct, nonce, tag, now, expires_at)
-            for device, ct, nonce, tag in messages
-        ],
+) -> int:
+    """Queue the envelopes in request order and wake their recipients' sockets, in one statement.
+
+    An envelope for a device whose owner blocked the sender is left out right here (the caller
+    answers 202 all the same, so the sender cannot tell), with no extra round trip per envelope.
+    Returns how many were stored."""
+    rows = await conn.fetch(
+        """WITH incoming AS (
+               SELECT * FROM unnest($1::uuid[], $2::bytea[], $3::bytea[], $4::bytea[])
+                   WITH ORDINALITY AS m(device_id, ciphertext, nonce, auth_tag, position)),
+           stored AS (
+               INSERT INTO device_messages (recipient_device_id, sender_user_id, sender_device_id,
+                   content_type, ciphertext, nonce, auth_tag, created_at, expires_at)
+               SELECT m.device_id, $5, $6, $7, m.ciphertext, m.nonce, m.auth_tag, $8, $9
+               FROM incoming m
+               WHERE NOT EXISTS (
+                   SELECT 1 FROM device_keys k JOIN blocks b ON b.blocker_id = k.user_id
+                   WHERE k.device_id = m.device_id AND b.blocked_id = $5)
+               ORDER BY m.position
+               RETURNING recipient_device_id)
+           -- Delivered on commit, to whichever process holds the recipient's socket.
+           SELECT count(*) AS stored, pg_notify('veil_device_messages', recipient_device_id::text)
+           FROM stored GROUP BY recipient_device_id""",
+        [device for device, _, _, _ in messages],
+        [ct for _, ct, _, _ in messages],
+        [nonce for _, _, nonce, _ in messages],
+        [tag for _, _, _, tag in messages],
+        sender_user_id,
+        sender_device_id,
+        content_type,
+        now,
+        expires_at,
     )
-    # Wake the recipients' sockets, in whichever process holds them (delivered on commit).
-    for device in sorted({device for device, _, _, _ in messages}):
-        await conn.execute("SELECT pg_notify('veil_device_messages', $1)", str(device))
+    return sum(int(row["stored"]) for row in rows)
 
 
 async def expire_queued(conn: Connection, device_id: uuid.UUID | None, now: datetime) -> int:
@@ -260,6 +303,24 @@ async def acknowledge(conn: Connection, device_id: uuid.UUID, message_id: int) -
         "DELETE FROM device_messages WHERE recipient_device_id = $1 AND id = $2", device_id, message_id
     )
     return bool(status == "DELETE 1")
+
+
+async def acknowledge_up_to(conn: Connection, device_id: uuid.UUID, up_to_id: int) -> int:
+    """Delete this device's envelopes with ids up to `up_to_id`; returns how many went."""
+    status = await conn.execute(
+        "DELETE FROM device_messages WHERE recipient_device_id = $1 AND id <= $2", device_id, up_to_id
+    )
+    return int(status.split()[-1])
+
+
+async def acknowledge_ids(conn: Connection, device_id: uuid.UUID, ids: list[int]) -> int:
+    """Delete those of `ids` that are this device's envelopes (anyone else's are left alone)."""
+    status = await conn.execute(
+        "DELETE FROM device_messages WHERE recipient_device_id = $1 AND id = ANY($2::bigint[])",
+        device_id,
+        ids,
+    )
+    return int(status.split()[-1])
 
 
 async def clear_gap(conn: Connection, device_id: uuid.UUID) -> None:

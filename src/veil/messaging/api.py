@@ -13,7 +13,7 @@ from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
-from veil.core.web.params import path_uuid, query_int, uuid_cursor
+from veil.core.web.params import ID_CURSOR, LIMIT, MAX_BIGINT, IntQuery, path_uuid
 from veil.messaging.schemas import (
     ConversationList,
     ConversationView,
@@ -41,6 +41,19 @@ def _conversation_id(request: Request) -> uuid.UUID:
     return path_uuid(request, "conversation_id")
 
 
+AFTER_SEQ = IntQuery(
+    "after_seq", 0, MAX_BIGINT, None, "List ascending from the message after this seq (default 0)."
+)
+BEFORE_SEQ = IntQuery("before_seq", 1, MAX_BIGINT, None, "List descending from the message before this seq.")
+SEQ_CURSOR = IntQuery(
+    "cursor",
+    0,
+    MAX_BIGINT,
+    None,
+    "The `next_cursor` of the previous page; it continues in the direction of the first page.",
+)
+
+
 async def create_conversation(request: Request, principal: Principal, body: CreateConversation) -> Response:
     spec = body.root
     if isinstance(spec, CreateDirect):
@@ -51,8 +64,8 @@ async def create_conversation(request: Request, principal: Principal, body: Crea
 
 
 async def list_conversations(request: Request, principal: Principal) -> Response:
-    limit = query_int(request, "limit", 1, 200, default=50)
-    details = await _service(request).conversations(principal, uuid_cursor(request), limit)
+    limit = LIMIT(request)
+    details = await _service(request).conversations(principal, ID_CURSOR(request), limit)
     next_cursor = str(details[-1].conversation.id) if len(details) == limit else None
     return json_response(
         ConversationList(items=[conversation_view(d) for d in details], next_cursor=next_cursor)
@@ -113,10 +126,12 @@ async def send_message(request: Request, principal: Principal, body: Envelope) -
 
 
 async def list_messages(request: Request, principal: Principal) -> Response:
-    limit = query_int(request, "limit", 1, 200, default=50)
-    after = query_int(request, "after_seq", 0, 2**63 - 1)
-    before = query_int(request, "before_seq", 1, 2**63 - 1)
-    cursor = query_int(request, "cursor", 0, 2**63 - 1)
+    limit, after, before, cursor = (
+        LIMIT(request),
+        AFTER_SEQ(request),
+        BEFORE_SEQ(request),
+        SEQ_CURSOR(request),
+    )
     if after is not None and before is not None:
         raise validation_failed([FieldError(("query",), "Use after_seq or before_seq, not both.")])
     if cursor is not None:  # the cursor continues in the direction of the first page
@@ -142,6 +157,9 @@ def build(resources: Resources) -> MessagingService:
         MessagingLimits(
             sends_per_user=Rate.per_window(settings.messages_per_minute, 60),
             max_ciphertext_bytes=settings.max_ciphertext_bytes,
+            groups_per_user=Rate.per_window(settings.groups_per_hour, 3600),
+            invitations_per_user=Rate.per_window(settings.invitations_per_hour, 3600),
+            pending_invitations_per_invitee=settings.pending_invitations_per_invitee,
         ),
     )
 
@@ -155,11 +173,18 @@ MODULE = ServiceModule(
             "POST",
             "/v1/conversations",
             create_conversation,
-            "Start a direct conversation (200 if it exists) or a group.",
+            "Start a direct conversation (200 if it exists) or a group. A pair has one direct "
+            "conversation; whoever left it comes back only by starting it again themselves. When the "
+            "other side starts it, the answer is 200 with the conversation as it is, without the one "
+            "who left (`members` lists current members only): they are not re-added and receive "
+            "nothing sent there until they return, and then only what comes after. A user who does "
+            "not exist, or who blocked the caller, is the same 404. Group creation is rate limited "
+            "per user (`VEIL_GROUPS_PER_HOUR`).",
             TAG,
             body=CreateConversation,
             responses={201: ConversationView, 200: ConversationView},
             errors=(404,),
+            rate_limited=True,
         ),
         Endpoint(
             "GET",
@@ -168,7 +193,7 @@ MODULE = ServiceModule(
             "The caller's conversations.",
             TAG,
             responses={200: ConversationList},
-            errors=(422,),
+            query=(LIMIT, ID_CURSOR),
         ),
         Endpoint(
             "GET",
@@ -183,11 +208,15 @@ MODULE = ServiceModule(
             "POST",
             _C + "/invitations",
             invite,
-            "Invite a user (group owners and admins).",
+            "Invite a user (group owners and admins). A user who does not exist, or who blocked the "
+            "caller, is the same 404. 429 beyond the inviter's hourly budget "
+            "(`VEIL_INVITATIONS_PER_HOUR`) or with too many of the inviter's invitations still "
+            "pending with this invitee (`VEIL_PENDING_INVITATIONS_PER_INVITEE`).",
             TAG,
             body=Invite,
             responses={201: None},
             errors=(403, 404, 409),
+            rate_limited=True,
         ),
         Endpoint(
             "POST",
@@ -244,7 +273,8 @@ MODULE = ServiceModule(
             "History by seq: `after_seq` ascending or `before_seq` descending.",
             TAG,
             responses={200: MessageList},
-            errors=(404, 422),
+            errors=(404,),
+            query=(LIMIT, AFTER_SEQ, BEFORE_SEQ, SEQ_CURSOR),
         ),
         Endpoint(
             "POST",

@@ -14,6 +14,10 @@ from veil.keys.schemas import AuthTag, Ciphertext, Nonce
 # What the plaintext is; never the plaintext itself.
 ContentType = Literal["text", "file", "reaction", "system"]
 EncryptedMeta = Annotated[bytes, Base64Bytes(1, 4096)]
+# What a new group's meta must be: at least the smallest AEAD output (a 12-byte nonce and a
+# 16-byte tag around an empty plaintext), so every accepted value is long enough for the
+# plaintext rule of ADR 0009 to judge it (a short plaintext name would otherwise pass unjudged).
+NewEncryptedMeta = Annotated[bytes, Base64Bytes(28, 4096)]
 
 
 class CreateDirect(RequestModel):
@@ -23,7 +27,7 @@ class CreateDirect(RequestModel):
 
 class CreateGroup(RequestModel):
     type: Literal["group"]
-    encrypted_meta: EncryptedMeta | None = None
+    encrypted_meta: NewEncryptedMeta | None = None
 
 
 class CreateConversation(RootModel[Annotated[CreateDirect | CreateGroup, Field(discriminator="type")]]):

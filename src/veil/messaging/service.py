@@ -10,6 +10,7 @@ from datetime import datetime
 
 import asyncpg
 
+from veil.blocks import is_blocked
 from veil.core.binary import looks_like_text
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
@@ -23,16 +24,25 @@ from veil.core.problems import (
     validation_failed,
 )
 from veil.core.security.authn import Principal
-from veil.core.security.ratelimit import Rate, RateLimiter, messaging_budget_key
+from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key, messaging_budget_key
 from veil.messaging import store
 
 _MANAGERS = ("owner", "admin")
+# What a 429 for too many pending invitations suggests: the bound frees when the invitee answers,
+# which no timer predicts, so the hint is a polite interval rather than a promise.
+_PENDING_RETRY_SECONDS = 3600
 
 
 @dataclass(frozen=True)
 class MessagingLimits:
     sends_per_user: Rate
     max_ciphertext_bytes: int
+    # Writes that put something into other people's conversation lists (docs/adr/0008): groups
+    # created and invitations sent per user, and invitations one inviter may have pending with
+    # one invitee at a time.
+    groups_per_user: Rate
+    invitations_per_user: Rate
+    pending_invitations_per_invitee: int
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,23 @@ class MessagingService:
             raise not_found("No such conversation.")
         return conversation, member
 
+    async def _reachable(self, conn: Connection, user_id: uuid.UUID, *, by: uuid.UUID) -> None:
+        """404 unless `user_id` is an active account that has not blocked `by`. A block answers
+        exactly as a missing account does (same status, same body), so the blocked user cannot
+        tell that they were blocked."""
+        if not await store.user_is_active(conn, user_id) or await is_blocked(
+            conn, blocker=user_id, blocked=by
+        ):
+            raise not_found("No such user.")
+
+    async def _spend(self, purpose: str, principal: Principal, rate: Rate) -> None:
+        """One hit on a per-user budget, shared by every device and process; 429 when spent."""
+        decision = await self._limiter.hit(
+            limiter_key(purpose, str(principal.user_id)), rate, self._clock.now().timestamp()
+        )
+        if not decision.allowed:
+            raise too_many_requests(decision.retry_after_seconds)
+
     async def create_direct(
         self, principal: Principal, member_id: uuid.UUID
     ) -> tuple[ConversationDetail, bool]:
@@ -112,8 +139,7 @@ class MessagingService:
         now = self._clock.now()
         pair = _direct_pair(principal.user_id, member_id)
         async with self._db.transaction("messaging_create_direct") as conn:
-            if not await store.user_is_active(conn, member_id):
-                raise not_found("No such user.")
+            await self._reachable(conn, member_id, by=principal.user_id)
             conversation_id = uuid.uuid4()
             created = await store.insert_conversation(conn, conversation_id, "direct", now, direct_pair=pair)
             if created:
@@ -141,34 +167,43 @@ class MessagingService:
                 found = await store.direct_conversation(conn, pair)
                 assert found is not None
                 conversation_id = found
-                await self._rejoin_direct(conn, conversation_id, principal.user_id, member_id, now)
+                await self._rejoin_direct(conn, conversation_id, principal.user_id, now)
             return await self._detail(conn, conversation_id), created
 
     async def _rejoin_direct(
-        self, conn: Connection, conversation_id: uuid.UUID, user: uuid.UUID, other: uuid.UUID, now: datetime
+        self, conn: Connection, conversation_id: uuid.UUID, user: uuid.UUID, now: datetime
     ) -> None:
-        """A pair has one direct conversation; whoever of the two left it comes back by starting it
-        again (history from before stays closed to them, and the epoch moves on)."""
+        """A pair has one direct conversation. Whoever left it comes back only by starting it again
+        themselves (history from before stays closed to them, and the epoch moves on); the other
+        side starting it changes nothing and is shown the conversation without them, so nobody is
+        put back into a conversation they left, or sent messages there, without their consent."""
         conversation = await store.conversation(conn, conversation_id, lock=True)
         assert conversation is not None
-        for person in (user, other):
-            if await store.membership(conn, conversation_id, person) is None:
-                await store.add_member(
-                    conn,
-                    conversation_id,
-                    person,
-                    role="member",
-                    state="joined",
-                    joined_after_seq=conversation.last_seq,
-                    invited_by=user,
-                    now=now,
-                )
-                epoch = await store.bump_epoch(conn, conversation_id)
-                await store.record_event(
-                    conn, conversation_id, "joined", actor_id=user, subject_id=person, epoch=epoch, now=now
-                )
+        if await store.membership(conn, conversation_id, user) is not None:
+            return
+        await store.add_member(
+            conn,
+            conversation_id,
+            user,
+            role="member",
+            state="joined",
+            joined_after_seq=conversation.last_seq,
+            invited_by=user,
+            now=now,
+        )
+        epoch = await store.bump_epoch(conn, conversation_id)
+        await store.record_event(
+            conn, conversation_id, "joined", actor_id=user, subject_id=user, epoch=epoch, now=now
+        )
 
     async def create_group(self, principal: Principal, encrypted_meta: bytes | None) -> ConversationDetail:
+        # The group's name and avatar are ciphertext like a message's (ADR 0009): refuse what is
+        # evidently plaintext before anything, the rate budget included, is spent.
+        if encrypted_meta is not None and looks_like_text(encrypted_meta):
+            raise validation_failed(
+                [FieldError(("encrypted_meta",), "Looks like plaintext, not ciphertext.")]
+            )
+        await self._spend("groups", principal, self._limits.groups_per_user)
         now = self._clock.now()
         conversation_id = uuid.uuid4()
         async with self._db.transaction("messaging_create_group") as conn:
@@ -214,15 +249,29 @@ class MessagingService:
             return [ConversationDetail(c, await store.members(conn, c.id)) for c in records]
 
     async def invite(self, principal: Principal, conversation_id: uuid.UUID, invitee: uuid.UUID) -> None:
+        """Every attempt spends the inviter's hourly budget, refused ones too (probing costs as
+        much as inviting). An invitation lands in the invitee's conversation list, so one inviter
+        may have only a few pending with the same invitee: nobody can fill someone's list, and
+        because the bound is per inviter, a flooder cannot use up anyone else's invitations."""
+        await self._spend("invitations", principal, self._limits.invitations_per_user)
         now = self._clock.now()
         async with self._db.transaction("messaging_invite") as conn:
             conversation, member = await self._access(conn, principal.user_id, conversation_id, lock=True)
             if conversation.type != "group" or member.role not in _MANAGERS:
                 raise forbidden("Only group owners and admins invite.")
-            if not await store.user_is_active(conn, invitee):
-                raise not_found("No such user.")
+            await self._reachable(conn, invitee, by=principal.user_id)
             if await store.membership(conn, conversation_id, invitee) is not None:
                 raise conflict("This user is already invited or a member.")
+            # Concurrent invitations of one pair into different groups lock different conversation
+            # rows; this lock makes them count one after the other.
+            await store.lock_invitations(conn, principal.user_id, invitee)
+            pending = await store.pending_invitations(conn, principal.user_id, invitee)
+            if pending >= self._limits.pending_invitations_per_invitee:
+                raise Problem(
+                    429,
+                    f"You have {pending} invitations pending with this user; wait until they answer.",
+                    headers={"Retry-After": str(_PENDING_RETRY_SECONDS)},
+                )
             await store.add_member(
                 conn,
                 conversation_id,

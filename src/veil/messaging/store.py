@@ -138,6 +138,26 @@ async def add_member(
     )
 
 
+async def lock_invitations(conn: Connection, inviter: uuid.UUID, invitee: uuid.UUID) -> None:
+    """Serialise invitations from one inviter to one invitee until the transaction ends."""
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(
+               hashtextextended('invitations:' || $1::uuid::text || ':' || $2::uuid::text, 0))""",
+        inviter,
+        invitee,
+    )
+
+
+async def pending_invitations(conn: Connection, inviter: uuid.UUID, invitee: uuid.UUID) -> int:
+    """Invitations from `inviter` that `invitee` has not answered yet, in any conversation."""
+    count: int = await conn.fetchval(
+        "SELECT count(*) FROM members WHERE user_id = $2 AND invited_by = $1 AND state = 'invited'",
+        inviter,
+        invitee,
+    )
+    return count
+
+
 async def join(conn: Connection, conversation_id: uuid.UUID, user_id: uuid.UUID, after_seq: int) -> None:
     await conn.execute(
         """UPDATE members SET state = 'joined', joined_after_seq = $3

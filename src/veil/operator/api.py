@@ -10,7 +10,7 @@ from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
-from veil.core.web.params import path_uuid, query_int, uuid_cursor
+from veil.core.web.params import ID_CURSOR, LIMIT, MAX_BIGINT, IntQuery, path_uuid
 from veil.operator.schemas import (
     AddIncidentEntry,
     AdminUserList,
@@ -92,17 +92,15 @@ def _audit_view(entry: AuditEntry) -> AuditEntryView:
     )
 
 
-def _limit(request: Request) -> int:
-    return query_int(request, "limit", 1, 200, default=50)
-
-
-def _seq_cursor(request: Request) -> int | None:
-    return query_int(request, "cursor", 1, 2**63 - 1)
+# Incidents and audit entries are listed newest first: the cursor is the last number seen.
+NUMBER_CURSOR = IntQuery(
+    "cursor", 1, MAX_BIGINT, None, "The `next_cursor` of the previous page: list what comes before it."
+)
 
 
 async def list_users(request: Request, principal: Principal) -> Response:
-    limit = _limit(request)
-    users = await _service(request).users(principal, uuid_cursor(request), limit)
+    limit = LIMIT(request)
+    users = await _service(request).users(principal, ID_CURSOR(request), limit)
     next_cursor = str(users[-1].id) if len(users) == limit else None
     return json_response(AdminUserList(items=[_user_view(u) for u in users], next_cursor=next_cursor))
 
@@ -134,8 +132,8 @@ async def create_incident(request: Request, principal: Principal, body: CreateIn
 
 
 async def list_incidents(request: Request, principal: Principal) -> Response:
-    limit = _limit(request)
-    incidents = await _service(request).incidents(principal, _seq_cursor(request), limit)
+    limit = LIMIT(request)
+    incidents = await _service(request).incidents(principal, NUMBER_CURSOR(request), limit)
     next_cursor = str(incidents[-1].number) if len(incidents) == limit else None
     items = [_incident_view(i) for i in incidents]
     return json_response(IncidentList(items=items, next_cursor=next_cursor))
@@ -169,14 +167,14 @@ async def notify_incident_users(request: Request, principal: Principal, body: No
 
 
 async def list_audit(request: Request, principal: Principal) -> Response:
-    limit = _limit(request)
-    entries = await _service(request).audit_trail(principal, _seq_cursor(request), limit)
+    limit = LIMIT(request)
+    entries = await _service(request).audit_trail(principal, NUMBER_CURSOR(request), limit)
     next_cursor = str(entries[-1].seq) if len(entries) == limit else None
     return json_response(AuditList(items=[_audit_view(e) for e in entries], next_cursor=next_cursor))
 
 
 def build(resources: Resources) -> OperatorService:
-    return OperatorService(resources.db, resources.mailer, resources.clock)
+    return OperatorService(resources.db, resources.clock)
 
 
 _U = "/v1/admin/users/{user_id}"
@@ -193,8 +191,9 @@ MODULE = ServiceModule(
             "Users' metadata and counts, by id (operators).",
             TAG,
             responses={200: AdminUserList},
-            errors=(404, 422),
+            errors=(404,),
             guard=_operators_only,
+            query=(LIMIT, ID_CURSOR),
         ),
         Endpoint(
             "GET",
@@ -254,8 +253,9 @@ MODULE = ServiceModule(
             "Incidents, newest first (operators).",
             TAG,
             responses={200: IncidentList},
-            errors=(404, 422),
+            errors=(404,),
             guard=_operators_only,
+            query=(LIMIT, NUMBER_CURSOR),
         ),
         Endpoint(
             "GET",
@@ -296,8 +296,9 @@ MODULE = ServiceModule(
             "The audit trail of operator actions, newest first (operators).",
             TAG,
             responses={200: AuditList},
-            errors=(404, 422),
+            errors=(404,),
             guard=_operators_only,
+            query=(LIMIT, NUMBER_CURSOR),
         ),
     ],
     build=build,

@@ -16,17 +16,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from veil.core import outbox
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
-from veil.core.mailer import Mailer
 from veil.core.problems import (
-    BackendUnavailable,
     FieldError,
     Problem,
     conflict,
     not_found,
-    unavailable,
     validation_failed,
 )
 from veil.core.security.authn import Principal
@@ -48,7 +46,10 @@ Your messages and files are end-to-end encrypted: Veil never holds the keys to r
 
 What we recommend:
   - sign in to Veil, review your active sessions and revoke any you do not recognise;
-  - change your Veil password, and change it anywhere else you used the same password;
+  - change your Veil password (with the Veil client: `veil-client password`), and change it
+    anywhere else you used the same password; this signs out all your other sessions;
+  - if you cannot sign in any more, reset your password with a code sent to this address
+    (`veil-client reset-password YOUR-EMAIL`);
   - verify your contacts' safety numbers again in the app.
 
 This notice deliberately contains no details about your data. We will never ask you for your
@@ -79,9 +80,8 @@ def _no_such_path() -> Problem:
 
 
 class OperatorService:
-    def __init__(self, db: Database, mailer: Mailer, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
-        self._mailer = mailer
         self._clock = clock
 
     async def check_operator(self, principal: Principal) -> None:
@@ -225,69 +225,37 @@ class OperatorService:
     async def notify(
         self, principal: Principal, incident_id: uuid.UUID, user_ids: list[uuid.UUID]
     ) -> Notified:
-        """Send the fixed notice to each listed user not yet told of this incident, then record
-        who was told and when. If the mail server gives up half-way, those already told are
-        recorded all the same and the answer is a 503: a retry tells only the rest."""
+        """Queue the fixed notice for each listed user not yet told of this incident, and record
+        who was told and when, in one transaction: the mails go out after the commit (the mail
+        outbox retries while the mail server is down), so the record and the mails never disagree
+        and a retry of the request tells nobody twice."""
         wanted = list(dict.fromkeys(user_ids))
-        async with self._as_operator(principal, "operator_notify_check") as conn:
+        now = self._clock.now()
+        async with self._as_operator(principal, "operator_notify") as conn:
             if not await store.incident_exists(conn, incident_id):
                 raise not_found("No such incident.")
             recipients = await store.recipients(conn, incident_id, wanted)
-        if len(recipients) != len(wanted):
-            raise not_found("No such user.")
-        pending = [r for r in recipients if not r.already_notified]
-        told: list[tuple[uuid.UUID, datetime]] = []
-        failure: BackendUnavailable | None = None
-        for recipient in pending:
-            try:
-                await self._mailer.send(recipient.email, NOTICE_SUBJECT, NOTICE_BODY)
-            except BackendUnavailable as exc:
-                failure = exc
-                break
-            told.append((recipient.user_id, self._clock.now()))
-        now = self._clock.now()
-        try:
-            await self._record_notices(principal, incident_id, told, now)
-        except BackendUnavailable:
-            # The mails are out but the log does not say so: leave what is needed to add it by hand.
-            log.error(
-                "incident_notifications_unrecorded",
-                incident_id=str(incident_id),
-                user_ids=[str(user_id) for user_id, _ in told],
-            )
-            raise
-        log.info(
-            "security_event", kind="incident_users_notified", incident_id=str(incident_id), count=len(told)
-        )
-        if failure is not None:
-            raise unavailable(
-                f"The mail server is unavailable; {len(told)} of {len(pending)} users were notified and "
-                "recorded. Retry to notify the rest."
-            ) from failure
-        return Notified(len(told), len(recipients) - len(pending), now)
-
-    async def _record_notices(
-        self,
-        principal: Principal,
-        incident_id: uuid.UUID,
-        told: list[tuple[uuid.UUID, datetime]],
-        now: datetime,
-    ) -> None:
-        # Recorded even if the caller lost the role meanwhile: these mails were sent.
-        async with self._db.transaction("operator_notify_record") as conn:
-            if told:
-                await store.insert_notifications(conn, incident_id, told)
+            if len(recipients) != len(wanted):
+                raise not_found("No such user.")
+            pending = [r for r in recipients if not r.already_notified]
+            await outbox.enqueue_many(conn, [r.email for r in pending], NOTICE_SUBJECT, NOTICE_BODY)
+            if pending:
+                await store.insert_notifications(conn, incident_id, [(r.user_id, now) for r in pending])
                 await store.insert_entry(
                     conn,
                     incident_id,
                     "notification",
-                    f"{len(told)} affected user(s) notified by email.",
+                    f"{len(pending)} affected user(s) notified by email.",
                     principal.user_id,
                     now,
                 )
             await store.audit(
                 conn, principal.user_id, "incident_users_notified", now, incident_id=incident_id
             )
+        log.info(
+            "security_event", kind="incident_users_notified", incident_id=str(incident_id), count=len(pending)
+        )
+        return Notified(len(pending), len(recipients) - len(pending), now)
 
     async def audit_trail(self, principal: Principal, before: int | None, limit: int) -> list[AuditEntry]:
         now = self._clock.now()

@@ -228,7 +228,7 @@ async def recipients(conn: Connection, incident_id: uuid.UUID, user_ids: list[uu
 async def insert_notifications(
     conn: Connection, incident_id: uuid.UUID, told: list[tuple[uuid.UUID, datetime]]
 ) -> None:
-    """One row per user told, with the time the mail server accepted their notice."""
+    """One row per user told, with the time their notice was queued for sending (veil.core.outbox)."""
     await conn.execute(
         """INSERT INTO incident_notifications (incident_id, user_id, notified_at)
            SELECT $1, t.user_id, t.notified_at

@@ -14,9 +14,11 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from veil.core.problems import BackendUnavailable, Problem, unauthorized, unavailable
+from veil.core.logging import get_logger
+from veil.core.problems import BackendUnavailable, Problem, too_many_requests, unauthorized, unavailable
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
+from veil.core.security.ratelimit import Rate, limiter_key
 from veil.core.security.tokens import InvalidToken
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, state_of
@@ -29,8 +31,11 @@ from veil.realtime import store
 from veil.realtime.connection import CLOSE_SESSION_ENDED, DeviceConnection
 from veil.realtime.hub import Hub
 
+log = get_logger(__name__)
+
 TAG = "realtime"
 TICKET_LIFETIME = timedelta(seconds=30)
+_MINUTE = 60.0
 
 
 class Ticket(ResponseModel):
@@ -53,9 +58,38 @@ class Realtime:
     async def close(self) -> None:
         await self.hub.close()
 
+    async def _limit(self, purpose: str, subject: str, per_minute: int, **context: str) -> None:
+        """One named budget (shared by every process, docs/adr/0008); 429 beyond it."""
+        decision = await self.resources.limiter.hit(
+            limiter_key(purpose, subject),
+            Rate.per_window(per_minute, _MINUTE),
+            self.resources.clock.now().timestamp(),
+        )
+        if not decision.allowed:
+            log.warning("security_event", kind="rate_limited", scope=purpose, **context)
+            raise too_many_requests(decision.retry_after_seconds)
+
+    async def check_connect_rate_ip(self, ip: str) -> None:
+        """Before any credential is looked at: handshakes cost database reads even when refused."""
+        await self._limit("ws-connect-ip", ip, self.resources.settings.ws_connects_per_ip_per_minute, ip=ip)
+
+    async def check_connect_rate_user(self, principal: Principal) -> None:
+        user = str(principal.user_id)
+        await self._limit("ws-connect", user, self.resources.settings.ws_connects_per_minute, user_id=user)
+
     async def issue_ticket(self, principal: Principal) -> tuple[str, datetime]:
-        ticket = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
-        expires_at = self.resources.clock.now() + TICKET_LIFETIME
+        """A ticket is random, and carries the expiry of the access token that asked for it: its
+        socket must not outlive that token either. Only its hash is stored, and the hash covers the
+        expiry, so a ticket with an edited expiry matches no row."""
+        user = str(principal.user_id)
+        await self._limit("ws-ticket", user, self.resources.settings.ws_tickets_per_minute, user_id=user)
+        now = self.resources.clock.now()
+        token_expires_at = principal.token_expires_at
+        if token_expires_at is None:  # not from a token: no longer than a token would live
+            token_expires_at = int(now.timestamp()) + self.resources.settings.access_token_ttl_seconds
+        random_part = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+        ticket = f"{random_part}.{token_expires_at}"
+        expires_at = now + TICKET_LIFETIME
         async with self.resources.db.transaction("realtime_ticket") as conn:
             await store.insert_ticket(
                 conn, hashlib.sha256(ticket.encode()).digest(), principal.session_id, expires_at
@@ -71,12 +105,18 @@ class Realtime:
         ticket = websocket.query_params.get("ticket")
         if not ticket or len(ticket) > 100:
             raise InvalidToken
+        _, _, exp = ticket.rpartition(".")
+        if not (exp.isascii() and exp.isdigit() and len(exp) <= 12):
+            raise InvalidToken
         now = self.resources.clock.now()
         async with self.resources.db.transaction("realtime_consume_ticket") as conn:
             found = await store.consume_ticket(conn, hashlib.sha256(ticket.encode()).digest(), now)
-        if found is None or not await self.resources.sessions.is_active(found[1], now):
+        # The token that asked for the ticket expired meanwhile: nothing left to open a socket for.
+        if found is None or int(exp) <= now.timestamp():
             raise InvalidToken
-        return Principal(found[0], found[1])
+        if not await self.resources.sessions.is_active(found[1], now):
+            raise InvalidToken
+        return Principal(found[0], found[1], int(exp))
 
 
 async def create_ticket(request: Request, principal: Principal) -> Response:
@@ -95,12 +135,17 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         )
         return
     try:
+        await realtime.check_connect_rate_ip(websocket.state.client_ip)
         principal = await realtime.authenticate(websocket)
+        await realtime.check_connect_rate_user(principal)
     except InvalidToken:
         await websocket.send_denial_response(problem_response(unauthorized()))
         return
     except BackendUnavailable:
         await websocket.send_denial_response(problem_response(unavailable()))
+        return
+    except Problem as refused:  # over a connect budget: 429 with Retry-After
+        await websocket.send_denial_response(problem_response(refused))
         return
     messaging: MessagingService = websocket.state.messaging
     keys: KeysService = websocket.state.keys
@@ -126,7 +171,13 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 def build(resources: Resources) -> Realtime:
     assert resources.settings.database_url is not None
-    return Realtime(Hub(resources.db, resources.settings.database_url.get_secret_value()), resources)
+    hub = Hub(
+        resources.db,
+        resources.settings.database_url.get_secret_value(),
+        resources.clock,
+        resources.settings.ws_recheck_seconds,
+    )
+    return Realtime(hub, resources)
 
 
 MODULE = ServiceModule(
@@ -139,6 +190,7 @@ MODULE = ServiceModule(
             "A single-use, 30-second ticket for `GET /v1/ws?ticket=`.",
             TAG,
             responses={201: Ticket},
+            rate_limited=True,
         ),
     ],
     build=build,

@@ -38,6 +38,7 @@ from veil.realtime.frames import EncodedMessage, device_message_frame, message_f
 log = get_logger(__name__)
 
 CLOSE_SHUTDOWN = 1001
+CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_SESSION_ENDED = 4401
 CLOSE_TOO_SLOW = 4408
 CLOSE_REPLACED = 4409
@@ -237,7 +238,16 @@ class DeviceConnection:
 
     async def _reader(self) -> None:
         while self._close_code is None:
-            raw = await self.websocket.receive_text()
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+            raw = message.get("text")
+            if raw is None:
+                # The protocol is JSON text; a binary frame is a client bug or a probe. RFC 6455
+                # has a close code for data of a type the endpoint cannot accept.
+                log.warning("ws_frame_refused", reason="binary frame", close_code=CLOSE_UNSUPPORTED_DATA)
+                self.close(CLOSE_UNSUPPORTED_DATA)
+                return
             try:
                 frame = orjson.loads(raw)
                 if not isinstance(frame, dict):

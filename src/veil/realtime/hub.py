@@ -7,7 +7,13 @@ Payloads carry ids only. If the listening connection drops, notifications in bet
 on reconnect every socket is woken as if everything were new: the pull from the database (and the
 replay on the client's next connection) is the safety net, see docs/adr/0011.
 
-Notifications go through one queue handled by one dispatcher task, in order.
+Access must not depend on a notification either. On reconnect, and every `recheck_seconds`, one
+query re-reads the session and the memberships of every open socket of this process: sockets of
+revoked or expired sessions close with 4401, conversations the user left stop. Live delivery also
+checks membership when it reads a new message, so a lost removal never lets a message through.
+
+Notifications (and re-checks, so that they apply in order with them) go through one queue handled
+by one dispatcher task.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import contextlib
 import uuid
 from typing import Any
 
+from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.listener import PgListener
 from veil.core.logging import get_logger
+from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import REVOCATION_CHANNEL
 from veil.messaging import store as messaging_store
 from veil.realtime import store
@@ -37,22 +45,30 @@ _CHANNELS = (
     REVOCATION_CHANNEL,
     CONNECT_CHANNEL,
 )
+# Not a PostgreSQL channel: the inbox entry that asks the dispatcher for a re-check.
+_RECHECK = ""
 
 
 class Hub:
-    def __init__(self, db: Database, dsn: str) -> None:
+    def __init__(self, db: Database, dsn: str, clock: Clock, recheck_seconds: float) -> None:
         self._db = db
+        self._clock = clock
+        self._recheck_seconds = recheck_seconds
+        self._recheck_queued = False
         self._by_device: dict[uuid.UUID, DeviceConnection] = {}
         self._by_user: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._by_conversation: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._listener = PgListener(dsn, _CHANNELS, self._on_notify, on_up=self._wake_everything, name="hub")
+        self._listener = PgListener(dsn, _CHANNELS, self._on_notify, on_up=self._listening_again, name="hub")
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         # After a gap in listening, every socket re-reads what it may have missed.
         self._listener.start()
-        self._tasks = [asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher")]
+        self._tasks = [
+            asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher"),
+            asyncio.create_task(self._recheck_forever(), name="hub-recheck"),
+        ]
 
     async def close(self) -> None:
         """Close every socket with 1001 (going away), then stop listening."""
@@ -111,6 +127,21 @@ class Hub:
     def _on_notify(self, channel: str, payload: str) -> None:
         self._inbox.put_nowait((channel, payload))
 
+    def _listening_again(self) -> None:
+        self._wake_everything()
+        self._queue_recheck()
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._recheck_seconds)
+            self._queue_recheck()
+
+    def _queue_recheck(self) -> None:
+        # One waiting re-check covers every request made before it runs.
+        if not self._recheck_queued:
+            self._recheck_queued = True
+            self._inbox.put_nowait((_RECHECK, ""))
+
     def _wake_everything(self) -> None:
         for connection in self._by_device.values():
             connection.wake_device()
@@ -128,7 +159,10 @@ class Hub:
                 log.exception("hub_dispatch_failed", channel=channel)
 
     async def _dispatch(self, channel: str, payload: str) -> None:
-        if channel == messaging_store.MESSAGE_CHANNEL:
+        if channel == _RECHECK:
+            self._recheck_queued = False
+            await self._recheck()
+        elif channel == messaging_store.MESSAGE_CHANNEL:
             conversation, seq = payload.split(":", 1)
             await self._new_message(uuid.UUID(conversation), int(seq))
         elif channel == DEVICE_CHANNEL:
@@ -167,18 +201,56 @@ class Hub:
 
     async def _new_message(self, conversation_id: uuid.UUID, seq: int) -> None:
         """Read the message once for every local socket of the conversation. Sockets that are not
-        exactly at seq - 1 read what they miss themselves (the message is only a shortcut)."""
+        exactly at seq - 1 read what they miss themselves (the message is only a shortcut).
+
+        Membership is read with it: a socket whose user is no longer a joined member (its removal
+        notification was lost, or is still on its way) is unsubscribed instead of served."""
         subscribers = list(self._by_conversation.get(conversation_id, ()))
         if not subscribers:
             return
         async with self._db.connection() as conn:
             records = await messaging_store.messages_after(conn, conversation_id, seq - 1, 1)
+            joined = await store.joined_among(conn, conversation_id, list({c.user_id for c in subscribers}))
         encoded = EncodedMessage.of(records[0]) if records and records[0].seq == seq else None
         for connection in subscribers:
-            if encoded is not None:
+            joined_after = joined.get(connection.user_id)
+            if joined_after is None:
+                self._unsubscribe(connection, conversation_id)
+            elif encoded is not None and joined_after < seq:
                 connection.offer(encoded)
             else:
                 connection.wake(conversation_id)
+
+    async def _recheck(self) -> None:
+        """Re-read every open socket's session and memberships, in one query for the process."""
+        connections = list(self._by_device.values())
+        if not connections:
+            return
+        try:
+            async with self._db.connection() as conn:
+                states = await store.socket_states(
+                    conn, [(c.device_id, c.user_id) for c in connections], self._clock.now()
+                )
+        except BackendUnavailable:
+            # Tried again at the next period, and when the listener comes back with the database.
+            log.warning("ws_recheck_failed", sockets=len(connections))
+            return
+        closed = 0
+        for connection in connections:
+            if self._by_device.get(connection.device_id) is not connection:
+                continue  # gone or replaced while the query ran
+            state = states.get(connection.device_id)
+            if state is None or not state.active:
+                connection.close(CLOSE_SESSION_ENDED)
+                closed += 1
+                continue
+            for conversation_id in connection.conversations - state.cursors.keys():
+                self._unsubscribe(connection, conversation_id)
+            for conversation_id, after in state.cursors.items():
+                if conversation_id not in connection.conversations:
+                    self._subscribe(connection, conversation_id, after)
+        if closed:
+            log.info("ws_recheck_closed", sockets=len(connections), closed=closed)
 
     async def _membership(self, event_id: int) -> None:
         async with self._db.connection() as conn:

@@ -19,6 +19,15 @@ class MembershipEvent:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class SocketState:
+    """What an open socket may still do: whether its session is active, and where delivery starts
+    in each conversation its user is a joined member of."""
+
+    active: bool
+    cursors: dict[uuid.UUID, int]
+
+
 async def insert_ticket(
     conn: Connection, ticket_hash: bytes, session_id: uuid.UUID, expires_at: datetime
 ) -> None:
@@ -77,3 +86,46 @@ async def contacts_of(conn: Connection, user_id: uuid.UUID) -> list[uuid.UUID]:
         user_id,
     )
     return [row["user_id"] for row in rows] or [user_id]
+
+
+async def joined_among(
+    conn: Connection, conversation_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Which of `user_ids` are joined members of the conversation, with their joined_after_seq."""
+    rows = await conn.fetch(
+        """SELECT user_id, joined_after_seq FROM members
+           WHERE conversation_id = $1 AND user_id = ANY($2::uuid[]) AND state = 'joined'""",
+        conversation_id,
+        user_ids,
+    )
+    return {row["user_id"]: row["joined_after_seq"] for row in rows}
+
+
+async def socket_states(
+    conn: Connection, sockets: list[tuple[uuid.UUID, uuid.UUID]], now: datetime
+) -> dict[uuid.UUID, SocketState]:
+    """For every (session_id, user_id) of an open socket, in one statement: is the session still
+    active (as `SessionGuard` decides) and its delivery cursors (as `delivery_cursors` computes),
+    keyed by session id. A session missing from the answer is not active."""
+    rows = await conn.fetch(
+        """SELECT t.session_id,
+                  EXISTS (SELECT 1 FROM sessions s JOIN users u ON u.id = s.user_id
+                          WHERE s.id = t.session_id AND s.user_id = t.user_id
+                            AND s.revoked_at IS NULL AND s.expires_at > $3
+                            AND u.status = 'active') AS active,
+                  m.conversation_id,
+                  GREATEST(m.joined_after_seq, COALESCE(d.acked_seq, 0)) AS cursor
+           FROM unnest($1::uuid[], $2::uuid[]) AS t (session_id, user_id)
+           LEFT JOIN members m ON m.user_id = t.user_id AND m.state = 'joined'
+           LEFT JOIN device_cursors d
+               ON d.device_id = t.session_id AND d.conversation_id = m.conversation_id""",
+        [session for session, _ in sockets],
+        [user for _, user in sockets],
+        now,
+    )
+    states: dict[uuid.UUID, SocketState] = {}
+    for row in rows:
+        state = states.setdefault(row["session_id"], SocketState(row["active"], {}))
+        if row["conversation_id"] is not None and state.active:
+            state.cursors[row["conversation_id"]] = row["cursor"]
+    return states

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from veil.core.problems import FieldError, Problem, unauthorized, validation_failed
 from veil.core.security.authn import Principal
 from veil.core.security.tokens import InvalidToken
+from veil.core.web.params import QueryParam, parse_query
 
 if TYPE_CHECKING:
     from veil.core.resources import Resources
@@ -46,11 +47,16 @@ class Endpoint:
     # Runs after authentication, before the body or the query is read: a caller it refuses learns
     # nothing from validation errors (the operator API is a 404 to everyone else).
     guard: Guard | None = None
+    # Every query parameter the handler reads: parsed before it runs (a 422 for a bad one) and
+    # published in the OpenAPI document from this same declaration.
+    query: tuple[QueryParam, ...] = ()
 
     def documented_errors(self) -> list[int]:
         implied = set(self.errors)
         if self.body is not None:
             implied |= {413, 415, 422}
+        if self.query:
+            implied.add(422)
         if self.authenticated:
             implied.add(401)
         if self.rate_limited:
@@ -68,6 +74,7 @@ class Endpoint:
             if self.guard is not None:
                 await self.guard(request, principal)
             args.append(principal)
+        request.state.query = parse_query(request, self.query)
         if self.body is not None:
             args.append(await parse_json_body(request, self.body, max_body_bytes))
         return await self.handler(request, *args)

@@ -45,7 +45,7 @@ _ERROR_DESCRIPTIONS = {
     409: "Conflicts with the current state.",
     413: "The body or a declared size is too large.",
     415: "The body is not JSON.",
-    422: "The body does not match the schema.",
+    422: "The body or a query parameter does not match the schema.",
     429: "Rate limited; see Retry-After.",
     503: "A backing service is unavailable.",
 }
@@ -86,7 +86,16 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
             "tags": [ep.tag],
             "responses": {},
         }
-        params = _parameters(ep.path)
+        params = _parameters(ep.path) + [
+            {
+                "name": param.name,
+                "in": "query",
+                "required": False,
+                "description": param.description,
+                "schema": param.schema(),
+            }
+            for param in ep.query
+        ]
         if params:
             operation["parameters"] = params
         if ep.authenticated:

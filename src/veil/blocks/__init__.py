@@ -1,0 +1,12 @@
+"""Blocks: a user stops another from reaching them.
+
+Blocking is one-way and restrains only the blocked user: they can no longer invite the blocker to a
+group or start a direct conversation with them (both answer exactly as for a user who does not
+exist), and device messages they send to the blocker's devices are accepted and dropped. The
+blocker keeps every ability of their own. Other services ask `is_blocked` inside their own
+transaction; it is the one published query on the `blocks` table.
+"""
+
+from veil.blocks.store import is_blocked
+
+__all__ = ["is_blocked"]
