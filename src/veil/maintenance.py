@@ -5,7 +5,7 @@ lock does the work, the others skip that round. The round ends sessions whose 30
 (which, through the `end_device` trigger, removes their keys and mailboxes), drops expired device
 messages into gap markers, and forgets rate-limiter keys and WebSocket tickets that carry no
 information any more, as well as sign-ups never confirmed, spent invites and expired known-device
-tokens, and applies the retention periods (`veil.retention`). The process that did
+tokens and password resets, and applies the retention periods (`veil.retention`). The process that did
 the round then purges accounts whose erasure grace window is over, and sweeps attachments
 (reservations never completed, attachments whose owner or conversation is gone or whose retention
 is over) and expired export archives, in transactions of their own because that work waits on the
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Coroutine
 
 from veil.account.purge import purge_due_accounts, sweep_export_archives
-from veil.auth import signup_store
+from veil.auth import recovery_store, signup_store
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
@@ -81,6 +81,7 @@ class Maintenance:
             signups = await signup_store.delete_expired_signups(conn, now)
             invites = await signup_store.delete_spent_invites(conn, now)
             device_tokens = await signup_store.delete_expired_device_tokens(conn, now)
+            resets = await recovery_store.delete_expired(conn, now)
             retained = await apply_retention(conn, self._retention, now)
         counts = {
             "sessions_expired": len(expired),
@@ -90,6 +91,7 @@ class Maintenance:
             "signups_expired": signups,
             "invites_dropped": invites,
             "device_tokens_expired": device_tokens,
+            "password_resets_expired": resets,
             **retained,
             "accounts_purged": await purge_due_accounts(self._db, now),
             "attachments_removed": await self._store_sweep(

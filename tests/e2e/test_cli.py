@@ -18,8 +18,8 @@ from typing import IO
 
 import pytest
 
+from tests.conftest import ServerFactory
 from tests.support import stackdir
-from tests.support.mail import latest_code
 from tests.support.server import LiveServer, free_port
 from tests.support.users import PASSWORD, bearer, login, new_email
 from veil.core.config import Settings
@@ -88,10 +88,17 @@ class Cli:
         return Session(process)
 
     def run_with_code(
-        self, profile: str, *args: str, email: str, before: tuple[str, ...] = (), after: tuple[str, ...] = ()
+        self,
+        profile: str,
+        *args: str,
+        email: str,
+        before: tuple[str, ...] = (),
+        after: tuple[str, ...] = (),
+        code: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command that mails `email` a code while it runs, answering as a person does: the
-        lines of `before`, then (once the message arrived in the mail sink) the code and `after`."""
+        lines of `before`, then (once the message arrived in the mail sink) the code and `after`.
+        With `code`, that is typed instead of the mailed one (and the message need not carry one)."""
         count = len(mailbox.messages_to(stackdir.test_mail_dir(), email)) + 1
         process = subprocess.Popen(
             self.argv(profile, args, server=True),
@@ -107,22 +114,24 @@ class Cli:
             process.stdin.write("".join(f"{line}\n" for line in before))
             process.stdin.flush()
             try:
-                code = mailbox.wait_for_code(stackdir.test_mail_dir(), email, count=count, timeout=20)
+                message = mailbox.wait_for_mail(stackdir.test_mail_dir(), email, count=count, timeout=20)
             except TimeoutError:
                 out, errors = process.communicate(timeout=60)
-                raise AssertionError(f"no code was mailed: {out} {errors}") from None
-            out, errors = process.communicate("".join(f"{line}\n" for line in (code, *after)), timeout=60)
+                raise AssertionError(f"nothing was mailed: {out} {errors}") from None
+            typed = code if code is not None else mailbox.code_in(message[count - 1])
+            assert typed is not None, "the message carries no code"
+            out, errors = process.communicate("".join(f"{line}\n" for line in (typed, *after)), timeout=60)
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait(10)
         return subprocess.CompletedProcess(process.args, process.returncode, out, errors)
 
-    def sign_up(self, profile: str, email: str | None = None) -> tuple[str, str]:
+    def sign_up(self, profile: str, *options: str) -> tuple[str, str]:
         """A new account signed in under `profile` in one run (password, then the emailed code):
         (email, user id)."""
-        email = email or new_email()
-        done = self.run_with_code(profile, "register", email, email=email, before=(PASSWORD,))
+        email = new_email()
+        done = self.run_with_code(profile, "register", email, *options, email=email, before=(PASSWORD,))
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr and "code was emailed" in done.stderr
         match = re.search(rf"Your user id: ({UUID})", done.stdout)
@@ -297,17 +306,12 @@ def test_send_file_and_get_file_byte_exact(cli: Cli, tmp_path: Path) -> None:
     )
 
 
-def test_export_writes_the_archive(cli: Cli, settings: Settings, tmp_path: Path) -> None:
+def test_export_writes_the_archive(cli: Cli, tmp_path: Path) -> None:
     email, _ = cli.sign_up("ada")
     output = tmp_path / "my-data.json"
-    export = cli.start("ada", "export", "--output", str(output))
-    try:
-        export.type(latest_code(settings, email))
-        code, errors = export.finish()
-    finally:
-        export.kill()
-    assert code == 0, errors
-    assert "code was emailed" in errors and "Traceback" not in errors
+    export = cli.run_with_code("ada", "export", "--output", str(output), email=email)
+    assert export.returncode == 0, export.stderr
+    assert "code was emailed" in export.stderr and "Traceback" not in export.stderr
     archive = json.loads(output.read_text())
     assert archive["format"] == "veil-export/1"
     assert archive["profile"]["email"] == email
@@ -316,18 +320,12 @@ def test_export_writes_the_archive(cli: Cli, settings: Settings, tmp_path: Path)
     assert_readable_failure(cli.run("ada", "export", "--output", str(tmp_path / "x.json"), stdin="000000\n"))
 
 
-def test_delete_account(cli: Cli, settings: Settings) -> None:
+def test_delete_account(cli: Cli) -> None:
     email, _ = cli.sign_up("ada")
     wrong = cli.run("ada", "delete-account", "--yes", stdin="not the password\n")
     assert_readable_failure(wrong, "Wrong password")
-    erase = cli.start("ada", "delete-account", "--yes")
-    try:
-        erase.type(PASSWORD)
-        erase.type(latest_code(settings, email))
-        code, errors = erase.finish()
-    finally:
-        erase.kill()
-    assert code == 0, errors
+    erase = cli.run_with_code("ada", "delete-account", "--yes", email=email, before=(PASSWORD,))
+    assert erase.returncode == 0, erase.stderr
     assert not (cli.home / "ada" / "keystore.veilks").exists()
     assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
 
@@ -355,9 +353,31 @@ def test_register_does_not_say_whether_an_address_is_taken(cli: Cli) -> None:
     email, _ = cli.sign_up("ada")
     # Registering a taken address runs like any sign-up; only the code is refused (the owner is
     # mailed a notice, which carries no code).
-    again = cli.run_with_code("eve", "register", email, email=email, before=(PASSWORD,))
+    again = cli.run_with_code("eve", "register", email, email=email, before=(PASSWORD,), code="000000")
     assert "code was emailed" in again.stderr
     assert_readable_failure(again, "not accepted")
+
+
+def test_register_with_an_invitation(make_server: ServerFactory, database_url: str, tmp_path: Path) -> None:
+    api = make_server(VEIL_REGISTRATION="invite", VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000")
+    cli = Cli(api, tmp_path / "home")
+    made = subprocess.run(
+        [sys.executable, "-m", "veil.cli", "invites", "create", "--uses", "1", "--expires", "1h"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    invite = made.stdout.strip()
+    uninvited = cli.run("eve", "register", new_email(), stdin=f"{PASSWORD}\n")
+    assert_readable_failure(uninvited, "refused the sign-up", "--invite CODE")
+    assert_readable_failure(
+        cli.run("eve", "register", new_email(), "--invite", "not-an-invite", stdin=f"{PASSWORD}\n"),
+        "refused the sign-up",
+    )
+    email, user_id = cli.sign_up("ada", "--invite", invite)
+    assert email in (whoami := cli.ok("ada", "whoami")) and f"Your user id: {user_id}" in whoami
 
 
 def test_password_change_signs_out_the_other_devices(cli: Cli) -> None:

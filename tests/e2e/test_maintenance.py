@@ -10,7 +10,8 @@ import asyncpg
 
 from tests.support.keys import bundle, random_envelope
 from tests.support.server import LiveServer
-from tests.support.users import bearer, login, register
+from tests.support.users import bearer, login, new_email, register, request_signup
+from veil.auth.signup import create_invite
 from veil.core.blobstore import BlobStore
 from veil.core.clock import FakeClock
 from veil.core.db import Database
@@ -52,3 +53,35 @@ async def test_a_round_ends_expired_sessions_and_their_devices(
         await conn.close()
     with api.client() as client:
         assert client.get("/v1/auth/sessions", headers=bearer(alice)).status_code == 401
+
+
+async def test_a_round_forgets_unconfirmed_sign_ups_spent_invites_and_old_device_tokens(
+    api: LiveServer, database_url: str, blobs: BlobStore
+) -> None:
+    with api.client() as client:
+        email = register(client)
+        login(client, email)  # a known-device token
+        pending = request_signup(client, new_email())  # never confirmed
+        client.post("/v1/auth/password-reset", json={"email": email})
+    assert pending
+    db = Database(database_url, max_size=2, timeout=5, metrics=Metrics())
+    await db.open()
+    try:
+        await create_invite(db, FakeClock(datetime.now(UTC)), uses=1, lifetime=timedelta(hours=1))
+        kept = await Maintenance(db, blobs, FakeClock(datetime.now(UTC))).run_once()
+        assert kept is not None
+        assert kept["signups_expired"] == kept["invites_dropped"] == kept["device_tokens_expired"] == 0
+        later = FakeClock(datetime.now(UTC) + timedelta(days=181))
+        counts = await Maintenance(db, blobs, later).run_once()
+        assert counts is not None
+        assert counts["signups_expired"] == counts["invites_dropped"] == 1
+        assert counts["device_tokens_expired"] == 1
+        assert counts["password_resets_expired"] == 1
+    finally:
+        await db.close()
+    conn = await asyncpg.connect(database_url)
+    try:
+        for table in ("signups", "invites", "device_tokens", "password_resets"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
+    finally:
+        await conn.close()

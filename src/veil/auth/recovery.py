@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from veil.auth import recovery_store as store
+from veil.auth import signup_store
 from veil.auth.policy import check_new_password, normalize_email
 from veil.core import outbox
 from veil.core.clock import Clock
@@ -149,7 +150,7 @@ class PasswordRecovery:
                 await store.delete_reset(conn, user_id)
                 ended = await store.end_every_session(conn, user_id, now)
                 await notify_revoked(conn, ended)  # open sockets close within seconds
-                await store.forget_device_tokens(conn, user_id)
+                await signup_store.forget_devices(conn, user_id)
                 await store.forget_limiter_keys(conn, login_failure_keys(canonical, ip))
                 await outbox.enqueue(
                     conn,

@@ -31,9 +31,10 @@ async def active_user_id(conn: Connection, email: str) -> uuid.UUID | None:
     return user_id
 
 
-async def delete_expired(conn: Connection, now: datetime) -> None:
+async def delete_expired(conn: Connection, now: datetime) -> int:
     """Pending resets nobody confirmed in time hold nothing useful any more."""
-    await conn.execute("DELETE FROM password_resets WHERE expires_at <= $1", now)
+    status = await conn.execute("DELETE FROM password_resets WHERE expires_at <= $1", now)
+    return int(status.split()[-1])
 
 
 async def replace_reset(
@@ -99,8 +100,3 @@ async def end_every_session(conn: Connection, user_id: uuid.UUID, now: datetime)
 
 async def forget_limiter_keys(conn: Connection, keys: list[str]) -> None:
     await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", keys)
-
-
-async def forget_device_tokens(conn: Connection, user_id: uuid.UUID) -> None:
-    """Known-device tokens (veil.auth.lockout) of the account: none survives a reset."""
-    await conn.execute("DELETE FROM device_tokens WHERE user_id = $1", user_id)

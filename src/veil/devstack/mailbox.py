@@ -2,12 +2,15 @@
 
 Tests, benchmarks, `make demo` and `veil-client` (against a development server) read emailed
 sign-up and confirmation codes from here; there is no switch that turns verification off.
+`python -m veil.devstack.mailbox EMAIL` prints the newest code for an address (README walk-through).
 """
 
 from __future__ import annotations
 
+import argparse
 import email
 import email.policy
+import os
 import re
 import time
 from email.message import EmailMessage
@@ -63,3 +66,20 @@ def wait_for_code(directory: Path, address: str, *, count: int = 1, timeout: flo
     if code is None:
         raise LookupError(f"message {count} to {address} carries no code")
     return code
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m veil.devstack.mailbox EMAIL`: print the newest code mailed to EMAIL."""
+    parser = argparse.ArgumentParser(prog="python -m veil.devstack.mailbox", description=main.__doc__)
+    parser.add_argument("email")
+    parser.add_argument("--dir", type=Path, default=None, help="default: $VEIL_DATA_DIR/mail or .data/mail")
+    args = parser.parse_args(argv)
+    directory = args.dir or Path(os.environ.get("VEIL_DATA_DIR", ".data")) / "mail"
+    codes = [code for code in map(code_in, messages_to(directory, args.email)) if code]
+    if not codes:
+        raise SystemExit(f"no code for {args.email} in {directory}")
+    print(codes[-1])
+
+
+if __name__ == "__main__":
+    main()
