@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from veil.account import store
+from veil.auth import lockout
+from veil.auth.signup import signup_mail_key
 from veil.core import outbox
 from veil.core.blobstore import BlobStore
 from veil.core.db import Connection, Database
@@ -31,7 +33,8 @@ async def purge_due_accounts(db: Database, now: datetime) -> int:
                     limiter_key("account-requests", str(account.id)),
                     limiter_key("groups", str(account.id)),
                     limiter_key("invitations", str(account.id)),
-                    limiter_key("login-failures", account.email),
+                    lockout.account_key(account.email),
+                    signup_mail_key(account.email),
                     limiter_key("password-change", str(account.id)),
                     limiter_key("password-reset", account.email),
                 ]

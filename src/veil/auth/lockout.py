@@ -26,6 +26,18 @@ from veil.core.security.ratelimit import Decision, Rate, RateLimiter, limiter_ke
 log = get_logger("veil.security")
 
 
+def device_key(email: str, device_token_hash: bytes) -> str:
+    return limiter_key("login-failures-device", f"{email}|{device_token_hash.hex()}")
+
+
+def address_key(email: str, ip: str) -> str:
+    return limiter_key("login-failures-address", f"{email}|{ip}")
+
+
+def account_key(email: str) -> str:
+    return limiter_key("login-failures", email)
+
+
 @dataclass(frozen=True)
 class Admission:
     """The budget slots one login attempt holds until it knows whether the password was right."""
@@ -43,19 +55,18 @@ class LoginThrottle:
         known to belong to this account. Keys are made of the canonical email, so unknown and
         existing accounts behave the same."""
         if device_token_hash is not None:
-            device_key = limiter_key("login-failures-device", f"{email}|{device_token_hash.hex()}")
-            await self._take(device_key, now, scope="login_failures_device", ip=ip)
-            return Admission((device_key,))
+            device = device_key(email, device_token_hash)
+            await self._take(device, now, scope="login_failures_device", ip=ip)
+            return Admission((device,))
 
-        address_key = limiter_key("login-failures-address", f"{email}|{ip}")
-        address = await self._take(address_key, now, scope="login_failures_address", ip=ip)
-        account_key = limiter_key("login-failures", email)
-        account = await self._limiter.hit(account_key, self._rate, now)
+        by_address, by_account = address_key(email, ip), account_key(email)
+        address = await self._take(by_address, now, scope="login_failures_address", ip=ip)
+        account = await self._limiter.hit(by_account, self._rate, now)
         if account.allowed:
-            return Admission((address_key, account_key))
+            return Admission((by_address, by_account))
         if address.first:
-            return Admission((address_key,))  # no failures of its own: still checked
-        await self._limiter.refund(address_key, self._rate, now)
+            return Admission((by_address,))  # no failures of its own: still checked
+        await self._limiter.refund(by_address, self._rate, now)
         log.warning("security_event", kind="rate_limited", scope="login_failures", ip=ip)
         raise too_many_requests(account.retry_after_seconds)
 

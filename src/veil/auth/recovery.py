@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from veil.auth import lockout, signup_store
 from veil.auth import recovery_store as store
-from veil.auth import signup_store
 from veil.auth.policy import check_new_password, normalize_email
 from veil.core import outbox
 from veil.core.clock import Clock
@@ -50,7 +50,7 @@ INVALID_RESET = "The code is wrong, expired or already used; ask for a new one."
 def login_failure_keys(email: str, ip: str) -> list[str]:
     """The failed-login budgets (veil.auth.lockout) a reset clears: the account's, and the one of
     the address the reset came from. Its owner has just proved they hold the mailbox."""
-    return [limiter_key("login-failures", email), limiter_key("login-failures-address", f"{email}|{ip}")]
+    return [lockout.account_key(email), lockout.address_key(email, ip)]
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ class SignupPolicy:
     mails_per_address: Rate
 
 
+def signup_mail_key(email: str) -> str:
+    """The per-address budget of sign-up mails (the purge forgets it with the account)."""
+    return limiter_key("signup-mail", email)
+
+
 def _code_hash(signup_id: uuid.UUID, code: str) -> bytes:
     return hashlib.sha256(signup_id.bytes + code.encode()).digest()
 
@@ -83,7 +88,7 @@ class SignupService:
         now = self._clock.now()
         # Per address, whether or not it has an account: nobody can mail-bomb a mailbox.
         verdict = await self._limiter.hit(
-            limiter_key("signup-mail", canonical), self._policy.mails_per_address, now.timestamp()
+            signup_mail_key(canonical), self._policy.mails_per_address, now.timestamp()
         )
         if not verdict.allowed:
             raise too_many_requests(verdict.retry_after_seconds)
