@@ -130,6 +130,21 @@ def test_a_blocked_user_cannot_start_a_direct_conversation(api: LiveServer) -> N
         assert start_direct(client, mallory, alice["user_id"]).status_code == 201
 
 
+def test_block_and_leave_ends_a_direct_conversation(api: LiveServer) -> None:
+    with api.client() as client:
+        alice, mallory = user(client), user(client)
+        cid = start_direct(client, mallory, alice["user_id"]).json()["conversation_id"]
+        assert block(client, alice, mallory["user_id"]).status_code == 204
+        assert client.delete(f"/v1/conversations/{cid}/members/me", headers=bearer(alice)).status_code == 204
+        refused = start_direct(client, mallory, alice["user_id"])
+        assert refused.status_code == 404
+        assert refused.json() == start_direct(client, mallory, str(uuid.uuid4())).json()
+        assert client.get("/v1/conversations", headers=bearer(alice)).json()["items"] == []
+        # Alice herself may still come back.
+        back = start_direct(client, alice, mallory["user_id"])
+        assert back.status_code == 200 and back.json()["conversation_id"] == cid
+
+
 def test_the_blocker_keeps_their_own_abilities(api: LiveServer) -> None:
     """A block restrains the blocked user only: the blocker may still start a conversation."""
     with api.client() as client:

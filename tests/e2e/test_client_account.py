@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import ServerFactory
 from tests.support import stackdir
 from tests.support.clients import FAST, Clients
 from tests.support.server import LiveServer
@@ -149,3 +150,30 @@ def test_block_unblock_and_list(clients: Clients) -> None:
     ada.unblock(bob.user_id)
     assert [b.user_id for b in ada.blocks()] == [carol.user_id]
     assert bob.create_direct(ada.user_id).conversation_id
+
+
+def test_a_known_device_signs_in_while_strangers_lock_the_account(
+    make_server: ServerFactory, tmp_path: Path
+) -> None:
+    api = make_server(VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000", VEIL_LOGIN_FAILURES="3")
+    email = new_email()
+    keystore = tmp_path / "ada.veilks"
+    with VeilClient(
+        api.base_url, verify=api.ssl_context(), keystore=keystore, passphrase="p", scrypt=FAST
+    ) as ada:
+        Clients.sign_up(ada, email)
+        ada.login(email, PASSWORD)
+        ada.logout()
+    with api.client() as stranger:
+        for _ in range(5):
+            guess = stranger.post("/v1/auth/login", json={"email": email, "password": "a wrong guess 123"})
+            assert guess.status_code in (401, 429)
+        # The account is now closed to clients the server does not know, the right password or not.
+        locked = stranger.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
+        assert locked.status_code == 429
+    # The owner's machine presents the device token from its key store and gets in.
+    with VeilClient(
+        api.base_url, verify=api.ssl_context(), keystore=keystore, passphrase="p", scrypt=FAST
+    ) as ada:
+        ada.login(email, PASSWORD)
+        assert ada.account()["email"] == email

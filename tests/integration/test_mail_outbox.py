@@ -59,7 +59,7 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 def delivery(
     db: Database, sender: Recorder, database_url: str, policy: RetryPolicy | None = None
 ) -> MailDelivery:
-    return MailDelivery(db, sender, Metrics(), database_url, policy or RetryPolicy(5, 0.2, 0.4))
+    return MailDelivery(db, sender, Metrics(), database_url, policy or RetryPolicy(5, 0.2, 0.4, jitter=0))
 
 
 async def queue(db: Database, *to: str) -> None:
@@ -101,7 +101,7 @@ async def test_mail_of_a_rolled_back_transaction_is_never_sent(
 async def test_a_notify_wakes_the_worker_at_once(database: Database, database_url: str) -> None:
     sender = Recorder()
     # Without the NOTIFY, the next look would be 5 s away.
-    worker = delivery(database, sender, database_url, RetryPolicy(5, 60, 60))
+    worker = delivery(database, sender, database_url, RetryPolicy(5, 60, 60, jitter=0))
     await worker.start()
     try:
         await asyncio.sleep(0.5)  # the listener is up and the first (empty) round is over
@@ -119,7 +119,7 @@ async def test_a_failed_attempt_is_retried_after_a_backoff(
 ) -> None:
     sender = Recorder(failures=2)
     metrics = Metrics()
-    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(5, 0.3, 0.6))
+    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(5, 0.3, 0.6, jitter=0))
     await queue(database, "flaky@example.org")
     assert await worker.deliver_due()
     row = await db.fetchrow(
@@ -146,7 +146,7 @@ async def test_after_the_last_attempt_the_mail_is_dropped_and_logged_without_add
 ) -> None:
     sender = Recorder(failures=100)
     metrics = Metrics()
-    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(3, 0.1, 0.1))
+    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(3, 0.1, 0.1, jitter=0))
     await queue(database, "unlucky@example.org")
     with capture_logs() as logs:
         await drain(worker, database)
@@ -235,3 +235,12 @@ async def test_the_erasure_purge_drops_mail_still_queued_for_the_address(
     assert [r["recipient"] for r in await db.fetch("SELECT recipient FROM mail_outbox")] == [
         "someone-else@example.org"
     ]
+
+
+def test_retry_delays_double_up_to_the_cap_and_are_spread_at_random() -> None:
+    exact = RetryPolicy(8, 30, 1800, jitter=0)
+    assert [exact.delay(n).total_seconds() for n in range(1, 9)] == [30, 60, 120, 240, 480, 960, 1800, 1800]
+    spread = RetryPolicy(8, 30, 1800)
+    delays = {spread.delay(1).total_seconds() for _ in range(50)}
+    assert all(15 <= d <= 45 for d in delays)
+    assert len(delays) > 40  # not one due time every worker would meet in step

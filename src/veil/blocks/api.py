@@ -55,7 +55,9 @@ MODULE = ServiceModule(
             "Block a user (idempotent). They can no longer invite the caller to a group or start a "
             "direct conversation with them (404, as for a user who does not exist), and their device "
             "messages to the caller's devices are dropped. The caller keeps every ability of their own. "
-            "Blocking oneself is a 422; an id without an account is a 404.",
+            "A block removes nobody from a conversation the two share; the caller leaves it, and the "
+            "blocked user cannot bring them back. Blocking oneself is a 422; an id without an "
+            "account is a 404.",
             TAG,
             responses={204: None},
             errors=(404, 422),

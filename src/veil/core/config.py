@@ -228,7 +228,9 @@ class Settings(BaseSettings):
 
     # Who may sign up: anyone (open), holders of an invite code from `veil invites create`
     # (invite), or nobody (closed: 403). Every sign-up confirms its address with an emailed code.
-    registration: Literal["open", "invite", "closed"] = Field("open", validation_alias=_env("VEIL_REGISTRATION"))
+    registration: Literal["open", "invite", "closed"] = Field(
+        "open", validation_alias=_env("VEIL_REGISTRATION")
+    )
     # Sign-up mails per address per hour (codes and "someone tried your address" notices alike).
     signup_mails_per_hour: int = Field(5, ge=1, validation_alias=_env("VEIL_SIGNUP_MAILS_PER_HOUR"))
     # Peers whose X-Forwarded-For / X-Request-ID are believed (the gateway). Comma-separated CIDRs.

@@ -4,9 +4,10 @@ A round claims up to `batch` due mails (SKIP LOCKED: workers in several processe
 without waiting on each other) in a short transaction that leases them, commits, and only then
 talks to the mail server, every mail of the batch at once. A mail the server took is deleted at
 once; one it refused, or that timed out, is retried after a backoff that doubles from
-`first_delay` up to `max_delay`; after `attempts` attempts it is dropped and the failure logged with
-the row's id and the kind of error only, never the address or the body. A worker is woken by the
-NOTIFY `enqueue` sends at commit, and otherwise looks for due retries every few seconds.
+`first_delay` up to `max_delay` (randomised, so that no worker keeps a mail to itself); after
+`attempts` attempts it is dropped and the failure logged with the row's id and the kind of error
+only, never the address or the body. A worker is woken by the NOTIFY `enqueue` sends at commit,
+and otherwise looks for due retries every few seconds.
 
 Delivery is at least once: if the process dies, or the database goes away, between the server
 taking a mail and the row's deletion, the lease runs out and the mail is sent again.
@@ -15,6 +16,7 @@ taking a mail and the row's deletion, the lease runs out and the mail is sent ag
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,10 +54,17 @@ class RetryPolicy:
     attempts: int
     first_delay: float
     max_delay: float
+    # Each delay is scaled by a random factor in [1 - jitter, 1 + jitter]. Without it, the worker
+    # that failed a mail wakes from its idle wait just as that mail is due again and retries it
+    # itself every time: one process whose mail server is unreachable would keep its failures
+    # from the processes whose server works. Random due times give every worker a fair chance.
+    jitter: float = 0.5
 
     def delay(self, attempts_made: int) -> timedelta:
         """The wait after the `attempts_made`-th failed attempt."""
-        return timedelta(seconds=min(self.max_delay, self.first_delay * 2 ** (attempts_made - 1)))
+        base = min(self.max_delay, self.first_delay * 2 ** (attempts_made - 1))
+        factor = random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311 (timing, not a secret)
+        return timedelta(seconds=base * factor)
 
 
 class MailDelivery:

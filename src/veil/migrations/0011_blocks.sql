@@ -1,7 +1,7 @@
--- Blocks (veil.blocks, served by the account process): the blocker no longer hears from the
--- blocked user. A blocked user cannot invite the blocker, start a direct conversation with them
--- (404, as for a user who does not exist) or queue device messages for their devices (accepted and
--- dropped). The primary key orders `GET /v1/blocks`; either account's erasure removes the row.
+-- Blocks (veil.blocks, served by the account process): a blocked user cannot invite the blocker,
+-- start a direct conversation with them (404, as for a user who does not exist) or queue device
+-- messages for their devices (accepted and dropped). The primary key orders `GET /v1/blocks`;
+-- either account's erasure removes the row.
 CREATE TABLE blocks (
     blocker_id  uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     blocked_id  uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,

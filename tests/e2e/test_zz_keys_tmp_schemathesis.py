@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ServerFactory
 from tests.support.users import login, register
 
+pytestmark = pytest.mark.slow
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
@@ -21,7 +22,7 @@ def test_schemathesis_finds_no_failures(make_server: ServerFactory) -> None:
         pair = login(client, register(client))
     # Operations that would end the identity's own session run last, in a run of their own, so the
     # rest of the API is exercised while the token is valid.
-    ending = "^/v1/auth/(logout|sessions/)"
+    ending = "^/v1/(devices|keys|users)"
     base = [
         sys.executable,
         "-m",
@@ -42,7 +43,7 @@ def test_schemathesis_finds_no_failures(make_server: ServerFactory) -> None:
         "-H",
         f"Authorization: Bearer {pair['access_token']}",
     ]
-    for selection in (["--include-path-regex", "^/v1/blocks|^/v1/conversations$|/invitations$"],):
+    for selection in (["--include-path-regex", ending],):
         result = subprocess.run(
             [*base, *selection], capture_output=True, text=True, timeout=600, cwd=CONFIG.parent
         )
