@@ -16,7 +16,7 @@ import httpx
 from tests.conftest import ServerFactory
 from tests.e2e.test_account import ask, confirm, user
 from tests.support.files import direct, put_to_store, reserve
-from tests.support.mail import latest_code
+from tests.support.mail import latest_code, messages_to
 from tests.support.users import bearer
 from veil.core.config import Settings
 
@@ -33,6 +33,16 @@ def assert_short(grant: dict[str, Any]) -> None:
     assert 0 < lifetime(grant["url"]) <= LIMIT, grant["url"]
     left = datetime.fromisoformat(grant["expires_at"]) - datetime.now(UTC)
     assert timedelta(0) < left <= timedelta(seconds=LIMIT)
+
+
+def confirmed_export(
+    client: httpx.Client, settings: Settings, who: dict[str, Any]
+) -> tuple[str, httpx.Response]:
+    """Ask for an export and confirm it with the code it mailed (after the sign-up mail)."""
+    before = len(messages_to(settings, who["email"]))
+    request_id: str = ask(client, who, type="export").json()["request_id"]
+    code = latest_code(settings, who["email"], count=before + 1)
+    return request_id, confirm(client, who, request_id, code)
 
 
 def test_attachment_upload_and_download_urls_live_at_most_300_s(make_server: ServerFactory) -> None:
@@ -59,8 +69,7 @@ def test_export_urls_are_short_but_the_archive_stays_for_fresh_ones(
     server = make_server()
     with server.client() as client:
         alice = user(client)
-        request_id = ask(client, alice, type="export").json()["request_id"]
-        done = confirm(client, alice, request_id, latest_code(settings, alice["email"]))
+        request_id, done = confirmed_export(client, settings, alice)
         assert done.status_code == 200, done.text
         assert_short(done.json()["download"])
         status = client.get(f"/v1/account/requests/{request_id}", headers=bearer(alice)).json()
@@ -74,8 +83,8 @@ def test_an_expired_export_url_is_refused_by_the_store_and_a_fresh_one_works(
     server = make_server(VEIL_EXPORT_URL_TTL="1")
     with server.client() as client:
         alice = user(client)
-        request_id = ask(client, alice, type="export").json()["request_id"]
-        first = confirm(client, alice, request_id, latest_code(settings, alice["email"])).json()["download"]
+        request_id, done = confirmed_export(client, settings, alice)
+        first = done.json()["download"]
         assert lifetime(first["url"]) == 1
         time.sleep(2.5)
         assert httpx.get(first["url"]).status_code == 403
