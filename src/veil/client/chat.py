@@ -37,6 +37,8 @@ from veil.client.profile import Profile
 
 _TICK_SECONDS = 0.1
 _POLL_SECONDS = 1.0
+# One-time prekeys a device keeps on the server (topped up when the server says `prekeys_low`).
+_PREKEY_TARGET = 100
 _QUIT = "/quit"
 
 
@@ -201,6 +203,10 @@ class Chat:
             self._on_receipt(
                 str(frame.get("user_id")), str(frame.get("receipt")), int(frame.get("up_to_seq", 0))
             )
+        elif kind == "prekeys_low":
+            # Strangers (or friends) are taking this device's one-time prekeys: upload more before
+            # new sessions have to fall back to the signed prekey alone.
+            self._client.publish_more_prekeys_if_low(_PREKEY_TARGET, target=_PREKEY_TARGET)
         elif kind == "membership" and frame.get("conversation_id") == self._cid:
             who = self._profile.name_of(str(frame.get("user_id")))
             change = _MEMBERSHIP.get(str(frame.get("kind")), str(frame.get("kind")))
