@@ -4,6 +4,7 @@ log and audit trail (enforced by the database), and content-free notices to affe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import subprocess
@@ -449,6 +450,31 @@ async def test_notifying_affected_users(
     )
     assert {str(r["user_id"]) for r in rows} == {alice["user_id"], bob["user_id"], carol["user_id"]}
     assert all(r["notified_at"] is not None for r in rows)
+
+
+async def test_concurrent_notifications_tell_each_user_once(
+    api: LiveServer, database_url: str, settings: Settings, db: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    """Several operators (or retries) notifying at once: each user is told once, and the answers
+    add up to exactly the users told."""
+    with api.client() as client:
+        op = operator(client, database_url)
+        people = [user(client) for _ in range(3)]
+        incident = create_incident(client, op)
+    path = f"/v1/admin/incidents/{incident['incident_id']}/notifications"
+    wanted = {"user_ids": [p["user_id"] for p in people]}
+    async with api.async_client() as aclient:
+        answers = await asyncio.gather(*(aclient.post(path, json=wanted, headers=bearer(op)) for _ in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
+    assert sum(a.json()["notified"] for a in answers) == 3
+    rows = await db.fetchval(
+        "SELECT count(*) FROM incident_notifications WHERE incident_id = $1", uuid.UUID(incident["incident_id"])
+    )
+    assert rows == 3
+    for who in people:
+        wait_for_mail(settings, who["email"], count=2)  # the sign-up code, then the notice
+    await asyncio.sleep(1)  # a second notice would be queued by now
+    assert all(len(messages_to(settings, who["email"])) == 2 for who in people)
 
 
 def test_the_audit_trail_has_one_row_per_operator_action(api: LiveServer, database_url: str) -> None:

@@ -4,9 +4,12 @@
 password is checked and hashed either way, and one mail is queued either way (the outbox sends it
 after the commit, veil.core.outbox) (a six-digit code to a
 new address, a short notice to an existing account's owner). No account exists until `verify`
-confirms the code; a pending sign-up is one row per address that expires. Codes are stored only
-as SHA-256 over (sign-up id || code), work once, expire and allow a few attempts; every way a code
-can fail gives one and the same 400.
+confirms a code. Each request is a pending row of its own that expires, so a code creates the
+account with the password of the request it was mailed for, and nobody can replace or cancel
+someone else's pending sign-up. Codes are stored only as SHA-256 over (sign-up id || code), work
+once, expire and allow a few attempts; every way a code can fail gives one and the same 400.
+Over the per-address mail budget the answer is still 202 (and nothing is mailed), so nobody can
+block someone else's sign-up with a 429.
 
 Registration modes: open, invite (an invite code from `veil invites create`, used up by one at
 each account it creates) and closed (403).
@@ -28,7 +31,7 @@ from veil.core import outbox
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
-from veil.core.problems import Problem, forbidden, too_many_requests, unavailable
+from veil.core.problems import Problem, forbidden, unavailable
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
 
@@ -86,15 +89,14 @@ class SignupService:
         canonical = normalize_email(email)
         check_new_password(password)
         now = self._clock.now()
-        # Per address, whether or not it has an account: nobody can mail-bomb a mailbox.
-        verdict = await self._limiter.hit(
-            signup_mail_key(canonical), self._policy.mails_per_address, now.timestamp()
-        )
-        if not verdict.allowed:
-            raise too_many_requests(verdict.retry_after_seconds)
         invite_id = await self._invite(invite_code, now)
         # Hashed whether or not the address is taken, so both answers take the same time.
         password_hash = await self._hash(password)
+        # Per address, whether or not it has an account: nobody can mail-bomb a mailbox. Over the
+        # budget the answer stays the same 202 (a 429 would let anyone block someone's sign-up).
+        verdict = await self._limiter.hit(
+            signup_mail_key(canonical), self._policy.mails_per_address, now.timestamp()
+        )
         signup_id, code = uuid.uuid4(), f"{secrets.randbelow(10**6):06d}"
         signup = store.Signup(
             id=signup_id,
@@ -108,7 +110,10 @@ class SignupService:
         minutes = int(self._policy.code_ttl.total_seconds() // 60)
         async with self._db.transaction("auth_signup") as conn:
             # Either way one mail is queued in this transaction and sent after it commits.
-            if await store.email_in_use(conn, canonical):
+            taken = await store.email_in_use(conn, canonical)
+            if not verdict.allowed:
+                log.warning("security_event", kind="rate_limited", scope="signup_mail")
+            elif taken:
                 await outbox.enqueue(
                     conn,
                     canonical,
@@ -118,7 +123,7 @@ class SignupService:
                     "reset it by email (`veil-client reset-password`).\n",
                 )
             else:
-                await store.put_signup(conn, signup, now)
+                await store.insert_signup(conn, signup, now)
                 await outbox.enqueue(
                     conn,
                     canonical,
@@ -130,35 +135,39 @@ class SignupService:
         log.info("security_event", kind="signup_requested")
 
     async def verify(self, email: str, code: str) -> uuid.UUID:
-        """Create the account a pending sign-up asked for, if `code` is its code."""
+        """Create the account of the pending sign-up whose code this is."""
         canonical = normalize_email(email)
         now = self._clock.now()
         user_id = uuid.uuid4()
         created = False
         async with self._db.transaction("auth_signup_verify") as conn:
-            signup = await store.lock_signup(conn, canonical)
-            usable = (
-                signup is not None and signup.expires_at > now and signup.attempts < self._policy.max_attempts
-            )
-            if signup is not None and usable:
-                if not hmac.compare_digest(signup.code_hash, _code_hash(signup.id, code)):
-                    await store.count_attempt(conn, canonical)
-                else:
-                    if signup.invite_id is not None and not await store.use_invite(
-                        conn, signup.invite_id, now
-                    ):
-                        raise forbidden("The invite code was used up or has expired meanwhile.")
-                    try:
-                        await store.create_verified_user(conn, user_id, canonical, signup.password_hash, now)
-                        created = True
-                    except store.EmailTaken:
-                        pass  # signed up meanwhile by another pending request: same 400
-                    await store.delete_signup(conn, canonical)
+            live = await store.lock_live_signups(conn, canonical, now, self._policy.max_attempts)
+            match = next((s for s in live if hmac.compare_digest(s.code_hash, _code_hash(s.id, code))), None)
+            if match is None:
+                # Which request a wrong code was meant for is unknown: it counts against all.
+                await store.count_attempt(conn, [s.id for s in live])
+            elif self._admits(match):
+                invite = match.invite_id
+                if invite is not None and not await store.use_invite(conn, invite, now):
+                    raise forbidden("The invite code was used up or has expired meanwhile.")
+                try:
+                    await store.create_verified_user(conn, user_id, canonical, match.password_hash, now)
+                    created = True
+                except store.EmailTaken:
+                    pass  # signed up meanwhile by another request: the same 400
+                await store.delete_signups_of(conn, canonical)
         if not created:  # raised after the commit, so a wrong attempt counts
             log.warning("security_event", kind="signup_code_refused")
             raise _wrong_code()
         log.info("security_event", kind="registered", user_id=str(user_id))
         return user_id
+
+    def _admits(self, signup: store.Signup) -> bool:
+        """Whether the registration mode in force now still lets this sign-up through: a server that
+        closed registration, or became invite-only, after the request refuses it."""
+        if self._policy.mode == "closed":
+            return False
+        return self._policy.mode == "open" or signup.invite_id is not None
 
     async def _invite(self, code: str | None, now: datetime) -> uuid.UUID | None:
         if self._policy.mode != "invite":

@@ -30,19 +30,13 @@ async def email_in_use(conn: Connection, email: str) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE email = $1)", email))
 
 
-async def put_signup(conn: Connection, signup: Signup, now: datetime) -> None:
-    """Record a pending sign-up; one per address, so a new request replaces an older one (and its
-    code and attempt count)."""
+async def insert_signup(conn: Connection, signup: Signup, now: datetime) -> None:
     await conn.execute(
         """INSERT INTO signups
-               (email, id, password_hash, code_hash, invite_id, attempts, created_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, 0, $6, $7)
-           ON CONFLICT (email) DO UPDATE SET
-               id = EXCLUDED.id, password_hash = EXCLUDED.password_hash, code_hash = EXCLUDED.code_hash,
-               invite_id = EXCLUDED.invite_id, attempts = 0, created_at = EXCLUDED.created_at,
-               expires_at = EXCLUDED.expires_at""",
-        signup.email,
+               (id, email, password_hash, code_hash, invite_id, attempts, created_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, 0, $6, $7)""",
         signup.id,
+        signup.email,
         signup.password_hash,
         signup.code_hash,
         signup.invite_id,
@@ -51,20 +45,24 @@ async def put_signup(conn: Connection, signup: Signup, now: datetime) -> None:
     )
 
 
-async def lock_signup(conn: Connection, email: str) -> Signup | None:
-    row = await conn.fetchrow(
+async def lock_live_signups(conn: Connection, email: str, now: datetime, max_attempts: int) -> list[Signup]:
+    """The address's sign-ups that a code may still confirm, locked until the transaction ends."""
+    rows = await conn.fetch(
         """SELECT id, email, password_hash, code_hash, invite_id, attempts, expires_at
-           FROM signups WHERE email = $1 FOR UPDATE""",
+           FROM signups WHERE email = $1 AND expires_at > $2 AND attempts < $3
+           ORDER BY created_at FOR UPDATE""",
         email,
+        now,
+        max_attempts,
     )
-    return Signup(**dict(row)) if row else None
+    return [Signup(**dict(row)) for row in rows]
 
 
-async def count_attempt(conn: Connection, email: str) -> None:
-    await conn.execute("UPDATE signups SET attempts = attempts + 1 WHERE email = $1", email)
+async def count_attempt(conn: Connection, ids: list[uuid.UUID]) -> None:
+    await conn.execute("UPDATE signups SET attempts = attempts + 1 WHERE id = ANY($1::uuid[])", ids)
 
 
-async def delete_signup(conn: Connection, email: str) -> None:
+async def delete_signups_of(conn: Connection, email: str) -> None:
     await conn.execute("DELETE FROM signups WHERE email = $1", email)
 
 

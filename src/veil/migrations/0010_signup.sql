@@ -1,12 +1,15 @@
 -- Sign-up verification, invitations and known devices (Auth service; docs/adr/0015).
 
--- A sign-up waiting for its emailed code. No account exists until the code is confirmed, so an
--- address that never answers leaves nothing but this row, which expires. One pending sign-up per
--- address: asking again replaces it (new code, new password hash). The code is stored only as
--- SHA-256 over (id || code); it is single use (the row goes), expires and allows few attempts.
+-- A sign-up waiting for its emailed code. No account exists until a code is confirmed, so an
+-- address that never answers leaves nothing but these rows, which expire. Each request is a row of
+-- its own with its own password hash and code: a later request for the same address (perhaps by
+-- someone else) neither replaces nor cancels an earlier one, and a code only ever creates the
+-- account with the password of the request it was mailed for. Codes are stored only as SHA-256
+-- over (id || code); they work once (every row of the address goes when one is confirmed), expire
+-- and allow few attempts (a wrong code counts against every live row of the address).
 CREATE TABLE signups (
-    email          text PRIMARY KEY,
-    id             uuid NOT NULL UNIQUE,
+    id             uuid PRIMARY KEY,
+    email          text NOT NULL,
     password_hash  text NOT NULL,
     code_hash      bytea NOT NULL CHECK (length(code_hash) = 32),
     invite_id      uuid,
@@ -14,6 +17,7 @@ CREATE TABLE signups (
     created_at     timestamptz NOT NULL,
     expires_at     timestamptz NOT NULL
 );
+CREATE INDEX signups_by_email ON signups (email, created_at);
 CREATE INDEX signups_by_expiry ON signups (expires_at);
 
 -- Invitations for VEIL_REGISTRATION=invite, made from a shell (`veil invites create`). The code is
@@ -25,7 +29,8 @@ CREATE TABLE invites (
     created_at  timestamptz NOT NULL,
     expires_at  timestamptz NOT NULL
 );
-ALTER TABLE signups ADD FOREIGN KEY (invite_id) REFERENCES invites (id) ON DELETE SET NULL;
+-- A sign-up made with an invite dies with it: a spent or expired invite creates no more accounts.
+ALTER TABLE signups ADD FOREIGN KEY (invite_id) REFERENCES invites (id) ON DELETE CASCADE;
 
 -- Known devices for the failed-login lock-out: a successful login hands out an opaque token (only
 -- its SHA-256 is kept); a later login that presents it is not subject to the account-wide

@@ -232,7 +232,9 @@ class OperatorService:
         wanted = list(dict.fromkeys(user_ids))
         now = self._clock.now()
         async with self._as_operator(principal, "operator_notify") as conn:
-            if not await store.incident_exists(conn, incident_id):
+            # Locked before "who was told" is read: two concurrent notifications would otherwise
+            # both read "not yet" and mail everyone twice.
+            if not await store.lock_incident(conn, incident_id):
                 raise not_found("No such incident.")
             recipients = await store.recipients(conn, incident_id, wanted)
             if len(recipients) != len(wanted):

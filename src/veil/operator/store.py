@@ -176,6 +176,13 @@ async def incident_exists(conn: Connection, incident_id: uuid.UUID) -> bool:
     return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM incidents WHERE id = $1)", incident_id))
 
 
+async def lock_incident(conn: Connection, incident_id: uuid.UUID) -> bool:
+    """Whether the incident exists; if so its row stays locked until the transaction ends, so that
+    concurrent notifications of it queue and each sees who the previous one told."""
+    found = await conn.fetchval("SELECT 1 FROM incidents WHERE id = $1 FOR UPDATE", incident_id)
+    return found is not None
+
+
 async def entries(conn: Connection, incident_id: uuid.UUID) -> list[IncidentEntry]:
     rows = await conn.fetch(
         """SELECT id AS seq, kind, body, created_at, author_id FROM incident_entries

@@ -11,9 +11,11 @@ nothing.
 Two stores implement the same interface: `MemoryRateLimiter` for a single process, and
 `PostgresRateLimiter`, whose check-and-update is one atomic statement, for any number of
 processes sharing the database (the default; see docs/adr/0008). `peek` answers "would a hit be
-allowed?" without consuming. `refund` gives one hit back: the failed-login budget takes its slot
+allowed?" without consuming. `refund` gives hits back: the failed-login budget takes its slot
 before the password is checked, so concurrent guesses cannot overshoot it, and returns the slot when
-the password was right (docs/adr/0015).
+the password was right (docs/adr/0015). `forget` drops keys altogether (a confirmed password reset
+clears the failed-login budgets of its account). A hit weighing more than the burst is refused, on
+a key's first hit too, by both stores.
 """
 
 from __future__ import annotations
@@ -63,7 +65,9 @@ class RateLimiter(Protocol):
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision: ...
 
-    async def refund(self, key: str, rate: Rate, now: float) -> None: ...
+    async def refund(self, key: str, rate: Rate, now: float, cost: int = 1) -> None: ...
+
+    async def forget(self, keys: list[str]) -> None: ...
 
 
 def limiter_key(purpose: str, subject: str) -> str:
@@ -84,9 +88,9 @@ def _decide(tat: float | None, rate: Rate, now: float, cost: int = 1) -> tuple[D
     return Decision(True, first=tat is None or tat <= now), new_tat
 
 
-def _refunded(tat: float, rate: Rate, now: float) -> float:
-    # Never below now: a refund returns a slot, it does not bank credit for later.
-    return max(tat - rate.interval, now)
+def _refunded(tat: float, rate: Rate, now: float, cost: int = 1) -> float:
+    # Never below now: a refund returns slots, it does not bank credit for later.
+    return max(tat - rate.interval * cost, now)
 
 
 class Unlimited:
@@ -98,7 +102,10 @@ class Unlimited:
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
         return Decision(True)
 
-    async def refund(self, key: str, rate: Rate, now: float) -> None:
+    async def refund(self, key: str, rate: Rate, now: float, cost: int = 1) -> None:
+        return None
+
+    async def forget(self, keys: list[str]) -> None:
         return None
 
 
@@ -121,17 +128,24 @@ class MemoryRateLimiter:
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
         return _decide(self._tat.get(key), rate, now)[0]
 
-    async def refund(self, key: str, rate: Rate, now: float) -> None:
+    async def refund(self, key: str, rate: Rate, now: float, cost: int = 1) -> None:
         if key in self._tat:
-            self._tat[key] = _refunded(self._tat[key], rate, now)
+            self._tat[key] = _refunded(self._tat[key], rate, now, cost)
+
+    async def forget(self, keys: list[str]) -> None:
+        for key in keys:
+            self._tat.pop(key, None)
 
 
 class PostgresRateLimiter:
     """Shared by every process on the database. The update only happens when allowed, in the
     same statement that decides, so concurrent requests across processes cannot overshoot."""
 
+    # A new key is only inserted when the hit fits its tolerance (a cost above the burst does
+    # not), exactly as an existing key is only updated then.
     _HIT = """
-        INSERT INTO rate_limits AS r (key, tat) VALUES ($1, $2::float8 + $3::float8)
+        INSERT INTO rate_limits AS r (key, tat)
+        VALUES ($1, $2::float8 + $3::float8)
         ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2::float8) + $3::float8
             WHERE GREATEST(r.tat, $2::float8) + $3::float8 - $2::float8 <= $4::float8 + 1e-9
         RETURNING tat
@@ -159,11 +173,15 @@ class PostgresRateLimiter:
             tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
         return _decide(tat, rate, now)[0]
 
-    async def refund(self, key: str, rate: Rate, now: float) -> None:
+    async def refund(self, key: str, rate: Rate, now: float, cost: int = 1) -> None:
         async with self._db.transaction("ratelimit_refund") as conn:
             await conn.execute(
                 "UPDATE rate_limits SET tat = GREATEST(tat - $2::float8, $3::float8) WHERE key = $1",
                 key,
-                rate.interval,
+                rate.interval * cost,
                 now,
             )
+
+    async def forget(self, keys: list[str]) -> None:
+        async with self._db.transaction("ratelimit_forget") as conn:
+            await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", keys)
