@@ -7,13 +7,16 @@ Behind a trusted gateway (VEIL_TRUSTED_PROXIES) each request can come from anoth
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
 
 from tests.conftest import ServerFactory
+from tests.support.mail import latest_code, messages_to
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, login, register
+from veil.core.config import Settings
 
 ATTACKER = "203.0.113.7"
 OWNER = "192.0.2.1"
@@ -126,3 +129,71 @@ def test_unknown_accounts_are_limited_like_known_ones(make_server: ServerFactory
         for email in (known, unknown):
             statuses = [_login(client, email, "wrong", ATTACKER).status_code for _ in range(11)]
             assert statuses == [401] * 10 + [429], email
+
+
+def test_an_address_that_failed_gets_no_new_guess_until_its_window_is_over(
+    make_server: ServerFactory,
+) -> None:
+    """Once the account's budget is spent, an address that failed this window stays refused even
+    after one interval has passed (only the account budget's own refill lets one guess through)."""
+    api = make_server(
+        VEIL_TRUSTED_PROXIES="127.0.0.1/32",
+        VEIL_LOGIN_FAILURES="2",
+        VEIL_LOGIN_FAILURE_WINDOW="8",  # one interval: 4 s
+        VEIL_AUTH_RATE="10000",
+        VEIL_AUTH_BURST="10000",
+    )
+    addresses = [f"203.0.113.{i}" for i in range(4)]
+    with api.client() as client:
+        email = register(client)
+        assert [_login(client, email, "wrong", ip).status_code for ip in addresses] == [401] * 4
+        time.sleep(4.5)
+        statuses = [_login(client, email, "wrong again", ip).status_code for ip in addresses]
+    # The account budget refilled one slot in the interval; nothing else gets through.
+    assert sorted(statuses) == [401, 429, 429, 429]
+
+
+def test_an_ipv6_network_counts_as_one_address(make_server: ServerFactory) -> None:
+    api = _gateway(make_server)
+    with api.client() as client:
+        email = register(client)
+        statuses = [_login(client, email, "wrong", f"2001:db8:0:7::{i:x}").status_code for i in range(1, 12)]
+        assert statuses == [401] * 10 + [429]
+        assert _login(client, email, PASSWORD, "2001:db8:0:7::beef").status_code == 429
+        assert _login(client, email, PASSWORD, "2001:db8:0:8::1").status_code == 200
+
+
+async def test_a_login_racing_a_password_reset_never_outlives_it(
+    make_server: ServerFactory, settings: Settings
+) -> None:
+    """A login that checked the old password while a reset committed must not end up with a live
+    session: the reset's "old password stops working at once" holds under concurrency."""
+    api = _gateway(make_server)
+    with api.client() as client:
+        email = register(client)
+    async with api.async_client() as client:
+        for round_number in range(4):
+            old = PASSWORD if round_number == 0 else f"{PASSWORD} {round_number}"
+            new = f"{PASSWORD} {round_number + 1}"
+            before = len(messages_to(settings, email))
+            asked = await client.post("/v1/auth/password-reset", json={"email": email})
+            assert asked.status_code == 202
+            code = await asyncio.to_thread(latest_code, settings, email, count=before + 1)
+            logged_in, reset = await asyncio.gather(
+                client.post("/v1/auth/login", json={"email": email, "password": old}),
+                client.post(
+                    "/v1/auth/password-reset/confirm",
+                    json={"email": email, "code": code, "new_password": new},
+                ),
+            )
+            assert reset.status_code == 204, reset.text
+            if logged_in.status_code == 200:
+                token = logged_in.json()["access_token"]
+                sessions = await client.get("/v1/auth/sessions", headers={"Authorization": f"Bearer {token}"})
+                assert sessions.status_code == 401, (
+                    f"round {round_number}: the old password outlived the reset"
+                )
+            else:
+                assert logged_in.status_code == 401
+            refused = await client.post("/v1/auth/login", json={"email": email, "password": old})
+            assert refused.status_code == 401

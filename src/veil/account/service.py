@@ -154,25 +154,16 @@ class AccountService:
             await store.insert_request(conn, request)
             # Sent after the commit: a request is never left without its code, nor a code without
             # its request, and the answer does not wait for the mail server.
-            if kind == "email_change" and await store.email_in_use(conn, recipient):
-                # No oracle: the requester gets the same 202; the address's owner gets a notice, and
-                # nobody the code, so the request can never be confirmed (ADR 0015).
-                await outbox.enqueue(
-                    conn,
-                    recipient,
-                    "Someone tried to move a Veil account to your address",
-                    "Someone asked to make this address the login of another Veil account. This\n"
-                    "address already has an account, so nothing was changed. You need not do anything.\n",
-                )
-            else:
-                await outbox.enqueue(
-                    conn,
-                    recipient,
-                    "Your Veil confirmation code",
-                    f"Your code to confirm {_PURPOSES[kind]} is {code}.\n"
-                    f"It expires in {minutes} minutes and works once.\n\n"
-                    "If you did not ask for this, ignore this message and consider changing your password.\n",
-                )
+            # No oracle: whether the new address is taken shows only at confirmation (409), which
+            # needs the code mailed to that address (ADR 0015).
+            await outbox.enqueue(
+                conn,
+                recipient,
+                "Your Veil confirmation code",
+                f"Your code to confirm {_PURPOSES[kind]} is {code}.\n"
+                f"It expires in {minutes} minutes and works once.\n\n"
+                "If you did not ask for this, ignore this message and consider changing your password.\n",
+            )
         log.info("security_event", kind="account_request", type=kind, user_id=str(account.id))
         return request_id
 

@@ -121,13 +121,17 @@ class AuthService:
             canonical, client.ip, presented if known else None, now.timestamp()
         )
         # Always one Argon2 verification, against a dummy hash when there is no such user.
-        matches = await self._verify(user.password_hash if user else None, password)
+        try:
+            matches = await self._verify(user.password_hash if user else None, password)
+        except BaseException:  # overloaded (503) or cancelled: no guess was made, so no failure
+            await self._throttle.give_back(admission, now.timestamp())
+            raise
         if user is None or not matches or user.status != "active":
             log.warning(
                 "security_event", kind="login_failed", ip=client.ip, user_id=str(user.id) if user else None
             )
             raise unauthorized(INVALID_CREDENTIALS)
-        await self._throttle.succeeded(admission, now.timestamp())
+        await self._throttle.give_back(admission, now.timestamp())
 
         rehash = await self._hash(password) if self._passwords.needs_rehash(user.password_hash) else None
         session_id = uuid.uuid4()
@@ -136,6 +140,11 @@ class AuthService:
         issued_device_token = device_token if known and device_token else _new_token()
         expires_at = now + self._refresh_ttl
         async with self._db.transaction("auth_login") as conn:
+            # The password checked above must still be the account's: a reset or change that
+            # committed meanwhile ends this login too. The row stays share-locked until the
+            # session is in, so a reset or change that comes later also ends it.
+            if await store.lock_password_hash(conn, user.id) != user.password_hash:
+                raise unauthorized(INVALID_CREDENTIALS)
             if rehash is not None:
                 await store.update_password_hash(conn, user.id, rehash, now)
             await store.insert_session(

@@ -54,6 +54,15 @@ async def user_by_email(conn: Connection, email: str) -> UserRecord | None:
     return UserRecord(row["id"], row["password_hash"], row["status"]) if row else None
 
 
+async def lock_password_hash(conn: Connection, user_id: uuid.UUID) -> str | None:
+    """The account's password hash, share-locked until the transaction ends (None if the account
+    is gone or not active)."""
+    password_hash: str | None = await conn.fetchval(
+        "SELECT password_hash FROM users WHERE id = $1 AND status = 'active' FOR SHARE", user_id
+    )
+    return password_hash
+
+
 async def update_password_hash(
     conn: Connection, user_id: uuid.UUID, password_hash: str, now: datetime
 ) -> None:
