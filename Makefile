@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Test processes, each with its own private stack; most of a test's time is spent waiting on servers.
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
@@ -30,8 +32,8 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: lint ## Lint, types, then unit, integration and e2e tests on a private stack (.data-test)
-	VEIL_TEST_DATA_DIR=.data-test $(BIN)/pytest
+test: lint ## Lint, types, then unit, integration and e2e tests on private stacks (.data-test/gw*)
+	VEIL_TEST_DATA_DIR=.data-test $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 unit: $(STAMP) ## Only the fast unit tests
 	$(BIN)/pytest tests/unit

@@ -9,6 +9,7 @@ used instead and nothing is started.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -156,3 +157,14 @@ def server(make_server: ServerFactory) -> LiveServer:
 def api(make_server: ServerFactory) -> LiveServer:
     """A server whose per-IP auth limit is out of the way of functional tests."""
     return make_server(VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000")
+
+
+_RANDOM_LOOKING = re.compile(r"^[A-Za-z0-9+/=_-]{16,}$")
+
+
+def pytest_make_parametrize_id(config: pytest.Config, val: object, argname: str) -> str | None:
+    """Stable ids for parameters made of random bytes (base64 of `os.urandom`), so that every
+    pytest-xdist worker collects the same tests."""
+    if isinstance(val, str) and _RANDOM_LOOKING.match(val):
+        return f"{argname}-{len(val)}-chars"
+    return None

@@ -208,9 +208,9 @@ def test_envelopes_from_a_blocked_sender_are_accepted_and_dropped(api: LiveServe
         assert response.json() == {"queued": 3}
         assert queued(client, bob) == [] and queued(client, bobs_phone) == []
         assert [m["sender_id"] for m in queued(client, carol)] == [mallory["user_id"]]
-        # Nothing stored means no share of the queue used: never a 429 that would tell.
-        for _ in range(3):
-            assert send(client, mallory, [bob["session_id"]] * 100).status_code == 202
+        # Nothing stored, yet the share fills as if it were (the next test compares both).
+        assert send(client, mallory, [bob["session_id"]] * 99).status_code == 202
+        assert send(client, mallory, [bob["session_id"]]).status_code == 429
         assert queued(client, bob) == []
         # Others still reach Bob; and once unblocked, Mallory does too.
         assert send(client, carol, [bob["session_id"]]).status_code == 202
@@ -218,3 +218,26 @@ def test_envelopes_from_a_blocked_sender_are_accepted_and_dropped(api: LiveServe
         assert client.delete(f"/v1/blocks/{mallory['user_id']}", headers=bearer(bob)).status_code == 204
         assert send(client, mallory, [bob["session_id"]]).status_code == 202
         assert [m["sender_id"] for m in queued(client, bob)] == [carol["user_id"], mallory["user_id"]]
+
+
+def test_a_blocked_sender_meets_the_share_limit_like_anyone_else(api: LiveServer) -> None:
+    """The attack: a sender who never got the 429 a full share gives after 100 unacknowledged
+    envelopes learnt that the recipient had blocked them. Now 101 envelopes to a blocker's
+    offline device and to a non-blocker's offline device get the same answers."""
+    with api.client() as client:
+        mallory, blocker, stranger = device(client), device(client), device(client)
+        assert client.put(f"/v1/blocks/{mallory['user_id']}", headers=bearer(blocker)).status_code == 204
+
+        def answers(target: dict[str, Any]) -> list[tuple[int, str | None, str]]:
+            replies = [send(client, mallory, [target["session_id"]] * n) for n in (60, 40, 1, 1)]
+            replies.append(send(client, mallory, [target["session_id"]] * 100))
+            return [
+                (r.status_code, r.headers.get("retry-after"), r.text.replace(target["session_id"], "DEVICE"))
+                for r in replies
+            ]
+
+        to_blocker, to_stranger = answers(blocker), answers(stranger)
+        assert to_blocker == to_stranger
+        assert [status for status, _, _ in to_blocker] == [202, 202, 429, 429, 429]
+        assert queued(client, blocker) == []
+        assert len(queued(client, stranger)) == 100

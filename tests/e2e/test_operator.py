@@ -464,11 +464,14 @@ async def test_concurrent_notifications_tell_each_user_once(
     path = f"/v1/admin/incidents/{incident['incident_id']}/notifications"
     wanted = {"user_ids": [p["user_id"] for p in people]}
     async with api.async_client() as aclient:
-        answers = await asyncio.gather(*(aclient.post(path, json=wanted, headers=bearer(op)) for _ in range(8)))
+        answers = await asyncio.gather(
+            *(aclient.post(path, json=wanted, headers=bearer(op)) for _ in range(8))
+        )
     assert [a.status_code for a in answers] == [200] * 8, [a.text for a in answers]
     assert sum(a.json()["notified"] for a in answers) == 3
     rows = await db.fetchval(
-        "SELECT count(*) FROM incident_notifications WHERE incident_id = $1", uuid.UUID(incident["incident_id"])
+        "SELECT count(*) FROM incident_notifications WHERE incident_id = $1",
+        uuid.UUID(incident["incident_id"]),
     )
     assert rows == 3
     for who in people:

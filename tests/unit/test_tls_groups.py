@@ -3,12 +3,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import ssl
+import sys
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from veil.core.tls_groups import restrict_groups
+from veil.core import tls_groups
+from veil.core.tls_groups import VERIFIED_PYTHONS, restrict_groups
 from veil.devstack.tls import ensure_dev_certificates
 from veil.server import server_tls_context
 
@@ -87,3 +91,27 @@ def test_without_the_list_openssl_would_accept_x448(server_and_ca: tuple[ssl.SSL
 def test_an_unknown_group_list_is_reported_not_raised() -> None:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     assert restrict_groups(context, "no-such-group") is False
+
+
+def test_this_python_is_a_verified_layout() -> None:
+    """The handshake tests above exercise the ctypes path only on a verified CPython: make sure
+    the interpreter running them is one (3.11 in the development image)."""
+    assert sys.implementation.name == "cpython"
+    assert sys.version_info[:2] in VERIFIED_PYTHONS
+
+
+def test_an_unverified_python_reads_no_memory_and_keeps_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The risk: a guessed offset on a CPython whose layout differs hands OpenSSL a wrong pointer
+    and the process crashes. On a version not verified, nothing is read and a warning says so."""
+
+    def no_raw_reads(*_: object) -> None:
+        raise AssertionError("read the SSLContext object's memory")
+
+    monkeypatch.setattr(tls_groups, "VERIFIED_PYTHONS", frozenset())
+    monkeypatch.setattr(ctypes.c_void_p, "from_address", no_raw_reads)
+    monkeypatch.setattr(tls_groups, "_libssl", no_raw_reads)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with capture_logs() as logs:
+        assert restrict_groups(context) is False
+    assert [entry["event"] for entry in logs] == ["tls_groups_not_restricted"]
+    assert "not a verified layout" in logs[0]["reason"]

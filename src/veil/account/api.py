@@ -86,10 +86,7 @@ async def get_request(request: Request, principal: Principal) -> Response:
 
 
 async def change_password(request: Request, principal: Principal, body: PasswordChangeRequest) -> Response:
-    # Built per request from the shared resources (it holds nothing of its own).
-    resources: Resources = state_of(request, "resources")
-    attempts = Rate.per_window(resources.settings.password_changes_per_hour, 3600)
-    change = PasswordChange(resources.db, resources.passwords, resources.limiter, resources.clock, attempts)
+    change: PasswordChange = state_of(request, "password_change")
     await change.change(principal, body.current_password, body.new_password)
     return no_content()
 
@@ -119,6 +116,16 @@ def build(resources: Resources) -> AccountService:
     )
 
 
+def build_password_change(resources: Resources) -> PasswordChange:
+    return PasswordChange(
+        resources.db,
+        resources.passwords,
+        resources.limiter,
+        resources.clock,
+        Rate.per_window(resources.settings.password_changes_per_hour, 3600),
+    )
+
+
 MODULE = ServiceModule(
     "account",
     [
@@ -130,18 +137,6 @@ MODULE = ServiceModule(
             TAG,
             responses={200: AccountView},
             errors=(404,),
-        ),
-        Endpoint(
-            "POST",
-            "/v1/account/password",
-            change_password,
-            "Change the password, proving the current one; every other session ends (its devices "
-            "are removed), the caller's stays.",
-            TAG,
-            body=PasswordChangeRequest,
-            responses={204: None},
-            errors=(403, 404),
-            rate_limited=True,
         ),
         Endpoint(
             "POST",
@@ -176,4 +171,25 @@ MODULE = ServiceModule(
         ),
     ],
     build=build,
+)
+
+# The password change is its own module (its own service object, veil.account.password), built
+# once like the others; it runs in the account process.
+PASSWORD_MODULE = ServiceModule(
+    "password_change",
+    [
+        Endpoint(
+            "POST",
+            "/v1/account/password",
+            change_password,
+            "Change the password, proving the current one; every other session ends (its devices "
+            "are removed), the caller's stays.",
+            TAG,
+            body=PasswordChangeRequest,
+            responses={204: None},
+            errors=(403, 404),
+            rate_limited=True,
+        ),
+    ],
+    build=build_password_change,
 )

@@ -15,6 +15,7 @@ address. The caller's own session stays signed in.
 from __future__ import annotations
 
 from veil.account import store
+from veil.auth import recovery_store
 from veil.auth.recovery import check_new_password_field
 from veil.core import outbox
 from veil.core.clock import Clock
@@ -67,7 +68,7 @@ class PasswordChange:
                 raise forbidden(WRONG_PASSWORD)  # changed meanwhile: what was checked is no longer it
             ended = await store.end_other_sessions(conn, account.id, principal.session_id, now)
             await notify_revoked(conn, ended)  # their open sockets close within seconds
-            await store.drop_password_reset(conn, account.id)
+            await recovery_store.delete_resets(conn, account.id)
             await outbox.enqueue(
                 conn,
                 account.email,

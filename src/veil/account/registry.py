@@ -165,9 +165,10 @@ REGISTRY: tuple[PersonalData, ...] = (
     PersonalData(
         "password_resets",
         ("user_id",),
-        "the one pending password reset of an account (code hash, attempts, timestamps)",
+        "pending password resets of an account, at most five (code hash, attempts, timestamps)",
         "not exported (a code hash that lives minutes)",
-        CASCADE + "; deleted when used, replaced by a newer request, or once expired",
+        CASCADE + "; all of them deleted when one is used or the password changes; the oldest "
+        "dropped by a sixth request; each deleted once expired",
     ),
     PersonalData(
         "export_archives",

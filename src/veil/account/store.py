@@ -321,8 +321,3 @@ async def end_other_sessions(
         now,
     )
     return [row["id"] for row in rows]
-
-
-async def drop_password_reset(conn: Connection, user_id: uuid.UUID) -> None:
-    """A reset code mailed before the change must not undo it later."""
-    await conn.execute("DELETE FROM password_resets WHERE user_id = $1", user_id)

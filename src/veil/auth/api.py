@@ -12,7 +12,6 @@ from veil.auth.schemas import (
     Accepted,
     JsonWebKeySet,
     LoginRequest,
-    PasswordResetAccepted,
     PasswordResetConfirm,
     PasswordResetRequest,
     RefreshRequest,
@@ -79,22 +78,14 @@ async def refresh(request: Request, body: RefreshRequest) -> Response:
 
 
 def _recovery(request: Request) -> PasswordRecovery:
-    # Built per request from the shared resources (it holds nothing of its own): the auth
-    # module's state slot holds the AuthService.
-    resources: Resources = state_of(request, "resources")
-    settings = resources.settings
-    limits = RecoveryLimits(
-        code_ttl=timedelta(seconds=settings.password_reset_ttl_seconds),
-        max_attempts=settings.password_reset_attempts,
-        requests_per_address=Rate.per_window(settings.password_resets_per_hour, 3600),
-    )
-    return PasswordRecovery(resources.db, resources.passwords, resources.limiter, resources.clock, limits)
+    recovery: PasswordRecovery = state_of(request, "recovery")
+    return recovery
 
 
 async def request_password_reset(request: Request, body: PasswordResetRequest) -> Response:
     await _service(request).check_client_rate(_client(request))
     await _recovery(request).request(body.email)
-    return json_response(PasswordResetAccepted(), status=202)
+    return json_response(Accepted(), status=202)
 
 
 async def confirm_password_reset(request: Request, body: PasswordResetConfirm) -> Response:
@@ -170,6 +161,21 @@ def build_signup(resources: Resources) -> SignupService:
     )
 
 
+def build_recovery(resources: Resources) -> PasswordRecovery:
+    settings = resources.settings
+    return PasswordRecovery(
+        resources.db,
+        resources.passwords,
+        resources.limiter,
+        resources.clock,
+        RecoveryLimits(
+            code_ttl=timedelta(seconds=settings.password_reset_ttl_seconds),
+            max_attempts=settings.password_reset_attempts,
+            requests_per_address=Rate.per_window(settings.password_resets_per_hour, 3600),
+        ),
+    )
+
+
 MODULE = ServiceModule(
     "auth",
     [
@@ -194,31 +200,6 @@ MODULE = ServiceModule(
             body=RefreshRequest,
             responses={200: TokenPair},
             errors=(401,),
-            authenticated=False,
-            rate_limited=True,
-        ),
-        Endpoint(
-            "POST",
-            "/v1/auth/password-reset",
-            request_password_reset,
-            "Ask for a password reset: a six-digit code is emailed if an active account has the "
-            "address; the answer is the same either way.",
-            TAG,
-            body=PasswordResetRequest,
-            responses={202: PasswordResetAccepted},
-            authenticated=False,
-            rate_limited=True,
-        ),
-        Endpoint(
-            "POST",
-            "/v1/auth/password-reset/confirm",
-            confirm_password_reset,
-            "Set a new password with the emailed code; every session of the account ends and its "
-            "devices are removed. Any code that does not work is the same 400.",
-            TAG,
-            body=PasswordResetConfirm,
-            responses={204: None},
-            errors=(400,),
             authenticated=False,
             rate_limited=True,
         ),
@@ -288,4 +269,37 @@ SIGNUP_MODULE = ServiceModule(
         ),
     ],
     build=build_signup,
+)
+
+# Password reset is its own module too (its own service object, veil.auth.recovery), built once.
+RECOVERY_MODULE = ServiceModule(
+    "recovery",
+    [
+        Endpoint(
+            "POST",
+            "/v1/auth/password-reset",
+            request_password_reset,
+            "Ask for a password reset: a six-digit code is emailed if an active account has the "
+            "address; the answer is the same either way.",
+            TAG,
+            body=PasswordResetRequest,
+            responses={202: Accepted},
+            authenticated=False,
+            rate_limited=True,
+        ),
+        Endpoint(
+            "POST",
+            "/v1/auth/password-reset/confirm",
+            confirm_password_reset,
+            "Set a new password with the emailed code; every session of the account ends and its "
+            "devices are removed. Any code that does not work is the same 400.",
+            TAG,
+            body=PasswordResetConfirm,
+            responses={204: None},
+            errors=(400,),
+            authenticated=False,
+            rate_limited=True,
+        ),
+    ],
+    build=build_recovery,
 )

@@ -37,53 +37,59 @@ async def delete_expired(conn: Connection, now: datetime) -> int:
     return int(status.split()[-1])
 
 
-async def replace_reset(
+async def add_reset(
     conn: Connection,
     user_id: uuid.UUID,
     reset_id: uuid.UUID,
     code_hash: bytes,
     now: datetime,
     expires_at: datetime,
+    *,
+    keep: int,
 ) -> None:
-    """The account's one pending reset is this one from now on: older codes stop working."""
+    """Add a pending reset; the account keeps its `keep` newest ones, older codes stop working.
+    Codes of other requests stay valid: a request someone else made for the address must not
+    void the code its owner is about to type."""
     await conn.execute(
-        """INSERT INTO password_resets (user_id, id, code_hash, attempts, created_at, expires_at)
-           VALUES ($1, $2, $3, 0, $4, $5)
-           ON CONFLICT (user_id) DO UPDATE
-           SET id = EXCLUDED.id, code_hash = EXCLUDED.code_hash, attempts = 0,
-               created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at""",
-        user_id,
+        """INSERT INTO password_resets (id, user_id, code_hash, attempts, created_at, expires_at)
+           VALUES ($1, $2, $3, 0, $4, $5)""",
         reset_id,
+        user_id,
         code_hash,
         now,
         expires_at,
     )
+    await conn.execute(
+        """DELETE FROM password_resets WHERE user_id = $1 AND id NOT IN (
+               SELECT id FROM password_resets WHERE user_id = $1
+               ORDER BY created_at DESC, id LIMIT $2)""",
+        user_id,
+        keep,
+    )
 
 
-async def lock_reset(conn: Connection, email: str) -> ResetRecord | None:
-    """The pending reset of the account with this address, locked until the transaction ends, so
-    that concurrent confirmations queue and at most one of them sees it."""
-    row = await conn.fetchrow(
+async def lock_resets(conn: Connection, email: str) -> list[ResetRecord]:
+    """The pending resets of the account with this address, locked until the transaction ends,
+    so that concurrent confirmations queue and at most one of them sees them."""
+    rows = await conn.fetch(
         """SELECT r.user_id, r.id, r.code_hash, r.attempts, r.expires_at, u.status
            FROM password_resets r JOIN users u ON u.id = r.user_id
-           WHERE u.email = $1 FOR UPDATE OF r""",
+           WHERE u.email = $1 ORDER BY r.id FOR UPDATE OF r""",
         email,
     )
-    return ResetRecord(**dict(row)) if row else None
+    return [ResetRecord(**dict(row)) for row in rows]
 
 
-async def count_attempt(conn: Connection, user_id: uuid.UUID) -> None:
-    await conn.execute("UPDATE password_resets SET attempts = attempts + 1 WHERE user_id = $1", user_id)
-
-
-async def delete_reset(conn: Connection, user_id: uuid.UUID) -> None:
-    await conn.execute("DELETE FROM password_resets WHERE user_id = $1", user_id)
-
-
-async def set_password_hash(conn: Connection, user_id: uuid.UUID, password_hash: str, now: datetime) -> None:
+async def count_attempts(conn: Connection, reset_ids: list[uuid.UUID]) -> None:
     await conn.execute(
-        "UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1", user_id, password_hash, now
+        "UPDATE password_resets SET attempts = attempts + 1 WHERE id = ANY($1::uuid[])", reset_ids
     )
+
+
+async def delete_resets(conn: Connection, user_id: uuid.UUID) -> None:
+    """Every pending reset of the account: after a reset, or a password change (a code mailed
+    before the change must not undo it later)."""
+    await conn.execute("DELETE FROM password_resets WHERE user_id = $1", user_id)
 
 
 async def end_every_session(conn: Connection, user_id: uuid.UUID, now: datetime) -> list[uuid.UUID]:
@@ -96,7 +102,3 @@ async def end_every_session(conn: Connection, user_id: uuid.UUID, now: datetime)
         now,
     )
     return [row["id"] for row in rows]
-
-
-async def forget_limiter_keys(conn: Connection, keys: list[str]) -> None:
-    await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", keys)

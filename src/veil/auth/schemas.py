@@ -91,10 +91,6 @@ class PasswordResetRequest(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
 
 
-class PasswordResetAccepted(ResponseModel):
-    """Always empty, whether or not an account has the address."""
-
-
 class PasswordResetConfirm(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
     code: str = Field(pattern=r"^[0-9]{6}$")

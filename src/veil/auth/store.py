@@ -6,13 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-import asyncpg
-
 from veil.core.db import Connection
-
-
-class EmailTaken(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -31,22 +25,6 @@ class SessionRecord:
     created_at: datetime
     last_seen_at: datetime
     expires_at: datetime
-
-
-async def insert_user(
-    conn: Connection, user_id: uuid.UUID, email: str, password_hash: str, now: datetime
-) -> None:
-    try:
-        await conn.execute(
-            """INSERT INTO users (id, email, password_hash, created_at, updated_at)
-               VALUES ($1, $2, $3, $4, $4)""",
-            user_id,
-            email,
-            password_hash,
-            now,
-        )
-    except asyncpg.UniqueViolationError:
-        raise EmailTaken from None
 
 
 async def user_by_email(conn: Connection, email: str) -> UserRecord | None:

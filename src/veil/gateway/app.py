@@ -24,12 +24,19 @@ from veil.realtime import api as realtime_api
 # account settings in the user's eyes and light traffic: they share the account process. The
 # services that send mail (auth, account) each run a delivery worker for the shared mail outbox.
 SERVICES: dict[str, tuple[ServiceModule, ...]] = {
-    "auth": (auth_api.MODULE, auth_api.SIGNUP_MODULE, MAIL_DELIVERY, maintenance.MODULE),
+    "auth": (
+        auth_api.MODULE,
+        auth_api.SIGNUP_MODULE,
+        auth_api.RECOVERY_MODULE,
+        MAIL_DELIVERY,
+        maintenance.MODULE,
+    ),
     "keys": (keys_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
     "files": (files_api.MODULE, maintenance.MODULE),
     "account": (
         account_api.MODULE,
+        account_api.PASSWORD_MODULE,
         blocks_api.MODULE,
         operator_api.MODULE,
         MAIL_DELIVERY,
@@ -39,11 +46,13 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
 ALL_MODULES = (
     auth_api.MODULE,
     auth_api.SIGNUP_MODULE,
+    auth_api.RECOVERY_MODULE,
     keys_api.MODULE,
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,
     account_api.MODULE,
+    account_api.PASSWORD_MODULE,
     blocks_api.MODULE,
     operator_api.MODULE,
     MAIL_DELIVERY,

@@ -231,7 +231,9 @@ class KeysService:
         and a sender may hold at most `device_queue_per_sender` unacknowledged envelopes in any
         one device's queue: a flooder gets 429 for that device while every other sender still
         gets through. Envelopes for the devices of someone who blocked the sender are accepted
-        and dropped, so the answer is the same as if they were queued."""
+        and dropped, so the answer is the same as if they were queued: that includes the share,
+        which for such a device counts the dropped envelopes instead (`_take_dropped_share`), so a
+        blocked sender gets its 429 after as many envelopes as one whose envelopes wait unread."""
         for index, envelope in enumerate(envelopes):
             if len(envelope.ciphertext) > self._limits.max_ciphertext_bytes:
                 raise Problem(
@@ -252,6 +254,65 @@ class KeysService:
         for envelope in envelopes:
             incoming[envelope.device_id] = incoming.get(envelope.device_id, 0) + 1
         recipients = sorted(incoming)
+        async with self._db.connection() as conn:
+            known = await store.existing_devices(conn, recipients)
+            if missing := [d for d in recipients if d not in known]:
+                raise not_found(f"No such device: {missing[0]}.")
+            blocking = await store.blocking_devices(conn, recipients, principal.user_id)
+        taken, refused = await self._take_dropped_share(
+            principal.user_id, {d: incoming[d] for d in sorted(blocking)}, now.timestamp()
+        )
+        try:
+            await self._enqueue(principal, content_type, envelopes, incoming, now, refused)
+        except Problem:
+            # Nothing was queued: the dropped envelopes are not counted either, as a refused
+            # request holds no place in a share.
+            await self._give_back_dropped_share(principal.user_id, taken, now.timestamp())
+            raise
+        return len(envelopes)
+
+    def _dropped_share_rate(self) -> Rate:
+        # As many as the share holds, freed over the time a queued envelope would expire in.
+        share = self._limits.device_queue_per_sender
+        return Rate(share / self._limits.device_message_ttl.total_seconds(), share)
+
+    async def _take_dropped_share(
+        self, sender: uuid.UUID, counts: dict[uuid.UUID, int], now: float
+    ) -> tuple[dict[uuid.UUID, int], tuple[uuid.UUID, int] | None]:
+        """Count envelopes for a blocker's devices against the sender's share of each, as if they
+        waited in its queue unacknowledged: a blocked sender must not learn of the block by never
+        meeting that limit. Returns what was taken, or nothing and the first device whose share
+        is full with what it holds: `_enqueue` refuses that device with the very 429 of a full
+        share, at its place in device order (so which device a 429 names tells nothing either)."""
+        rate, share = self._dropped_share_rate(), self._limits.device_queue_per_sender
+        taken: dict[uuid.UUID, int] = {}
+        for device, count in counts.items():
+            decision = await self._limiter.hit(_dropped_share_key(sender, device), rate, now, count)
+            if not decision.allowed:
+                await self._give_back_dropped_share(sender, taken, now)
+                held = min(share, max(0, round(share - count + decision.retry_after / rate.interval)))
+                return {}, (device, held)
+            taken[device] = count
+        return taken, None
+
+    async def _give_back_dropped_share(
+        self, sender: uuid.UUID, taken: dict[uuid.UUID, int], now: float
+    ) -> None:
+        rate = self._dropped_share_rate()
+        for device, count in taken.items():
+            await self._limiter.refund(_dropped_share_key(sender, device), rate, now, count)
+
+    async def _enqueue(
+        self,
+        principal: Principal,
+        content_type: str,
+        envelopes: list[DeviceEnvelope],
+        incoming: dict[uuid.UUID, int],
+        now: datetime,
+        refused: tuple[uuid.UUID, int] | None,
+    ) -> None:
+        share = self._limits.device_queue_per_sender
+        recipients = sorted(incoming)
         async with self._db.transaction("keys_send_device_messages") as conn:
             await store.lock_devices(conn, recipients)
             known = await store.existing_devices(conn, recipients)
@@ -261,12 +322,12 @@ class KeysService:
             usage = await store.queue_usage(conn, recipients, principal.user_id, now)
             for device, count in incoming.items():
                 held = usage.get(device, store.QueueUsage(0, 0))
-                if held.from_sender + count > self._limits.device_queue_per_sender:
+                if refused is not None and refused[0] == device:  # a blocker's device
                     log.info("device_queue_sender_share_full", recipient_device_id=str(device))
-                    raise _queue_full(
-                        f"Device {device} holds {held.from_sender} unacknowledged envelopes of yours;"
-                        f" at most {self._limits.device_queue_per_sender} until it acknowledges some."
-                    )
+                    raise _share_full(device, refused[1], share)
+                if held.from_sender + count > share:
+                    log.info("device_queue_sender_share_full", recipient_device_id=str(device))
+                    raise _share_full(device, held.from_sender, share)
                 if held.total + count > self._limits.device_queue_cap:
                     log.warning("device_queue_full", recipient_device_id=str(device))
                     raise _queue_full(f"Device {device} has too many queued envelopes; retry later.")
@@ -279,7 +340,6 @@ class KeysService:
                 now=now,
                 expires_at=now + self._limits.device_message_ttl,
             )
-        return len(envelopes)
 
     async def inbox(self, principal: Principal, after_id: int, limit: int) -> Inbox:
         """The caller's queued device messages. Expired ones are dropped first and reported once
@@ -312,6 +372,17 @@ class KeysService:
 
 def _envelope_budget_key(user_id: uuid.UUID) -> str:
     return limiter_key("device-envelopes", str(user_id))
+
+
+def _dropped_share_key(sender: uuid.UUID, device: uuid.UUID) -> str:
+    return limiter_key("device-share-dropped", f"{sender}|{device}")
+
+
+def _share_full(device: uuid.UUID, held: int, share: int) -> Problem:
+    return _queue_full(
+        f"Device {device} holds {held} unacknowledged envelopes of yours; at most {share} until it"
+        " acknowledges some."
+    )
 
 
 def _changes(previous: store.DeviceRecord | None, current: store.DeviceRecord) -> list[str]:

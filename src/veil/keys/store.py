@@ -176,6 +176,19 @@ async def existing_devices(conn: Connection, device_ids: list[uuid.UUID]) -> set
     return {row["device_id"] for row in rows}
 
 
+async def blocking_devices(
+    conn: Connection, device_ids: list[uuid.UUID], sender_user_id: uuid.UUID
+) -> set[uuid.UUID]:
+    """Those of `device_ids` whose owner blocked the sender: `enqueue` leaves their envelopes out."""
+    rows = await conn.fetch(
+        """SELECT k.device_id FROM device_keys k JOIN blocks b ON b.blocker_id = k.user_id
+           WHERE k.device_id = ANY($1::uuid[]) AND b.blocked_id = $2""",
+        device_ids,
+        sender_user_id,
+    )
+    return {row["device_id"] for row in rows}
+
+
 @dataclass(frozen=True)
 class QueueUsage:
     """What one recipient device holds: its whole queue, and the envelopes of one sender."""

@@ -1,15 +1,17 @@
--- Password reset by email (Auth, veil.auth.recovery). At most one pending reset per account: a new
--- request replaces the row, so an older code stops working. The code itself is never stored, only
--- SHA-256 over (id || code), where `id` is new with every request. A confirmed reset deletes the
--- row (single use); an expired one goes with the next request or the next clean-up.
+-- Password reset by email (Auth, veil.auth.recovery). One row per request, keyed by its own id:
+-- an account may hold a few live codes at once (the service keeps the newest five), so that
+-- requests made by someone else for the address never void the code its owner asked for. The
+-- code itself is never stored, only SHA-256 over (id || code). A confirmed reset deletes every row
+-- of the account (single use); an expired row goes with the next request or the next clean-up.
 CREATE TABLE password_resets (
-    user_id     uuid PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
-    id          uuid NOT NULL,
+    id          uuid PRIMARY KEY,
+    user_id     uuid NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     code_hash   bytea NOT NULL CHECK (length(code_hash) = 32),
     attempts    integer NOT NULL DEFAULT 0,
     created_at  timestamptz NOT NULL,
     expires_at  timestamptz NOT NULL
 );
+CREATE INDEX password_resets_by_user ON password_resets (user_id, created_at);
 CREATE INDEX password_resets_by_expiry ON password_resets (expires_at);
 
 -- A password change ends every other session, a reset every session; the reason is kept so that

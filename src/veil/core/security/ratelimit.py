@@ -145,7 +145,7 @@ class PostgresRateLimiter:
     # not), exactly as an existing key is only updated then.
     _HIT = """
         INSERT INTO rate_limits AS r (key, tat)
-        VALUES ($1, $2::float8 + $3::float8)
+        SELECT $1, $2::float8 + $3::float8 WHERE $3::float8 <= $4::float8 + 1e-9
         ON CONFLICT (key) DO UPDATE SET tat = GREATEST(r.tat, $2::float8) + $3::float8
             WHERE GREATEST(r.tat, $2::float8) + $3::float8 - $2::float8 <= $4::float8 + 1e-9
         RETURNING tat
