@@ -52,8 +52,6 @@ class Rate:
 class Decision:
     allowed: bool
     retry_after: float = 0.0
-    # An allowed hit on a key that had no hits outstanding (its bucket was full).
-    first: bool = False
 
     @property
     def retry_after_seconds(self) -> int:
@@ -85,7 +83,7 @@ def _decide(tat: float | None, rate: Rate, now: float, cost: int = 1) -> tuple[D
     wait = new_tat - now - rate.tolerance
     if wait > 1e-9:
         return Decision(False, wait), tat if tat is not None else now
-    return Decision(True, first=tat is None or tat <= now), new_tat
+    return Decision(True), new_tat
 
 
 def _refunded(tat: float, rate: Rate, now: float, cost: int = 1) -> float:
@@ -158,13 +156,10 @@ class PostgresRateLimiter:
     async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
         step = rate.interval * cost
         async with self._db.transaction("ratelimit_hit") as conn:
-            new_tat = await conn.fetchval(self._HIT, key, now, step, rate.tolerance)
-            if new_tat is not None:
+            if await conn.fetchval(self._HIT, key, now, step, rate.tolerance) is not None:
                 if random.random() < self._sweep_probability:  # noqa: S311 - not security relevant
                     await conn.execute("DELETE FROM rate_limits WHERE tat < $1", now)
-                # The statement moved the TAT to max(old, now) + interval: old <= now exactly when
-                # the result is now + interval.
-                return Decision(True, first=new_tat <= now + step + 1e-9)
+                return Decision(True)
             tat = await conn.fetchval("SELECT tat FROM rate_limits WHERE key = $1", key)
         return _decide(tat, rate, now, cost)[0]
 
