@@ -15,8 +15,6 @@ out when the server is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
 from veil.core.problems import Problem, conflict, forbidden, not_found, too_many_requests
 from veil.core.security.authn import Principal
+from veil.core.security.codes import code_hash, code_matches, new_code
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
 from veil.core.security.sessions import notify_revoked
@@ -80,10 +79,6 @@ class Confirmation:
 class RequestStatus:
     request: RequestRecord
     export: Confirmation | None
-
-
-def _code_hash(request_id: uuid.UUID, code: str) -> bytes:
-    return hashlib.sha256(request_id.bytes + code.encode()).digest()
 
 
 def _wrong_code(detail: str) -> Problem:
@@ -137,13 +132,13 @@ class AccountService:
             raise forbidden("The password is wrong.")
         recipient = normalize_email(new_email) if new_email is not None else account.email
         request_id = uuid.uuid4()
-        code = f"{secrets.randbelow(10**6):06d}"
+        code = new_code()
         request = RequestRecord(
             id=request_id,
             user_id=account.id,
             type=kind,
             new_email=recipient if kind == "email_change" else None,
-            code_hash=_code_hash(request_id, code),
+            code_hash=code_hash(request_id, code),
             attempts=0,
             created_at=now,
             expires_at=now + self._limits.code_ttl,
@@ -181,7 +176,7 @@ class AccountService:
                 raise _wrong_code("The code has expired; make a new request.")
             if request.attempts >= self._limits.max_attempts:
                 raise _wrong_code("Too many wrong codes; make a new request.")
-            if not hmac.compare_digest(request.code_hash, _code_hash(request.id, code)):
+            if not code_matches(request.code_hash, request.id, code):
                 await store.count_attempt(conn, request.id)
                 left = self._limits.max_attempts - request.attempts - 1
                 wrong = f"The code is wrong; {left} attempts left."

@@ -26,9 +26,6 @@ that commits, before the 400 is raised.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -42,6 +39,7 @@ from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
 from veil.core.problems import FieldError, Problem, unavailable, validation_failed
+from veil.core.security.codes import code_hash, code_matches, new_code
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
 from veil.core.security.sessions import notify_revoked
@@ -70,10 +68,6 @@ class RecoveryLimits:
     max_attempts: int
     # Reset mails per address, whether or not an account has it.
     requests_per_address: Rate
-
-
-def code_hash(reset_id: uuid.UUID, code: str) -> bytes:
-    return hashlib.sha256(reset_id.bytes + code.encode()).digest()
 
 
 def invalid_reset() -> Problem:
@@ -112,7 +106,7 @@ class PasswordRecovery:
             log.warning("security_event", kind="rate_limited", scope="password_reset_address")
             return
         reset_id = uuid.uuid4()
-        code = f"{secrets.randbelow(10**6):06d}"
+        code = new_code()
         minutes = int(self._limits.code_ttl.total_seconds() // 60)
         async with self._db.transaction("auth_password_reset_request") as conn:
             await store.delete_expired(conn, now)
@@ -160,7 +154,7 @@ class PasswordRecovery:
                 and reset.attempts < self._limits.max_attempts
             ]
             # Every usable code is compared, so the time taken does not tell which one matched.
-            matches = [r for r in usable if hmac.compare_digest(r.code_hash, code_hash(r.id, code))]
+            matches = [r for r in usable if code_matches(r.code_hash, r.id, code)]
             if matches:
                 user_id = matches[0].user_id
                 await update_password_hash(conn, user_id, new_hash, now)

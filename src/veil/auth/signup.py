@@ -18,7 +18,6 @@ each account it creates) and closed (403).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
 from veil.core.problems import Problem, forbidden, unavailable
+from veil.core.security.codes import code_hash, code_matches, new_code
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
 
@@ -53,10 +53,6 @@ class SignupPolicy:
 def signup_mail_key(email: str) -> str:
     """The per-address budget of sign-up mails (the purge forgets it with the account)."""
     return limiter_key("signup-mail", email)
-
-
-def _code_hash(signup_id: uuid.UUID, code: str) -> bytes:
-    return hashlib.sha256(signup_id.bytes + code.encode()).digest()
 
 
 def invite_code_hash(code: str) -> bytes:
@@ -97,12 +93,12 @@ class SignupService:
         verdict = await self._limiter.hit(
             signup_mail_key(canonical), self._policy.mails_per_address, now.timestamp()
         )
-        signup_id, code = uuid.uuid4(), f"{secrets.randbelow(10**6):06d}"
+        signup_id, code = uuid.uuid4(), new_code()
         signup = store.Signup(
             id=signup_id,
             email=canonical,
             password_hash=password_hash,
-            code_hash=_code_hash(signup_id, code),
+            code_hash=code_hash(signup_id, code),
             invite_id=invite_id,
             attempts=0,
             expires_at=now + self._policy.code_ttl,
@@ -142,7 +138,7 @@ class SignupService:
         created = False
         async with self._db.transaction("auth_signup_verify") as conn:
             live = await store.lock_live_signups(conn, canonical, now, self._policy.max_attempts)
-            match = next((s for s in live if hmac.compare_digest(s.code_hash, _code_hash(s.id, code))), None)
+            match = next((s for s in live if code_matches(s.code_hash, s.id, code)), None)
             if match is None:
                 # Which request a wrong code was meant for is unknown: it counts against all.
                 await store.count_attempt(conn, [s.id for s in live])
