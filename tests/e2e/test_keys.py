@@ -33,15 +33,19 @@ def test_publish_look_up_and_claim(api: LiveServer) -> None:
         assert publish(client, alice, keys).json() == {"count": 3}
         assert client.get("/v1/keys/count", headers=bearer(alice)).json() == {"one_time_prekeys": 3}
 
-        listed = client.get(f"/v1/users/{alice['user_id']}/devices", headers=bearer(bob)).json()["items"]
-        assert listed == [
-            {
-                "device_id": alice["session_id"],
-                "identity_key": keys["identity_key"],
-                "signing_key": keys["signing_key"],
-                "signed_prekey": keys["signed_prekey"],
-            }
-        ]
+        listed = client.get(f"/v1/users/{alice['user_id']}/devices", headers=bearer(bob)).json()
+        assert listed == {
+            "master_key": None,
+            "items": [
+                {
+                    "device_id": alice["session_id"],
+                    "identity_key": keys["identity_key"],
+                    "signing_key": keys["signing_key"],
+                    "signed_prekey": keys["signed_prekey"],
+                    "certificate": None,
+                }
+            ],
+        }
         claim_url = f"/v1/users/{alice['user_id']}/devices/{alice['session_id']}/claim"
         claimed = [client.post(claim_url, headers=bearer(bob)).json() for _ in range(4)]
         # Oldest first, each once, then none left.
@@ -216,6 +220,7 @@ async def test_key_changes_are_recorded(api: LiveServer, database_url: str) -> N
         "device_added",
         "identity_changed",
         "identity_changed",
+        "signing_key_changed",
         "signed_prekey_changed",
     ]
 

@@ -19,6 +19,7 @@ USER_COLUMN_NAMES = {
     "sender_id",
     "sender_user_id",
     "actor_id",
+    "actor_device_id",
     "subject_id",
     "invited_by",
     "operator_id",

@@ -59,9 +59,16 @@ REGISTRY: tuple[PersonalData, ...] = (
     PersonalData(
         "device_keys",
         ("device_id", "user_id"),
-        "public identity, signing and signed prekeys per device",
+        "public identity, signing and signed prekeys per device, and the master key's certificate",
         "`devices`",
         CASCADE + "; at once when the session ends (erasure ends every session)",
+    ),
+    PersonalData(
+        "master_keys",
+        ("user_id",),
+        "the user's master key (an Ed25519 public key that certifies the user's devices), timestamps",
+        "`identity`",
+        CASCADE,
     ),
     PersonalData(
         "one_time_prekeys",
@@ -124,10 +131,12 @@ REGISTRY: tuple[PersonalData, ...] = (
     ),
     PersonalData(
         "membership_events",
-        ("actor_id", "subject_id"),
-        "who joined, left, invited or removed whom, and when",
+        ("actor_id", "actor_device_id", "subject_id"),
+        "who joined, left, invited or removed whom or changed whose role, and when; the acting "
+        "device; the commit (a statement signed by that device, opaque to the server)",
         "not exported (`conversations` holds the current state)",
-        "the purge deletes events about the user and clears the user as actor",
+        "the purge deletes events about the user and clears the user as actor: actor, acting "
+        "device and the commit it signed",
     ),
     PersonalData(
         "ws_tickets", ("session_id",), "single-use WebSocket tickets (30 s)", "not exported", CASCADE

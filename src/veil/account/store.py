@@ -210,10 +210,11 @@ _EXPORT_QUERIES: dict[str, str] = {
                           expires_at, revoked_at, revoke_reason
                    FROM sessions WHERE user_id = $1 ORDER BY created_at""",
     "devices": """SELECT k.device_id, k.identity_key, k.signing_key, k.signed_prekey_id, k.signed_prekey,
-                         k.created_at, k.updated_at,
+                         k.certificate, k.created_at, k.updated_at,
                          (SELECT count(*) FROM one_time_prekeys o
                           WHERE o.device_id = k.device_id AND o.claimed_at IS NULL) AS one_time_prekeys_left
                   FROM device_keys k WHERE k.user_id = $1 ORDER BY k.created_at""",
+    "identity": "SELECT master_key, created_at, changed_at FROM master_keys WHERE user_id = $1",
     "conversations": """SELECT m.conversation_id, c.type, m.role, m.state, m.created_at
                         FROM members m JOIN conversations c ON c.id = m.conversation_id
                         WHERE m.user_id = $1 ORDER BY m.created_at""",
@@ -270,7 +271,13 @@ async def purge_account(conn: Connection, user_id: uuid.UUID, limiter_keys: list
         for row in await conn.fetch("SELECT conversation_id FROM members WHERE user_id = $1", user_id)
     ]
     await conn.execute("DELETE FROM membership_events WHERE subject_id = $1", user_id)
-    await conn.execute("UPDATE membership_events SET actor_id = NULL WHERE actor_id = $1", user_id)
+    # The acting device and the commit it signed name the user too (the commit is opaque: it may
+    # hold any of the user's ids), so they go with the actor.
+    await conn.execute(
+        """UPDATE membership_events SET actor_id = NULL, actor_device_id = NULL, commit = NULL
+           WHERE actor_id = $1""",
+        user_id,
+    )
     await conn.execute("UPDATE members SET invited_by = NULL WHERE invited_by = $1", user_id)
     await conn.execute("DELETE FROM rate_limits WHERE key = ANY($1::text[])", limiter_keys)
     # A direct conversation's pair key names both users; the other keeps the conversation.

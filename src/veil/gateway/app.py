@@ -31,7 +31,7 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
         MAIL_DELIVERY,
         maintenance.MODULE,
     ),
-    "keys": (keys_api.MODULE, maintenance.MODULE),
+    "keys": (keys_api.MODULE, keys_api.IDENTITY_MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
     "files": (files_api.MODULE, maintenance.MODULE),
     "account": (
@@ -48,6 +48,7 @@ ALL_MODULES = (
     auth_api.SIGNUP_MODULE,
     auth_api.RECOVERY_MODULE,
     keys_api.MODULE,
+    keys_api.IDENTITY_MODULE,
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,

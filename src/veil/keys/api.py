@@ -14,25 +14,31 @@ from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
 from veil.core.web.params import LIMIT, MAX_BIGINT, IntQuery, path_uuid
+from veil.keys.identity import IdentityService
 from veil.keys.schemas import (
     Accepted,
     AcknowledgeDeviceMessages,
     AddOneTimePrekeys,
+    CertificateView,
+    CertifyDevice,
     ClaimedBundle,
     DeviceList,
     DeviceMessageList,
     DeviceMessageView,
     DeviceView,
     Gap,
+    IdentityView,
     OneTimePrekeyView,
     PrekeyCount,
     PublishKeys,
     RemainingPrekeys,
+    ResetMasterKey,
     SendDeviceMessages,
+    SetMasterKey,
     SignedPrekeyView,
 )
 from veil.keys.service import LOW_PREKEYS, DeviceEnvelope, KeysLimits, KeysService, PublishedKeys
-from veil.keys.store import DeviceRecord
+from veil.keys.store import DeviceRecord, MasterKey
 
 TAG = "keys"
 
@@ -52,6 +58,7 @@ def _device_view(device: DeviceRecord) -> DeviceView:
             public_key=device.signed_prekey,
             signature=device.signed_prekey_signature,
         ),
+        certificate=CertificateView(signature=device.certificate) if device.certificate else None,
     )
 
 
@@ -80,8 +87,10 @@ async def count_one_time_prekeys(request: Request, principal: Principal) -> Resp
 
 
 async def list_devices(request: Request, principal: Principal) -> Response:
-    devices = await _service(request).devices(path_uuid(request, "user_id"))
-    return json_response(DeviceList(items=[_device_view(d) for d in devices]))
+    directory = await _service(request).devices(path_uuid(request, "user_id"))
+    return json_response(
+        DeviceList(master_key=directory.master_key, items=[_device_view(d) for d in directory.devices])
+    )
 
 
 async def claim_bundle(request: Request, principal: Principal) -> Response:
@@ -148,6 +157,45 @@ async def acknowledge_device_messages(
     else:
         await _service(request).acknowledge_many(principal, ids=body.ids)
     return no_content()
+
+
+def _identity(request: Request) -> IdentityService:
+    service: IdentityService = state_of(request, "identity")
+    return service
+
+
+def _identity_view(key: MasterKey) -> IdentityView:
+    return IdentityView(user_id=key.user_id, master_key=key.master_key, changed_at=key.changed_at)
+
+
+async def set_master_key(request: Request, principal: Principal, body: SetMasterKey) -> Response:
+    created, key = await _identity(request).set_master_key(principal, body.master_key)
+    return json_response(_identity_view(key), status=201 if created else 200)
+
+
+async def reset_master_key(request: Request, principal: Principal, body: ResetMasterKey) -> Response:
+    replaced = await _identity(request).reset(principal, body.password, body.master_key)
+    return json_response(_identity_view(replaced))
+
+
+async def get_master_key(request: Request, principal: Principal) -> Response:
+    return json_response(_identity_view(await _identity(request).master_key(path_uuid(request, "user_id"))))
+
+
+async def certify_device(request: Request, principal: Principal, body: CertifyDevice) -> Response:
+    await _identity(request).certify(principal, path_uuid(request, "device_id"), body.signature)
+    return no_content()
+
+
+def build_identity(resources: Resources) -> IdentityService:
+    return IdentityService(
+        resources.db,
+        resources.passwords,
+        resources.limiter,
+        resources.clock,
+        # The password change's budget (and limiter key): both re-check a signed-in user's password.
+        Rate.per_window(resources.settings.password_changes_per_hour, 3600),
+    )
 
 
 def build(resources: Resources) -> KeysService:
@@ -270,4 +318,63 @@ MODULE = ServiceModule(
         ),
     ],
     build=build,
+)
+
+# Master keys and device certificates: their own service object (veil.keys.identity), which
+# re-checks passwords for a reset; served by the keys processes.
+IDENTITY_MODULE = ServiceModule(
+    "identity",
+    [
+        Endpoint(
+            "PUT",
+            "/v1/identity",
+            set_master_key,
+            "Set the caller's master key (an Ed25519 public key that certifies the user's devices):"
+            " 201 when set, 200 if this very key is set already; a different key already set is a"
+            " 409 (only a reset replaces it).",
+            TAG,
+            body=SetMasterKey,
+            responses={201: IdentityView, 200: IdentityView},
+            errors=(409,),
+        ),
+        Endpoint(
+            "POST",
+            "/v1/identity/reset",
+            reset_master_key,
+            "Replace the master key after losing every device that held it, proving the password"
+            " again (403 if wrong; attempts share the password-change budget per user). Every"
+            " certificate of the user's devices is dropped, and everyone who shares a conversation"
+            " with the user gets an `identity_changed` event.",
+            TAG,
+            body=ResetMasterKey,
+            responses={200: IdentityView},
+            errors=(403, 404),
+            rate_limited=True,
+        ),
+        Endpoint(
+            "GET",
+            "/v1/users/{user_id}/identity",
+            get_master_key,
+            "A user's master key; 404 before one is set.",
+            TAG,
+            responses={200: IdentityView},
+            errors=(404,),
+        ),
+        Endpoint(
+            "PUT",
+            "/v1/devices/{device_id}/certificate",
+            certify_device,
+            "Certify one of the caller's own devices with the master key: `signature` is the Ed25519"
+            " signature by the current master key over `veil/device-certificate/v1` (ASCII) ||"
+            " user_id (16 raw bytes) || device_id (16) || identity_key (32) || signing_key (32)."
+            " Someone else's device, or one without published keys, is a 404; a signature that does"
+            " not verify (or no master key set) is a 422. The certificate is dropped when the"
+            " device's identity or signing key changes, and at a master-key reset.",
+            TAG,
+            body=CertifyDevice,
+            responses={204: None},
+            errors=(404,),
+        ),
+    ],
+    build=build_identity,
 )

@@ -64,14 +64,25 @@ class OneTimePrekeyView(ResponseModel):
     public_key: PublicKey
 
 
+class CertificateView(ResponseModel):
+    """The master key's Ed25519 signature over `veil/device-certificate/v1` || user_id (16 raw
+    bytes) || device_id (16) || identity_key (32) || signing_key (32)."""
+
+    signature: Signature
+
+
 class DeviceView(ResponseModel):
     device_id: uuid.UUID
     identity_key: PublicKey
     signing_key: PublicKey
     signed_prekey: SignedPrekeyView
+    # Null for a device that no device of its user has approved (certified) yet.
+    certificate: CertificateView | None
 
 
 class DeviceList(ResponseModel):
+    # Null before the user has set one.
+    master_key: PublicKey | None
     items: list[DeviceView]
 
 
@@ -80,7 +91,28 @@ class ClaimedBundle(ResponseModel):
     identity_key: PublicKey
     signing_key: PublicKey
     signed_prekey: SignedPrekeyView
+    certificate: CertificateView | None
     one_time_prekey: OneTimePrekeyView | None
+
+
+class SetMasterKey(RequestModel):
+    # An Ed25519 public key, raw (32 bytes).
+    master_key: PublicKey
+
+
+class ResetMasterKey(RequestModel):
+    password: str = Field(max_length=1024)
+    master_key: PublicKey
+
+
+class IdentityView(ResponseModel):
+    user_id: uuid.UUID
+    master_key: PublicKey
+    changed_at: Timestamp
+
+
+class CertifyDevice(RequestModel):
+    signature: Signature
 
 
 class OutgoingDeviceMessage(RequestModel):

@@ -69,6 +69,12 @@ class Bundle:
 
 
 @dataclass(frozen=True)
+class Directory:
+    master_key: bytes | None
+    devices: list[store.DeviceRecord]
+
+
+@dataclass(frozen=True)
 class DeviceEnvelope:
     device_id: uuid.UUID
     ciphertext: bytes
@@ -181,11 +187,15 @@ class KeysService:
         async with self._db.connection() as conn:
             return await store.remaining_prekeys(conn, principal.session_id)
 
-    async def devices(self, user_id: uuid.UUID) -> list[store.DeviceRecord]:
-        async with self._db.connection() as conn:
+    async def devices(self, user_id: uuid.UUID) -> Directory:
+        """A user's devices with their certificates, and the master key that made them, read in
+        one snapshot: a reset in between never pairs the new key with the old certificates."""
+        async with self._db.transaction("keys_devices", isolation="repeatable_read") as conn:
             if not await store.user_is_active(conn, user_id):
                 raise not_found("No such user.")
-            return await store.devices_of(conn, user_id)
+            master = await store.master_key(conn, user_id)
+            devices = await store.devices_of(conn, user_id)
+        return Directory(master.master_key if master else None, devices)
 
     async def claim(self, principal: Principal, user_id: uuid.UUID, device_id: uuid.UUID) -> Bundle:
         """A device's bundle, with one of its one-time prekeys while the device's hourly budget
@@ -391,6 +401,8 @@ def _changes(previous: store.DeviceRecord | None, current: store.DeviceRecord) -
     changes = []
     if previous.identity_key != current.identity_key:
         changes.append("identity_changed")
+    if previous.signing_key != current.signing_key:
+        changes.append("signing_key_changed")  # with the identity key, it ends the certificate
     if (previous.signed_prekey_id, previous.signed_prekey) != (
         current.signed_prekey_id,
         current.signed_prekey,

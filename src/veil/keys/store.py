@@ -1,4 +1,5 @@
-"""SQL for device keys, one-time prekeys, device messages and key changes."""
+"""SQL for device keys, one-time prekeys, device messages, key changes, master keys and device
+certificates."""
 
 from __future__ import annotations
 
@@ -17,6 +18,15 @@ class DeviceRecord:
     signed_prekey_id: int
     signed_prekey: bytes
     signed_prekey_signature: bytes
+    # The master key's signature over the device's keys; None until the device is certified.
+    certificate: bytes | None = None
+
+
+@dataclass(frozen=True)
+class MasterKey:
+    user_id: uuid.UUID
+    master_key: bytes
+    changed_at: datetime
 
 
 @dataclass(frozen=True)
@@ -40,6 +50,8 @@ class GapRecord:
 _DEVICE_COLUMNS = (
     "device_id, identity_key, signing_key, signed_prekey_id, signed_prekey, signed_prekey_signature"
 )
+# What is read back: the published columns and the certificate (written on its own).
+_READ_COLUMNS = f"{_DEVICE_COLUMNS}, certificate"
 
 
 async def lock_user_devices(conn: Connection, user_id: uuid.UUID) -> None:
@@ -51,8 +63,16 @@ async def device(
     conn: Connection, device_id: uuid.UUID, owner: uuid.UUID | None = None
 ) -> DeviceRecord | None:
     """A device's keys; with `owner`, only if that user owns the device."""
-    query = f"""SELECT {_DEVICE_COLUMNS} FROM device_keys
+    query = f"""SELECT {_READ_COLUMNS} FROM device_keys
                 WHERE device_id = $1 AND ($2::uuid IS NULL OR user_id = $2)"""  # noqa: S608 - constant
+    row = await conn.fetchrow(query, device_id, owner)
+    return DeviceRecord(**dict(row)) if row else None
+
+
+async def lock_own_device(conn: Connection, device_id: uuid.UUID, owner: uuid.UUID) -> DeviceRecord | None:
+    """The owner's device, locked until commit: its keys cannot change while it is certified."""
+    query = f"""SELECT {_READ_COLUMNS} FROM device_keys
+                WHERE device_id = $1 AND user_id = $2 FOR UPDATE"""  # noqa: S608 - constant
     row = await conn.fetchrow(query, device_id, owner)
     return DeviceRecord(**dict(row)) if row else None
 
@@ -68,7 +88,7 @@ async def notify_prekeys_low(conn: Connection, device_id: uuid.UUID, remaining: 
 
 async def devices_of(conn: Connection, user_id: uuid.UUID) -> list[DeviceRecord]:
     rows = await conn.fetch(
-        f"SELECT {_DEVICE_COLUMNS} FROM device_keys WHERE user_id = $1 ORDER BY created_at",  # noqa: S608
+        f"SELECT {_READ_COLUMNS} FROM device_keys WHERE user_id = $1 ORDER BY created_at",  # noqa: S608
         user_id,
     )
     return [DeviceRecord(**dict(row)) for row in rows]
@@ -80,10 +100,16 @@ async def count_devices(conn: Connection, user_id: uuid.UUID) -> int:
 
 
 async def upsert_device(conn: Connection, user_id: uuid.UUID, record: DeviceRecord, now: datetime) -> None:
+    """Insert or replace a device's published keys. A certificate covers the identity and signing
+    keys: if either changes, it is dropped in the same statement."""
     await conn.execute(
         f"""INSERT INTO device_keys (user_id, {_DEVICE_COLUMNS}, created_at, updated_at)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
             ON CONFLICT (device_id) DO UPDATE SET
+                certificate = CASE
+                    WHEN device_keys.identity_key = EXCLUDED.identity_key
+                         AND device_keys.signing_key = EXCLUDED.signing_key
+                    THEN device_keys.certificate END,
                 identity_key = EXCLUDED.identity_key, signing_key = EXCLUDED.signing_key,
                 signed_prekey_id = EXCLUDED.signed_prekey_id, signed_prekey = EXCLUDED.signed_prekey,
                 signed_prekey_signature = EXCLUDED.signed_prekey_signature,
@@ -338,3 +364,69 @@ async def acknowledge_ids(conn: Connection, device_id: uuid.UUID, ids: list[int]
 
 async def clear_gap(conn: Connection, device_id: uuid.UUID) -> None:
     await conn.execute("DELETE FROM device_message_gaps WHERE recipient_device_id = $1", device_id)
+
+
+# --- master keys and device certificates --------------------------------------------------------
+
+
+async def master_key(conn: Connection, user_id: uuid.UUID, *, lock: bool = False) -> MasterKey | None:
+    """The user's master key; with `lock`, held (FOR SHARE) until commit so a reset waits."""
+    query = "SELECT user_id, master_key, changed_at FROM master_keys WHERE user_id = $1"
+    row = await conn.fetchrow(query + (" FOR SHARE" if lock else ""), user_id)
+    return MasterKey(**dict(row)) if row else None
+
+
+async def active_master_key(conn: Connection, user_id: uuid.UUID) -> MasterKey | None:
+    """The master key of an active account (nobody's for a disabled or unknown one)."""
+    row = await conn.fetchrow(
+        """SELECT m.user_id, m.master_key, m.changed_at FROM master_keys m
+           JOIN users u ON u.id = m.user_id WHERE m.user_id = $1 AND u.status = 'active'""",
+        user_id,
+    )
+    return MasterKey(**dict(row)) if row else None
+
+
+async def insert_master_key(
+    conn: Connection, user_id: uuid.UUID, key: bytes, now: datetime
+) -> MasterKey | None:
+    """Set the user's first master key; None (and nothing written) if one is set already."""
+    row = await conn.fetchrow(
+        """INSERT INTO master_keys (user_id, master_key, created_at, changed_at) VALUES ($1, $2, $3, $3)
+           ON CONFLICT (user_id) DO NOTHING RETURNING user_id, master_key, changed_at""",
+        user_id,
+        key,
+        now,
+    )
+    return MasterKey(**dict(row)) if row else None
+
+
+async def replace_master_key(conn: Connection, user_id: uuid.UUID, key: bytes, now: datetime) -> MasterKey:
+    """Set or replace the master key and drop every certificate the old one made; the user's
+    contacts hear of it (`identity_changed`) when the transaction commits."""
+    row = await conn.fetchrow(
+        """INSERT INTO master_keys (user_id, master_key, created_at, changed_at) VALUES ($1, $2, $3, $3)
+           ON CONFLICT (user_id) DO UPDATE SET master_key = EXCLUDED.master_key,
+               changed_at = EXCLUDED.changed_at
+           RETURNING user_id, master_key, changed_at""",
+        user_id,
+        key,
+        now,
+    )
+    await conn.execute(
+        "UPDATE device_keys SET certificate = NULL WHERE user_id = $1 AND certificate IS NOT NULL", user_id
+    )
+    await conn.execute("SELECT pg_notify('veil_events', $1)", f"identity:{user_id}")
+    assert row is not None  # an upsert always returns its row
+    return MasterKey(**dict(row))
+
+
+async def set_certificate(conn: Connection, device_id: uuid.UUID, signature: bytes) -> None:
+    await conn.execute("UPDATE device_keys SET certificate = $2 WHERE device_id = $1", device_id, signature)
+
+
+async def password_hash(conn: Connection, user_id: uuid.UUID, *, lock: bool = False) -> str | None:
+    """The active account's password hash (to re-check the password); with `lock`, the users row
+    is held (FOR SHARE) until commit, so a password change cannot slip in between."""
+    query = "SELECT password_hash FROM users WHERE id = $1 AND status = 'active'"
+    value: str | None = await conn.fetchval(query + (" FOR SHARE" if lock else ""), user_id)
+    return value

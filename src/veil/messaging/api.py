@@ -21,13 +21,15 @@ from veil.messaging.schemas import (
     CreateDirect,
     Envelope,
     Invite,
+    MembershipChange,
+    MembershipEventList,
     MessageList,
     Receipt,
     RoleChange,
     SendResult,
 )
 from veil.messaging.service import MessagingLimits, MessagingService, OutgoingMessage
-from veil.messaging.views import conversation_view, message_view
+from veil.messaging.views import conversation_view, event_view, message_view
 
 TAG = "messaging"
 
@@ -52,6 +54,13 @@ SEQ_CURSOR = IntQuery(
     None,
     "The `next_cursor` of the previous page; it continues in the direction of the first page.",
 )
+EVENT_CURSOR = IntQuery(
+    "cursor", 0, MAX_BIGINT, None, "The `next_cursor` of the previous page; omit it for the first page."
+)
+
+
+def _commit(body: MembershipChange | None) -> bytes | None:
+    return body.commit if body is not None else None
 
 
 async def create_conversation(request: Request, principal: Principal, body: CreateConversation) -> Response:
@@ -59,7 +68,7 @@ async def create_conversation(request: Request, principal: Principal, body: Crea
     if isinstance(spec, CreateDirect):
         detail, created = await _service(request).create_direct(principal, spec.member_id)
         return json_response(conversation_view(detail), status=201 if created else 200)
-    detail = await _service(request).create_group(principal, spec.encrypted_meta)
+    detail = await _service(request).create_group(principal, spec.encrypted_meta, spec.commit)
     return json_response(conversation_view(detail), status=201)
 
 
@@ -77,32 +86,49 @@ async def get_conversation(request: Request, principal: Principal) -> Response:
 
 
 async def invite(request: Request, principal: Principal, body: Invite) -> Response:
-    await _service(request).invite(principal, _conversation_id(request), body.user_id)
+    await _service(request).invite(principal, _conversation_id(request), body.user_id, body.commit)
     return Response(status_code=201)
 
 
-async def accept_invitation(request: Request, principal: Principal) -> Response:
-    await _service(request).answer_invitation(principal, _conversation_id(request), accept=True)
+async def accept_invitation(
+    request: Request, principal: Principal, body: MembershipChange | None
+) -> Response:
+    await _service(request).answer_invitation(
+        principal, _conversation_id(request), accept=True, commit=_commit(body)
+    )
     return no_content()
 
 
-async def decline_invitation(request: Request, principal: Principal) -> Response:
-    await _service(request).answer_invitation(principal, _conversation_id(request), accept=False)
+async def decline_invitation(
+    request: Request, principal: Principal, body: MembershipChange | None
+) -> Response:
+    await _service(request).answer_invitation(
+        principal, _conversation_id(request), accept=False, commit=_commit(body)
+    )
     return no_content()
 
 
-async def remove_member(request: Request, principal: Principal) -> Response:
+async def remove_member(request: Request, principal: Principal, body: MembershipChange | None) -> Response:
     raw = request.path_params["user_id"]
     subject = principal.user_id if raw == "me" else path_uuid(request, "user_id")
-    await _service(request).remove_member(principal, _conversation_id(request), subject)
+    await _service(request).remove_member(principal, _conversation_id(request), subject, _commit(body))
     return no_content()
 
 
 async def change_role(request: Request, principal: Principal, body: RoleChange) -> Response:
     await _service(request).set_role(
-        principal, _conversation_id(request), path_uuid(request, "user_id"), body.role
+        principal, _conversation_id(request), path_uuid(request, "user_id"), body.role, body.commit
     )
     return no_content()
+
+
+async def list_events(request: Request, principal: Principal) -> Response:
+    limit = LIMIT(request)
+    items = await _service(request).events(
+        principal, _conversation_id(request), EVENT_CURSOR(request) or 0, limit
+    )
+    next_cursor = str(items[-1].id) if len(items) == limit else None
+    return json_response(MembershipEventList(items=[event_view(e) for e in items], next_cursor=next_cursor))
 
 
 async def send_message(request: Request, principal: Principal, body: Envelope) -> Response:
@@ -166,6 +192,15 @@ def build(resources: Resources) -> MessagingService:
 
 _C = "/v1/conversations/{conversation_id}"
 
+# Said once for every operation that changes membership or roles.
+_COMMIT = (
+    " Takes an optional `commit`: standard base64 of 1 byte to 16 KiB (more, or not canonical "
+    "base64, is a 422 that changes nothing), opaque to the server, stored with the event this "
+    "request causes and served back by `GET /v1/conversations/{conversation_id}/events`. Clients put "
+    "there a statement signed by the acting device so that members check each change themselves."
+)
+_OPTIONAL_BODY = " The body is optional: no body at all is the same as `{}`; a body must be JSON `{commit}`."
+
 MODULE = ServiceModule(
     "messaging",
     [
@@ -179,7 +214,11 @@ MODULE = ServiceModule(
             "who left (`members` lists current members only): they are not re-added and receive "
             "nothing sent there until they return, and then only what comes after. A user who does "
             "not exist, or who blocked the caller, is the same 404. Group creation is rate limited "
-            "per user (`VEIL_GROUPS_PER_HOUR`).",
+            "per user (`VEIL_GROUPS_PER_HOUR`). A group's creation" + _COMMIT + " A direct "
+            "conversation takes no `commit` (a 422, as any unknown field): its roster is two users "
+            "by construction, which clients check themselves, so there is no chain to sign; its "
+            "events (`created`, and `joined` when the one who left returns) are listed with a null "
+            "`commit`.",
             TAG,
             body=CreateConversation,
             responses={201: ConversationView, 200: ConversationView},
@@ -197,6 +236,26 @@ MODULE = ServiceModule(
         ),
         Endpoint(
             "GET",
+            _C + "/events",
+            list_events,
+            "Every membership and role change of the conversation, oldest first: `created`, "
+            "`invited`, `joined`, `declined`, `left`, `removed`, `role_changed`. `epoch` is the "
+            "conversation's epoch after the change; `actor_id` and `actor_device_id` (the acting "
+            "device's session id) name who made it, `subject_id` whom it concerns, and `commit` is "
+            "the base64 commit its request carried, or null. Joined members and invitees may read "
+            "it (an invitee checks the chain before accepting); anyone else gets the same 404 as for "
+            "a conversation that does not exist, and so do former members. Erasing an account "
+            "deletes the events about that user and clears `actor_id`, `actor_device_id` and "
+            "`commit` of the changes they made, so a chain that spans an erased account has gaps; "
+            "`actor_device_id` is also null for changes recorded before it was kept. `event_id` "
+            "increases in the order the changes took effect; page with `limit` and `cursor`.",
+            TAG,
+            responses={200: MembershipEventList},
+            errors=(404,),
+            query=(LIMIT, EVENT_CURSOR),
+        ),
+        Endpoint(
+            "GET",
             _C,
             get_conversation,
             "One conversation with its members.",
@@ -211,7 +270,7 @@ MODULE = ServiceModule(
             "Invite a user (group owners and admins). A user who does not exist, or who blocked the "
             "caller, is the same 404. 429 beyond the inviter's hourly budget "
             "(`VEIL_INVITATIONS_PER_HOUR`) or with too many of the inviter's invitations still "
-            "pending with this invitee (`VEIL_PENDING_INVITATIONS_PER_INVITEE`).",
+            "pending with this invitee (`VEIL_PENDING_INVITATIONS_PER_INVITEE`)." + _COMMIT,
             TAG,
             body=Invite,
             responses={201: None},
@@ -222,8 +281,10 @@ MODULE = ServiceModule(
             "POST",
             _C + "/invitations/accept",
             accept_invitation,
-            "Accept an invitation.",
+            "Accept an invitation." + _COMMIT + _OPTIONAL_BODY,
             TAG,
+            body=MembershipChange,
+            body_required=False,
             responses={204: None},
             errors=(404, 409),
         ),
@@ -231,8 +292,10 @@ MODULE = ServiceModule(
             "POST",
             _C + "/invitations/decline",
             decline_invitation,
-            "Decline an invitation.",
+            "Decline an invitation." + _COMMIT + _OPTIONAL_BODY,
             TAG,
+            body=MembershipChange,
+            body_required=False,
             responses={204: None},
             errors=(404, 409),
         ),
@@ -240,8 +303,13 @@ MODULE = ServiceModule(
             "DELETE",
             _C + "/members/{user_id}",
             remove_member,
-            "Leave (`me`) or remove a member (admins).",
+            "Leave (`me`) or remove a member (admins); removing an invitee withdraws the invitation. "
+            "When the last owner leaves, an heir becomes owner (the first admin, else the "
+            "longest-standing member): a `role_changed` event follows the `left` one, with the "
+            "leaver as actor and a null `commit`." + _COMMIT + _OPTIONAL_BODY,
             TAG,
+            body=MembershipChange,
+            body_required=False,
             responses={204: None},
             errors=(403, 404),
         ),
@@ -249,7 +317,8 @@ MODULE = ServiceModule(
             "PUT",
             _C + "/members/{user_id}",
             change_role,
-            "Make a member an admin or back (owner only).",
+            "Make a member an admin or back (owner only): a `role_changed` event. Setting the role "
+            "the member already has changes nothing and records no event." + _COMMIT,
             TAG,
             body=RoleChange,
             responses={204: None},

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, RootModel
+from pydantic import Field, RootModel, WithJsonSchema
 
 from veil.core.binary import Base64Bytes
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
@@ -18,6 +18,39 @@ EncryptedMeta = Annotated[bytes, Base64Bytes(1, 4096)]
 # 16-byte tag around an empty plaintext), so every accepted value is long enough for the
 # plaintext rule of ADR 0009 to judge it (a short plaintext name would otherwise pass unjudged).
 NewEncryptedMeta = Annotated[bytes, Base64Bytes(28, 4096)]
+MAX_COMMIT_BYTES = 16 * 1024
+
+
+def _exact_base64_schema(max_bytes: int) -> dict[str, Any]:
+    """The JSON schema of canonical base64 of 1 to `max_bytes` bytes, exact to the byte: a length
+    bound alone also admits strings of that length that decode to up to two bytes more, which
+    fuzzers rightly report when the server refuses them."""
+    quads = max_bytes // 3
+    quad, one, two = "[A-Za-z0-9+/]{4}", "[A-Za-z0-9+/][AQgw]==", "[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]="
+    # Whole groups, then at most a tail that keeps the total within `max_bytes`.
+    forms = [f"(?:{quad}){{0,{quads}}}"]
+    for tail, size in ((one, 1), (two, 2)):
+        groups = (max_bytes - size) // 3
+        if groups >= 0:
+            forms.append(f"(?:{quad}){{0,{groups}}}{tail}")
+    return {
+        "type": "string",
+        "contentEncoding": "base64",
+        "pattern": f"^(?:{'|'.join(forms)})$",
+        "minLength": 4,
+        "maxLength": (max_bytes + 2) // 3 * 4,
+    }
+
+
+# A membership change's signed statement (issue 14), opaque to the server: base64 of 1 byte to
+# 16 KiB. The bound is the contract's, not configuration, so a larger one is a schema error (422)
+# like every other fixed-size binary field; 413 is for the request body and configured limits.
+# No plaintext rule: it is a signed statement about the roster, not message content.
+Commit = Annotated[
+    bytes,
+    Base64Bytes(1, MAX_COMMIT_BYTES),
+    WithJsonSchema(_exact_base64_schema(MAX_COMMIT_BYTES)),
+]
 
 
 class CreateDirect(RequestModel):
@@ -28,6 +61,7 @@ class CreateDirect(RequestModel):
 class CreateGroup(RequestModel):
     type: Literal["group"]
     encrypted_meta: NewEncryptedMeta | None = None
+    commit: Commit | None = None
 
 
 class CreateConversation(RootModel[Annotated[CreateDirect | CreateGroup, Field(discriminator="type")]]):
@@ -57,10 +91,39 @@ class ConversationList(ResponseModel):
 
 class Invite(RequestModel):
     user_id: uuid.UUID
+    commit: Commit | None = None
 
 
 class RoleChange(RequestModel):
     role: Literal["admin", "member"]
+    commit: Commit | None = None
+
+
+class MembershipChange(RequestModel):
+    """The optional body of accept, decline and leave or remove: the change's signed commit."""
+
+    commit: Commit | None = None
+
+
+EventKind = Literal["created", "invited", "joined", "declined", "left", "removed", "role_changed"]
+
+
+class MembershipEventView(ResponseModel):
+    event_id: int
+    epoch: int
+    kind: EventKind
+    # Null once the actor's account is erased.
+    actor_id: uuid.UUID | None
+    # The acting device (its session id); null once the actor's account is erased.
+    actor_device_id: uuid.UUID | None
+    subject_id: uuid.UUID
+    commit: Commit | None
+    created_at: Timestamp
+
+
+class MembershipEventList(ResponseModel):
+    items: list[MembershipEventView]
+    next_cursor: str | None
 
 
 class Envelope(RequestModel):

@@ -154,29 +154,34 @@ class MessagingService:
                         invited_by=None,
                         now=now,
                     )
+                # A direct conversation carries no commit: its roster is two users by construction,
+                # which clients check themselves, so there is no chain of changes to sign.
                 await store.record_event(
                     conn,
                     conversation_id,
                     "created",
                     actor_id=principal.user_id,
+                    actor_device_id=principal.session_id,
                     subject_id=member_id,
                     epoch=0,
+                    commit=None,
                     now=now,
                 )
             else:
                 found = await store.direct_conversation(conn, pair)
                 assert found is not None
                 conversation_id = found
-                await self._rejoin_direct(conn, conversation_id, principal.user_id, now)
+                await self._rejoin_direct(conn, conversation_id, principal, now)
             return await self._detail(conn, conversation_id), created
 
     async def _rejoin_direct(
-        self, conn: Connection, conversation_id: uuid.UUID, user: uuid.UUID, now: datetime
+        self, conn: Connection, conversation_id: uuid.UUID, principal: Principal, now: datetime
     ) -> None:
         """A pair has one direct conversation. Whoever left it comes back only by starting it again
         themselves (history from before stays closed to them, and the epoch moves on); the other
         side starting it changes nothing and is shown the conversation without them, so nobody is
         put back into a conversation they left, or sent messages there, without their consent."""
+        user = principal.user_id
         conversation = await store.conversation(conn, conversation_id, lock=True)
         assert conversation is not None
         if await store.membership(conn, conversation_id, user) is not None:
@@ -193,10 +198,20 @@ class MessagingService:
         )
         epoch = await store.bump_epoch(conn, conversation_id)
         await store.record_event(
-            conn, conversation_id, "joined", actor_id=user, subject_id=user, epoch=epoch, now=now
+            conn,
+            conversation_id,
+            "joined",
+            actor_id=user,
+            actor_device_id=principal.session_id,
+            subject_id=user,
+            epoch=epoch,
+            commit=None,
+            now=now,
         )
 
-    async def create_group(self, principal: Principal, encrypted_meta: bytes | None) -> ConversationDetail:
+    async def create_group(
+        self, principal: Principal, encrypted_meta: bytes | None, commit: bytes | None = None
+    ) -> ConversationDetail:
         # The group's name and avatar are ciphertext like a message's (ADR 0009): refuse what is
         # evidently plaintext before anything, the rate budget included, is spent.
         if encrypted_meta is not None and looks_like_text(encrypted_meta):
@@ -225,8 +240,10 @@ class MessagingService:
                 conversation_id,
                 "created",
                 actor_id=principal.user_id,
+                actor_device_id=principal.session_id,
                 subject_id=principal.user_id,
                 epoch=0,
+                commit=commit,
                 now=now,
             )
             return await self._detail(conn, conversation_id)
@@ -248,7 +265,13 @@ class MessagingService:
             records = await store.conversations_of(conn, principal.user_id, after, limit)
             return [ConversationDetail(c, await store.members(conn, c.id)) for c in records]
 
-    async def invite(self, principal: Principal, conversation_id: uuid.UUID, invitee: uuid.UUID) -> None:
+    async def invite(
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        invitee: uuid.UUID,
+        commit: bytes | None = None,
+    ) -> None:
         """Every attempt spends the inviter's hourly budget, refused ones too (probing costs as
         much as inviting). An invitation lands in the invitee's conversation list, so one inviter
         may have only a few pending with the same invitee: nobody can fill someone's list, and
@@ -287,12 +310,16 @@ class MessagingService:
                 conversation_id,
                 "invited",
                 actor_id=principal.user_id,
+                actor_device_id=principal.session_id,
                 subject_id=invitee,
                 epoch=conversation.epoch,
+                commit=commit,
                 now=now,
             )
 
-    async def answer_invitation(self, principal: Principal, conversation_id: uuid.UUID, accept: bool) -> None:
+    async def answer_invitation(
+        self, principal: Principal, conversation_id: uuid.UUID, accept: bool, commit: bytes | None = None
+    ) -> None:
         now = self._clock.now()
         async with self._db.transaction("messaging_answer_invitation") as conn:
             conversation, member = await self._access(
@@ -312,14 +339,25 @@ class MessagingService:
                 conversation_id,
                 "joined" if accept else "declined",
                 actor_id=principal.user_id,
+                actor_device_id=principal.session_id,
                 subject_id=principal.user_id,
                 epoch=epoch,
+                commit=commit,
                 now=now,
             )
 
     async def remove_member(
-        self, principal: Principal, conversation_id: uuid.UUID, subject: uuid.UUID
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        subject: uuid.UUID,
+        commit: bytes | None = None,
     ) -> None:
+        """Leave, or remove someone (managers). The last joined member leaving ends the conversation
+        (its events go with it). When the last owner leaves, an heir becomes owner (the first admin,
+        else the longest-standing joined member): a `role_changed` event after the `left` one, with
+        the leaver as actor and no commit of its own, since the leave's commit covers the roster
+        that results."""
         now = self._clock.now()
         async with self._db.transaction("messaging_remove_member") as conn:
             conversation, actor = await self._access(
@@ -347,23 +385,44 @@ class MessagingService:
             if not remaining:
                 await store.delete_conversation(conn, conversation_id)
                 return
-            if target.role == "owner" and not any(m.role == "owner" for m in remaining):
-                heir = next((m for m in remaining if m.role == "admin"), remaining[0])
-                await store.set_role(conn, conversation_id, heir.user_id, "owner")
             await store.record_event(
                 conn,
                 conversation_id,
                 "left" if subject == principal.user_id else "removed",
                 actor_id=principal.user_id,
+                actor_device_id=principal.session_id,
                 subject_id=subject,
                 epoch=epoch,
+                commit=commit,
                 now=now,
             )
+            if target.role == "owner" and not any(m.role == "owner" for m in remaining):
+                heir = next((m for m in remaining if m.role == "admin"), remaining[0])
+                await store.set_role(conn, conversation_id, heir.user_id, "owner")
+                await store.record_event(
+                    conn,
+                    conversation_id,
+                    "role_changed",
+                    actor_id=principal.user_id,
+                    actor_device_id=principal.session_id,
+                    subject_id=heir.user_id,
+                    epoch=epoch,
+                    commit=None,
+                    now=now,
+                )
 
     async def set_role(
-        self, principal: Principal, conversation_id: uuid.UUID, subject: uuid.UUID, role: str
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        subject: uuid.UUID,
+        role: str,
+        commit: bytes | None = None,
     ) -> None:
-        """The owner makes a joined member an admin, or an admin a member again."""
+        """The owner makes a joined member an admin, or an admin a member again: a `role_changed`
+        event. Setting the role a member already has changes nothing and records nothing (a
+        retried request does not add a second event)."""
+        now = self._clock.now()
         async with self._db.transaction("messaging_set_role") as conn:
             conversation, actor = await self._access(conn, principal.user_id, conversation_id, lock=True)
             target = await store.membership(conn, conversation_id, subject)
@@ -373,7 +432,30 @@ class MessagingService:
                 raise forbidden("Only the group owner changes roles, and not their own.")
             if target.state != "joined":
                 raise conflict("Only joined members get a role.")
+            if target.role == role:
+                return
             await store.set_role(conn, conversation_id, subject, role)
+            await store.record_event(
+                conn,
+                conversation_id,
+                "role_changed",
+                actor_id=principal.user_id,
+                actor_device_id=principal.session_id,
+                subject_id=subject,
+                epoch=conversation.epoch,
+                commit=commit,
+                now=now,
+            )
+
+    async def events(
+        self, principal: Principal, conversation_id: uuid.UUID, after_id: int, limit: int
+    ) -> list[store.EventRecord]:
+        """The conversation's membership changes in order, to its joined members and to those
+        invited to it: an invitee checks the chain (who invited them, into which roster) before
+        accepting, and sees nothing by it that accepting would not show them at once."""
+        async with self._db.connection() as conn:
+            await self._access(conn, principal.user_id, conversation_id, joined=False)
+            return await store.events_after(conn, conversation_id, after_id, limit)
 
     async def check_send_rate(self, principal: Principal) -> None:
         """One budget per user for HTTP and WebSocket sends, across all devices and processes."""

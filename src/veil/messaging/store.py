@@ -46,6 +46,18 @@ class MessageRecord:
     created_at: datetime
 
 
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    epoch: int
+    kind: str
+    actor_id: uuid.UUID | None
+    actor_device_id: uuid.UUID | None
+    subject_id: uuid.UUID
+    commit: bytes | None
+    created_at: datetime
+
+
 _CONVERSATION = "id, type, epoch, last_seq, encrypted_meta, created_at"
 _MESSAGE = (
     "conversation_id, seq, message_id, sender_id, sender_device_id, content_type, ciphertext, nonce, "
@@ -206,23 +218,44 @@ async def record_event(
     conversation_id: uuid.UUID,
     kind: str,
     *,
-    actor_id: uuid.UUID | None,
+    actor_id: uuid.UUID,
+    actor_device_id: uuid.UUID,
     subject_id: uuid.UUID,
     epoch: int,
+    commit: bytes | None,
     now: datetime,
 ) -> None:
+    """One membership change. Callers hold the conversation's row lock (or created the row in this
+    transaction), so within a conversation the ids increase in commit order: `events_after` can
+    page by id without ever skipping an event that commits later."""
     event_id = await conn.fetchval(
-        """INSERT INTO membership_events (conversation_id, kind, actor_id, subject_id, epoch, created_at)
-           VALUES ($1, $2, $3, $4, $5, $6) RETURNING id""",
+        """INSERT INTO membership_events
+               (conversation_id, kind, actor_id, actor_device_id, subject_id, epoch, commit, created_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
         conversation_id,
         kind,
         actor_id,
+        actor_device_id,
         subject_id,
         epoch,
+        commit,
         now,
     )
     # Ids only; listeners read the event (and the current members) from the database.
     await conn.execute("SELECT pg_notify($1, $2)", EVENT_CHANNEL, f"membership:{event_id}")
+
+
+async def events_after(
+    conn: Connection, conversation_id: uuid.UUID, after_id: int, limit: int
+) -> list[EventRecord]:
+    rows = await conn.fetch(
+        """SELECT id, epoch, kind, actor_id, actor_device_id, subject_id, commit, created_at
+           FROM membership_events WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3""",
+        conversation_id,
+        after_id,
+        limit,
+    )
+    return [EventRecord(**dict(row)) for row in rows]
 
 
 async def conversations_of(

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from veil.messaging.schemas import ConversationView, MemberView, MessageView
+from veil.messaging.schemas import ConversationView, MembershipEventView, MemberView, MessageView
 from veil.messaging.service import ConversationDetail
-from veil.messaging.store import MessageRecord
+from veil.messaging.store import EventRecord, MessageRecord
 
 
 def conversation_view(detail: ConversationDetail) -> ConversationView:
@@ -34,4 +34,17 @@ def message_view(m: MessageRecord) -> MessageView:
         content_type=m.content_type,
         parent_id=m.parent_id,
         key_epoch=m.key_epoch,
+    )
+
+
+def event_view(e: EventRecord) -> MembershipEventView:
+    return MembershipEventView(
+        event_id=e.id,
+        epoch=e.epoch,
+        kind=e.kind,
+        actor_id=e.actor_id,
+        actor_device_id=e.actor_device_id,
+        subject_id=e.subject_id,
+        commit=e.commit,
+        created_at=e.created_at,
     )

@@ -1,8 +1,9 @@
 """The per-process registry of sockets, and fan-out across processes through PostgreSQL.
 
 Writers NOTIFY in the transaction that commits the row (a message, a device message, a membership
-event, a receipt, a key change, a revoked session); PostgreSQL delivers the notification to every
-listening process only after commit, so a socket is never woken for a row it cannot read yet.
+event, a receipt, a key change, a master-key reset, a revoked session); PostgreSQL delivers the
+notification to every listening process only after commit, so a socket is never woken for a row it
+cannot read yet.
 Payloads carry ids only. If the listening connection drops, notifications in between are lost, so
 on reconnect every socket is woken as if everything were new: the pull from the database (and the
 replay on the client's next connection) is the safety net, see docs/adr/0011.
@@ -19,6 +20,7 @@ by one dispatcher task.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import uuid
 from typing import Any
@@ -29,6 +31,7 @@ from veil.core.listener import PgListener
 from veil.core.logging import get_logger
 from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import REVOCATION_CHANNEL
+from veil.keys import store as keys_store
 from veil.messaging import store as messaging_store
 from veil.realtime import store
 from veil.realtime.connection import CLOSE_REPLACED, CLOSE_SESSION_ENDED, CLOSE_SHUTDOWN, DeviceConnection
@@ -198,6 +201,8 @@ class Hub:
         elif payload.startswith("keys:"):
             _, user, device, change = payload.split(":")
             await self._keys_changed(uuid.UUID(user), device, change)
+        elif payload.startswith("identity:"):
+            await self._identity_changed(uuid.UUID(payload.split(":", 1)[1]))
 
     async def _new_message(self, conversation_id: uuid.UUID, seq: int) -> None:
         """Read the message once for every local socket of the conversation. Sockets that are not
@@ -289,3 +294,26 @@ class Hub:
             for connection in self._by_user.get(contact, ()):
                 if connection.device_id != uuid.UUID(device):
                     connection.push(frame)
+        if change == "device_added":
+            # A new device of the user: the user's other devices may approve (certify) it.
+            pending = {"type": "device_pending", "device_id": device}
+            for connection in self._by_user.get(user_id, ()):
+                if connection.device_id != uuid.UUID(device):
+                    connection.push(pending)
+
+    async def _identity_changed(self, user_id: uuid.UUID) -> None:
+        """A master-key reset: everyone who shares a conversation with the user hears the new key
+        (read now, so of several resets in a row each frame carries the latest)."""
+        async with self._db.connection() as conn:
+            current = await keys_store.master_key(conn, user_id)
+            if current is None:
+                return
+            contacts = await store.contacts_of(conn, user_id)
+        frame = {
+            "type": "identity_changed",
+            "user_id": str(user_id),
+            "master_key": base64.b64encode(current.master_key).decode(),
+        }
+        for contact in contacts:
+            for connection in self._by_user.get(contact, ()):
+                connection.push(frame)

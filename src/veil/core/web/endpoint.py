@@ -37,6 +37,8 @@ class Endpoint:
     summary: str
     tag: str
     body: type[BaseModel] | None = None
+    # False: the body may be left out altogether (no bytes), and the handler then gets None.
+    body_required: bool = True
     # Success statuses and their body models (None: no body).
     responses: Mapping[int, type[BaseModel] | None] = field(default_factory=lambda: {200: None})
     # Problem statuses this operation may answer with, beyond those implied below.
@@ -75,8 +77,10 @@ class Endpoint:
                 await self.guard(request, principal)
             args.append(principal)
         request.state.query = parse_query(request, self.query)
-        if self.body is not None:
+        if self.body is not None and self.body_required:
             args.append(await parse_json_body(request, self.body, max_body_bytes))
+        elif self.body is not None:
+            args.append(await parse_optional_json_body(request, self.body, max_body_bytes))
         return await self.handler(request, *args)
 
 
@@ -154,6 +158,20 @@ async def parse_json_body(request: Request, model: type[M], limit: int) -> M:
     if not _is_json(request.headers.get("content-type")):
         raise Problem(415, "The request body must be application/json.")
     raw = await read_body(request, limit)
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise validation_failed(field_errors(exc)) from None
+
+
+async def parse_optional_json_body(request: Request, model: type[M], limit: int) -> M | None:
+    """None when the request carries no body bytes at all, whatever its headers say (clients that
+    send nothing must keep working); anything else must be JSON matching the model."""
+    raw = await read_body(request, limit)
+    if not raw:
+        return None
+    if not _is_json(request.headers.get("content-type")):
+        raise Problem(415, "The request body must be application/json.")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -102,7 +102,7 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
             operation["security"] = [{"bearerAuth": []}]
         if ep.body is not None:
             operation["requestBody"] = {
-                "required": True,
+                "required": ep.body_required,
                 "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
             }
         for status, model in ep.responses.items():
