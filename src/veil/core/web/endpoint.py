@@ -128,7 +128,7 @@ async def authenticate(request: Request) -> Principal:
 async def read_body(request: Request, limit: int) -> bytes:
     """Read at most `limit` bytes; a longer body is a 413 before it is all buffered."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"The request body exceeds {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
@@ -157,11 +157,7 @@ def field_errors(error: ValidationError) -> list[FieldError]:
 async def parse_json_body(request: Request, model: type[M], limit: int) -> M:
     if not _is_json(request.headers.get("content-type")):
         raise Problem(415, "The request body must be application/json.")
-    raw = await read_body(request, limit)
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        raise validation_failed(field_errors(exc)) from None
+    return _validated(model, await read_body(request, limit))
 
 
 async def parse_optional_json_body(request: Request, model: type[M], limit: int) -> M | None:
@@ -172,6 +168,10 @@ async def parse_optional_json_body(request: Request, model: type[M], limit: int)
         return None
     if not _is_json(request.headers.get("content-type")):
         raise Problem(415, "The request body must be application/json.")
+    return _validated(model, raw)
+
+
+def _validated(model: type[M], raw: bytes) -> M:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
