@@ -25,7 +25,7 @@ run: $(STAMP) ## Start PostgreSQL, S3 and Veil at https://localhost:8443 (Ctrl-C
 	$(BIN)/veil run
 
 demo: $(STAMP) ## Three clients talk through the running system (started if down), then what the server holds
-	$(BIN)/python -m veil.client.demo --start-server
+	$(BIN)/python -m veil.client.cli.demo --start-server
 
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check src tests bench

@@ -24,7 +24,7 @@ import httpx
 from tests.support.server import LiveServer
 
 from bench.messaging import Latencies, RawHttpClient, _auth, _users
-from veil.client.attachments import encrypt_file
+from veil.client.protocol.attachments import encrypt_file
 from veil.core.blobstore import BlobStore
 from veil.core.config import Settings
 

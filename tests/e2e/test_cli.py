@@ -1,6 +1,6 @@
 """`veil-client` as people use it: a subprocess per command against a live server, secrets fed on
 standard input, and `chat` driven line by line while its output is read live. Also `make demo`'s
-script (`python -m veil.client.demo`) against the test stack."""
+script (`python -m veil.client.cli.demo`) against the test stack."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from veil.devstack import mailbox
 pytestmark = pytest.mark.slow
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-CLIENT = [sys.executable, "-m", "veil.client.cli"]
+CLIENT = [sys.executable, "-m", "veil.client.cli.main"]
 NEW_PASSWORD = "a brand new passphrase 9"
 
 
@@ -500,7 +500,7 @@ def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings
     }
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "veil.client.demo", "--url", api.base_url, "--ca-file", str(api.ca_file)],
+        [sys.executable, "-m", "veil.client.cli.demo", "--url", api.base_url, "--ca-file", str(api.ca_file)],
         capture_output=True,
         text=True,
         env=env | {"VEIL_DATA_DIR": str(settings.data_dir)},  # where its sign-up codes are mailed

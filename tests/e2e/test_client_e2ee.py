@@ -25,15 +25,15 @@ from tests.support.clients import Clients
 from tests.support.pgdump import dump
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, bearer, login
-from veil.client.errors import (
+from veil.client.protocol.errors import (
     CryptoError,
     DecryptionError,
     OwnMessageError,
     UnknownSenderKeyError,
     UnknownSessionError,
 )
-from veil.client.http import VeilClient, VeilError
-from veil.client.session import ClientCrypto
+from veil.client.protocol.session import ClientCrypto
+from veil.client.sdk.http import VeilClient, VeilError
 
 # Helpers -----------------------------------------------------------------------------------------
 

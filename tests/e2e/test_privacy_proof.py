@@ -29,7 +29,7 @@ from tests.support.mail import latest_code, mail_dir
 from tests.support.pgdump import dump
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, bearer, login, register
-from veil.client.http import VeilClient
+from veil.client.sdk.http import VeilClient
 from veil.core.blobstore import BlobStore
 from veil.core.clock import FakeClock
 from veil.core.config import Settings

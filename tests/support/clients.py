@@ -7,8 +7,8 @@ from pathlib import Path
 from tests.support.server import LiveServer
 from tests.support.stackdir import test_mail_dir
 from tests.support.users import PASSWORD, new_email
-from veil.client.http import VeilClient
-from veil.client.keystore import ScryptParams
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.keystore import ScryptParams
 from veil.devstack import mailbox
 
 FAST = ScryptParams(log2_n=10)  # tests only: the default Scrypt cost would dominate every save

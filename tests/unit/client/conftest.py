@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.unit.client.support import Directory, new_device
-from veil.client.session import ClientCrypto
+from veil.client.protocol.session import ClientCrypto
 
 
 @pytest.fixture

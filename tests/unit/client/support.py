@@ -10,7 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from veil.client.session import ClientCrypto
+from veil.client.protocol.session import ClientCrypto
 
 
 def new_device(user_id: str | None = None, *, one_time: int = 3) -> ClientCrypto:

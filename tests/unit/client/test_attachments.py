@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from veil.client.attachments import EncryptedFile, FileReference, decrypt_file, encrypt_file
-from veil.client.errors import DecryptionError, MalformedMessageError
+from veil.client.protocol.attachments import EncryptedFile, FileReference, decrypt_file, encrypt_file
+from veil.client.protocol.errors import DecryptionError, MalformedMessageError
 
 CHUNK = 16
 HEADER = 10

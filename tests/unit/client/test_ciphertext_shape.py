@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from tests.unit.client.support import Directory, connect, stored
-from veil.client.session import ClientCrypto
+from veil.client.protocol.session import ClientCrypto
 
 PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from veil.client.envelope import (
+from veil.client.protocol.envelope import (
     MAX_CIPHERTEXT,
     DeviceContext,
     GroupContext,
@@ -17,7 +17,7 @@ from veil.client.envelope import (
     open_sealed,
     seal,
 )
-from veil.client.errors import DecryptionError
+from veil.client.protocol.errors import DecryptionError
 
 HEADER = b"\x01\x02header"
 

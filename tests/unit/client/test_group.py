@@ -10,17 +10,17 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.unit.client.support import Directory, connect, stored
-from veil.client.envelope import GroupContext, Sealed, open_sealed, seal
-from veil.client.errors import (
+from veil.client.protocol.envelope import GroupContext, Sealed, open_sealed, seal
+from veil.client.protocol.errors import (
     DecryptionError,
     OwnMessageError,
     ReplayError,
     UnknownSenderKeyError,
 )
-from veil.client.framing import GroupMessageHeader
-from veil.client.ratchet import step
-from veil.client.sender_keys import SenderKeyDistribution
-from veil.client.session import ClientCrypto
+from veil.client.protocol.framing import GroupMessageHeader
+from veil.client.protocol.ratchet import step
+from veil.client.protocol.sender_keys import SenderKeyDistribution
+from veil.client.protocol.session import ClientCrypto
 
 
 @pytest.fixture

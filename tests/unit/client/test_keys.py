@@ -8,8 +8,8 @@ import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from veil.client.errors import UnknownPrekeyError
-from veil.client.keys import DeviceKeys
+from veil.client.protocol.errors import UnknownPrekeyError
+from veil.client.protocol.keys import DeviceKeys
 
 
 def _b64(value: object) -> bytes:

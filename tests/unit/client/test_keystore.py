@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.client.support import Directory, connect
-from veil.client.errors import KeystoreFormatError, WrongPassphraseError
-from veil.client.keystore import ScryptParams, decrypt_state, encrypt_state, load_state, save_state
-from veil.client.session import ClientCrypto
+from veil.client.protocol.errors import KeystoreFormatError, WrongPassphraseError
+from veil.client.protocol.session import ClientCrypto
+from veil.client.sdk.keystore import ScryptParams, decrypt_state, encrypt_state, load_state, save_state
 
 FAST = ScryptParams(log2_n=10)  # tests only: the default costs about 128 MiB and a third of a second
 PASSPHRASE = "correct horse battery staple"
@@ -48,21 +48,21 @@ def device(directory: Directory, alice: ClientCrypto, bob: ClientCrypto) -> Clie
 
 def test_round_trip(tmp_path: Path, device: ClientCrypto) -> None:
     path = tmp_path / "alice.keystore"
-    device.save(path, PASSPHRASE, FAST)
-    restored = ClientCrypto.load(path, PASSPHRASE)
+    save_state(path, device.to_state(), PASSPHRASE, FAST)
+    restored = ClientCrypto.from_state(load_state(path, PASSPHRASE))
     assert restored.to_state() == device.to_state()
 
 
 def test_wrong_passphrase_is_a_clear_error(tmp_path: Path, device: ClientCrypto) -> None:
     path = tmp_path / "alice.keystore"
-    device.save(path, PASSPHRASE, FAST)
+    save_state(path, device.to_state(), PASSPHRASE, FAST)
     with pytest.raises(WrongPassphraseError, match="wrong passphrase"):
-        ClientCrypto.load(path, PASSPHRASE + "!")
+        load_state(path, PASSPHRASE + "!")
 
 
 def test_the_file_holds_no_key_in_the_clear(tmp_path: Path, device: ClientCrypto) -> None:
     path = tmp_path / "alice.keystore"
-    device.save(path, PASSPHRASE, FAST)
+    save_state(path, device.to_state(), PASSPHRASE, FAST)
     data = path.read_bytes()
     secrets = _secrets(device)
     assert len(secrets) >= 8
@@ -81,9 +81,9 @@ def test_the_file_holds_no_key_in_the_clear(tmp_path: Path, device: ClientCrypto
 
 def test_the_file_is_private_and_replaced_atomically(tmp_path: Path, device: ClientCrypto) -> None:
     path = tmp_path / "alice.keystore"
-    device.save(path, PASSPHRASE, FAST)
+    save_state(path, device.to_state(), PASSPHRASE, FAST)
     first = path.read_bytes()
-    device.save(path, PASSPHRASE, FAST)
+    save_state(path, device.to_state(), PASSPHRASE, FAST)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_bytes() != first  # fresh salt and nonce on every save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.keystore"]  # no temporary left behind

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.unit.client.support import Directory, connect, new_device
-from veil.client.errors import (
+from veil.client.protocol.errors import (
     DecryptionError,
     IdentityMismatchError,
     InvalidBundleError,
@@ -18,7 +18,7 @@ from veil.client.errors import (
     UnknownPrekeyError,
     UnknownSessionError,
 )
-from veil.client.session import ClientCrypto
+from veil.client.protocol.session import ClientCrypto
 
 
 @pytest.mark.parametrize("with_one_time", [True, False])

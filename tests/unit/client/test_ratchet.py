@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from veil.client.codec import b64encode
-from veil.client.errors import DecryptionError, ReplayError, TooManySkippedError
-from veil.client.ratchet import (
+from veil.client.protocol.codec import b64encode
+from veil.client.protocol.errors import DecryptionError, ReplayError, TooManySkippedError
+from veil.client.protocol.ratchet import (
     MAX_SKIP,
     MAX_SKIPPED_KEYS,
     ReceivingChain,

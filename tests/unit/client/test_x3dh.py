@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from veil.client import x3dh
-from veil.client.errors import InvalidBundleError, UnknownPrekeyError
-from veil.client.keys import DeviceKeys
+from veil.client.protocol import x3dh
+from veil.client.protocol.errors import InvalidBundleError, UnknownPrekeyError
+from veil.client.protocol.keys import DeviceKeys
 
 
 def _claim(keys: DeviceKeys, *, with_one_time: bool) -> dict[str, Any]:

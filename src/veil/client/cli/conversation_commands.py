@@ -14,13 +14,13 @@ import os
 import tempfile
 from pathlib import Path
 
-from veil.client.account_commands import note
-from veil.client.attachments import FileReference
-from veil.client.chat import describe, run_chat
-from veil.client.context import Context
-from veil.client.failures import UserError
-from veil.client.http import Conversation, GroupMessage, VeilError
-from veil.client.live import LiveFeed
+from veil.client.cli.account_commands import note
+from veil.client.cli.chat import describe, run_chat
+from veil.client.cli.context import Context
+from veil.client.cli.failures import UserError
+from veil.client.cli.live import LiveFeed
+from veil.client.protocol.attachments import FileReference
+from veil.client.sdk.http import Conversation, GroupMessage, VeilError
 
 
 def _title(ctx: Context, conversation: Conversation) -> str:

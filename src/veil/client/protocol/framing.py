@@ -21,7 +21,7 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 
-from veil.client.errors import MalformedMessageError
+from veil.client.protocol.errors import MalformedMessageError
 
 VERSION = 1
 

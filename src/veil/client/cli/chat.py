@@ -27,13 +27,13 @@ from typing import Any, TextIO
 
 import httpx
 
-from veil.client.attachments import FileReference
-from veil.client.errors import CryptoError
-from veil.client.failures import explain
-from veil.client.http import Conversation, GroupMessage, VeilClient, VeilError
-from veil.client.live import LiveFeed
-from veil.client.object_store import TransferError
-from veil.client.profile import Profile
+from veil.client.cli.failures import explain
+from veil.client.cli.live import LiveFeed
+from veil.client.cli.profile import Profile
+from veil.client.protocol.attachments import FileReference
+from veil.client.protocol.errors import CryptoError
+from veil.client.sdk.http import Conversation, GroupMessage, VeilClient, VeilError
+from veil.client.sdk.object_store import TransferError
 
 _TICK_SECONDS = 0.1
 _POLL_SECONDS = 1.0

@@ -26,7 +26,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from veil.client.codec import (
+from veil.client.protocol.codec import (
     U64_MAX,
     b64encode,
     canonical_uuid,
@@ -39,10 +39,10 @@ from veil.client.codec import (
     uuid_bytes,
     uuid_str,
 )
-from veil.client.envelope import GroupContext, Sealed, ensure_fits, open_sealed, seal
-from veil.client.errors import DecryptionError, MalformedMessageError, UnknownSenderKeyError
-from veil.client.framing import GroupMessageHeader, SenderKeyDistributionFrame
-from veil.client.ratchet import CHAIN_KEY_SIZE, ReceivingChain, SendingChain
+from veil.client.protocol.envelope import GroupContext, Sealed, ensure_fits, open_sealed, seal
+from veil.client.protocol.errors import DecryptionError, MalformedMessageError, UnknownSenderKeyError
+from veil.client.protocol.framing import GroupMessageHeader, SenderKeyDistributionFrame
+from veil.client.protocol.ratchet import CHAIN_KEY_SIZE, ReceivingChain, SendingChain
 
 SIGNATURE_SIZE = 64
 _SIGNATURE_LABEL = b"veil/group-signature/v1"

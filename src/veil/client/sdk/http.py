@@ -48,13 +48,13 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from veil.client.attachments import FileReference, decrypt_file, encrypt_file
-from veil.client.codec import b64decode, b64encode, canonical_uuid
-from veil.client.errors import CryptoError, DecryptionError, KeystoreFormatError
-from veil.client.keys import device_fingerprint
-from veil.client.keystore import ScryptParams, load_state, save_state
-from veil.client.object_store import TransferError, get_presigned, put_presigned
-from veil.client.session import ClientCrypto
+from veil.client.protocol.attachments import FileReference, decrypt_file, encrypt_file
+from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
+from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError
+from veil.client.protocol.keys import device_fingerprint
+from veil.client.protocol.session import ClientCrypto
+from veil.client.sdk.keystore import ScryptParams, load_state, save_state
+from veil.client.sdk.object_store import TransferError, get_presigned, put_presigned
 
 HTTP_STATE_VERSION = 1
 # Refresh this long before the access token expires, so a request never races its expiry.

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from veil.client.codec import (
+from veil.client.protocol.codec import (
     U32_MAX,
     b64encode,
     read_bytes,
@@ -25,7 +25,7 @@ from veil.client.codec import (
     read_list,
     read_mapping,
 )
-from veil.client.errors import UnknownPrekeyError
+from veil.client.protocol.errors import UnknownPrekeyError
 
 # Set-ups in flight may still name the previous signed prekey after a rotation.
 PREVIOUS_SIGNED_PREKEYS_KEPT = 1

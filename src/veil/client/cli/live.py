@@ -21,8 +21,8 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
-from veil.client.failures import UserError
-from veil.client.http import VeilClient
+from veil.client.cli.failures import UserError
+from veil.client.sdk.http import VeilClient
 
 CLOSE_SESSION_ENDED = 4401
 CLOSE_REPLACED = 4409

@@ -2,9 +2,9 @@
 
 It owns a device's keys, its pairwise sessions (keyed by peer user and device) and its group sender
 keys, turns plaintext into the exact wire dicts the API takes, and turns what the server delivers
-back into plaintext. It never does I/O except `save`/`load` of the encrypted keystore, and all of
-its state round-trips through `to_state`/`from_state`. Persisting after every call that changes
-state (before sending what it returned) is the caller's duty: a process that restarts from an
+back into plaintext. It never does I/O, and all of its state round-trips through
+`to_state`/`from_state`. Persisting after every call that changes state (before sending what it
+returned) is the caller's duty: a process that restarts from an
 older state reuses chain indices, which receivers refuse as replays (nonces are random, so no
 confidentiality is lost, but those messages are unreadable).
 
@@ -16,27 +16,24 @@ caller first calls `forget_peer` (after checking fingerprints out of band).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
-from veil.client.codec import canonical_uuid, read_list, read_mapping, read_str
-from veil.client.envelope import DEVICE_CONTENT_TYPES, DeviceContext, GroupContext, Sealed
-from veil.client.errors import (
+from veil.client.protocol.codec import canonical_uuid, read_list, read_mapping, read_str
+from veil.client.protocol.envelope import DEVICE_CONTENT_TYPES, DeviceContext, GroupContext, Sealed
+from veil.client.protocol.errors import (
     IdentityMismatchError,
     InvalidBundleError,
-    KeystoreFormatError,
     MalformedMessageError,
     OwnMessageError,
     ReplayError,
     UnknownSenderKeyError,
     UnknownSessionError,
 )
-from veil.client.framing import SessionInitHeader, SessionMessageHeader
-from veil.client.keys import DeviceKeys
-from veil.client.keystore import ScryptParams, load_state, save_state
-from veil.client.pairwise import PairwiseSession, PeerSessions, session_id_for
-from veil.client.sender_keys import SenderKeyDistribution, SenderKeyStore
-from veil.client.x3dh import PrekeyBundle
+from veil.client.protocol.framing import SessionInitHeader, SessionMessageHeader
+from veil.client.protocol.keys import DeviceKeys
+from veil.client.protocol.pairwise import PairwiseSession, PeerSessions, session_id_for
+from veil.client.protocol.sender_keys import SenderKeyDistribution, SenderKeyStore
+from veil.client.protocol.x3dh import PrekeyBundle
 
 STATE_FORMAT = "veil-client-state"
 STATE_VERSION = 1
@@ -298,19 +295,6 @@ class ClientCrypto:
             peers,
             SenderKeyStore.from_state(read_mapping(state, "sender_keys")),
         )
-
-    def save(self, path: Path, passphrase: str, params: ScryptParams | None = None) -> None:
-        """Write the state to an encrypted keystore file (atomically, mode 0600)."""
-        save_state(path, self.to_state(), passphrase, params)
-
-    @classmethod
-    def load(cls, path: Path, passphrase: str) -> ClientCrypto:
-        """Read a keystore file; `WrongPassphraseError` if the passphrase does not open it."""
-        state = load_state(path, passphrase)
-        try:
-            return cls.from_state(state)
-        except ValueError as error:
-            raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
 
     # Internals -----------------------------------------------------------------------------------
 

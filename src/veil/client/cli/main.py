@@ -13,11 +13,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from veil.client import account_commands as account
-from veil.client import conversation_commands as conversation
-from veil.client.context import Context
-from veil.client.failures import explain
-from veil.client.profile import DEFAULT_PROFILE, DEFAULT_URL, Profile
+from veil.client.cli import account_commands as account
+from veil.client.cli import conversation_commands as conversation
+from veil.client.cli.context import Context
+from veil.client.cli.failures import explain
+from veil.client.cli.profile import DEFAULT_PROFILE, DEFAULT_URL, Profile
 
 Command = Callable[[Context, argparse.Namespace], None]
 

@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from veil.client.errors import KeystoreFormatError, WrongPassphraseError
+from veil.client.protocol.errors import KeystoreFormatError, WrongPassphraseError
 
 MAGIC = b"VEILKS"
 VERSION = 1

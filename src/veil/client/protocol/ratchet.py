@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from veil.client.codec import U32_MAX, b64decode, b64encode, read_bytes, read_int, read_list
-from veil.client.errors import ReplayError, TooManySkippedError
+from veil.client.protocol.codec import U32_MAX, b64decode, b64encode, read_bytes, read_int, read_list
+from veil.client.protocol.errors import ReplayError, TooManySkippedError
 
 CHAIN_KEY_SIZE = 32
 # The furthest ahead of the next expected index a single message may be.

@@ -25,10 +25,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from veil.client.codec import U32_MAX, read_bytes, read_int, read_mapping
-from veil.client.errors import DecryptionError, InvalidBundleError
-from veil.client.framing import SessionInitHeader
-from veil.client.keys import KEY_SIZE, DeviceKeys, public_bytes
+from veil.client.protocol.codec import U32_MAX, read_bytes, read_int, read_mapping
+from veil.client.protocol.errors import DecryptionError, InvalidBundleError
+from veil.client.protocol.framing import SessionInitHeader
+from veil.client.protocol.keys import KEY_SIZE, DeviceKeys, public_bytes
 
 SIGNATURE_SIZE = 64
 SECRET_SIZE = 32

@@ -3,7 +3,7 @@ settings file.
 
     ~/.veil-client/<profile>/       (or $VEIL_CLIENT_HOME/<profile>/, or --home), mode 0700
         keystore.veilks             the device's keys, sessions and message cache, encrypted under the
-                                    passphrase (`veil.client.keystore`)
+                                    passphrase (`veil.client.sdk.keystore`)
         profile.json                server URL, CA file, own email and user id, the address book
                                     (name -> user id) and group names (name -> conversation id), 0600
 

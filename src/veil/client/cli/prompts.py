@@ -12,7 +12,7 @@ import getpass
 import re
 import sys
 
-from veil.client.failures import UserError
+from veil.client.cli.failures import UserError
 
 _CODE = re.compile(r"^\d{6}$")
 

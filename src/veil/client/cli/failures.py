@@ -13,16 +13,16 @@ import ssl
 import httpx
 from websockets.exceptions import InvalidStatus, WebSocketException
 
-from veil.client.errors import (
+from veil.client.cli.profile import ProfileError
+from veil.client.protocol.errors import (
     CryptoError,
     IdentityMismatchError,
     KeystoreError,
     KeystoreFormatError,
     WrongPassphraseError,
 )
-from veil.client.http import NotSignedInError, VeilError
-from veil.client.object_store import TransferError
-from veil.client.profile import ProfileError
+from veil.client.sdk.http import NotSignedInError, VeilError
+from veil.client.sdk.object_store import TransferError
 
 SESSION_EXPIRED = "Your session has expired; run `veil-client login EMAIL` again."
 NOT_SIGNED_IN = "You are not signed in; run `veil-client login EMAIL` (or `register EMAIL`) first."

@@ -15,13 +15,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 
-from veil.client import x3dh
-from veil.client.codec import b64decode, b64encode, read_bytes, read_list, read_mapping, read_str
-from veil.client.envelope import DeviceContext, Sealed, ensure_fits, open_sealed, seal
-from veil.client.errors import UnknownSessionError
-from veil.client.framing import SessionInitHeader, SessionMessageHeader
-from veil.client.keys import KEY_SIZE, DeviceKeys
-from veil.client.ratchet import ReceivingChain, SendingChain, derive_session_chains
+from veil.client.protocol import x3dh
+from veil.client.protocol.codec import b64decode, b64encode, read_bytes, read_list, read_mapping, read_str
+from veil.client.protocol.envelope import DeviceContext, Sealed, ensure_fits, open_sealed, seal
+from veil.client.protocol.errors import UnknownSessionError
+from veil.client.protocol.framing import SessionInitHeader, SessionMessageHeader
+from veil.client.protocol.keys import KEY_SIZE, DeviceKeys
+from veil.client.protocol.ratchet import ReceivingChain, SendingChain, derive_session_chains
 
 SESSION_ID_SIZE = 16
 MAX_SESSIONS_PER_DEVICE = 5

@@ -14,12 +14,12 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from veil.client.errors import KeystoreFormatError
-from veil.client.failures import NOT_SIGNED_IN, UserError
-from veil.client.http import Conversation, VeilClient, VeilError
-from veil.client.keystore import ScryptParams
-from veil.client.profile import DEFAULT_URL, Profile, as_uuid
-from veil.client.prompts import ask_secret
+from veil.client.cli.failures import NOT_SIGNED_IN, UserError
+from veil.client.cli.profile import DEFAULT_URL, Profile, as_uuid
+from veil.client.cli.prompts import ask_secret
+from veil.client.protocol.errors import KeystoreFormatError
+from veil.client.sdk.http import Conversation, VeilClient, VeilError
+from veil.client.sdk.keystore import ScryptParams
 
 PASSPHRASE_VARIABLE = "VEIL_CLIENT_PASSPHRASE"  # noqa: S105 (the name of a variable)
 # Lowers the key store's Scrypt cost (never below the keystore's floor); meant for tests, where the

@@ -1,4 +1,4 @@
-"""`make demo` (`python -m veil.client.demo`): three people talk through a running Veil, then we look
+"""`make demo` (`python -m veil.client.cli.demo`): three people talk through a running Veil, then we look
 at what the server holds.
 
 The script signs up Alice, Bob and Carol (each a device with its own keys, in memory), has Alice and
@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from veil.client.errors import CryptoError
-from veil.client.failures import explain
-from veil.client.http import Conversation, GroupMessage, VeilClient, VeilError
-from veil.client.server_view import Stores, StoresUnavailable
+from veil.client.cli.failures import explain
+from veil.client.cli.server_view import Stores, StoresUnavailable
+from veil.client.protocol.errors import CryptoError
+from veil.client.sdk.http import Conversation, GroupMessage, VeilClient, VeilError
 from veil.devstack import mailbox
 
 T = TypeVar("T")
@@ -304,7 +304,9 @@ def run(url: str, tls: ssl.SSLContext) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m veil.client.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m veil.client.cli.demo", description=__doc__.split("\n\n")[0]
+    )
     default_url = os.environ.get("VEIL_URL") or f"https://localhost:{os.environ.get('VEIL_PORT', '8443')}"
     parser.add_argument("--url", default=default_url, help="the Veil server (default: %(default)s)")
     parser.add_argument("--ca-file", type=Path, help="CA to trust (default: $VEIL_DATA_DIR/tls/ca.pem)")

@@ -28,8 +28,8 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from veil.client.codec import b64encode, canonical_uuid, read_bytes, read_int, read_str
-from veil.client.errors import DecryptionError, MalformedMessageError
+from veil.client.protocol.codec import b64encode, canonical_uuid, read_bytes, read_int, read_str
+from veil.client.protocol.errors import DecryptionError, MalformedMessageError
 
 KEY_SIZE = 32
 DEFAULT_CHUNK_SIZE = 64 * 1024

@@ -20,7 +20,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from veil.client.codec import (
+from veil.client.protocol.codec import (
     U64_MAX,
     b64decode,
     b64encode,
@@ -30,7 +30,7 @@ from veil.client.codec import (
     u64,
     uuid_bytes,
 )
-from veil.client.errors import DecryptionError
+from veil.client.protocol.errors import DecryptionError
 
 NONCE_SIZE = 12
 TAG_SIZE = 16

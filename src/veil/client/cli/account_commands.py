@@ -16,10 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from veil.client.context import Context
-from veil.client.failures import UserError
-from veil.client.http import VeilClient, VeilError
-from veil.client.prompts import ask_code, ask_line, ask_secret, checked_code
+from veil.client.cli.context import Context
+from veil.client.cli.failures import UserError
+from veil.client.cli.prompts import ask_code, ask_line, ask_secret, checked_code
+from veil.client.sdk.http import VeilClient, VeilError
 
 
 def note(text: str) -> None:

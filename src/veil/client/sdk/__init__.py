@@ -1,0 +1,1 @@
+"""The client library: `VeilClient` (HTTPS to the public API) and the encrypted key store file."""
