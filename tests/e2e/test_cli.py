@@ -204,6 +204,7 @@ def test_register_login_whoami_logout(cli: Cli) -> None:
     email, user_id = cli.sign_up("ada")
     whoami = cli.ok("ada", "whoami")
     assert email in whoami and f"Your user id: {user_id}" in whoami
+    assert "This device is primary" in whoami  # the account's first device holds its master key
     assert re.search(r"fingerprint( [0-9a-f]{4}){10}", whoami)
     profile = cli.home / "ada"
     assert stat.S_IMODE(profile.stat().st_mode) == 0o700
@@ -219,7 +220,9 @@ def test_register_login_whoami_logout(cli: Cli) -> None:
     assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
     login = cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
     assert f"Your user id: {user_id}" in login
-    assert "(this device)" in cli.ok("ada", "devices")
+    # The key store kept the master key: signing in again, the device approves itself.
+    assert "This device is primary" in login
+    assert re.search(r"\(this device\): approved", cli.ok("ada", "devices"))
 
 
 def test_two_people_chat_live_with_receipts(cli: Cli) -> None:
@@ -330,22 +333,22 @@ def test_delete_account(cli: Cli) -> None:
     assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
 
 
-def test_register_finished_later_with_verify(cli: Cli) -> None:
+def test_register_finished_later_with_activate(cli: Cli) -> None:
     email = new_email()
     # Standard input ends where the code was asked for: the account is not created, and the
     # message says how to finish.
     stopped = cli.run("ada", "register", email, stdin=f"{PASSWORD}\n")
-    assert_readable_failure(stopped, f"veil-client verify {email} CODE")
+    assert_readable_failure(stopped, f"veil-client activate {email} CODE")
     assert "code was emailed" in stopped.stderr
     assert_readable_failure(cli.run("ada", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
     code = mailbox.wait_for_code(stackdir.test_mail_dir(), email)
-    assert_readable_failure(cli.run("ada", "verify", email, "12345"), "six digits")
+    assert_readable_failure(cli.run("ada", "activate", email, "12345"), "six digits")
     wrong = "000000" if code != "000000" else "111111"
-    assert_readable_failure(cli.run("ada", "verify", email, wrong), "not accepted")
-    verified = cli.ok("ada", "verify", email, code)
-    assert re.search(rf"Registered {re.escape(email)} \(user id {UUID}\)", verified)
+    assert_readable_failure(cli.run("ada", "activate", email, wrong), "not accepted")
+    activated = cli.ok("ada", "activate", email, code)
+    assert re.search(rf"Registered {re.escape(email)} \(user id {UUID}\)", activated)
     # A used code does not work twice; the code may also come on standard input.
-    assert_readable_failure(cli.run("ada", "verify", email, stdin=f"{code}\n"), "not accepted")
+    assert_readable_failure(cli.run("ada", "activate", email, stdin=f"{code}\n"), "not accepted")
     assert "Your user id:" in cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
 
 
@@ -488,6 +491,129 @@ def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
     assert_readable_failure(cli.run("ada", "whoami"), "Your session has expired", "veil-client login")
 
 
+def link_code_in(output: str) -> str:
+    match = re.search(r"Link code: (VL1-[0-9A-Z-]+)", output)
+    assert match, output
+    return match.group(1)
+
+
+def safety_number_in(output: str) -> str:
+    """The 60 digits of the safety number `verify` printed (three rows of four groups of five)."""
+    rows = [line.strip() for line in output.splitlines() if re.fullmatch(r" {4}(\d{5} ){3}\d{5}", line)]
+    assert len(rows) == 3, output
+    digits = "".join(rows).replace(" ", "")
+    assert len(digits) == 60 and digits.isdigit()
+    return digits
+
+
+def test_a_second_device_waits_until_a_device_of_the_user_approves_it(cli: Cli) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+    cli.ok("ada", "send", bob_email, "before the laptop")
+
+    # A password is not enough: the new login waits for approval, and says how to get it.
+    login = cli.run("laptop", "login", ada_email, stdin=f"{PASSWORD}\n")
+    assert login.returncode == 0, login.stderr
+    assert "This device is pending" in login.stdout
+    code = link_code_in(login.stdout)
+    assert f"veil-client devices approve {code}" in login.stderr
+    laptop = re.search(rf"This device: ({UUID})", login.stdout)
+    assert laptop
+    listing = cli.ok("laptop", "devices")
+    assert "This device is pending" in listing and "(this device)" in listing
+    assert re.search(rf"device {laptop.group(1)}: not approved by its owner", cli.ok("ada", "devices"))
+    # Ada's client sends nothing to it, and says so.
+    sent = cli.run("ada", "send", bob_email, "while the laptop waits")
+    assert sent.returncode == 0, sent.stderr
+    assert re.search(rf"^warning: .*{laptop.group(1)[:8]}.*", sent.stderr, re.MULTILINE), sent.stderr
+    # Only a device holding the master key approves, and only a well-formed code.
+    assert_readable_failure(cli.run("laptop", "devices", "approve", code), "master key")
+    assert_readable_failure(cli.run("ada", "devices", "approve", "VL1-NOT-A-CODE"), "link code")
+
+    approved = cli.ok("ada", "devices", "approve", code)
+    assert f"Approved device {laptop.group(1)} (linked)" in approved
+    started = time.monotonic()
+    linked = cli.ok("laptop", "devices", "link", "--wait", "30")
+    assert "This device is approved: it is linked" in linked
+    assert time.monotonic() - started < 15  # it did not wait: the approval had arrived
+    assert "Link code" not in linked
+    assert re.search(r"\(this device\): approved", cli.ok("laptop", "devices"))
+    assert re.search(rf"device {laptop.group(1)}: approved", cli.ok("ada", "devices"))
+
+    # The linked device reads what is sent from now on.
+    cli.ok("laptop", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "send", ada_email, "hello to both of your devices")
+    assert "hello to both of your devices" in cli.ok("laptop", "history", bob_email)
+
+
+def test_devices_link_gives_up_after_its_wait(cli: Cli) -> None:
+    email, _ = cli.sign_up("ada")
+    cli.ok("laptop", "login", email, stdin=f"{PASSWORD}\n")
+    waited = cli.run("laptop", "devices", "link", "--wait", "1", "--no-qr")
+    code = link_code_in(waited.stdout)
+    assert "\u2580" not in waited.stdout and "\u2584" not in waited.stdout  # no QR drawn into a pipe
+    assert f"veil-client devices approve {code}" in waited.stderr
+    assert_readable_failure(waited, "not approved within 1 s")
+    assert_readable_failure(cli.run("ada", "devices", "link", "--primary"), "--primary does not go with")
+
+
+def test_verify_shows_the_same_safety_number_on_both_sides(cli: Cli) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+
+    declined = cli.ok("ada", "verify", bob_email, stdin="n\n")
+    assert f"{bob_email} is not marked as verified" in declined
+    assert "You verified" not in cli.run("ada", "devices", bob_email).stderr
+
+    by_ada = cli.ok("ada", "verify", bob_email, "--yes")
+    by_bob = cli.ok("bob", "verify", ada_id, "--yes")  # by user id as well
+    assert safety_number_in(by_ada) == safety_number_in(by_bob)
+    assert f"{bob_email} is verified" in by_ada and f"{ada_email} is verified" in by_bob
+    assert f"You verified {bob_email}" in cli.run("ada", "devices", bob_email).stderr
+
+    # A scanned QR code must carry this very number.
+    number = safety_number_in(by_bob)
+    wrong = ("1" if number[0] != "1" else "2") + number[1:]
+    assert_readable_failure(
+        cli.run("bob", "verify", ada_email, "--scan", f"VEIL-SN1:{wrong}"), "not verified"
+    )
+    assert_readable_failure(
+        cli.run("bob", "verify", ada_email, "--scan", "hello"), "not a Veil safety number"
+    )
+    assert "matches" in cli.ok("bob", "verify", ada_email, "--scan", f"VEIL-SN1:{number}")
+    assert_readable_failure(cli.run("ada", "verify", ada_id, "--yes"), "That is you")
+    assert "No new master key" in cli.ok("ada", "accept-key", bob_email)
+
+
+def test_identity_reset_changes_the_safety_number_and_holds_verified_contacts(cli: Cli) -> None:
+    ada_email, ada_id = cli.sign_up("ada")
+    bob_email, bob_id = cli.sign_up("bob")
+    cli.ok("ada", "contacts", "add", bob_email, bob_id)
+    cli.ok("bob", "contacts", "add", ada_email, ada_id)
+    before = safety_number_in(cli.ok("bob", "verify", ada_email, "--yes"))
+
+    assert_readable_failure(cli.run("ada", "identity", "reset", stdin="not the password\n"), "Wrong password")
+    reset = cli.run("ada", "identity", "reset", stdin=f"{PASSWORD}\n")
+    assert reset.returncode == 0, reset.stderr
+    assert "every other device" in reset.stderr.lower() and "new master key" in reset.stdout
+
+    # Bob verified Ada: nothing goes to her new key until he accepts or verifies again.
+    held = cli.run("bob", "send", ada_email, "are you still you?")
+    assert_readable_failure(held, "new master key")
+    assert_readable_failure(cli.run("bob", "verify", ada_email, "--yes"), "accept-key")
+    accepted = cli.run("bob", "accept-key", ada_email)
+    assert accepted.returncode == 0 and "Accepted" in accepted.stdout, accepted.stderr
+    after = safety_number_in(cli.ok("bob", "verify", ada_email, "--yes"))
+    assert after != before
+    assert after == safety_number_in(cli.ok("ada", "verify", bob_email, "--yes"))
+    cli.ok("bob", "send", ada_email, "welcome back")
+    assert "welcome back" in cli.ok("ada", "history", bob_email)
+
+
 def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings, database_url: str) -> None:
     assert settings.s3_endpoint and settings.s3_access_key and settings.s3_secret_key
     env = base_environment() | {
@@ -515,3 +641,8 @@ def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings
     assert "plaintext anywhere in the row: no" in out
     assert "file contents anywhere in the object: no" in out
     assert re.search(r"ciphertext\s+\d+ bytes: 0103", out)  # a group-message frame, not text
+    assert "the laptop is pending" in out and "lists it as: not approved by its owner" in out
+    assert "the laptop is now linked" in out and "the laptop reads it" in out
+    numbers = re.findall(r"(?:Alice|Bob) +sees ((?:\d{5} ){11}\d{5})", out)
+    assert len(numbers) == 2 and numbers[0] == numbers[1], out
+    assert "each marks the other verified" in out

@@ -16,7 +16,8 @@ from tests.support import stackdir
 from tests.support.clients import FAST, Clients
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, new_email
-from veil.client.sdk.http import VeilClient, VeilError
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.models import VeilError
 from veil.devstack import mailbox
 
 NEW_PASSWORD = "a brand new passphrase 9"

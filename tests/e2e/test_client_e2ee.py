@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -33,7 +34,8 @@ from veil.client.protocol.errors import (
     UnknownSessionError,
 )
 from veil.client.protocol.session import ClientCrypto
-from veil.client.sdk.http import VeilClient, VeilError
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.models import VeilError
 
 # Helpers -----------------------------------------------------------------------------------------
 
@@ -273,7 +275,8 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
     assert_no_canary_bytes(GROUP_CANARIES, row_bytes(query(database_url, "SELECT * FROM messages")))
 
     # Bob takes in the sender keys; a copy of his state then refuses every re-labelled envelope.
-    bob.fetch_device_messages()
+    roster = bob.membership(cid).roster_hash_at(2)
+    assert bob.membership(other).roster_hash_at(2) == roster  # the same three people
     forger = clone(bob)
     carol_device = carol.device_id
     tampered = {
@@ -286,11 +289,11 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
     }
     for field, envelope in tampered.items():
         try:
-            forger.decrypt_group_message(envelope)
+            forger.decrypt_group_message(envelope, roster, now=time.time())
         except DecryptionError:
             continue
         pytest.fail(f"a changed {field} still decrypted")
-    assert forger.decrypt_group_message(stored) == FROM_ALICE.encode()
+    assert forger.decrypt_group_message(stored, roster, now=time.time()) == FROM_ALICE.encode()
 
     # Each member reads the whole conversation from history (its own message from its own cache).
     for member in (alice, bob, carol):
@@ -300,7 +303,7 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
         assert [m.sender_id for m in history] == [alice.user_id, bob.user_id, carol.user_id]
         assert member.history(cid) == history  # a second read comes from the cache
     with pytest.raises(OwnMessageError):  # the reason for that cache
-        alice.crypto.decrypt_group_message(stored)
+        alice.crypto.decrypt_group_message(stored, roster, now=time.time())
 
     # Carol is removed: the epoch rises, and she loses the conversation.
     carol.fetch_device_messages()  # hand over what she has taken in so far
@@ -310,8 +313,9 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
     assert removed.value.status == 404
     assert "404" in str(removed.value)
 
-    # Bob still believes in epoch 2: the server refuses (409 with current_epoch), Bob gives a new
-    # sender key to the remaining members only, and sends under epoch 3.
+    # Bob last saw epoch 2, but every send first checks the membership record (the removal's signed
+    # commit moved it to epoch 3): he gives a new sender key to the remaining members only and
+    # sends under epoch 3 at the first attempt.
     statuses: list[tuple[str, int]] = []
 
     def record(response: httpx.Response) -> None:
@@ -320,7 +324,7 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
     bob._http.event_hooks["response"].append(record)
     after_bob = bob.send_text(cid, AFTER_REMOVAL_BOB)
     posts = [s for path, s in statuses if path == f"POST /v1/conversations/{cid}/messages"]
-    assert posts == [409, 201]
+    assert posts == [201]
     assert after_bob.key_epoch == 3
     after_alice = alice.send_text(cid, AFTER_REMOVAL_ALICE)
     assert after_alice.key_epoch == 3
@@ -349,14 +353,15 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
         )
     ]
     assert [e["message_id"] for e in new_epoch] == [after_bob.message_id, after_alice.message_id]
+    roster_3 = bob.membership(cid).roster_hash_at(3)
     for envelope in new_epoch:
         with pytest.raises(UnknownSenderKeyError):
-            carol.crypto.decrypt_group_message(envelope)
+            carol.crypto.decrypt_group_message(envelope, roster_3, now=time.time())
         with pytest.raises(DecryptionError):
-            carol.crypto.decrypt_group_message({**envelope, "key_epoch": 2})
+            carol.crypto.decrypt_group_message({**envelope, "key_epoch": 2}, roster, now=time.time())
     # The same epoch relabelling fails for a member who holds both epochs' keys.
     with pytest.raises(DecryptionError):
-        clone(bob).decrypt_group_message({**new_epoch[1], "key_epoch": 2})
+        clone(bob).decrypt_group_message({**new_epoch[1], "key_epoch": 2}, roster, now=time.time())
 
     assert_no_canary_bytes(GROUP_CANARIES, row_bytes(query(database_url, "SELECT * FROM messages")))
     assert_no_canary(GROUP_CANARIES, dump(database_url))

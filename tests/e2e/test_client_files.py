@@ -14,7 +14,7 @@ from tests.support.clients import Clients
 from tests.support.files import s3_client
 from tests.support.pgdump import dump
 from veil.client.protocol.errors import DecryptionError
-from veil.client.sdk.http import GroupMessage, VeilError
+from veil.client.sdk.models import GroupMessage, VeilError
 from veil.core.config import Settings
 
 MiB = 1024 * 1024

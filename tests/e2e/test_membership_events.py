@@ -4,9 +4,11 @@ served back in order, so that members can check the chain instead of trusting th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -403,3 +405,299 @@ async def test_the_purge_clears_the_actor_its_device_and_its_commits(
     # The members' own commits are theirs and stay.
     joined = [r for r in rows if r["kind"] == "joined"]
     assert len(joined) == 2 and all(r["commit"] is not None and r["actor_device_id"] for r in joined)
+
+
+# Ordering commits (ADR 0017): a commit-bearing request may name the event it was built on, and
+# the server records it only if that is still the conversation's latest event.
+
+
+def latest_event_id(client: httpx.Client, who: dict[str, Any], cid: str) -> int:
+    event_id: int = chain(client, who, cid)[-1]["event_id"]
+    return event_id
+
+
+def state(client: httpx.Client, who: dict[str, Any], cid: str) -> tuple[Any, Any]:
+    """Everything a refused request must leave as it was: the chain and the roster."""
+    conversation = client.get(f"/v1/conversations/{cid}", headers=bearer(who))
+    assert conversation.status_code == 200, conversation.text
+    return chain(client, who, cid), conversation.json()
+
+
+def assert_stale(response: httpx.Response, last_event_id: int) -> None:
+    assert response.status_code == 409, (response.request.method, response.request.url, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["last_event_id"] == last_event_id
+    assert "fetch the new events" in problem["detail"] and "rebuild the commit" in problem["detail"]
+
+
+def test_each_change_built_on_a_stale_event_is_refused_and_on_the_latest_recorded(api: LiveServer) -> None:
+    with api.client() as client:
+        owner, a, b, c = (user(client) for _ in range(4))
+        cid = create_group(client, owner, commit=commit())
+        path = f"/v1/conversations/{cid}"
+
+        def built_on(
+            stale: int, who: dict[str, Any], request: Callable[[int], httpx.Response]
+        ) -> httpx.Response:
+            """Send `request(after_event_id)` on `stale` (a 409 that changes nothing), then on the
+            latest event, and answer the second response."""
+            before = state(client, owner, cid)
+            latest = before[0][-1]["event_id"]
+            assert stale != latest
+            assert_stale(request(stale), latest)
+            assert state(client, owner, cid) == before
+            # The caller can read the events; what it rebuilds on is what the 409 named.
+            assert latest_event_id(client, who, cid) == latest
+            return request(latest)
+
+        first = latest_event_id(client, owner, cid)
+        invite(client, owner, cid, a, commit=commit(), after_event_id=first)
+
+        def invite_b(after: int) -> httpx.Response:
+            return client.post(
+                f"{path}/invitations",
+                json={"user_id": b["user_id"], "commit": commit(), "after_event_id": after},
+                headers=bearer(owner),
+            )
+
+        # No event, and one the conversation never reached, are as stale as an older one.
+        for never in (0, first + 10_000):
+            assert_stale(invite_b(never), latest_event_id(client, owner, cid))
+        invited = built_on(first, owner, invite_b)
+        assert invited.status_code == 201, invited.text
+
+        accept_commit = commit()
+        accepted = built_on(
+            first,
+            a,
+            lambda after: client.post(
+                f"{path}/invitations/accept",
+                json={"commit": accept_commit, "after_event_id": after},
+                headers=bearer(a),
+            ),
+        )
+        assert accepted.status_code == 204, accepted.text
+        declined = built_on(
+            first,
+            b,
+            lambda after: client.post(
+                f"{path}/invitations/decline",
+                json={"commit": commit(), "after_event_id": after},
+                headers=bearer(b),
+            ),
+        )
+        assert declined.status_code == 204, declined.text
+        role = built_on(
+            first,
+            owner,
+            lambda after: client.put(
+                f"{path}/members/{a['user_id']}",
+                json={"role": "admin", "commit": commit(), "after_event_id": after},
+                headers=bearer(owner),
+            ),
+        )
+        assert role.status_code == 204, role.text
+        invite(client, a, cid, c, commit=commit(), after_event_id=latest_event_id(client, a, cid))
+        stale = latest_event_id(client, owner, cid)
+        assert client.post(f"{path}/invitations/accept", headers=bearer(c)).status_code == 204
+        removed = built_on(
+            stale,
+            owner,
+            lambda after: delete_member(
+                client, owner, cid, c["user_id"], {"commit": commit(), "after_event_id": after}
+            ),
+        )
+        assert removed.status_code == 204, removed.text
+        left = built_on(
+            stale,
+            a,
+            lambda after: delete_member(client, a, cid, "me", {"commit": commit(), "after_event_id": after}),
+        )
+        assert left.status_code == 204, left.text
+
+        items = chain(client, owner, cid)
+        assert [(e["kind"], e["subject_id"]) for e in items] == [
+            ("created", owner["user_id"]),
+            ("invited", a["user_id"]),
+            ("invited", b["user_id"]),
+            ("joined", a["user_id"]),
+            ("declined", b["user_id"]),
+            ("role_changed", a["user_id"]),
+            ("invited", c["user_id"]),
+            ("joined", c["user_id"]),
+            ("removed", c["user_id"]),
+            ("left", a["user_id"]),
+        ]
+        assert base64.b64decode(items[3]["commit"]) == base64.b64decode(accept_commit)
+        members = client.get(path, headers=bearer(owner)).json()["members"]
+        assert [m["user_id"] for m in members] == [owner["user_id"]]
+
+
+def test_a_stale_after_event_id_tells_an_outsider_nothing(api: LiveServer) -> None:
+    with api.client() as client:
+        owner, member, stranger = (user(client) for _ in range(3))
+        cid = group(client, owner, member)["conversation_id"]
+        missing = delete_member(
+            client, stranger, str(uuid.uuid4()), member["user_id"], {"commit": commit(), "after_event_id": 1}
+        )
+        assert missing.status_code == 404
+        for request in (
+            client.post(
+                f"/v1/conversations/{cid}/invitations",
+                json={"user_id": stranger["user_id"], "commit": commit(), "after_event_id": 1},
+                headers=bearer(stranger),
+            ),
+            client.post(
+                f"/v1/conversations/{cid}/invitations/accept",
+                json={"commit": commit(), "after_event_id": 1},
+                headers=bearer(stranger),
+            ),
+            delete_member(
+                client, stranger, cid, member["user_id"], {"commit": commit(), "after_event_id": 1}
+            ),
+        ):
+            assert request.status_code == 404
+            assert request.json() == missing.json()
+
+
+async def test_commits_built_on_the_same_event_at_once_exactly_one_is_recorded(api: LiveServer) -> None:
+    with api.client() as client:
+        owner, admin, leaver = (user(client) for _ in range(3))
+        invitees = [user(client) for _ in range(4)]
+        cid = group(client, owner, admin, leaver)["conversation_id"]
+        path = f"/v1/conversations/{cid}"
+        assert (
+            client.put(
+                f"{path}/members/{admin['user_id']}", json={"role": "admin"}, headers=bearer(owner)
+            ).status_code
+            == 204
+        )
+        base = latest_event_id(client, owner, cid)
+
+    async with api.async_client() as racing:
+        # The owner and an admin invite four people at once, all on the same predecessor, while
+        # the admin also removes a member on it: a forked chain if more than one lands.
+        requests = [
+            racing.post(
+                f"{path}/invitations",
+                json={"user_id": invitee["user_id"], "commit": commit(), "after_event_id": base},
+                headers=bearer(owner if n % 2 else admin),
+            )
+            for n, invitee in enumerate(invitees)
+        ]
+        requests.append(
+            racing.request(
+                "DELETE",
+                f"{path}/members/{leaver['user_id']}",
+                json={"commit": commit(), "after_event_id": base},
+                headers=bearer(admin),
+            )
+        )
+        responses = await asyncio.gather(*requests)
+
+    with api.client() as client:
+        won = [r for r in responses if r.status_code in (201, 204)]
+        lost = [r for r in responses if r.status_code == 409]
+        assert len(won) == 1 and len(lost) == len(responses) - 1, [r.status_code for r in responses]
+        items = chain(client, owner, cid)
+        after = [e for e in items if e["event_id"] > base]
+        assert len(after) == 1, after
+        for response in lost:
+            assert_stale(response, after[0]["event_id"])
+        # A loser rebuilds on the event it was told of, and lands.
+        rebuilt = next(invitee for invitee in invitees if invitee["user_id"] != after[0]["subject_id"])
+        invite(client, owner, cid, rebuilt, commit=commit(), after_event_id=after[0]["event_id"])
+        assert chain(client, owner, cid)[-1]["subject_id"] == rebuilt["user_id"]
+
+
+AFTER_EVENT_ID_REFUSED = {
+    "without a commit": {},
+    "with a null commit": {"commit": None},
+    "negative": {"commit": commit()},
+    "a string": {"commit": commit()},
+    "a float": {"commit": commit()},
+    "a whole float": {"commit": commit()},
+    "a boolean": {"commit": commit()},
+    "beyond bigint": {"commit": commit()},
+}
+AFTER_EVENT_ID_VALUES: dict[str, Any] = {
+    "without a commit": 1,
+    "with a null commit": 1,
+    "negative": -1,
+    "a string": "1",
+    "a float": 1.5,
+    "a whole float": 1.0,
+    "a boolean": True,
+    "beyond bigint": 2**63,
+}
+
+
+@pytest.mark.parametrize("case", list(AFTER_EVENT_ID_REFUSED), ids=list(AFTER_EVENT_ID_REFUSED))
+def test_a_bad_after_event_id_is_a_422_that_changes_nothing(api: LiveServer, case: str) -> None:
+    with api.client() as client:
+        owner, a, b, invitee, stranger = (user(client) for _ in range(5))
+        cid = group(client, owner, a, b)["conversation_id"]
+        invite(client, owner, cid, invitee)
+        before = state(client, owner, cid)
+        latest = before[0][-1]["event_id"]
+        # The right event id where a number is wanted, so only the flaw named by `case` is wrong.
+        value = AFTER_EVENT_ID_VALUES[case]
+        if case in ("without a commit", "with a null commit"):
+            value = latest
+        extra = {**AFTER_EVENT_ID_REFUSED[case], "after_event_id": value}
+        path = f"/v1/conversations/{cid}"
+        refused = [
+            client.post(
+                f"{path}/invitations", json={"user_id": stranger["user_id"], **extra}, headers=bearer(owner)
+            ),
+            client.post(f"{path}/invitations/accept", json=extra, headers=bearer(invitee)),
+            client.post(f"{path}/invitations/decline", json=extra, headers=bearer(invitee)),
+            client.put(
+                f"{path}/members/{a['user_id']}", json={"role": "admin", **extra}, headers=bearer(owner)
+            ),
+            delete_member(client, owner, cid, b["user_id"], extra),
+            delete_member(client, a, cid, "me", extra),
+        ]
+        for response in refused:
+            assert response.status_code == 422, (response.request.method, response.request.url, response.text)
+            problem = response.json()
+            assert ["after_event_id"] in [e["loc"] for e in problem["errors"]], problem
+            assert "last_event_id" not in problem
+        assert state(client, owner, cid) == before
+
+
+def test_a_group_is_created_without_after_event_id(api: LiveServer) -> None:
+    with api.client() as client:
+        owner = user(client)
+        refused = client.post(
+            "/v1/conversations",
+            json={"type": "group", "commit": commit(), "after_event_id": 0},
+            headers=bearer(owner),
+        )
+        assert refused.status_code == 422
+        assert client.get("/v1/conversations", headers=bearer(owner)).json()["items"] == []
+
+
+def test_after_event_id_is_published_for_every_change_but_creation(api: LiveServer) -> None:
+    with api.client() as client:
+        document = client.get("/v1/openapi.json").json()
+    schemas = document["components"]["schemas"]
+    changes = {
+        ("post", "/v1/conversations/{conversation_id}/invitations"),
+        ("post", "/v1/conversations/{conversation_id}/invitations/accept"),
+        ("post", "/v1/conversations/{conversation_id}/invitations/decline"),
+        ("put", "/v1/conversations/{conversation_id}/members/{user_id}"),
+        ("delete", "/v1/conversations/{conversation_id}/members/{user_id}"),
+    }
+    for method, path in changes:
+        operation = document["paths"][path][method]
+        assert "after_event_id" in operation["summary"] and "last_event_id" in operation["summary"]
+        assert "409" in operation["responses"]
+        ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        schema = schemas[ref.rsplit("/", 1)[1]]
+        assert {"type": "integer", "minimum": 0, "maximum": 2**63 - 1} in schema["properties"][
+            "after_event_id"
+        ]["anyOf"]
+        assert schema["dependentSchemas"]["after_event_id"]["required"] == ["commit"]
+    assert "after_event_id" not in schemas["CreateGroup"]["properties"]

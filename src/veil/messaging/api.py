@@ -63,6 +63,10 @@ def _commit(body: MembershipChange | None) -> bytes | None:
     return body.commit if body is not None else None
 
 
+def _after_event_id(body: MembershipChange | None) -> int | None:
+    return body.after_event_id if body is not None else None
+
+
 async def create_conversation(request: Request, principal: Principal, body: CreateConversation) -> Response:
     spec = body.root
     if isinstance(spec, CreateDirect):
@@ -86,7 +90,13 @@ async def get_conversation(request: Request, principal: Principal) -> Response:
 
 
 async def invite(request: Request, principal: Principal, body: Invite) -> Response:
-    await _service(request).invite(principal, _conversation_id(request), body.user_id, body.commit)
+    await _service(request).invite(
+        principal,
+        _conversation_id(request),
+        body.user_id,
+        body.commit,
+        after_event_id=body.after_event_id,
+    )
     return Response(status_code=201)
 
 
@@ -94,7 +104,11 @@ async def accept_invitation(
     request: Request, principal: Principal, body: MembershipChange | None
 ) -> Response:
     await _service(request).answer_invitation(
-        principal, _conversation_id(request), accept=True, commit=_commit(body)
+        principal,
+        _conversation_id(request),
+        accept=True,
+        commit=_commit(body),
+        after_event_id=_after_event_id(body),
     )
     return no_content()
 
@@ -103,7 +117,11 @@ async def decline_invitation(
     request: Request, principal: Principal, body: MembershipChange | None
 ) -> Response:
     await _service(request).answer_invitation(
-        principal, _conversation_id(request), accept=False, commit=_commit(body)
+        principal,
+        _conversation_id(request),
+        accept=False,
+        commit=_commit(body),
+        after_event_id=_after_event_id(body),
     )
     return no_content()
 
@@ -111,13 +129,20 @@ async def decline_invitation(
 async def remove_member(request: Request, principal: Principal, body: MembershipChange | None) -> Response:
     raw = request.path_params["user_id"]
     subject = principal.user_id if raw == "me" else path_uuid(request, "user_id")
-    await _service(request).remove_member(principal, _conversation_id(request), subject, _commit(body))
+    await _service(request).remove_member(
+        principal, _conversation_id(request), subject, _commit(body), after_event_id=_after_event_id(body)
+    )
     return no_content()
 
 
 async def change_role(request: Request, principal: Principal, body: RoleChange) -> Response:
     await _service(request).set_role(
-        principal, _conversation_id(request), path_uuid(request, "user_id"), body.role, body.commit
+        principal,
+        _conversation_id(request),
+        path_uuid(request, "user_id"),
+        body.role,
+        body.commit,
+        after_event_id=body.after_event_id,
     )
     return no_content()
 
@@ -199,7 +224,23 @@ _COMMIT = (
     "request causes and served back by `GET /v1/conversations/{conversation_id}/events`. Clients put "
     "there a statement signed by the acting device so that members check each change themselves."
 )
-_OPTIONAL_BODY = " The body is optional: no body at all is the same as `{}`; a body must be JSON `{commit}`."
+# Said once for every commit-bearing operation that has a predecessor (all but group creation).
+_AFTER_EVENT_ID = (
+    " With a `commit`, it takes an optional `after_event_id`: the `event_id` (from "
+    "`GET /v1/conversations/{conversation_id}/events`) of the latest event the commit was built "
+    "on, 0 if the client saw none. The change is recorded only if that is still the "
+    "conversation's latest event; otherwise the answer is 409 with a top-level `last_event_id` "
+    "(the current latest) and nothing changes: fetch the events after it and rebuild the commit. "
+    "So two members who act at once cannot both extend the same predecessor and fork the chain "
+    "(docs/adr/0017-membership-commit-order.md). A stale `after_event_id` is a 409 before any "
+    "check of the roster (a 403 or a 409 about the members may follow once rebuilt). "
+    "`after_event_id` without a `commit`, negative, or not a JSON integer is a 422; without it, "
+    "the change is recorded on whatever came before, as it always was."
+)
+_OPTIONAL_BODY = (
+    " The body is optional: no body at all is the same as `{}`; a body must be JSON "
+    "`{commit, after_event_id}`."
+)
 
 MODULE = ServiceModule(
     "messaging",
@@ -270,7 +311,7 @@ MODULE = ServiceModule(
             "Invite a user (group owners and admins). A user who does not exist, or who blocked the "
             "caller, is the same 404. 429 beyond the inviter's hourly budget "
             "(`VEIL_INVITATIONS_PER_HOUR`) or with too many of the inviter's invitations still "
-            "pending with this invitee (`VEIL_PENDING_INVITATIONS_PER_INVITEE`)." + _COMMIT,
+            "pending with this invitee (`VEIL_PENDING_INVITATIONS_PER_INVITEE`)." + _COMMIT + _AFTER_EVENT_ID,
             TAG,
             body=Invite,
             responses={201: None},
@@ -281,7 +322,7 @@ MODULE = ServiceModule(
             "POST",
             _C + "/invitations/accept",
             accept_invitation,
-            "Accept an invitation." + _COMMIT + _OPTIONAL_BODY,
+            "Accept an invitation." + _COMMIT + _AFTER_EVENT_ID + _OPTIONAL_BODY,
             TAG,
             body=MembershipChange,
             body_required=False,
@@ -292,7 +333,7 @@ MODULE = ServiceModule(
             "POST",
             _C + "/invitations/decline",
             decline_invitation,
-            "Decline an invitation." + _COMMIT + _OPTIONAL_BODY,
+            "Decline an invitation." + _COMMIT + _AFTER_EVENT_ID + _OPTIONAL_BODY,
             TAG,
             body=MembershipChange,
             body_required=False,
@@ -306,19 +347,19 @@ MODULE = ServiceModule(
             "Leave (`me`) or remove a member (admins); removing an invitee withdraws the invitation. "
             "When the last owner leaves, an heir becomes owner (the first admin, else the "
             "longest-standing member): a `role_changed` event follows the `left` one, with the "
-            "leaver as actor and a null `commit`." + _COMMIT + _OPTIONAL_BODY,
+            "leaver as actor and a null `commit`." + _COMMIT + _AFTER_EVENT_ID + _OPTIONAL_BODY,
             TAG,
             body=MembershipChange,
             body_required=False,
             responses={204: None},
-            errors=(403, 404),
+            errors=(403, 404, 409),
         ),
         Endpoint(
             "PUT",
             _C + "/members/{user_id}",
             change_role,
             "Make a member an admin or back (owner only): a `role_changed` event. Setting the role "
-            "the member already has changes nothing and records no event." + _COMMIT,
+            "the member already has changes nothing and records no event." + _COMMIT + _AFTER_EVENT_ID,
             TAG,
             body=RoleChange,
             responses={204: None},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, RootModel, WithJsonSchema
+from pydantic import ConfigDict, Field, RootModel, ValidationInfo, WithJsonSchema, field_validator
 
 from veil.core.binary import Base64Bytes
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
@@ -89,20 +89,49 @@ class ConversationList(ResponseModel):
     next_cursor: str | None
 
 
-class Invite(RequestModel):
+# An event id as `GET /v1/conversations/{id}/events` returns it (0: built on no event at all).
+EventId = Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+
+class CommittedChange(RequestModel):
+    """A membership change's signed `commit` and the event it was built on (ADR 0017).
+
+    `after_event_id` names the latest event the client saw when it built the commit; the server
+    records the change only if that is still the conversation's latest event, so two commits on
+    one predecessor cannot both land. It means nothing without a commit, so alone it is a 422.
+    """
+
+    # The same rule in the published schema, so generated requests respect it too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "dependentSchemas": {
+                "after_event_id": {"required": ["commit"], "properties": {"commit": {"type": "string"}}}
+            }
+        }
+    )
+
+    commit: Commit | None = None
+    after_event_id: EventId | None = None
+
+    @field_validator("after_event_id")
+    @classmethod
+    def _needs_a_commit(cls, value: int | None, info: ValidationInfo) -> int | None:
+        # `commit` is validated first; when it is missing from `data` it failed on its own.
+        if value is not None and "commit" in info.data and info.data["commit"] is None:
+            raise ValueError("after_event_id needs a commit: it names the event the commit was built on.")
+        return value
+
+
+class Invite(CommittedChange):
     user_id: uuid.UUID
-    commit: Commit | None = None
 
 
-class RoleChange(RequestModel):
+class RoleChange(CommittedChange):
     role: Literal["admin", "member"]
-    commit: Commit | None = None
 
 
-class MembershipChange(RequestModel):
-    """The optional body of accept, decline and leave or remove: the change's signed commit."""
-
-    commit: Commit | None = None
+class MembershipChange(CommittedChange):
+    """The optional body of accept, decline and leave or remove."""
 
 
 EventKind = Literal["created", "invited", "joined", "declined", "left", "removed", "role_changed"]

@@ -131,6 +131,23 @@ class MessagingService:
         if not decision.allowed:
             raise too_many_requests(decision.retry_after_seconds)
 
+    async def _check_built_on_latest(
+        self, conn: Connection, conversation_id: uuid.UUID, after_event_id: int | None
+    ) -> None:
+        """409 with `last_event_id` unless `after_event_id` is the conversation's latest event
+        (ADR 0017). Callers hold the conversation's row lock and call this before any check that
+        reads the roster, so a commit built on an older chain changes nothing and its client
+        refetches the events, rather than two commits on one predecessor forking the chain."""
+        if after_event_id is None:
+            return
+        latest = await store.last_event_id(conn, conversation_id)
+        if latest != after_event_id:
+            raise conflict(
+                f"The conversation changed after event {after_event_id}: fetch the new events "
+                "and rebuild the commit on the latest one.",
+                last_event_id=latest,
+            )
+
     async def create_direct(
         self, principal: Principal, member_id: uuid.UUID
     ) -> tuple[ConversationDetail, bool]:
@@ -271,6 +288,8 @@ class MessagingService:
         conversation_id: uuid.UUID,
         invitee: uuid.UUID,
         commit: bytes | None = None,
+        *,
+        after_event_id: int | None = None,
     ) -> None:
         """Every attempt spends the inviter's hourly budget, refused ones too (probing costs as
         much as inviting). An invitation lands in the invitee's conversation list, so one inviter
@@ -280,6 +299,7 @@ class MessagingService:
         now = self._clock.now()
         async with self._db.transaction("messaging_invite") as conn:
             conversation, member = await self._access(conn, principal.user_id, conversation_id, lock=True)
+            await self._check_built_on_latest(conn, conversation_id, after_event_id)
             if conversation.type != "group" or member.role not in _MANAGERS:
                 raise forbidden("Only group owners and admins invite.")
             await self._reachable(conn, invitee, by=principal.user_id)
@@ -318,13 +338,20 @@ class MessagingService:
             )
 
     async def answer_invitation(
-        self, principal: Principal, conversation_id: uuid.UUID, accept: bool, commit: bytes | None = None
+        self,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        accept: bool,
+        commit: bytes | None = None,
+        *,
+        after_event_id: int | None = None,
     ) -> None:
         now = self._clock.now()
         async with self._db.transaction("messaging_answer_invitation") as conn:
             conversation, member = await self._access(
                 conn, principal.user_id, conversation_id, joined=False, lock=True
             )
+            await self._check_built_on_latest(conn, conversation_id, after_event_id)
             if member.state != "invited":
                 raise conflict("There is no pending invitation.")
             if accept:
@@ -352,6 +379,8 @@ class MessagingService:
         conversation_id: uuid.UUID,
         subject: uuid.UUID,
         commit: bytes | None = None,
+        *,
+        after_event_id: int | None = None,
     ) -> None:
         """Leave, or remove someone (managers). The last joined member leaving ends the conversation
         (its events go with it). When the last owner leaves, an heir becomes owner (the first admin,
@@ -363,6 +392,7 @@ class MessagingService:
             conversation, actor = await self._access(
                 conn, principal.user_id, conversation_id, joined=subject != principal.user_id, lock=True
             )
+            await self._check_built_on_latest(conn, conversation_id, after_event_id)
             target = (
                 actor
                 if subject == principal.user_id
@@ -418,6 +448,8 @@ class MessagingService:
         subject: uuid.UUID,
         role: str,
         commit: bytes | None = None,
+        *,
+        after_event_id: int | None = None,
     ) -> None:
         """The owner makes a joined member an admin, or an admin a member again: a `role_changed`
         event. Setting the role a member already has changes nothing and records nothing (a
@@ -425,6 +457,7 @@ class MessagingService:
         now = self._clock.now()
         async with self._db.transaction("messaging_set_role") as conn:
             conversation, actor = await self._access(conn, principal.user_id, conversation_id, lock=True)
+            await self._check_built_on_latest(conn, conversation_id, after_event_id)
             target = await store.membership(conn, conversation_id, subject)
             if target is None:
                 raise not_found("No such member.")

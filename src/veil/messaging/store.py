@@ -245,6 +245,16 @@ async def record_event(
     await conn.execute("SELECT pg_notify($1, $2)", EVENT_CHANNEL, f"membership:{event_id}")
 
 
+async def last_event_id(conn: Connection, conversation_id: uuid.UUID) -> int:
+    """The id of the conversation's latest membership event, 0 when it has none (an account purge
+    may have deleted them all). Read it under the conversation's row lock: only then is it still
+    the latest when the transaction records the next event."""
+    latest: int = await conn.fetchval(
+        "SELECT COALESCE(max(id), 0) FROM membership_events WHERE conversation_id = $1", conversation_id
+    )
+    return latest
+
+
 async def events_after(
     conn: Connection, conversation_id: uuid.UUID, after_id: int, limit: int
 ) -> list[EventRecord]:

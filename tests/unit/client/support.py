@@ -7,14 +7,32 @@ adds to an envelope, so the tests exercise exactly the wire shapes.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from typing import Any
 
 from veil.client.protocol.session import ClientCrypto
 
+# A fixed clock for tests that do not exercise expiry (seconds since the epoch).
+NOW = 1_800_000_000.0
 
-def new_device(user_id: str | None = None, *, one_time: int = 3) -> ClientCrypto:
-    return ClientCrypto.create(user_id or str(uuid.uuid4()), str(uuid.uuid4()), one_time=one_time)
+
+def new_device(
+    user_id: str | None = None, *, one_time: int = 3, epoch_grace_seconds: float = 3600.0
+) -> ClientCrypto:
+    return ClientCrypto.create(
+        user_id or str(uuid.uuid4()),
+        str(uuid.uuid4()),
+        one_time=one_time,
+        epoch_grace_seconds=epoch_grace_seconds,
+    )
+
+
+def roster_hash(*members: ClientCrypto) -> bytes:
+    """A roster hash for these members' users (the shape of `membership.roster_hash`, computed here
+    so these tests do not depend on the membership module)."""
+    ids = sorted({uuid.UUID(member.user_id).bytes for member in members})
+    return hashlib.sha256(b"veil/roster/v1" + b"".join(ids)).digest()
 
 
 class Directory:

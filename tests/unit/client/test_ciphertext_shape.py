@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.unit.client.support import Directory, connect, stored
+from tests.unit.client.support import NOW, Directory, connect, roster_hash, stored
 from veil.client.protocol.session import ClientCrypto
 
 PRINTABLE = frozenset(range(0x20, 0x7F)) | {0x09, 0x0A, 0x0D}
@@ -35,10 +35,13 @@ def test_no_ciphertext_looks_like_text(directory: Directory, alice: ClientCrypto
         samples.append(alice.encrypt_for_device(bob.user_id, bob.device_id, text[:length]))
     conversation = str(uuid.uuid4())
     connect(directory, bob, alice)
-    samples += bob.sender_key_messages(conversation, 0, [(alice.user_id, alice.device_id)])
+    roster = roster_hash(alice, bob)
+    samples += bob.sender_key_messages(conversation, 0, roster, [(alice.user_id, alice.device_id)])
     for length in (0, 1, 5, 20, 200):
         message_id = str(uuid.uuid4())
-        envelope = bob.encrypt_group_message(conversation, 0, message_id, "text", text[:length])
+        envelope = bob.encrypt_group_message(
+            conversation, 0, message_id, "text", text[:length], roster_hash=roster, now=NOW
+        )
         samples.append(stored(envelope, conversation, bob))
     for sample in samples:
         ciphertext = base64.b64decode(sample["ciphertext"])
@@ -57,9 +60,14 @@ def test_the_largest_plaintexts_fit_the_servers_ciphertext_limit(
         alice.encrypt_for_device(bob.user_id, bob.device_id, bytes(65515))
     assert alice.to_state() == before  # a refused message leaves no gap in a chain
     conversation = str(uuid.uuid4())
-    alice.group_sender_key_distribution(conversation, 0)
-    envelope = alice.encrypt_group_message(conversation, 0, str(uuid.uuid4()), "file", bytes(65466))
+    roster = roster_hash(alice, bob)
+    alice.group_sender_key_distribution(conversation, 0, roster)
+    envelope = alice.encrypt_group_message(
+        conversation, 0, str(uuid.uuid4()), "file", bytes(65466), roster_hash=roster, now=NOW
+    )
     assert len(base64.b64decode(envelope["ciphertext"])) == 65536
     with pytest.raises(ValueError, match="too large"):
-        alice.encrypt_group_message(conversation, 0, str(uuid.uuid4()), "file", bytes(65467))
+        alice.encrypt_group_message(
+            conversation, 0, str(uuid.uuid4()), "file", bytes(65467), roster_hash=roster, now=NOW
+        )
     assert alice.to_state()["sender_keys"]["own"][0]["chain"]["index"] == 1

@@ -30,6 +30,7 @@ def _group_context() -> GroupContext:
         sender_device_id=str(uuid.uuid4()),
         content_type="text",
         key_epoch=3,
+        roster_hash=bytes(range(32)),
         parent_id=None,
     )
 
@@ -41,6 +42,7 @@ GROUP_CHANGES: dict[str, Any] = {
     "sender_device_id": str(uuid.uuid4()),
     "content_type": "file",
     "key_epoch": 4,
+    "roster_hash": bytes(range(1, 33)),  # a forked view of the membership at the same epoch
     "parent_id": str(uuid.uuid4()),
 }
 
@@ -68,7 +70,7 @@ def test_changing_any_bound_device_field_fails(field: str) -> None:
 
 def test_group_and_device_bindings_never_coincide() -> None:
     ids = [str(uuid.uuid4()) for _ in range(4)]
-    group = GroupContext(ids[0], ids[1], ids[2], ids[3], "session_message", 0)
+    group = GroupContext(ids[0], ids[1], ids[2], ids[3], "session_message", 0, bytes(32))
     device = DeviceContext(ids[0], ids[1], ids[2], "session_message")
     assert group.encode() != device.encode()
 
@@ -124,3 +126,27 @@ def test_oversized_messages_are_refused_before_sending() -> None:
 def test_ids_must_be_uuids() -> None:
     with pytest.raises(ValueError, match="conversation_id"):
         dataclasses.replace(_group_context(), conversation_id="general").encode()
+
+
+def test_the_group_binding_is_v2_with_the_roster_hash_after_the_epoch() -> None:
+    context = _group_context()
+    encoded = context.encode()
+    label = b"veil/group-message/v2"
+    assert encoded.startswith(len(label).to_bytes(4, "big") + label)
+    epoch_then_roster = (8).to_bytes(4, "big") + (3).to_bytes(8, "big") + (32).to_bytes(4, "big")
+    assert epoch_then_roster + context.roster_hash in encoded
+    for bad in (bytes(31), bytes(33), b""):
+        with pytest.raises(ValueError, match="roster_hash"):
+            dataclasses.replace(context, roster_hash=bad).encode()
+    with pytest.raises(ValueError, match="roster_hash"):
+        GroupContext.from_envelope(
+            {
+                "conversation_id": context.conversation_id,
+                "message_id": context.message_id,
+                "sender_id": context.sender_id,
+                "sender_device_id": context.sender_device_id,
+                "content_type": "text",
+                "key_epoch": 3,
+            },
+            bytes(16),
+        )

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.client.support import Directory, connect
+from tests.unit.client.support import Directory, connect, roster_hash
 from veil.client.protocol.errors import KeystoreFormatError, WrongPassphraseError
 from veil.client.protocol.session import ClientCrypto
 from veil.client.sdk.keystore import ScryptParams, decrypt_state, encrypt_state, load_state, save_state
@@ -42,7 +42,7 @@ def _secrets(device: ClientCrypto) -> list[bytes]:
 def device(directory: Directory, alice: ClientCrypto, bob: ClientCrypto) -> ClientCrypto:
     """Alice with keys, a session and a sender key: something of every kind to protect."""
     connect(directory, alice, bob)
-    alice.group_sender_key_distribution(str(uuid.uuid4()), 0)
+    alice.group_sender_key_distribution(str(uuid.uuid4()), 0, roster_hash(alice, bob))
     return alice
 
 

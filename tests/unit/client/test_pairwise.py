@@ -181,8 +181,104 @@ def test_bundle_checks(
     directory.publish(eve)
     with pytest.raises(InvalidBundleError):  # a bundle for another device than requested
         alice.start_session(bob.user_id, bob.device_id, directory.claim(eve))
-    with pytest.raises(IdentityMismatchError):
+    with pytest.raises(InvalidBundleError, match="identity key is not the device's certified one"):
         alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), expected_identity_key=bytes(32))
+    with pytest.raises(InvalidBundleError, match="signing key is not the device's certified one"):
+        alice.start_session(bob.user_id, bob.device_id, directory.claim(bob), expected_signing_key=bytes(32))
+    assert not alice.has_session(bob.user_id, bob.device_id)
+    alice.start_session(
+        bob.user_id,
+        bob.device_id,
+        directory.claim(bob),
+        expected_identity_key=bob.keys.identity_key,
+        expected_signing_key=bob.keys.signing_key,
+    )
+
+
+def mixed_bundle(directory: Directory, victim: ClientCrypto, server: ClientCrypto) -> dict[str, Any]:
+    """The victim's identity key with the server's own signing key, signed prekey and one-time prekey."""
+    directory.publish(server)
+    return {
+        **directory.claim(server),
+        "device_id": victim.device_id,
+        "identity_key": base64.b64encode(victim.keys.identity_key).decode(),
+    }
+
+
+def test_a_mixed_bundle_is_refused_by_the_certified_keys(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """First contact, nothing pinned yet: only the certified keys can tell the bundle is mixed."""
+    server = new_device(bob.user_id)
+    with pytest.raises(InvalidBundleError, match="signing key"):
+        alice.start_session(
+            bob.user_id,
+            bob.device_id,
+            mixed_bundle(directory, bob, server),
+            expected_identity_key=bob.keys.identity_key,
+            expected_signing_key=bob.keys.signing_key,
+        )
+    assert not alice.has_session(bob.user_id, bob.device_id)
+
+
+def test_a_mixed_bundle_is_refused_by_the_pinned_signing_key(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """Alice pinned Bob's keys in an earlier session: the pinned identity key with another signing
+    key is refused even without expectations."""
+    connect(directory, alice, bob)
+    server = new_device(bob.user_id)
+    with pytest.raises(IdentityMismatchError, match="signing key"):
+        alice.start_session(bob.user_id, bob.device_id, mixed_bundle(directory, bob, server))
+    # The pin survives a restart, and only forget_peer (after checking the keys) lifts it.
+    alice = ClientCrypto.from_state(alice.to_state())
+    with pytest.raises(IdentityMismatchError, match="signing key"):
+        alice.start_session(bob.user_id, bob.device_id, mixed_bundle(directory, bob, server))
+    alice.forget_peer(bob.user_id, bob.device_id)
+    assert alice.peer_identity_key(bob.user_id, bob.device_id) is None
+    assert alice.peer_signing_key(bob.user_id, bob.device_id) is None
+    alice.start_session(bob.user_id, bob.device_id, directory.claim(bob))
+
+
+def test_a_foreign_prekey_under_the_genuine_signing_key_is_refused(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    connect(directory, alice, bob)
+    server = new_device(bob.user_id)
+    directory.publish(server)
+    claim = {**directory.claim(bob), "signed_prekey": directory.claim(server)["signed_prekey"]}
+    with pytest.raises(InvalidBundleError, match="signature"):
+        alice.start_session(bob.user_id, bob.device_id, claim)
+
+
+def test_the_certified_signing_key_is_pinned_by_a_session_the_peer_started(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """A `session_init` carries no signing key: the caller's certified one is pinned from it."""
+    directory.publish(alice)
+    init = bob.start_session(alice.user_id, alice.device_id, directory.claim(alice), b"hi")
+    with pytest.raises(IdentityMismatchError):  # a certified identity key other than the sender's
+        alice.decrypt_device_message(
+            bob.user_id, bob.device_id, "session_init", init, expected_identity_key=bytes(32)
+        )
+    assert (
+        alice.decrypt_device_message(
+            bob.user_id,
+            bob.device_id,
+            "session_init",
+            init,
+            expected_identity_key=bob.keys.identity_key,
+            expected_signing_key=bob.keys.signing_key,
+        )
+        == b"hi"
+    )
+    assert alice.peer_identity_key(bob.user_id, bob.device_id) == bob.keys.identity_key
+    assert alice.peer_signing_key(bob.user_id, bob.device_id) == bob.keys.signing_key
+    server = new_device(bob.user_id)
+    with pytest.raises(IdentityMismatchError, match="signing key"):
+        alice.start_session(bob.user_id, bob.device_id, mixed_bundle(directory, bob, server))
+    directory.publish(bob)
+    alice.start_session(bob.user_id, bob.device_id, directory.claim(bob))
 
 
 def test_identity_keys_are_pinned_per_device(

@@ -12,6 +12,7 @@ from veil.client.protocol.errors import DecryptionError, ReplayError, TooManySki
 from veil.client.protocol.ratchet import (
     MAX_SKIP,
     MAX_SKIPPED_KEYS,
+    SKIPPED_MAX_AGE,
     ReceivingChain,
     SendingChain,
     derive_session_chains,
@@ -105,3 +106,41 @@ def test_the_two_directions_of_a_session_are_independent() -> None:
     outgoing, incoming = derive_session_chains(secret, ik_a, ik_b)
     assert outgoing != incoming
     assert derive_session_chains(secret, ik_b, ik_a) != (outgoing, incoming)
+
+
+def test_skipped_keys_expire_by_age_from_when_they_were_skipped() -> None:
+    root = os.urandom(32)
+    receiver = ReceivingChain(root)
+    receiver.open(2, _echo, now=1000.0)  # 0 and 1 skipped at t=1000
+    receiver.open(5, _echo, now=2000.0)  # 3 and 4 skipped at t=2000
+    assert receiver.open(0, _echo, now=1000.0 + SKIPPED_MAX_AGE - 1) == step(root)[0]
+    with pytest.raises(ReplayError):  # 1 was skipped SKIPPED_MAX_AGE ago: dropped before opening
+        receiver.open(1, _echo, now=1000.0 + SKIPPED_MAX_AGE)
+    assert receiver.skipped_count == 2  # 3 and 4 are younger
+    receiver.expire(2000.0 + SKIPPED_MAX_AGE)
+    assert receiver.skipped_count == 0
+
+
+def test_keys_skipped_at_an_unknown_time_start_aging_when_a_time_is_known() -> None:
+    receiver = ReceivingChain(os.urandom(32))
+    receiver.open(3, _echo)  # no time given (a caller without a clock)
+    receiver.expire(5000.0)
+    assert receiver.skipped_count == 3  # not dropped: their age starts now
+    restored = ReceivingChain.from_state(receiver.to_state())
+    restored.expire(5000.0 + SKIPPED_MAX_AGE)
+    assert restored.skipped_count == 0
+
+
+@pytest.mark.parametrize("skipped_at", ["soon", True, float("nan"), float("inf"), "missing"])
+def test_skipped_key_times_are_read_strictly(skipped_at: object) -> None:
+    receiver = ReceivingChain(os.urandom(32))
+    receiver.open(1, _echo, now=10.0)
+    state = receiver.to_state()
+    (entry,) = state["skipped"]
+    assert entry["skipped_at"] == 10.0
+    if skipped_at == "missing":
+        del entry["skipped_at"]
+    else:
+        entry["skipped_at"] = skipped_at
+    with pytest.raises(ValueError, match="skipped_at"):
+        ReceivingChain.from_state(state)

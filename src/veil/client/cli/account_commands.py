@@ -1,5 +1,6 @@
-"""`veil-client` commands about the account and this device: register, verify, login, password,
-reset-password, logout, whoami, devices, contacts, block, unblock, blocks, export and delete-account.
+"""`veil-client` commands about the account and this device: register, activate, login, password,
+reset-password, logout, whoami, contacts, block, unblock, blocks, export and delete-account (devices
+and trust are in `trust_commands`).
 
 Results go to standard output, prompts and notes to standard error. Nothing here prints a password,
 token, key or emailed code.
@@ -19,7 +20,9 @@ from typing import Any
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.prompts import ask_code, ask_line, ask_secret, checked_code
-from veil.client.sdk.http import VeilClient, VeilError
+from veil.client.cli.trust_commands import ROLES, approval_hint
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.models import VeilError
 
 
 def note(text: str) -> None:
@@ -37,12 +40,27 @@ def _sign_in(ctx: Context, client: VeilClient, email: str, password: str, device
     print(f"Signed in as {email}.")
     print(f"Your user id: {client.user_id}")
     print(f"This device: {client.device_id} (fingerprint {client.crypto.fingerprint()})")
-    note("Give your user id to the people you want to talk to; they add you with `contacts add`.")
+    if client.identity_role == "pending":
+        _waits_for_approval(client)
+    else:
+        print(f"This device is {ROLES.get(client.identity_role, client.identity_role)}.")
+        note("Give your user id to the people you want to talk to; they add you with `contacts add`.")
+
+
+def _waits_for_approval(client: VeilClient) -> None:
+    """A later device of an account reads nothing new until one the user already has approves it."""
+    code = client.link_code()
+    print(f"This device is {ROLES['pending']}.")
+    print(f"Link code: {code}")
+    note(
+        f"{approval_hint(code)} Then `veil-client devices link` here confirms it (and shows the code as "
+        "a QR code to scan)."
+    )
 
 
 def register(ctx: Context, args: argparse.Namespace) -> None:
     """Sign up in one run, as a person does: password, then the code the server emails, then the
-    first login. Interrupted before the code, `verify` finishes it."""
+    first login. Interrupted before the code, `activate` finishes it."""
     password = ask_secret("Choose a password: ", confirm=True)
     client = ctx.client()  # the key store's passphrase is chosen now, before anything is sent
     try:
@@ -53,20 +71,20 @@ def register(ctx: Context, args: argparse.Namespace) -> None:
         f"A six-digit code was emailed to {args.email} (if the address already has an account, "
         "its owner gets a notice instead)."
     )
-    code = ask_code(f"veil-client verify {args.email} CODE")
-    user_id = _verify(client, args.email, code)
+    code = ask_code(f"veil-client activate {args.email} CODE")
+    user_id = _activate(client, args.email, code)
     print(f"Registered {args.email} (user id {user_id}).")
     _sign_in(ctx, client, args.email, password, args.device_name)
 
 
-def verify(ctx: Context, args: argparse.Namespace) -> None:
+def activate(ctx: Context, args: argparse.Namespace) -> None:
     """Finish a sign-up started earlier with `register` (the code is asked for if not given)."""
     code = (
         checked_code(args.code)
         if args.code is not None
-        else ask_code(f"veil-client verify {args.email} CODE")
+        else ask_code(f"veil-client activate {args.email} CODE")
     )
-    user_id = _verify(ctx.client_for(args.email), args.email, code)
+    user_id = _activate(ctx.client_for(args.email), args.email, code)
     print(f"Registered {args.email} (user id {user_id}).")
     note(f"Sign in with `veil-client login {args.email}`.")
 
@@ -78,14 +96,14 @@ def _signup_refused(error: VeilError, *, invited: bool) -> Exception:
     return error
 
 
-def _verify(client: VeilClient, email: str, code: str) -> str:
+def _activate(client: VeilClient, email: str, code: str) -> str:
     try:
         return client.verify_registration(email, code)
     except VeilError as error:
         if error.status == 400:
             raise UserError(
                 "The code was not accepted (wrong, expired or already used, or the address already "
-                f"has an account). Try `veil-client verify {email}` again, or `register` for a new code."
+                f"has an account). Try `veil-client activate {email}` again, or `register` for a new code."
             ) from None
         raise
 
@@ -99,6 +117,8 @@ def login(ctx: Context, args: argparse.Namespace) -> None:
             client.account()
             print(f"Already signed in as {args.email} (`logout` first to start a new device).")
             print(f"Your user id: {client.user_id}")
+            if client.identity_role == "pending":
+                _waits_for_approval(client)
             return
     _sign_in(ctx, client, args.email, ask_secret("Password: "), args.device_name)
 
@@ -161,21 +181,8 @@ def whoami(ctx: Context, args: argparse.Namespace) -> None:
     print(f"{account['email']} ({account['status']})")
     print(f"Your user id: {client.user_id}")
     print(f"This device: {client.device_id} (fingerprint {client.crypto.fingerprint()})")
+    print(f"This device is {ROLES.get(client.identity_role, client.identity_role)}.")
     print(f"Server: {ctx.url}")
-
-
-def devices(ctx: Context, args: argparse.Namespace) -> None:
-    client = ctx.signed_in_client()
-    user_id = client.user_id if args.user is None else ctx.profile.user_id_of(args.user)
-    found = client.devices(user_id)
-    who = ctx.profile.name_of(user_id)
-    if not found:
-        print(f"{who}: no devices (not signed in anywhere).")
-    for device in found:
-        mine = " (this device)" if device.device_id == client.device_id else ""
-        print(f"{who}: device {device.device_id}{mine}")
-        print(f"    fingerprint {device.fingerprint}")
-    note("Compare fingerprints with their owner in person or by phone: only that detects a swapped key.")
 
 
 def contacts(ctx: Context, args: argparse.Namespace) -> None:

@@ -32,7 +32,8 @@ from veil.client.cli.live import LiveFeed
 from veil.client.cli.profile import Profile
 from veil.client.protocol.attachments import FileReference
 from veil.client.protocol.errors import CryptoError
-from veil.client.sdk.http import Conversation, GroupMessage, VeilClient, VeilError
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.models import Conversation, GroupMessage, VeilError
 from veil.client.sdk.object_store import TransferError
 
 _TICK_SECONDS = 0.1

@@ -18,8 +18,9 @@ from veil.client.cli.failures import NOT_SIGNED_IN, UserError
 from veil.client.cli.profile import DEFAULT_URL, Profile, as_uuid
 from veil.client.cli.prompts import ask_secret
 from veil.client.protocol.errors import KeystoreFormatError
-from veil.client.sdk.http import Conversation, VeilClient, VeilError
+from veil.client.sdk.http import VeilClient
 from veil.client.sdk.keystore import ScryptParams
+from veil.client.sdk.models import Conversation, VeilError
 
 PASSPHRASE_VARIABLE = "VEIL_CLIENT_PASSPHRASE"  # noqa: S105 (the name of a variable)
 # Lowers the key store's Scrypt cost (never below the keystore's floor); meant for tests, where the
@@ -96,6 +97,10 @@ class Context:
         self.profile.url, self.profile.ca_file = self.url, self.ca_file
         self.profile.email, self.profile.user_id = email, user_id
         self.profile.save()
+
+    def take_warnings(self) -> list[str]:
+        """What the clients opened so far noticed since the last call (opens none)."""
+        return [w for c in (self._client, self._anonymous) if c is not None for w in c.take_warnings()]
 
     def close(self) -> None:
         for client in (self._client, self._anonymous):

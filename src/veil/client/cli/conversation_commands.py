@@ -20,7 +20,7 @@ from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.live import LiveFeed
 from veil.client.protocol.attachments import FileReference
-from veil.client.sdk.http import Conversation, GroupMessage, VeilError
+from veil.client.sdk.models import Conversation, GroupMessage, VeilError
 
 
 def _title(ctx: Context, conversation: Conversation) -> str:

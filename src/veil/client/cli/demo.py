@@ -4,8 +4,10 @@ at what the server holds.
 The script signs up Alice, Bob and Carol (each a device with its own keys, in memory), has Alice and
 Bob exchange direct messages with receipts, makes a group of the three, removes Carol (the epoch
 rises and Alice's next message goes under a new sender key that only Bob receives: even the stored
-envelope is useless to Carol), sends a file, and finally prints the database row of one message
-and the attachment row and stored object of the file: envelopes, ciphertext and metadata only.
+envelope is useless to Carol), sends a file, signs Alice in on a second device (it waits until her
+first device approves its link code, then reads the group's next message), has Alice and Bob
+compare safety numbers, and finally prints the database row of one message and the attachment row
+and stored object of the file: envelopes, ciphertext and metadata only.
 
 Sign-up is as for anyone: each person's emailed six-digit code is read from the development mail
 sink under `$VEIL_DATA_DIR/mail` (default `.data/mail`), so the demo needs the data directory of
@@ -38,8 +40,12 @@ import httpx
 
 from veil.client.cli.failures import explain
 from veil.client.cli.server_view import Stores, StoresUnavailable
+from veil.client.cli.trust_commands import show_qr
 from veil.client.protocol.errors import CryptoError
-from veil.client.sdk.http import Conversation, GroupMessage, VeilClient, VeilError
+from veil.client.protocol.identity import format_safety_number, safety_number_qr
+from veil.client.protocol.membership import roster_hash
+from veil.client.sdk.http import VeilClient
+from veil.client.sdk.models import Conversation, GroupMessage, VeilError
 from veil.devstack import mailbox
 
 T = TypeVar("T")
@@ -130,13 +136,13 @@ class Person:
     def __init__(self, name: str, url: str, tls: ssl.SSLContext) -> None:
         self.name = name
         self.email = f"demo-{name.lower()}-{uuid.uuid4().hex[:8]}@example.org"
+        self.password = f"demo {secrets.token_urlsafe(16)}"
         self.client = VeilClient(url, verify=tls)
 
     def sign_up(self, mail_dir: Path) -> None:
         """Register, verify with the code the sink received, and sign in (a new device)."""
-        password = f"demo {secrets.token_urlsafe(16)}"
         before = len(mailbox.messages_to(mail_dir, self.email))
-        with_patience(lambda: self.client.register(self.email, password))
+        with_patience(lambda: self.client.register(self.email, self.password))
         try:
             code = mailbox.wait_for_code(mail_dir, self.email, count=before + 1, timeout=_MAIL_SECONDS)
         except TimeoutError:
@@ -145,7 +151,7 @@ class Person:
                 "development mail sink, so set VEIL_DATA_DIR to the data directory of the server"
             ) from None
         with_patience(lambda: self.client.verify_registration(self.email, code))
-        with_patience(lambda: self.client.login(self.email, password, device_name=f"demo {self.name}"))
+        with_patience(lambda: self.client.login(self.email, self.password, device_name=f"demo {self.name}"))
         say(f"   {self.name:5}  {self.email}  user {short(self.client.user_id)}")
         say(f"          device fingerprint {self.client.crypto.fingerprint()}")
 
@@ -205,8 +211,11 @@ def group_with_removal(alice: Person, bob: Person, carol: Person) -> tuple[Conve
     return alice.client.conversation(group), secret_seq
 
 
-def carol_cannot_open(carol: Person, stores: Stores, group: Conversation, seq: int) -> None:
-    """Even with the stored envelope (a leak, a malicious server), Carol has no key for the new epoch."""
+def carol_cannot_open(
+    carol: Person, stores: Stores, group: Conversation, seq: int, members: list[str]
+) -> None:
+    """Even with the stored envelope (a leak, a malicious server) and the new epoch's roster (whose
+    hash the message's associated data carries), Carol has no key for the new epoch."""
     row = stores.message_row(group.conversation_id, seq)
     envelope = {
         "message_id": str(row["message_id"]),
@@ -221,7 +230,7 @@ def carol_cannot_open(carol: Person, stores: Stores, group: Conversation, seq: i
         "auth_tag": base64.b64encode(row["auth_tag"]).decode(),
     }
     try:
-        carol.client.crypto.decrypt_group_message(envelope)
+        carol.client.crypto.decrypt_group_message(envelope, roster_hash(members), now=time.time())
     except CryptoError as error:
         say(
             f"   Carol's device, handed the stored envelope of #{seq}: {type(error).__name__} (no key for it)"
@@ -244,6 +253,49 @@ def file_transfer(alice: Person, bob: Person, group: str) -> tuple[str, int]:
     return reference.attachment_id, sent.message.seq
 
 
+def second_device(alice: Person, group: str, url: str, tls: ssl.SSLContext) -> None:
+    """A new login is a device nobody trusts until one the user has approves its link code."""
+    say("\n5. Alice signs in on a second device: it waits for her approval")
+    laptop = VeilClient(url, verify=tls)
+    try:
+        with_patience(lambda: laptop.login(alice.email, alice.password, device_name="demo Alice's laptop"))
+        code = laptop.link_code()
+        say(f"   the laptop is {laptop.identity_role}; it shows its link code {code}")
+        show_qr(code)  # on a terminal: what Alice's phone would scan
+        listed = {d.device_id: d.status for d in alice.client.devices_of(alice.client.user_id)}
+        say(f"   Alice's first device lists it as: {listed.get(laptop.device_id, 'missing')}")
+        alice.client.approve_device(code)
+        say("   Alice approves the code on her first device: it checks the code against the keys the")
+        say("   server lists, certifies the laptop with her master key and sends it that key, end to end")
+        if not laptop.poll_link():
+            raise DemoFailed("the laptop was not linked after Alice approved it")
+        say(f"   the laptop is now {laptop.identity_role}")
+        text = "Next meeting at my place; I will bring the laptop."
+        alice.says(group, text)  # sender keys go to the newly approved device as well
+        read = [m.text for m in laptop.history(group) if m.text is not None]
+        if text not in read:
+            raise DemoFailed("Alice's laptop could not read the group's new message")
+        say(f"   the laptop reads it: {text!r}")
+    finally:
+        laptop.close()
+
+
+def safety_numbers(alice: Person, bob: Person) -> None:
+    say("\n6. Alice and Bob compare safety numbers (from the master keys each device pinned)")
+    seen_by_alice = alice.client.safety_number(bob.client.user_id)
+    seen_by_bob = bob.client.safety_number(alice.client.user_id)
+    for who, number in (("Alice", seen_by_alice), ("Bob", seen_by_bob)):
+        say(f"   {who:5} sees {format_safety_number(number)}")
+    if seen_by_alice != seen_by_bob:
+        raise DemoFailed("Alice and Bob see different safety numbers")
+    say("   equal on both sides: nobody swapped a key between them")
+    alice.client.mark_verified(bob.client.user_id, scanned=safety_number_qr(seen_by_bob))
+    bob.client.mark_verified(alice.client.user_id)
+    if not (alice.client.is_verified(bob.client.user_id) and bob.client.is_verified(alice.client.user_id)):
+        raise DemoFailed("the verification was not recorded")
+    say("   Alice scans Bob's QR code, Bob confirms by eye: each marks the other verified")
+
+
 # What the server holds -----------------------------------------------------------------------------
 
 
@@ -262,7 +314,7 @@ def print_row(title: str, row: dict[str, Any]) -> None:
 
 
 def server_holdings(stores: Stores, direct: str, seq: int, plaintext: str, attachment_id: str) -> None:
-    say("\n5. What the server holds")
+    say("\n7. What the server holds")
     row = stores.message_row(direct, seq)
     print_row(f"messages row of Alice's first message (#{seq}, direct conversation):", row)
     stored = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in row.values())
@@ -294,8 +346,11 @@ def run(url: str, tls: ssl.SSLContext) -> None:
         alice, bob, carol = people
         direct, seq, text = direct_conversation(alice, bob)
         group, secret_seq = group_with_removal(alice, bob, carol)
-        carol_cannot_open(carol, stores, group, secret_seq)
+        members = [alice.client.user_id, bob.client.user_id]
+        carol_cannot_open(carol, stores, group, secret_seq, members)
         attachment_id, _ = file_transfer(alice, bob, group.conversation_id)
+        second_device(alice, group.conversation_id, url, tls)
+        safety_numbers(alice, bob)
         server_holdings(stores, direct, seq, text, attachment_id)
     finally:
         for person in people:

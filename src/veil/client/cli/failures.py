@@ -21,7 +21,7 @@ from veil.client.protocol.errors import (
     KeystoreFormatError,
     WrongPassphraseError,
 )
-from veil.client.sdk.http import NotSignedInError, VeilError
+from veil.client.sdk.models import NotSignedInError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
 
 SESSION_EXPIRED = "Your session has expired; run `veil-client login EMAIL` again."
@@ -36,6 +36,8 @@ def explain(error: BaseException, *, url: str, keystore: str | None = None) -> s
     """One line, no secrets: what failed and, where there is one, what to do about it."""
     if isinstance(error, UserError | ProfileError):
         return str(error)
+    if isinstance(error, TrustError):  # its text is written for people and names no secret
+        return " ".join(str(error).split()) or "This device does not trust that key or device."
     if isinstance(error, VeilError):
         return _api_refusal(error)
     if isinstance(error, NotSignedInError):
@@ -54,7 +56,7 @@ def explain(error: BaseException, *, url: str, keystore: str | None = None) -> s
     if isinstance(error, IdentityMismatchError):
         return (
             "A contact's identity key changed since you first talked (a new device, or someone in the "
-            "middle): compare fingerprints with `veil-client devices USER` before trusting it."
+            "middle): compare safety numbers with `veil-client verify USER` before trusting it."
         )
     if isinstance(error, CryptoError):
         return f"A message could not be decrypted or verified ({type(error).__name__}: {error})."

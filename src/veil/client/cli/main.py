@@ -1,9 +1,10 @@
 """`veil-client`: an end-to-end-encrypted chat client for the terminal, on top of `veil.client`.
 
-This module only parses arguments and funnels every failure into one readable line on standard
-error with exit status 1 (`failures.explain`); the commands live in `account_commands` and
-`conversation_commands`, the interactive loop in `chat`, the profile (key store, address book) in
-`profile`.
+This module only parses arguments, funnels every failure into one readable line on standard
+error with exit status 1 (`failures.explain`), and prints what the client warned about (devices it
+refused, keys that changed) as `warning: ` lines on standard error. The commands live in
+`account_commands`, `trust_commands` and `conversation_commands`, the interactive loop in `chat`,
+the profile (key store, address book) in `profile`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from veil.client.cli import account_commands as account
 from veil.client.cli import conversation_commands as conversation
+from veil.client.cli import trust_commands as trust
 from veil.client.cli.context import Context
 from veil.client.cli.failures import explain
 from veil.client.cli.profile import DEFAULT_PROFILE, DEFAULT_URL, Profile
@@ -28,6 +30,10 @@ encrypted key store under ~/.veil-client/PROFILE/ (passphrase from VEIL_CLIENT_P
 The server has no lookup by email, so people swap user ids (`whoami` prints yours) and keep them in
 an address book: `contacts add bob@example.org USER_ID`, then `chat bob@example.org`.
 
+Only devices your master key approved get your messages: the first device you sign in on holds it;
+each later one shows a link code that you approve on the first (`devices approve CODE`). Compare
+safety numbers with the people you talk to (`verify USER`): only that shows their keys are theirs.
+
 When standard input is not a terminal, passwords, passphrases and codes are read from it, one line
 each, in the order they are asked for."""
 
@@ -35,7 +41,9 @@ EPILOG = """\
 examples:
   veil-client --ca-file .data/tls/ca.pem register ada@example.org   (asks for the emailed code)
   veil-client reset-password ada@example.org
+  veil-client devices approve VL1-...   (on your first device, the code a new one shows)
   veil-client contacts add bob@example.org 2a6e1f0c-...
+  veil-client verify bob@example.org    (compare the safety number with Bob)
   veil-client chat bob@example.org
   veil-client group create book-club && veil-client group invite book-club bob@example.org
   veil-client send-file book-club notes.pdf"""
@@ -44,6 +52,46 @@ examples:
 def _add_code_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--request", metavar="REQUEST_ID", help="finish a request made before")
     parser.add_argument("--code", help="the six-digit code from the email (asked for if not given)")
+
+
+DEVICES_USAGE = """\
+veil-client devices [USER]
+       veil-client devices link [--wait SECONDS] [--no-qr]
+       veil-client devices approve CODE [--primary]"""
+
+
+def _add_trust_commands(command: Callable[[str, Command, str], argparse.ArgumentParser]) -> None:
+    sub = command("devices", trust.devices, "devices and whether their owner approved them; link, approve")
+    sub.usage = DEVICES_USAGE
+    sub.description = (
+        "A user's devices (yours by default), their fingerprints and whether their owner's master key "
+        "approved them. `link` shows this device's link code (and a QR code) and waits until a device "
+        "you already use approves it; `approve CODE` approves a new device from a primary one."
+    )
+    sub.add_argument(
+        "target", nargs="?", metavar="USER | link | approve", help="a contact or user id, or an action"
+    )
+    sub.add_argument("code", nargs="?", help="for approve: the link code the new device shows")
+    sub.add_argument("--primary", action="store_true", help="approve: let the device approve others too")
+    sub.add_argument("--wait", type=_seconds, metavar="SECONDS", help="link: how long to wait (default 300)")
+    sub.add_argument("--no-qr", action="store_true", help="link: do not draw the code as a QR code")
+    sub = command("verify", trust.verify, "compare your safety number with someone and mark them verified")
+    sub.add_argument("user", help="a contact's name or a user id")
+    sub.add_argument("--scan", metavar="TEXT", help="the text of their safety-number QR code, as scanned")
+    sub.add_argument("--yes", action="store_true", help="the numbers match (do not ask)")
+    sub = command("accept-key", trust.accept_key, "trust a verified contact's new master key")
+    sub.add_argument("user", help="a contact's name or a user id")
+    sub = command("identity", trust.identity, "your account's master key")
+    actions = sub.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
+    actions.add_parser(
+        "reset", help="a new master key, after losing every device that held it (password asked)"
+    )
+
+
+def _seconds(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds")
+    return int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--device-name", default="veil-client", help="shown in your session list")
         if name == "register":
             sub.add_argument("--invite", metavar="CODE", help="an invitation, where sign-up needs one")
-    sub = command("verify", account.verify, "finish a sign-up started with `register` (emailed code)")
+    sub = command("activate", account.activate, "finish a sign-up started with `register` (emailed code)")
     sub.add_argument("email")
     sub.add_argument("code", nargs="?", help="the six-digit code from the email (asked for if not given)")
     command("password", account.password, "change your password; your other devices are signed out")
@@ -92,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--code", help="finish a reset whose code you already have (no new email is sent)")
     command("logout", account.logout, "sign out; the server forgets this device's keys")
     command("whoami", account.whoami, "your email, user id and this device's fingerprint")
-    sub = command("devices", account.devices, "a user's devices and their fingerprints (yours by default)")
-    sub.add_argument("user", nargs="?", help="a contact's name or a user id")
+    _add_trust_commands(command)
 
     sub = command("contacts", account.contacts, "the local address book (name -> user id)")
     contacts = sub.add_subparsers(dest="contacts_command", metavar="ACTION")
@@ -175,16 +222,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         url = ctx.url
         handler: Command = args.handler
         handler(ctx, args)
+        print_warnings(ctx)
     except KeyboardInterrupt:
         print("", file=sys.stderr)
+        print_warnings(ctx)
         return 130
     except Exception as error:
+        print_warnings(ctx)  # before the failure, which stays the last line
         print(f"veil-client: {explain(error, url=url, keystore=keystore)}", file=sys.stderr)
         return 1
     finally:
         if ctx is not None:
             ctx.close()
     return 0
+
+
+def print_warnings(ctx: Context | None) -> None:
+    """What the client refused or noticed during the command (a device nobody approved, a changed
+    key), one `warning: ` line each on standard error."""
+    if ctx is None:
+        return
+    for warning in ctx.take_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,10 @@ from veil.client.protocol.errors import DecryptionError
 NONCE_SIZE = 12
 TAG_SIZE = 16
 MAX_CIPHERTEXT = 65536
+ROSTER_HASH_SIZE = 32
 
 DEVICE_CONTENT_TYPES = frozenset({"session_init", "session_message", "sender_key"})
-_GROUP_LABEL = b"veil/group-message/v1"
+_GROUP_LABEL = b"veil/group-message/v2"
 _DEVICE_LABEL = b"veil/device-message/v1"
 
 
@@ -51,8 +52,11 @@ def _content_type_bytes(content_type: str) -> bytes:
 class GroupContext:
     """The server-visible fields of a conversation message that its ciphertext is bound to.
 
-    `parent_id` is bound too (empty when absent) so a reply cannot be re-threaded.
-    `seq` and `created_at` are not: the server assigns them after encryption.
+    `roster_hash` is not on the wire: it is the SHA-256 of the roster at `key_epoch` as the sender
+    (when sealing) or the receiver (when opening) verified it, so a message sealed under one view of
+    the membership opens only under the same view. `parent_id` is bound too (empty when absent) so
+    a reply cannot be re-threaded. `seq` and `created_at` are not: the server assigns them after
+    encryption.
     """
 
     conversation_id: str
@@ -61,6 +65,7 @@ class GroupContext:
     sender_device_id: str
     content_type: str
     key_epoch: int
+    roster_hash: bytes
     parent_id: str | None = None
 
     def encode(self) -> bytes:
@@ -74,12 +79,13 @@ class GroupContext:
             uuid_bytes(self.sender_device_id, field="sender_device_id"),
             _content_type_bytes(self.content_type),
             u64(self.key_epoch),
+            check_roster_hash(self.roster_hash),
             b"" if self.parent_id is None else uuid_bytes(self.parent_id, field="parent_id"),
         )
 
     @classmethod
-    def from_envelope(cls, envelope: Mapping[str, Any]) -> GroupContext:
-        """The context of a stored envelope as the server returns it."""
+    def from_envelope(cls, envelope: Mapping[str, Any], roster_hash: bytes) -> GroupContext:
+        """The context of a stored envelope as the server returns it, under the caller's roster view."""
         parent_id = envelope.get("parent_id")
         if parent_id is not None and not isinstance(parent_id, str):
             raise ValueError("parent_id must be a string or null")
@@ -90,8 +96,16 @@ class GroupContext:
             sender_device_id=read_str(envelope, "sender_device_id"),
             content_type=read_str(envelope, "content_type"),
             key_epoch=read_int(envelope, "key_epoch"),
+            roster_hash=check_roster_hash(roster_hash),
             parent_id=parent_id,
         )
+
+
+def check_roster_hash(roster_hash: bytes) -> bytes:
+    """`roster_hash` itself if it is 32 bytes; `ValueError` otherwise."""
+    if not isinstance(roster_hash, bytes) or len(roster_hash) != ROSTER_HASH_SIZE:
+        raise ValueError(f"roster_hash must be {ROSTER_HASH_SIZE} bytes")
+    return roster_hash
 
 
 @dataclass(frozen=True)

@@ -62,3 +62,15 @@ class KeystoreFormatError(KeystoreError):
 
 class WrongPassphraseError(KeystoreError):
     """The passphrase does not open the keystore (or the file was altered since it was written)."""
+
+
+class InvalidMasterKeyError(CryptoError):
+    """A master key is not a usable Ed25519 public key: wrong size, small order, or non-canonical."""
+
+
+class MembershipError(CryptoError):
+    """A conversation's membership history breaks a rule or a commit fails: trust no roster from it."""
+
+
+class SenderKeyRefusedError(CryptoError):
+    """A received sender key is not installed: bound to another roster than ours, or for a retired epoch."""

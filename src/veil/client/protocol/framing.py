@@ -9,10 +9,12 @@ secret, but they are authenticated: the AEAD's associated data includes them.
     session_init     ver=1 | type=1 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32   75 bytes
     session_message  ver=1 | type=2 | session_id[16] | counter u32                                  22 bytes
     group_message    ver=1 | type=3 | iteration u32                                                   6 bytes
-    sender key dist. ver=1 | type=16 | conversation_id[16] | epoch u64 | iteration u32
-                     | chain_key[32] | signing_public_key[32]                                       94 bytes
+    sender key dist. ver=1 | type=0x11 | conversation_id[16] | epoch u64 | roster_hash[32]
+                     | iteration u32 | chain_key[32] | signing_public_key[32]                    126 bytes
 
 `has_opk` is 0 or 1 and `opk_id` is 0 when `has_opk` is 0, so each header has one encoding.
+The sender key distribution's type 0x11 replaced 0x10 (which had no roster hash): a receiver of a
+0x10 frame refuses it as an unknown type rather than installing a key bound to no roster.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class FrameType(IntEnum):
     SESSION_INIT = 1
     SESSION_MESSAGE = 2
     GROUP_MESSAGE = 3
-    SENDER_KEY_DISTRIBUTION = 16
+    SENDER_KEY_DISTRIBUTION = 0x11
 
 
 def _unpack(layout: struct.Struct, frame_type: FrameType, data: bytes) -> tuple[object, ...]:
@@ -132,15 +134,20 @@ class GroupMessageHeader:
 
 @dataclass(frozen=True)
 class SenderKeyDistributionFrame:
-    """A sender key as handed to one member device, inside a pairwise-encrypted `sender_key` message."""
+    """A sender key as handed to one member device, inside a pairwise-encrypted `sender_key` message.
+
+    `roster_hash` is the sender's view of the roster at `epoch`: a receiver whose own view differs
+    refuses the key, so members with forked views of the membership never share a chain.
+    """
 
     conversation_id: bytes
     epoch: int
+    roster_hash: bytes
     iteration: int
     chain_key: bytes
     signing_public_key: bytes
 
-    LAYOUT = struct.Struct(">BB16sQI32s32s")
+    LAYOUT = struct.Struct(">BB16sQ32sI32s32s")
 
     def encode(self) -> bytes:
         return self.LAYOUT.pack(
@@ -148,6 +155,7 @@ class SenderKeyDistributionFrame:
             FrameType.SENDER_KEY_DISTRIBUTION,
             self.conversation_id,
             self.epoch,
+            self.roster_hash,
             self.iteration,
             self.chain_key,
             self.signing_public_key,
@@ -157,12 +165,13 @@ class SenderKeyDistributionFrame:
     def decode(cls, data: bytes) -> SenderKeyDistributionFrame:
         if len(data) != cls.LAYOUT.size:
             raise MalformedMessageError("a sender key distribution has a fixed size")
-        conversation_id, epoch, iteration, chain_key, signing_public_key = _unpack(
+        conversation_id, epoch, roster_hash, iteration, chain_key, signing_public_key = _unpack(
             cls.LAYOUT, FrameType.SENDER_KEY_DISTRIBUTION, data
         )
         return cls(
             _as_bytes(conversation_id),
             _as_int(epoch),
+            _as_bytes(roster_hash),
             _as_int(iteration),
             _as_bytes(chain_key),
             _as_bytes(signing_public_key),

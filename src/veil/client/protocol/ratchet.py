@@ -9,13 +9,18 @@ and CK_i is then forgotten. HMAC is one-way, so a thief who later learns CK_j ca
 MK_i with i < j: forward secrecy within a chain. There is no Diffie-Hellman step, so the converse
 does not hold: whoever learns CK_j can compute every later key (no post-compromise security).
 
-A receiving chain accepts messages out of order: keys for skipped indices are kept in a bounded
-cache, each deleted when used, so a second delivery of any message finds no key (a replay).
+A receiving chain accepts messages out of order: keys for skipped indices are kept in a cache,
+each deleted when used, so a second delivery of any message finds no key (a replay). As the Double
+Ratchet specification advises, the cache is bounded by count (`MAX_SKIPPED_KEYS` per chain, oldest
+dropped) and by age (`SKIPPED_MAX_AGE` from when a key was skipped): a skipped key is a message key
+kept on disk, and keeping it forever would undo forward secrecy for that message. Time is passed in
+(`now`, seconds); a key skipped without a time (`now=None`) ages only once a time is known.
 State is only advanced after a message authenticates, so a forged message changes nothing.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -30,6 +35,8 @@ CHAIN_KEY_SIZE = 32
 MAX_SKIP = 1000
 # How many skipped message keys a receiving chain keeps; the oldest are dropped beyond this.
 MAX_SKIPPED_KEYS = 1000
+# How long (seconds) a skipped message key is kept after it was skipped.
+SKIPPED_MAX_AGE = 7 * 24 * 3600.0
 
 _MESSAGE_KEY_INPUT = b"\x01"
 _CHAIN_KEY_INPUT = b"\x02"
@@ -105,14 +112,18 @@ class ReceivingChain:
     """The receiver's side: derives keys up to any index within reach, keeping skipped ones briefly."""
 
     def __init__(
-        self, chain_key: bytes, next_index: int = 0, skipped: dict[int, bytes] | None = None
+        self,
+        chain_key: bytes,
+        next_index: int = 0,
+        skipped: dict[int, tuple[bytes, float | None]] | None = None,
     ) -> None:
         if len(chain_key) != CHAIN_KEY_SIZE:
             raise ValueError("chain key must be 32 bytes")
         self._chain_key = chain_key
         self._next_index = next_index
-        # Insertion order is index order, so the first entries are the oldest.
-        self._skipped: dict[int, bytes] = dict(sorted((skipped or {}).items()))
+        # index -> (message key, when it was skipped). Insertion order is index order, which is
+        # also skip-time order: keys are only ever skipped above every index skipped before.
+        self._skipped: dict[int, tuple[bytes, float | None]] = dict(sorted((skipped or {}).items()))
 
     @property
     def next_index(self) -> int:
@@ -124,13 +135,17 @@ class ReceivingChain:
         """How many skipped message keys are held."""
         return len(self._skipped)
 
-    def open(self, index: int, open_with: Callable[[bytes], T]) -> T:
+    def open(self, index: int, open_with: Callable[[bytes], T], *, now: float | None = None) -> T:
         """Decrypt message `index` with `open_with(message_key)`, committing state only if it succeeds.
 
         `open_with` must raise when the message does not authenticate; the chain is then untouched.
+        Skipped keys older than `SKIPPED_MAX_AGE` at `now` are dropped first (none if `now` is None).
         """
+        stamp = None if now is None else float(now)
+        if stamp is not None:
+            self.expire(stamp)
         if index in self._skipped:
-            result = open_with(self._skipped[index])
+            result = open_with(self._skipped[index][0])
             del self._skipped[index]
             return result
         if index < self._next_index:
@@ -138,10 +153,10 @@ class ReceivingChain:
         if index - self._next_index > MAX_SKIP:
             raise TooManySkippedError(f"message {index} is more than {MAX_SKIP} ahead of {self._next_index}")
         chain_key = self._chain_key
-        new_skipped: list[tuple[int, bytes]] = []
+        new_skipped: list[tuple[int, tuple[bytes, float | None]]] = []
         for skipped_index in range(self._next_index, index):
             message_key, chain_key = step(chain_key)
-            new_skipped.append((skipped_index, message_key))
+            new_skipped.append((skipped_index, (message_key, stamp)))
         message_key, chain_key = step(chain_key)
         result = open_with(message_key)
         self._chain_key, self._next_index = chain_key, index + 1
@@ -150,20 +165,47 @@ class ReceivingChain:
             del self._skipped[oldest]
         return result
 
+    def expire(self, now: float) -> None:
+        """Drop skipped keys older than `SKIPPED_MAX_AGE`; keys skipped at an unknown time start aging now."""
+        for index, (key, skipped_at) in list(self._skipped.items()):
+            if skipped_at is None:
+                self._skipped[index] = (key, float(now))
+            elif now - skipped_at >= SKIPPED_MAX_AGE:
+                del self._skipped[index]
+
     def to_state(self) -> dict[str, Any]:
         return {
             "chain_key": b64encode(self._chain_key),
             "next_index": self._next_index,
-            "skipped": [{"index": index, "key": b64encode(key)} for index, key in self._skipped.items()],
+            "skipped": [
+                {"index": index, "key": b64encode(key), "skipped_at": skipped_at}
+                for index, (key, skipped_at) in self._skipped.items()
+            ],
         }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ReceivingChain:
-        skipped: dict[int, bytes] = {}
+        skipped: dict[int, tuple[bytes, float | None]] = {}
         for item in read_list(state, "skipped"):
             if not isinstance(item, Mapping):
                 raise ValueError("a skipped key entry must be an object")
-            skipped[read_int(item, "index")] = b64decode(item.get("key"), size=CHAIN_KEY_SIZE, field="key")
+            key = b64decode(item.get("key"), size=CHAIN_KEY_SIZE, field="key")
+            skipped[read_int(item, "index")] = (key, read_optional_time(item, "skipped_at"))
         return cls(
             read_bytes(state, "chain_key", size=CHAIN_KEY_SIZE), read_int(state, "next_index"), skipped
         )
+
+
+def read_time(data: Mapping[str, Any], key: str) -> float:
+    """A required finite number of seconds in JSON-shaped state (booleans are not numbers)."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number of seconds")
+    return float(value)
+
+
+def read_optional_time(data: Mapping[str, Any], key: str) -> float | None:
+    """Like `read_time`, but an explicit null is allowed (the member itself is still required)."""
+    if key not in data:
+        raise ValueError(f"{key} is required")
+    return None if data[key] is None else read_time(data, key)

@@ -8,9 +8,18 @@ returned) is the caller's duty: a process that restarts from an
 older state reuses chain indices, which receivers refuse as replays (nonces are random, so no
 confidentiality is lost, but those messages are unreadable).
 
-Identity keys are pinned per peer device on first use: a later `session_init` or bundle for the
-same device with a different identity key is refused with `IdentityMismatchError`, unless the
-caller first calls `forget_peer` (after checking fingerprints out of band).
+A peer device's keys are pinned on first use, both of them: its identity key (from the first
+session) and its signing key (from the first bundle we used, or the caller's certified expectation).
+A later `session_init` or bundle for the same device with another identity key, or a bundle with
+the pinned identity key but another signing key (and so another signed prekey), is refused with
+`IdentityMismatchError` unless the caller first calls `forget_peer`. Callers that know a device's
+certified keys pass them as `expected_identity_key`/`expected_signing_key`; a bundle that differs
+from them is refused outright (`InvalidBundleError`).
+
+Group sender keys are bound to the caller's verified roster hash for their epoch. Received ones are
+installed only through `install_sender_key`, after the caller's membership check. Methods that
+depend on time (epoch retirement, skipped-key expiry) take `now` in seconds; nothing here reads a
+clock.
 """
 
 from __future__ import annotations
@@ -18,7 +27,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from veil.client.protocol.codec import canonical_uuid, read_list, read_mapping, read_str
+from veil.client.protocol.codec import (
+    b64encode,
+    canonical_uuid,
+    read_bytes,
+    read_list,
+    read_mapping,
+    read_str,
+)
 from veil.client.protocol.envelope import DEVICE_CONTENT_TYPES, DeviceContext, GroupContext, Sealed
 from veil.client.protocol.errors import (
     IdentityMismatchError,
@@ -26,17 +42,18 @@ from veil.client.protocol.errors import (
     MalformedMessageError,
     OwnMessageError,
     ReplayError,
-    UnknownSenderKeyError,
     UnknownSessionError,
 )
 from veil.client.protocol.framing import SessionInitHeader, SessionMessageHeader
-from veil.client.protocol.keys import DeviceKeys
+from veil.client.protocol.keys import KEY_SIZE, DeviceKeys
 from veil.client.protocol.pairwise import PairwiseSession, PeerSessions, session_id_for
+from veil.client.protocol.ratchet import read_time
 from veil.client.protocol.sender_keys import SenderKeyDistribution, SenderKeyStore
 from veil.client.protocol.x3dh import PrekeyBundle
 
 STATE_FORMAT = "veil-client-state"
-STATE_VERSION = 1
+STATE_VERSION = 2
+DEFAULT_EPOCH_GRACE_SECONDS = 3600.0
 _SESSION_CONTENT_TYPES = frozenset({"session_message", "sender_key"})
 
 _PeerId = tuple[str, str]
@@ -52,17 +69,40 @@ class ClientCrypto:
         keys: DeviceKeys,
         peers: dict[_PeerId, PeerSessions] | None = None,
         sender_keys: SenderKeyStore | None = None,
+        *,
+        signing_pins: dict[_PeerId, bytes] | None = None,
+        epoch_grace_seconds: float = DEFAULT_EPOCH_GRACE_SECONDS,
     ) -> None:
         self.user_id = canonical_uuid(user_id, field="user_id")
         self.device_id = canonical_uuid(device_id, field="device_id")
         self.keys = keys
         self._peers = peers or {}
+        # The signing key pinned per peer device (the identity key is pinned by its sessions).
+        self._signing_pins = signing_pins or {}
         self._sender_keys = sender_keys or SenderKeyStore()
+        self._sender_keys.epoch_grace_seconds = epoch_grace_seconds
 
     @classmethod
-    def create(cls, user_id: str, device_id: str, *, one_time: int = 100) -> ClientCrypto:
+    def create(
+        cls,
+        user_id: str,
+        device_id: str,
+        *,
+        one_time: int = 100,
+        epoch_grace_seconds: float = DEFAULT_EPOCH_GRACE_SECONDS,
+    ) -> ClientCrypto:
         """A new device with fresh keys and `one_time` one-time prekeys."""
-        return cls(user_id, device_id, DeviceKeys.generate(one_time=one_time))
+        return cls(
+            user_id,
+            device_id,
+            DeviceKeys.generate(one_time=one_time),
+            epoch_grace_seconds=epoch_grace_seconds,
+        )
+
+    @property
+    def epoch_grace_seconds(self) -> float:
+        """How long after the first message of a newer epoch older epochs stay readable."""
+        return self._sender_keys.epoch_grace_seconds
 
     # Keys ----------------------------------------------------------------------------------------
 
@@ -85,9 +125,21 @@ class ClientCrypto:
         peer = self._peers.get(_peer_id(peer_user_id, peer_device_id))
         return peer is not None and peer.has_live_session
 
+    def peer_identity_key(self, peer_user_id: str, peer_device_id: str) -> bytes | None:
+        """The identity key pinned for a peer device: the one its sessions with us authenticate
+        (None before any session)."""
+        peer = self._peers.get(_peer_id(peer_user_id, peer_device_id))
+        return peer.pinned_identity_key if peer is not None else None
+
+    def peer_signing_key(self, peer_user_id: str, peer_device_id: str) -> bytes | None:
+        """The signing key pinned for a peer device (None until a bundle or expectation pinned one)."""
+        return self._signing_pins.get(_peer_id(peer_user_id, peer_device_id))
+
     def forget_peer(self, peer_user_id: str, peer_device_id: str) -> None:
-        """Drop every session with a peer device and its pinned identity key."""
-        self._peers.pop(_peer_id(peer_user_id, peer_device_id), None)
+        """Drop every session with a peer device and its pinned identity and signing keys."""
+        peer_id = _peer_id(peer_user_id, peer_device_id)
+        self._peers.pop(peer_id, None)
+        self._signing_pins.pop(peer_id, None)
 
     def start_session(
         self,
@@ -97,22 +149,30 @@ class ClientCrypto:
         plaintext: bytes = b"",
         *,
         expected_identity_key: bytes | None = None,
+        expected_signing_key: bytes | None = None,
     ) -> dict[str, Any]:
         """Run X3DH against a claim response; return the `session_init` device message carrying `plaintext`.
 
         Send it with `content_type: "session_init"`. Raises `InvalidBundleError` if the bundle is
-        malformed, names another device, or its signed prekey signature does not verify.
+        malformed, names another device, differs from the expected (certified) identity or
+        signing key, or its signed prekey signature does not verify; `IdentityMismatchError` if
+        either key differs from the one pinned for this device.
         """
         bundle = PrekeyBundle.from_wire(claimed_bundle)
         if bundle.device_id is not None and canonical_uuid(bundle.device_id) != canonical_uuid(
             peer_device_id
         ):
             raise InvalidBundleError("the bundle belongs to another device")
+        if expected_identity_key is not None and bundle.identity_key != expected_identity_key:
+            raise InvalidBundleError("the bundle's identity key is not the device's certified one")
+        if expected_signing_key is not None and bundle.signing_key != expected_signing_key:
+            raise InvalidBundleError("the bundle's signing key is not the device's certified one")
         peer_id = _peer_id(peer_user_id, peer_device_id)
-        self._check_identity(peer_id, bundle.identity_key, expected_identity_key)
+        self._check_pins(peer_id, bundle.identity_key, bundle.signing_key)
         context = DeviceContext(peer_device_id, self.user_id, self.device_id, "session_init")
         session, sealed = PairwiseSession.initiate(self.keys, bundle, context, plaintext)
         self._peer(peer_id).add(session)
+        self._signing_pins[peer_id] = bundle.signing_key
         return {"device_id": peer_device_id, **sealed.to_wire()}
 
     def accept_session(
@@ -122,10 +182,14 @@ class ClientCrypto:
         message: Mapping[str, Any],
         *,
         expected_identity_key: bytes | None = None,
+        expected_signing_key: bytes | None = None,
     ) -> bytes:
         """Answer a `session_init` device message: establish the session and return its plaintext.
 
-        A second delivery of the same `session_init` raises `ReplayError`.
+        A second delivery of the same `session_init` raises `ReplayError`; an identity key other
+        than the expected or pinned one raises `IdentityMismatchError`. The header carries no
+        signing key, so `expected_signing_key` (the device's certified one) is only checked
+        against the pin, and pinned if none was.
         """
         sealed = Sealed.from_wire(message)
         header = SessionInitHeader.decode(sealed.ciphertext)
@@ -133,10 +197,14 @@ class ClientCrypto:
         peer = self._peers.get(peer_id)
         if peer is not None and peer.knows(session_id_for(header)):
             raise ReplayError("this session_init was already accepted")
-        self._check_identity(peer_id, header.identity_key, expected_identity_key)
+        if expected_identity_key is not None and header.identity_key != expected_identity_key:
+            raise IdentityMismatchError("the peer's identity key is not the expected one")
+        self._check_pins(peer_id, header.identity_key, expected_signing_key)
         context = DeviceContext(self.device_id, sender_user_id, sender_device_id, "session_init")
         session, plaintext = PairwiseSession.accept(self.keys, header, sealed, context)
         self._peer(peer_id).add(session)
+        if expected_signing_key is not None:
+            self._signing_pins[peer_id] = expected_signing_key
         return plaintext
 
     def encrypt_for_device(
@@ -162,15 +230,30 @@ class ClientCrypto:
         return {"device_id": peer_device_id, **sealed.to_wire()}
 
     def decrypt_device_message(
-        self, sender_user_id: str, sender_device_id: str, content_type: str, message: Mapping[str, Any]
+        self,
+        sender_user_id: str,
+        sender_device_id: str,
+        content_type: str,
+        message: Mapping[str, Any],
+        *,
+        expected_identity_key: bytes | None = None,
+        expected_signing_key: bytes | None = None,
     ) -> bytes:
         """Open any device message addressed to this device and return its plaintext.
 
-        `session_init` establishes a session (see `accept_session`); `sender_key` additionally
-        installs the sender key it carries (the returned plaintext is the raw distribution).
+        `session_init` establishes a session (see `accept_session`, which the expectations are
+        passed to). A `sender_key` message's plaintext is a distribution: it is NOT installed
+        here; decode it with `SenderKeyDistribution.decode` and install it with
+        `install_sender_key` once the sender's membership is checked.
         """
         if content_type == "session_init":
-            return self.accept_session(sender_user_id, sender_device_id, message)
+            return self.accept_session(
+                sender_user_id,
+                sender_device_id,
+                message,
+                expected_identity_key=expected_identity_key,
+                expected_signing_key=expected_signing_key,
+            )
         if content_type not in DEVICE_CONTENT_TYPES:
             raise MalformedMessageError(f"unknown device message content_type {content_type!r}")
         sealed = Sealed.from_wire(message)
@@ -182,30 +265,50 @@ class ClientCrypto:
         context = DeviceContext(self.device_id, sender_user_id, sender_device_id, content_type)
         plaintext = session.decrypt(header, sealed, context)
         peer.promote(session)
-        if content_type == "sender_key":
-            self._sender_keys.install(
-                sender_user_id, sender_device_id, SenderKeyDistribution.decode(plaintext)
-            )
         return plaintext
 
     # Groups --------------------------------------------------------------------------------------
 
-    def group_sender_key_distribution(self, conversation_id: str, epoch: int) -> bytes:
-        """The sender-key payload for this conversation epoch (created on first call).
+    def install_sender_key(
+        self,
+        sender_user_id: str,
+        sender_device_id: str,
+        distribution: SenderKeyDistribution,
+        expected_roster_hash: bytes,
+        *,
+        now: float,
+    ) -> bool:
+        """Install a received sender key; True if new, False if it repeats one already held.
 
-        Send it to every other member device with `encrypt_for_device(..., content_type="sender_key")`
-        (or use `sender_key_messages`) before the first group message of the epoch.
+        Call it only for a sender in the verified roster of `distribution.epoch`, from a certified
+        device, with that roster's hash: a key bound to another roster hash, or for a retired
+        epoch, raises `SenderKeyRefusedError`.
         """
-        return self._sender_keys.own_key(conversation_id, epoch).distribution().encode()
+        return self._sender_keys.install(
+            sender_user_id, sender_device_id, distribution, expected_roster_hash, now=now
+        )
+
+    def group_sender_key_distribution(self, conversation_id: str, epoch: int, roster_hash: bytes) -> bytes:
+        """The sender-key payload for this conversation epoch and roster (created on first call).
+
+        A roster hash other than the current key's makes a new key. Send it to every other member
+        device with `encrypt_for_device(..., content_type="sender_key")` (or use
+        `sender_key_messages`) before the first group message of the epoch.
+        """
+        return self._sender_keys.own_key(conversation_id, epoch, roster_hash).distribution().encode()
 
     def sender_key_messages(
-        self, conversation_id: str, epoch: int, devices: Iterable[tuple[str, str]]
+        self,
+        conversation_id: str,
+        epoch: int,
+        roster_hash: bytes,
+        devices: Iterable[tuple[str, str]],
     ) -> list[dict[str, Any]]:
         """`sender_key` device messages for every `(user_id, device_id)` given, this device skipped.
 
         Each device needs an established session (`UnknownSessionError` otherwise).
         """
-        payload = self.group_sender_key_distribution(conversation_id, epoch)
+        payload = self.group_sender_key_distribution(conversation_id, epoch, roster_hash)
         return [
             self.encrypt_for_device(user_id, device_id, payload, content_type="sender_key")
             for user_id, device_id in devices
@@ -220,19 +323,26 @@ class ClientCrypto:
         content_type: str,
         plaintext: bytes,
         *,
+        roster_hash: bytes,
+        now: float,
         parent_id: str | None = None,
     ) -> dict[str, Any]:
         """The `POST /v1/conversations/{id}/messages` envelope, sent by this user and device.
 
-        The sender key for the epoch must exist (`group_sender_key_distribution`), so that no
-        message goes out under a key nobody else was given.
+        The sender key for the epoch and roster must exist (`group_sender_key_distribution`), so
+        that no message goes out under a key nobody else was given (`UnknownSenderKeyError`).
         """
-        if not self._sender_keys.has_own_key(conversation_id, epoch):
-            raise UnknownSenderKeyError("no sender key for this epoch: distribute one first")
         context = GroupContext(
-            conversation_id, message_id, self.user_id, self.device_id, content_type, epoch, parent_id
+            conversation_id,
+            message_id,
+            self.user_id,
+            self.device_id,
+            content_type,
+            epoch,
+            roster_hash,
+            parent_id,
         )
-        sealed = self._sender_keys.own_key(conversation_id, epoch).encrypt(context, plaintext)
+        sealed = self._sender_keys.encrypt(context, plaintext, now=now)
         envelope: dict[str, Any] = {
             "message_id": message_id,
             **sealed.to_wire(),
@@ -243,21 +353,31 @@ class ClientCrypto:
             envelope["parent_id"] = parent_id
         return envelope
 
-    def decrypt_group_message(self, envelope: Mapping[str, Any]) -> bytes:
+    def decrypt_group_message(self, envelope: Mapping[str, Any], roster_hash: bytes, *, now: float) -> bytes:
         """Open a stored envelope as the server returns it (with conversation and sender ids).
 
-        Callers de-duplicate by `message_id` first: a second decryption is a `ReplayError`. This
-        device's own messages raise `OwnMessageError` (their keys were deleted when sent).
+        `roster_hash` is the caller's verified roster hash at the envelope's `key_epoch`. Callers
+        de-duplicate by `message_id` first: a second decryption is a `ReplayError`. This device's
+        own messages raise `OwnMessageError` (their keys were deleted when sent); a retired epoch
+        or a missing key raises `UnknownSenderKeyError`.
         """
         try:
-            context = GroupContext.from_envelope(envelope)
+            context = GroupContext.from_envelope(envelope, roster_hash)
             own = canonical_uuid(context.sender_device_id) == self.device_id
         except ValueError as error:
             raise MalformedMessageError(str(error)) from None
         if own:
             raise OwnMessageError("this device sent the message; keep its plaintext when sending")
         sealed = Sealed.from_wire(envelope)
-        return self._sender_keys.peer_key(context).decrypt(context, sealed)
+        return self._sender_keys.decrypt(context, sealed, now=now)
+
+    def expire_keys(self, *, now: float) -> None:
+        """Apply due epoch retirements and drop too-old skipped sender-key message keys everywhere.
+
+        Decryption does this for its own conversation; call this now and then (at start-up, after
+        a sync) so that conversations that fell silent are cleaned too.
+        """
+        self._sender_keys.expire(now)
 
     def forget_epochs_before(self, conversation_id: str, epoch: int) -> None:
         """Delete sender keys of earlier epochs: their history becomes unreadable on this device."""
@@ -274,7 +394,12 @@ class ClientCrypto:
             "device_id": self.device_id,
             "keys": self.keys.to_state(),
             "peers": [peer.to_state() for peer in self._peers.values()],
+            "signing_pins": [
+                {"user_id": user_id, "device_id": device_id, "signing_key": b64encode(key)}
+                for (user_id, device_id), key in self._signing_pins.items()
+            ],
             "sender_keys": self._sender_keys.to_state(),
+            "epoch_grace_seconds": self.epoch_grace_seconds,
         }
 
     @classmethod
@@ -288,12 +413,21 @@ class ClientCrypto:
                 raise ValueError("a peer entry must be an object")
             peer = PeerSessions.from_state(item)
             peers[_peer_id(peer.user_id, peer.device_id)] = peer
+        signing_pins: dict[_PeerId, bytes] = {}
+        for item in read_list(state, "signing_pins"):
+            if not isinstance(item, Mapping):
+                raise ValueError("a signing pin entry must be an object")
+            peer_id = _peer_id(read_str(item, "user_id"), read_str(item, "device_id"))
+            signing_pins[peer_id] = read_bytes(item, "signing_key", size=KEY_SIZE)
+        grace = read_time(state, "epoch_grace_seconds")
         return cls(
             read_str(state, "user_id"),
             read_str(state, "device_id"),
             DeviceKeys.from_state(read_mapping(state, "keys")),
             peers,
-            SenderKeyStore.from_state(read_mapping(state, "sender_keys")),
+            SenderKeyStore.from_state(read_mapping(state, "sender_keys"), epoch_grace_seconds=grace),
+            signing_pins=signing_pins,
+            epoch_grace_seconds=grace,
         )
 
     # Internals -----------------------------------------------------------------------------------
@@ -304,15 +438,18 @@ class ClientCrypto:
             peer = self._peers[peer_id] = PeerSessions(*peer_id)
         return peer
 
-    def _check_identity(self, peer_id: _PeerId, identity_key: bytes, expected: bytes | None) -> None:
-        """Refuse an identity key other than the caller's expectation or the one pinned earlier."""
-        if expected is not None and identity_key != expected:
-            raise IdentityMismatchError("the peer's identity key is not the expected one")
+    def _check_pins(self, peer_id: _PeerId, identity_key: bytes, signing_key: bytes | None) -> None:
+        """Refuse keys other than those pinned for this peer device (both keys are one identity)."""
         peer = self._peers.get(peer_id)
         pinned = peer.pinned_identity_key if peer is not None else None
         if pinned is not None and identity_key != pinned:
             raise IdentityMismatchError(
                 "the peer device's identity key changed; verify it and call forget_peer to accept it"
+            )
+        pinned_signing = self._signing_pins.get(peer_id)
+        if signing_key is not None and pinned_signing is not None and signing_key != pinned_signing:
+            raise IdentityMismatchError(
+                "the peer device's signing key changed while its identity key did not: a mixed bundle"
             )
 
 

@@ -41,8 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,13 +49,33 @@ import httpx
 
 from veil.client.protocol.attachments import FileReference, decrypt_file, encrypt_file
 from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
-from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError
-from veil.client.protocol.keys import device_fingerprint
+from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError, MembershipError
+from veil.client.protocol.identity import parse_safety_number_qr, safety_number
+from veil.client.protocol.membership import MembershipView, creation_commit, make_commit
+from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
+from veil.client.protocol.trust import ListedDevice, TrustStore
+from veil.client.sdk.directory import DeviceStatus, Directory
+from veil.client.sdk.identity import DeviceIdentity, is_link_payload
 from veil.client.sdk.keystore import ScryptParams, load_state, save_state
+from veil.client.sdk.memberships import Memberships
+from veil.client.sdk.models import (
+    Block,
+    Conversation,
+    Device,
+    DeviceMessage,
+    GroupMessage,
+    NotSignedInError,
+    SentFile,
+    SentMessage,
+    TrustError,
+    VeilError,
+)
 from veil.client.sdk.object_store import TransferError, get_presigned, put_presigned
 
-HTTP_STATE_VERSION = 1
+HTTP_STATE_VERSION = 2
+# Sender keys received before their conversation's membership could be checked wait here.
+_MAX_PENDING_SENDER_KEYS = 1000
 # Refresh this long before the access token expires, so a request never races its expiry.
 _REFRESH_MARGIN_SECONDS = 30.0
 # The API's ceilings: messages per device-message batch, items per page, prekeys per upload.
@@ -66,217 +85,6 @@ _MAX_PREKEY_UPLOAD = 200
 _GROUP_CONTENT_TYPES = frozenset({"text", "file", "reaction", "system"})
 
 Verify = ssl.SSLContext | str | os.PathLike[str] | bool
-
-
-class VeilError(Exception):
-    """A response the API answered with an error: the problem document, readable as text.
-
-    `status`, `title` and `detail` come from the RFC 9457 document (or from the HTTP status line
-    when the body is not one, e.g. from a proxy); `problem` is the whole document, so fields such
-    as `current_epoch` or validation `errors` stay available.
-    """
-
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str,
-        problem: Mapping[str, Any] | None = None,
-        retry_after: int | None = None,
-    ) -> None:
-        super().__init__(status, title, detail)
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.problem: dict[str, Any] = dict(problem or {})
-        self.retry_after = retry_after
-
-    @property
-    def current_epoch(self) -> int | None:
-        """The conversation's epoch when a send was refused for using an old one (409)."""
-        value = self.problem.get("current_epoch")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-    def __str__(self) -> str:
-        text = f"HTTP {self.status} {self.title}: {self.detail}"
-        errors = self.problem.get("errors")
-        if isinstance(errors, list) and errors:
-            parts = []
-            for error in errors:
-                if isinstance(error, Mapping):
-                    loc = ".".join(str(part) for part in error.get("loc") or [])
-                    parts.append(f"{loc}: {error.get('msg')}" if loc else str(error.get("msg")))
-            text += " (" + "; ".join(parts) + ")"
-        if self.current_epoch is not None:
-            text += f" (current_epoch {self.current_epoch})"
-        if self.retry_after is not None:
-            text += f" (retry after {self.retry_after} s)"
-        return text
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> VeilError:
-        """Build from any error response, problem document or not (never echoing a large body)."""
-        retry_after = response.headers.get("Retry-After")
-        retry = int(retry_after) if retry_after and retry_after.isdigit() else None
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            title = body.get("title")
-            detail = body.get("detail")
-            return cls(
-                response.status_code,
-                title if isinstance(title, str) else response.reason_phrase,
-                detail if isinstance(detail, str) else "",
-                body,
-                retry,
-            )
-        return cls(response.status_code, response.reason_phrase, response.text[:200].strip(), None, retry)
-
-
-class NotSignedInError(RuntimeError):
-    """The operation needs a signed-in device (call `login`, or load a keystore that has one)."""
-
-
-@dataclass(frozen=True)
-class Device:
-    """A device of some user as the key directory lists it (public keys only)."""
-
-    device_id: str
-    identity_key: bytes
-    signing_key: bytes
-
-    @property
-    def fingerprint(self) -> str:
-        """What users compare out of band: the only defence against a server that swaps keys."""
-        return device_fingerprint(self.identity_key, self.signing_key)
-
-
-@dataclass(frozen=True)
-class Member:
-    user_id: str
-    role: str
-    state: str
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """A conversation as the server reports it; `epoch` is what group messages must be sent under."""
-
-    conversation_id: str
-    type: str
-    epoch: int
-    last_seq: int
-    created_at: str
-    members: tuple[Member, ...]
-
-    @property
-    def joined_user_ids(self) -> list[str]:
-        """The users who receive this epoch's sender keys (invitees do not, until they join)."""
-        return [m.user_id for m in self.members if m.state == "joined"]
-
-    @classmethod
-    def from_wire(cls, body: Mapping[str, Any]) -> Conversation:
-        return cls(
-            conversation_id=canonical_uuid(str(body["conversation_id"])),
-            type=str(body["type"]),
-            epoch=int(body["epoch"]),
-            last_seq=int(body["last_seq"]),
-            created_at=str(body["created_at"]),
-            members=tuple(
-                Member(canonical_uuid(str(m["user_id"])), str(m["role"]), str(m["state"]))
-                for m in body["members"]
-            ),
-        )
-
-
-@dataclass(frozen=True)
-class DeviceMessage:
-    """One device-to-device message after decryption (`plaintext` None and `error` set if it failed).
-
-    `content_type` says what it was: `session_init` (a peer set up a session; plaintext is whatever
-    it carried, often empty), `session_message` (an application payload) or `sender_key` (a group
-    sender key, already installed; plaintext is the raw distribution).
-    """
-
-    id: int
-    sender_id: str
-    sender_device_id: str
-    content_type: str
-    created_at: str
-    plaintext: bytes | None
-    error: str | None = None
-
-    def to_state(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "sender_id": self.sender_id,
-            "sender_device_id": self.sender_device_id,
-            "content_type": self.content_type,
-            "created_at": self.created_at,
-            "plaintext": None if self.plaintext is None else b64encode(self.plaintext),
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> DeviceMessage:
-        plaintext = state.get("plaintext")
-        return cls(
-            id=int(state["id"]),
-            sender_id=str(state["sender_id"]),
-            sender_device_id=str(state["sender_device_id"]),
-            content_type=str(state["content_type"]),
-            created_at=str(state["created_at"]),
-            plaintext=None if plaintext is None else b64decode(plaintext, field="plaintext"),
-            error=None if state.get("error") is None else str(state["error"]),
-        )
-
-
-@dataclass(frozen=True)
-class GroupMessage:
-    """A conversation message with its plaintext (`plaintext` None and `error` set if unreadable)."""
-
-    message_id: str
-    conversation_id: str
-    seq: int
-    sender_id: str
-    sender_device_id: str
-    content_type: str
-    key_epoch: int
-    parent_id: str | None
-    created_at: str
-    plaintext: bytes | None
-    error: str | None = None
-
-    @property
-    def text(self) -> str | None:
-        """The plaintext as text, for `text` messages that were readable."""
-        if self.plaintext is None or self.content_type != "text":
-            return None
-        return self.plaintext.decode("utf-8", errors="replace")
-
-
-@dataclass(frozen=True)
-class Block:
-    """A user this user blocked, and since when."""
-
-    user_id: str
-    created_at: str
-
-
-@dataclass(frozen=True)
-class SentMessage:
-    message_id: str
-    seq: int
-    created_at: str
-    key_epoch: int
-
-
-@dataclass(frozen=True)
-class SentFile:
-    message: SentMessage
-    reference: FileReference
 
 
 def _ssl_context(verify: Verify) -> ssl.SSLContext | bool:
@@ -338,6 +146,8 @@ class VeilClient:
         one_time_prekeys: int = 100,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        epoch_grace_seconds: float = 3600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore needs a passphrase")
@@ -367,6 +177,15 @@ class VeilClient:
         # locked against unknown clients.
         self._device_tokens: dict[str, str] = {}
         self._email: str | None = None  # the address of the current session's login
+        # Trust (protocol/trust.py): pinned master keys, and this device's certificate.
+        self._trust: TrustStore | None = None
+        self._certificate: bytes | None = None
+        self._memberships = Memberships(self._call, "")
+        # (sender_id, sender_device_id, distribution) decrypted but not yet checked against a roster
+        self._pending_sender_keys: list[tuple[str, str, SenderKeyDistribution]] = []
+        self._warnings: list[str] = []
+        self._epoch_grace = epoch_grace_seconds
+        self._clock = clock
         if self._keystore is not None and self._keystore.exists():
             self._load()
 
@@ -483,15 +302,26 @@ class VeilClient:
         pair = _dict(self._call("POST", "/v1/auth/login", json=body, auth=False))
         user_id = canonical_uuid(str(pair["user_id"]))
         if self._crypto is None or self._crypto.user_id != user_id:
-            self._plaintexts = {}
-        self._crypto = ClientCrypto.create(user_id, str(pair["session_id"]), one_time=self._one_time)
+            # Another account: nothing of the previous one's trust or history carries over. The same
+            # account keeps its pinned keys, and its master key if this was a primary device.
+            self._plaintexts, self._trust = {}, None
+        self._crypto = ClientCrypto.create(
+            user_id, str(pair["session_id"]), one_time=self._one_time, epoch_grace_seconds=self._epoch_grace
+        )
         self._distributed, self._inbox, self._conversations = {}, [], {}
+        self._trust = self._trust or TrustStore(user_id)
+        self._certificate, self._pending_sender_keys = None, []
+        self._memberships = Memberships(self._call, user_id)
         issued = pair.get("device_token")
         if isinstance(issued, str) and issued:
             self._device_tokens[device_key] = issued
         self._email = email
         self._store_tokens(pair)  # saves the device token and the email along with the session
         self._call("PUT", "/v1/keys", json=self.crypto.bundle())
+        identity = self._identity()
+        identity.set_up()
+        self._certificate = identity.certificate
+        self._save()
 
     def refresh(self) -> None:
         """Rotate the token pair. Serialised: a caller that waited while another thread rotated
@@ -518,6 +348,96 @@ class VeilClient:
         device's sessions and sender keys are useless afterwards; a later `login` makes a new one."""
         self._call("POST", "/v1/auth/logout", expect=(204,))
         self._forget_tokens()
+
+    # Trust: master key, device approval, safety numbers ------------------------------------------
+
+    @property
+    def identity_role(self) -> str:
+        """`primary` (holds the account's master key and approves devices), `linked` (approved by
+        another device) or `pending` (waits for approval: it can read nothing new yet)."""
+        return self._identity().role
+
+    def link_code(self) -> str:
+        """This device's link code, to be approved on a primary device (`approve_device`)."""
+        return self._identity().link_code()
+
+    def approve_device(self, code: str, *, primary: bool = False) -> str:
+        """Approve another device of this account by its link code: certify it and send it the
+        master key (the private half only with `primary`). Returns its device id."""
+        identity = self._identity()
+        device_id = identity.approve(code, self._send_link_payload, primary=primary)
+        self._save()
+        return device_id
+
+    def poll_link(self) -> bool:
+        """Take in device messages (a link message among them makes this device linked); True
+        once this device is approved."""
+        self._receive_device_messages()
+        return self._certificate is not None
+
+    def reset_identity(self, password: str) -> None:
+        """After losing every device that held the master key: make a new one (this device becomes
+        primary). Every other device of the account loses its approval, and contacts are warned."""
+        identity = self._identity()
+        identity.reset(password)
+        self._certificate = identity.certificate
+        self._save()
+
+    def devices_of(self, user_id: str) -> list[DeviceStatus]:
+        """Every device the server lists for `user_id`, with whether this device trusts it."""
+        statuses = self._directory().statuses(canonical_uuid(user_id))
+        self._save()
+        return statuses
+
+    def safety_number(self, user_id: str) -> str:
+        """The 60-digit number both users see for each other, from the master keys this device
+        pinned (never from what the server shows now)."""
+        user_id = canonical_uuid(user_id)
+        trust = self._trust_store()
+        mine = trust.own_master_public_key
+        theirs = self._directory().master_key_of(user_id)
+        self._save()
+        if mine is None:
+            raise TrustError("This device is not approved yet: it has no master key to compare.")
+        if theirs is None:
+            raise TrustError(
+                "That user has no master key yet (they have not signed in with a current client)."
+            )
+        return safety_number(self.user_id, mine, user_id, theirs)
+
+    def mark_verified(self, user_id: str, *, scanned: str | None = None) -> None:
+        """Record that the safety number with `user_id` was compared (and, with `scanned`, that
+        the number read from their QR is this one)."""
+        user_id = canonical_uuid(user_id)
+        if scanned is not None and parse_safety_number_qr(scanned) != self.safety_number(user_id):
+            raise TrustError("The scanned safety number is not the one this device computes: not verified.")
+        try:
+            self._trust_store().mark_verified(user_id)
+        except ValueError as error:
+            raise TrustError(f"Cannot mark as verified: {error}.") from None
+        self._save()
+
+    def is_verified(self, user_id: str) -> bool:
+        return self._trust_store().is_verified(canonical_uuid(user_id))
+
+    def changed_identities(self) -> list[str]:
+        """Verified users whose master key changed and who get nothing until accepted."""
+        trust = self._trust_store()
+        return [u for u in trust.users() if trust.pending(u) is not None]
+
+    def accept_identity(self, user_id: str) -> None:
+        """Trust the new master key of a user whose key changed (they must be verified again)."""
+        try:
+            self._trust_store().accept(canonical_uuid(user_id))
+        except ValueError as error:
+            raise TrustError(f"Nothing to accept: {error}.") from None
+        self._save()
+
+    def take_warnings(self) -> list[str]:
+        """What this client refused or noticed since the last call, in words for people
+        (devices nobody approved, changed keys, membership records that do not check out)."""
+        taken, self._warnings = self._warnings, []
+        return taken
 
     # Keys and device messages --------------------------------------------------------------------
 
@@ -549,7 +469,7 @@ class VeilClient:
         ]
 
     def open_session(self, user_id: str) -> list[str]:
-        """Set up a pairwise session with every device of `user_id` that has none yet.
+        """Set up a pairwise session with every approved device of `user_id` that has none yet.
 
         Pending device messages are taken in first, so a session a peer already started is used
         rather than a second one (which would burn another of its one-time prekeys). Returns the
@@ -557,22 +477,28 @@ class VeilClient:
         """
         self._receive_device_messages()
         user_id = canonical_uuid(user_id)
-        return self._open_sessions((user_id, d.device_id) for d in self.devices(user_id))
+        return self._open_sessions([(user_id, d) for d in self._directory().trusted_devices(user_id)])
 
     def send_device_payload(
         self, user_id: str, payload: bytes, *, device_ids: Iterable[str] | None = None
     ) -> int:
-        """Send `payload` as a `session_message` to each device of `user_id` (or the ones named),
-        setting up sessions first where needed. Returns how many devices it was sent to."""
+        """Send `payload` as a `session_message` to each approved device of `user_id` (or the ones
+        named), setting up sessions first where needed. Returns how many devices it was sent to."""
         user_id = canonical_uuid(user_id)
+        directory = self._directory()
+        directory.require_sendable(user_id)
         wanted = None if device_ids is None else {canonical_uuid(d) for d in device_ids}
         targets = [
-            (user_id, d.device_id)
-            for d in self.devices(user_id)
-            if d.device_id != self.device_id and (wanted is None or d.device_id in wanted)
+            (user_id, d)
+            for d in directory.trusted_devices(user_id)
+            if wanted is None or d.device_id in wanted
         ]
         self._open_sessions(targets)
-        messages = [self.crypto.encrypt_for_device(u, d, payload) for u, d in targets]
+        messages = [
+            self.crypto.encrypt_for_device(u, d.device_id, payload)
+            for u, d in targets
+            if self.crypto.has_session(u, d.device_id)
+        ]
         self._save()
         self._post_device_messages("session_message", messages)
         return len(messages)
@@ -600,46 +526,85 @@ class VeilClient:
         return self._remember(Conversation.from_wire(_dict(response)))
 
     def create_group(self, encrypted_meta: bytes | None = None) -> Conversation:
-        """A new group with this user as owner. `encrypted_meta` is opaque to the server (encrypt
-        names and avatars before passing them)."""
-        body: dict[str, Any] = {"type": "group"}
+        """A new group with this user as owner, founded by a signed `created` commit. `encrypted_meta`
+        is opaque to the server (encrypt names and avatars before passing them)."""
+        self._identity().require_approved()
+        keys = self.crypto.keys
+        assert self._certificate is not None
+        body: dict[str, Any] = {
+            "type": "group",
+            "commit": b64encode(
+                creation_commit(
+                    actor_id=self.user_id,
+                    actor_device_id=self.device_id,
+                    signing=keys.signing,
+                    identity_key=keys.identity_key,
+                    certificate=self._certificate,
+                )
+            ),
+        }
         if encrypted_meta is not None:
             body["encrypted_meta"] = b64encode(encrypted_meta)
         response = self._call("POST", "/v1/conversations", json=body, expect=(201,))
         return self._remember(Conversation.from_wire(_dict(response)))
 
     def invite(self, conversation_id: str, user_id: str) -> None:
-        self._call(
+        """Invite a user (admins), by a signed `invited` commit."""
+        cid, user_id = canonical_uuid(conversation_id), canonical_uuid(user_id)
+        self._membership_change(
+            cid,
+            "invited",
+            user_id,
             "POST",
-            f"/v1/conversations/{conversation_id}/invitations",
-            json={"user_id": user_id},
-            expect=(201,),
+            f"/v1/conversations/{cid}/invitations",
+            {"user_id": user_id},
+            (201,),
         )
-        self._conversations.pop(canonical_uuid(conversation_id), None)
 
     def accept(self, conversation_id: str) -> None:
-        """Join a conversation one was invited to; the epoch rises, so everyone's keys rotate."""
-        self._call("POST", f"/v1/conversations/{conversation_id}/invitations/accept", expect=(204,))
-        self._conversations.pop(canonical_uuid(conversation_id), None)
+        """Join a conversation one was invited to, after checking its membership record; the epoch
+        rises, so everyone's keys rotate."""
+        cid = canonical_uuid(conversation_id)
+        self._membership_change(
+            cid, "joined", self.user_id, "POST", f"/v1/conversations/{cid}/invitations/accept"
+        )
 
     def decline(self, conversation_id: str) -> None:
-        self._call("POST", f"/v1/conversations/{conversation_id}/invitations/decline", expect=(204,))
-        self._conversations.pop(canonical_uuid(conversation_id), None)
+        cid = canonical_uuid(conversation_id)
+        self._membership_change(
+            cid, "declined", self.user_id, "POST", f"/v1/conversations/{cid}/invitations/decline"
+        )
+        self._memberships.forget(cid)
+        self._save()
 
     def leave(self, conversation_id: str) -> None:
         """Leave, and delete this device's keys of the conversation: history it could not fetch any
         more anyway, and nothing a later thief of this device could use."""
-        self._call("DELETE", f"/v1/conversations/{conversation_id}/members/me", expect=(204,))
-        self._drop_conversation(conversation_id)
+        cid = canonical_uuid(conversation_id)
+        self._membership_change(cid, "left", self.user_id, "DELETE", f"/v1/conversations/{cid}/members/me")
+        self._drop_conversation(cid)
 
     def remove(self, conversation_id: str, user_id: str) -> None:
         """Remove a member (admins). The epoch rises; the next send distributes new sender keys to
         the remaining members only."""
-        self._call("DELETE", f"/v1/conversations/{conversation_id}/members/{user_id}", expect=(204,))
-        if canonical_uuid(user_id) == self.user_id:
-            self._drop_conversation(conversation_id)
-        else:
-            self._conversations.pop(canonical_uuid(conversation_id), None)
+        cid, user_id = canonical_uuid(conversation_id), canonical_uuid(user_id)
+        action = "left" if user_id == self.user_id else "removed"
+        self._membership_change(cid, action, user_id, "DELETE", f"/v1/conversations/{cid}/members/{user_id}")
+        if user_id == self.user_id:
+            self._drop_conversation(cid)
+
+    def set_role(self, conversation_id: str, user_id: str, role: str) -> None:
+        """Make a joined member an admin, or an admin a member again (the owner only)."""
+        cid, user_id = canonical_uuid(conversation_id), canonical_uuid(user_id)
+        self._membership_change(
+            cid,
+            "role_changed",
+            user_id,
+            "PUT",
+            f"/v1/conversations/{cid}/members/{user_id}",
+            {"role": role},
+            role=role,
+        )
 
     def conversations(self) -> list[Conversation]:
         """Every conversation this user is a member of (joined or invited)."""
@@ -671,34 +636,41 @@ class VeilClient:
     # Group messages ------------------------------------------------------------------------------
 
     def distribute_sender_key(self, conversation_id: str, *, conversation: Conversation | None = None) -> int:
-        """Give this device's sender key for the current epoch to every other device of every
-        joined member (this user's other devices included) that does not hold it yet.
+        """Give this device's sender key for the current epoch to every approved device of every
+        member in the verified roster (this user's other devices included) that lacks it.
 
-        Sessions are set up first where needed. Call it again when a member adds a device: device
-        changes do not move the epoch, so nothing else would tell the new device our key. Returns
-        how many devices were sent the key.
+        The roster comes from the members' signed commits, not from the server's member list, and
+        a device counts only if its owner's master key certified it; everyone else is skipped with
+        a warning. Sessions are set up first where needed. Device changes do not move the epoch,
+        so every send calls this again: a device approved since then gets the key. Returns how
+        many devices were sent the key.
         """
         current = conversation or self.conversation(conversation_id)
-        cid, epoch = current.conversation_id, current.epoch
+        self._identity().require_approved()
         self._receive_device_messages()
+        view = self._view(current)
+        cid, epoch = current.conversation_id, view.current_epoch
+        roster, roster_hash = view.roster_at(epoch), view.roster_hash_at(epoch)
+        if self.user_id not in roster:
+            raise TrustError(f"By its membership record you are not a member of conversation {cid[:8]}.")
+        directory = self._directory()
+        for user_id in roster - {self.user_id}:
+            directory.require_sendable(user_id)
         targets = [
-            (user_id, device.device_id)
-            for user_id in current.joined_user_ids
-            for device in self.devices(user_id)
-            if device.device_id != self.device_id
+            (user_id, device) for user_id in sorted(roster) for device in directory.trusted_devices(user_id)
         ]
         served = set(self._distributed.get((cid, epoch), ()))
-        pending = [t for t in targets if t[1] not in served]
+        pending = [t for t in targets if t[1].device_id not in served]
         self._open_sessions(pending)
-        pending = [t for t in pending if self.crypto.has_session(*t)]  # less any device that just ended
+        ready = [(u, d.device_id) for u, d in pending if self.crypto.has_session(u, d.device_id)]
         # Creates the key on first use, even with nobody to send it to, so that sending can proceed.
-        messages = self.crypto.sender_key_messages(cid, epoch, pending)
+        messages = self.crypto.sender_key_messages(cid, epoch, roster_hash, ready)
         self._save()
         self._post_device_messages("sender_key", messages)
         # Recorded only once sent: `send_group_payload` relies on it to know members can read.
         for key in [k for k in self._distributed if k[0] == cid and k[1] < epoch]:
             del self._distributed[key]  # own keys of older epochs are gone from the crypto state too
-        self._distributed[(cid, epoch)] = served | {device_id for _, device_id in pending}
+        self._distributed[(cid, epoch)] = served | {device_id for _, device_id in ready}
         self._save()
         return len(messages)
 
@@ -711,10 +683,11 @@ class VeilClient:
     ) -> SentMessage:
         """Encrypt `payload` once for all members with this device's sender key and send it.
 
-        The epoch comes from the last known state of the conversation. If membership changed since
-        (409 with `current_epoch`), the client fetches the new member list, distributes a new
-        sender key to exactly those members, and retries once under the new epoch, so a removed
-        member never receives the key the message is sent under.
+        Before each send the sender key goes to any approved device of the verified roster that
+        lacks it. If membership changed meanwhile (409 with `current_epoch`), the client checks
+        the new membership record, distributes a new sender key to exactly that roster, and
+        retries once under the new epoch, so a removed member never receives the key the message
+        is sent under.
         """
         if content_type not in _GROUP_CONTENT_TYPES:
             raise ValueError(f"content_type must be one of {sorted(_GROUP_CONTENT_TYPES)}")
@@ -723,11 +696,19 @@ class VeilClient:
         message_id = str(uuid.uuid4())
         key = _plaintext_key(cid, self.device_id, message_id)
         for attempt in range(2):
-            epoch = current.epoch
-            if (cid, epoch) not in self._distributed:
-                self.distribute_sender_key(cid, conversation=current)
+            self.distribute_sender_key(cid, conversation=current)
+            view = self._memberships.cached(cid)
+            assert view is not None  # distribute_sender_key verified it
+            epoch = view.current_epoch
             envelope = self.crypto.encrypt_group_message(
-                cid, epoch, message_id, content_type, payload, parent_id=parent_id
+                cid,
+                epoch,
+                message_id,
+                content_type,
+                payload,
+                roster_hash=view.roster_hash_at(epoch),
+                now=self._clock(),
+                parent_id=parent_id,
             )
             # Keep the plaintext before sending: this device can never decrypt its own message.
             self._plaintexts[key] = {
@@ -813,6 +794,18 @@ class VeilClient:
         """Delete one of this user's attachments (its ciphertext leaves the store at once)."""
         self._call("DELETE", f"/v1/attachments/{canonical_uuid(attachment_id)}", expect=(204,))
 
+    def membership(self, conversation_id: str) -> MembershipView:
+        """The conversation's membership as its members' signed commits establish it, checked
+        against the server's events now; the sender keys received for it are installed on the way
+        where their senders belong (`TrustError` if the record does not check out)."""
+        cid = canonical_uuid(conversation_id)
+        self._receive_device_messages()
+        self._identity().require_approved()
+        view = self._view(self.conversation(cid))
+        self._install_pending_sender_keys(cid, view)
+        self._save()
+        return view
+
     def history(self, conversation_id: str, *, after_seq: int = 0) -> list[GroupMessage]:
         """Every message after `after_seq` that this member may read, decrypted, in seq order.
 
@@ -821,14 +814,14 @@ class VeilClient:
         because their keys are gone; a message that cannot be opened is returned with `error`.
         """
         cid = canonical_uuid(conversation_id)
-        self._receive_device_messages()
+        view = self.membership(cid)
         messages: list[GroupMessage] = []
         params: dict[str, Any] = {"after_seq": after_seq, "limit": _PAGE}
         changed = False
         while True:
             body = _dict(self._call("GET", f"/v1/conversations/{cid}/messages", params=params))
             for envelope in body["items"]:
-                message, opened = self._open_group_message(cid, envelope)
+                message, opened = self._open_group_message(cid, envelope, view)
                 messages.append(message)
                 changed = changed or opened
             if body.get("next_cursor") is None:
@@ -914,7 +907,9 @@ class VeilClient:
 
     # Internals -----------------------------------------------------------------------------------
 
-    def _open_group_message(self, cid: str, envelope: Mapping[str, Any]) -> tuple[GroupMessage, bool]:
+    def _open_group_message(
+        self, cid: str, envelope: Mapping[str, Any], view: MembershipView
+    ) -> tuple[GroupMessage, bool]:
         """Decrypt one stored envelope, or take it from the cache; says whether state changed."""
 
         def result(plaintext: bytes | None, error: str | None) -> GroupMessage:
@@ -944,7 +939,8 @@ class VeilClient:
         if canonical_uuid(str(envelope["sender_device_id"])) == self.device_id:
             return result(None, "sent by this device, and its plaintext is not kept here"), False
         try:
-            plaintext = self.crypto.decrypt_group_message(envelope)
+            roster_hash = view.roster_hash_at(int(envelope["key_epoch"]))
+            plaintext = self.crypto.decrypt_group_message(envelope, roster_hash, now=self._clock())
         except CryptoError as error:
             # Not cached: a missing sender key may still arrive, and a retry then succeeds.
             return result(None, _error_text(error)), False
@@ -961,7 +957,9 @@ class VeilClient:
                 self.dropped_device_messages += int(gap.get("dropped", 0))
             items = body["items"]
             for item in items:
-                self._inbox.append(self._open_device_message(item))
+                message = self._open_device_message(item)
+                if message is not None:
+                    self._inbox.append(message)
             if not items:
                 return
             self._save()
@@ -973,7 +971,10 @@ class VeilClient:
                 return
             params = {"cursor": body["next_cursor"], "limit": _PAGE}
 
-    def _open_device_message(self, item: Mapping[str, Any]) -> DeviceMessage:
+    def _open_device_message(self, item: Mapping[str, Any]) -> DeviceMessage | None:
+        """Decrypt one device message. A sender key waits for its conversation's membership check
+        (`_install_pending_sender_keys`); a link message from another device of this user is
+        taken in here and not handed to the caller (None)."""
         sender_id = canonical_uuid(str(item["sender_id"]))
         sender_device_id = canonical_uuid(str(item["sender_device_id"]))
         content_type = str(item["content_type"])
@@ -982,6 +983,12 @@ class VeilClient:
                 sender_id, sender_device_id, content_type, item
             )
             error = None
+            if content_type == "sender_key" and plaintext is not None:
+                distribution = SenderKeyDistribution.decode(plaintext)
+                self._pending_sender_keys.append((sender_id, sender_device_id, distribution))
+            elif content_type == "session_message" and plaintext is not None and is_link_payload(plaintext):
+                self._take_link(sender_id, sender_device_id, plaintext)
+                return None
         except CryptoError as failure:
             plaintext, error = None, _error_text(failure)
         return DeviceMessage(
@@ -994,19 +1001,37 @@ class VeilClient:
             error,
         )
 
-    def _open_sessions(self, targets: Iterable[tuple[str, str]]) -> list[str]:
-        """Claim a bundle of each device without a session and send the `session_init`s."""
+    def _open_sessions(self, targets: Iterable[tuple[str, ListedDevice]]) -> list[str]:
+        """Claim a bundle of each (approved) device without a session and send the `session_init`s.
+
+        The claimed bundle must carry exactly the identity and signing keys the device's certificate
+        covers: a server that hands out other keys under an approved device's name is refused.
+        """
         messages: list[dict[str, Any]] = []
-        for user_id, device_id in targets:
+        for user_id, device in targets:
+            device_id = device.device_id
             if device_id == self.device_id or self.crypto.has_session(user_id, device_id):
                 continue
             try:
                 bundle = _dict(self._call("POST", f"/v1/users/{user_id}/devices/{device_id}/claim"))
+                messages.append(
+                    self.crypto.start_session(
+                        user_id,
+                        device_id,
+                        bundle,
+                        expected_identity_key=device.identity_key,
+                        expected_signing_key=device.signing_key,
+                    )
+                )
             except VeilError as error:
                 if error.status == 404:  # the device ended between listing and claiming
                     continue
                 raise
-            messages.append(self.crypto.start_session(user_id, device_id, bundle))
+            except CryptoError as error:
+                self._warn(
+                    f"The server handed out keys for device {device_id[:8]} that are not the ones its "
+                    f"owner approved ({error}): nothing was sent to it."
+                )
         if messages:
             self._save()
             self._post_device_messages("session_init", messages)
@@ -1026,13 +1051,159 @@ class VeilClient:
         self._conversations[conversation.conversation_id] = conversation
         return conversation
 
+    def _membership_change(
+        self,
+        cid: str,
+        action: str,
+        subject: str,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None = None,
+        expect: tuple[int, ...] = (204,),
+        *,
+        role: str | None = None,
+    ) -> None:
+        """Send a membership request with the commit its actor signs, built on the newest verified
+        events; if someone changed the membership meanwhile (409 with `last_event_id`), check the
+        new events and build the commit again. Direct conversations carry no commits."""
+        for attempt in range(3):
+            conversation = self.conversation(cid)
+            request: dict[str, Any] = dict(body or {})
+            if conversation.type == "group":
+                self._identity().require_approved()
+                view = self._view(conversation)
+                request.update(commit=b64encode(self._commit(view, action, subject, role)))
+                request.update(after_event_id=view.last_event_id)
+            try:
+                self._call(method, path, json=request or None, expect=expect)
+            except VeilError as error:
+                if error.status == 409 and "last_event_id" in error.problem and attempt < 2:
+                    continue
+                raise
+            finally:
+                self._conversations.pop(cid, None)
+            return
+
+    def _commit(self, view: MembershipView, action: str, subject: str, role: str | None) -> bytes:
+        try:
+            epoch, roster_hash = view.next_commit_fields(action, self.user_id, subject, role)
+        except MembershipError as error:
+            raise TrustError(
+                f"That change is not allowed by the group's membership record ({error})."
+            ) from None
+        assert self._certificate is not None
+        keys = self.crypto.keys
+        return make_commit(
+            conversation_id=view.conversation_id,
+            epoch=epoch,
+            action=action,
+            actor_id=self.user_id,
+            actor_device_id=self.device_id,
+            signing=keys.signing,
+            identity_key=keys.identity_key,
+            certificate=self._certificate,
+            subject_id=subject,
+            role=role or "",
+            roster_hash=roster_hash,
+            previous_hash=view.last_commit_hash,
+        )
+
+    def _view(self, conversation: Conversation) -> MembershipView:
+        """The conversation's membership, verified from its signed commits up to the epoch the
+        server reports (the conversation is fetched again once if it moved on in between)."""
+        master_key_of = self._directory().master_key_of
+        view = self._memberships.view(conversation, master_key_of)
+        if view.current_epoch != conversation.epoch:
+            conversation = self.conversation(conversation.conversation_id)
+            view = self._memberships.view(conversation, master_key_of)
+        if view.current_epoch != conversation.epoch:
+            raise TrustError(
+                f"The server says conversation {conversation.conversation_id[:8]} is at epoch "
+                f"{conversation.epoch}, but its membership record ends at epoch {view.current_epoch}."
+            )
+        return view
+
+    def _install_pending_sender_keys(self, cid: str, view: MembershipView) -> None:
+        """Install the sender keys received for this conversation whose sender the verified
+        roster of their epoch holds, from an approved device; drop the others with a warning."""
+        keep: list[tuple[str, str, SenderKeyDistribution]] = []
+        trusted: dict[str, dict[str, ListedDevice]] = {}
+        for sender_id, sender_device_id, distribution in self._pending_sender_keys:
+            if distribution.conversation_id != cid or distribution.epoch > view.current_epoch:
+                keep.append((sender_id, sender_device_id, distribution))
+                continue
+            who = f"user {sender_id[:8]}'s device {sender_device_id[:8]}"
+            try:
+                roster = view.roster_at(distribution.epoch)
+                roster_hash = view.roster_hash_at(distribution.epoch)
+            except MembershipError:
+                continue  # an epoch too old to matter any more
+            if sender_id not in roster:
+                self._warn(
+                    f"Refused a group key from {who}: by the membership record they are not in "
+                    f"conversation {cid[:8]} at epoch {distribution.epoch}."
+                )
+                continue
+            if sender_id not in trusted:
+                devices = self._directory().trusted_devices(sender_id, warn=False)
+                trusted[sender_id] = {d.device_id: d for d in devices}
+            device = trusted[sender_id].get(sender_device_id)
+            if (
+                device is None
+                or self.crypto.peer_identity_key(sender_id, sender_device_id) != device.identity_key
+            ):
+                self._warn(f"Refused a group key from {who}: that device is not approved by its owner.")
+                continue
+            try:
+                self.crypto.install_sender_key(
+                    sender_id, sender_device_id, distribution, roster_hash, now=self._clock()
+                )
+            except CryptoError as error:
+                self._warn(f"Refused a group key from {who}: {error}.")
+        self._pending_sender_keys = keep[-_MAX_PENDING_SENDER_KEYS:]
+
     def _drop_conversation(self, conversation_id: str) -> None:
         cid = canonical_uuid(conversation_id)
         self._conversations.pop(cid, None)
+        self._memberships.forget(cid)
+        self._pending_sender_keys = [p for p in self._pending_sender_keys if p[2].conversation_id != cid]
         self.crypto.forget_epochs_before(cid, 2**64 - 1)
         for key in [k for k in self._distributed if k[0] == cid]:
             del self._distributed[key]
         self._save()
+
+    def _take_link(self, sender_id: str, sender_device_id: str, plaintext: bytes) -> None:
+        try:
+            self._identity().accept_link(sender_id, sender_device_id, plaintext)
+        except TrustError as error:
+            self._warn(str(error))
+            return
+        self._certificate = self._identity().certificate
+
+    def _send_link_payload(self, device: ListedDevice, payload: bytes) -> None:
+        self._open_sessions([(self.user_id, device)])
+        if not self.crypto.has_session(self.user_id, device.device_id):
+            raise TrustError("Could not reach the new device (it has no keys left, or it signed out).")
+        message = self.crypto.encrypt_for_device(self.user_id, device.device_id, payload)
+        self._save()
+        self._post_device_messages("session_message", [message])
+
+    def _trust_store(self) -> TrustStore:
+        if self._trust is None:
+            self._trust = TrustStore(self.user_id)
+        return self._trust
+
+    def _directory(self) -> Directory:
+        return Directory(self._call, self._trust_store(), self.device_id, self._warn)
+
+    def _identity(self) -> DeviceIdentity:
+        return DeviceIdentity(
+            self._call, self._directory(), self.user_id, self.device_id, self.crypto.keys, self._certificate
+        )
+
+    def _warn(self, text: str) -> None:
+        if text not in self._warnings:
+            self._warnings.append(text)
 
     def _call(
         self,
@@ -1103,6 +1274,17 @@ class VeilClient:
             "dropped_device_messages": self.dropped_device_messages,
             "device_tokens": self._device_tokens,
             "email": self._email,
+            "trust": None if self._trust is None else self._trust.to_state(),
+            "certificate": None if self._certificate is None else b64encode(self._certificate),
+            "memberships": self._memberships.to_state(),
+            "pending_sender_keys": [
+                {
+                    "sender_id": sender_id,
+                    "sender_device_id": sender_device_id,
+                    "distribution": b64encode(distribution.encode()),
+                }
+                for sender_id, sender_device_id, distribution in self._pending_sender_keys
+            ],
         }
         save_state(self._keystore, state, self._passphrase, self._scrypt)
 
@@ -1127,7 +1309,24 @@ class VeilClient:
             self._device_tokens = {str(k): str(v) for k, v in (extra.get("device_tokens") or {}).items()}
             email = extra.get("email")
             self._email = email if isinstance(email, str) else None
-        except (ValueError, KeyError, TypeError) as error:
+            trust = extra.get("trust")
+            self._trust = None if trust is None else TrustStore.from_state(trust)
+            certificate = extra.get("certificate")
+            self._certificate = (
+                None if certificate is None else b64decode(certificate, size=64, field="certificate")
+            )
+            self._memberships = Memberships.from_state(
+                self._call, self._crypto.user_id, extra.get("memberships", [])
+            )
+            self._pending_sender_keys = [
+                (
+                    canonical_uuid(str(item["sender_id"])),
+                    canonical_uuid(str(item["sender_device_id"])),
+                    SenderKeyDistribution.decode(b64decode(item["distribution"], field="distribution")),
+                )
+                for item in extra.get("pending_sender_keys", [])
+            ]
+        except (ValueError, KeyError, TypeError, CryptoError) as error:
             raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
 
     # Live connection -----------------------------------------------------------------------------
