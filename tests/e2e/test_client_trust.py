@@ -32,9 +32,9 @@ from tests.support.lying_server import LyingServer
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, new_email
 from veil.client.protocol.codec import b64decode, b64encode
+from veil.client.protocol.commit import commit_hash, make_commit, roster_hash
 from veil.client.protocol.identity import MasterKey, safety_number_qr
 from veil.client.protocol.keys import DeviceKeys
-from veil.client.protocol.membership import commit_hash, make_commit, roster_hash
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
 from veil.client.sdk.http import VeilClient

@@ -15,20 +15,19 @@ from typing import Any
 import pytest
 
 from veil.client.protocol.codec import b64encode, length_prefixed
-from veil.client.protocol.errors import MembershipError
-from veil.client.protocol.identity import MasterKey
-from veil.client.protocol.keys import DeviceKeys
-from veil.client.protocol.membership import (
+from veil.client.protocol.commit import (
     CREATION_CONVERSATION_ID,
     NO_PREVIOUS,
-    ROSTER_HISTORY,
     Commit,
-    MembershipView,
     commit_hash,
     creation_commit,
     make_commit,
     roster_hash,
 )
+from veil.client.protocol.errors import MembershipError
+from veil.client.protocol.identity import MasterKey
+from veil.client.protocol.keys import DeviceKeys
+from veil.client.protocol.membership import ROSTER_HISTORY, MembershipView
 
 
 @dataclass

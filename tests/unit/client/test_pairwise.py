@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.client.support import Directory, connect, new_device
+from tests.unit.client.support import NOW, Directory, connect, new_device
 from veil.client.protocol.errors import (
     DecryptionError,
     IdentityMismatchError,
@@ -18,6 +18,7 @@ from veil.client.protocol.errors import (
     UnknownPrekeyError,
     UnknownSessionError,
 )
+from veil.client.protocol.ratchet import SKIPPED_MAX_AGE
 from veil.client.protocol.session import ClientCrypto
 
 
@@ -313,3 +314,25 @@ def test_sessions_survive_a_state_round_trip(
         bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message)
         == b"after restart"
     )
+
+
+def test_skipped_pairwise_keys_expire_by_age(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """A message held back longer than SKIPPED_MAX_AGE is unreadable: its key was dropped, so a
+    thief of Bob's state a week later finds no key for it either."""
+    connect(directory, alice, bob)
+    late, on_time = (alice.encrypt_for_device(bob.user_id, bob.device_id, m) for m in (b"late", b"on time"))
+    opened = bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", on_time, now=NOW)
+    assert opened == b"on time"  # index 0 of this chain is skipped and kept, stamped NOW
+    survivor = ClientCrypto.from_state(bob.to_state())
+    assert (
+        survivor.decrypt_device_message(
+            alice.user_id, alice.device_id, "session_message", late, now=NOW + SKIPPED_MAX_AGE - 1
+        )
+        == b"late"
+    )
+    with pytest.raises(DecryptionError):
+        bob.decrypt_device_message(
+            alice.user_id, alice.device_id, "session_message", late, now=NOW + SKIPPED_MAX_AGE
+        )

@@ -208,6 +208,15 @@ class Chat:
             # Strangers (or friends) are taking this device's one-time prekeys: upload more before
             # new sessions have to fall back to the signed prekey alone.
             self._client.publish_more_prekeys_if_low(_PREKEY_TARGET, target=_PREKEY_TARGET)
+        elif kind == "device_pending":
+            device = str(frame.get("device_id", ""))
+            self._say(
+                f"* a new device of yours ({device[:8]}) waits for approval: if it is yours, run "
+                "`veil-client devices approve CODE` with the code it shows; if not, change your password"
+            )
+        elif kind == "identity_changed":
+            who = self._profile.name_of(str(frame.get("user_id")))
+            self._say(f"* {who}'s master key changed: compare safety numbers (`veil-client verify {who}`)")
         elif kind == "membership" and frame.get("conversation_id") == self._cid:
             who = self._profile.name_of(str(frame.get("user_id")))
             change = _MEMBERSHIP.get(str(frame.get("kind")), str(frame.get("kind")))

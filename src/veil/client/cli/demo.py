@@ -41,9 +41,9 @@ import httpx
 from veil.client.cli.failures import explain
 from veil.client.cli.server_view import Stores, StoresUnavailable
 from veil.client.cli.trust_commands import show_qr
+from veil.client.protocol.commit import roster_hash
 from veil.client.protocol.errors import CryptoError
 from veil.client.protocol.identity import format_safety_number, safety_number_qr
-from veil.client.protocol.membership import roster_hash
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import Conversation, GroupMessage, VeilError
 from veil.devstack import mailbox

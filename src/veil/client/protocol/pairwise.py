@@ -83,11 +83,18 @@ class PairwiseSession:
         header = SessionMessageHeader(self.session_id, counter).encode()
         return seal(message_key, header, plaintext, context.encode())
 
-    def decrypt(self, header: SessionMessageHeader, sealed: Sealed, context: DeviceContext) -> bytes:
+    def decrypt(
+        self,
+        header: SessionMessageHeader,
+        sealed: Sealed,
+        context: DeviceContext,
+        *,
+        now: float | None = None,
+    ) -> bytes:
         """Open a `session_message` frame; refuses replays and keeps state on failure."""
         size = SessionMessageHeader.LAYOUT.size
         return self._receiving.open(
-            header.counter, lambda key: open_sealed(key, sealed, size, context.encode())
+            header.counter, lambda key: open_sealed(key, sealed, size, context.encode()), now=now
         )
 
     def to_state(self) -> dict[str, Any]:

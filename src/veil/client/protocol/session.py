@@ -238,8 +238,10 @@ class ClientCrypto:
         *,
         expected_identity_key: bytes | None = None,
         expected_signing_key: bytes | None = None,
+        now: float | None = None,
     ) -> bytes:
-        """Open any device message addressed to this device and return its plaintext.
+        """Open any device message addressed to this device and return its plaintext (`now`, in
+        seconds, ages the skipped message keys of the session: see `ratchet.SKIPPED_MAX_AGE`).
 
         `session_init` establishes a session (see `accept_session`, which the expectations are
         passed to). A `sender_key` message's plaintext is a distribution: it is NOT installed
@@ -263,7 +265,7 @@ class ClientCrypto:
             raise UnknownSessionError(f"no session with device {sender_device_id}")
         session = peer.find(header.session_id)
         context = DeviceContext(self.device_id, sender_user_id, sender_device_id, content_type)
-        plaintext = session.decrypt(header, sealed, context)
+        plaintext = session.decrypt(header, sealed, context, now=now)
         peer.promote(session)
         return plaintext
 

@@ -49,9 +49,10 @@ import httpx
 
 from veil.client.protocol.attachments import FileReference, decrypt_file, encrypt_file
 from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
+from veil.client.protocol.commit import creation_commit, make_commit
 from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError, MembershipError
 from veil.client.protocol.identity import parse_safety_number_qr, safety_number
-from veil.client.protocol.membership import MembershipView, creation_commit, make_commit
+from veil.client.protocol.membership import MembershipView
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
 from veil.client.protocol.trust import ListedDevice, TrustStore
@@ -980,7 +981,7 @@ class VeilClient:
         content_type = str(item["content_type"])
         try:
             plaintext: bytes | None = self.crypto.decrypt_device_message(
-                sender_id, sender_device_id, content_type, item
+                sender_id, sender_device_id, content_type, item, now=self._clock()
             )
             error = None
             if content_type == "sender_key" and plaintext is not None:
