@@ -543,7 +543,7 @@ def test_a_second_device_approved_by_the_first_reads_new_group_and_direct_messag
     phone = another_device(clients, "ada-phone", of="ada")
     assert phone.identity_role == "pending" and not phone.poll_link()
     assert ada.approve_device(phone.link_code()) == phone.device_id
-    assert phone.poll_link()
+    assert phone.poll_link(), (phone.take_warnings(), ada.take_warnings())
     assert phone.identity_role == "linked"
     assert {d.device_id: d.approved for d in bob.devices_of(ada.user_id)} == {
         ada.device_id: True,

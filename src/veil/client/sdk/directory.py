@@ -131,17 +131,20 @@ class Directory:
                 self._warn(f"User {user_id[:8]} has a device with malformed keys: it gets nothing.")
         return devices
 
-    def trusted_devices(self, user_id: str, *, warn: bool = True) -> list[ListedDevice]:
+    def trusted_devices(self, user_id: str, *, sending: bool = True) -> list[ListedDevice]:
         """The devices of `user_id` that its pinned master key certified (this device excluded).
 
-        Each refused device is named in a warning: it gets no keys and no messages.
+        For `sending`, a verified user whose key changed is `IdentityChangedError`, and each
+        refused device is named in a warning: it gets no keys and no messages.
         """
         user_id = canonical_uuid(user_id)
         devices = [d for d in self.listing(user_id) if d.device_id != self._device_id]
         if self._trust.pinned(user_id) is None and user_id != self.me:
             self.master_key_of(user_id)
+        if sending:
+            self.require_sendable(user_id)
         trusted, refused = self._trust.certified(user_id, devices)
-        if warn:
+        if sending:
             owner = "your" if user_id == self.me else f"user {user_id[:8]}'s"
             for device, reason in refused:
                 self._warn(f"Skipping {owner} device {device.device_id[:8]}: {reason}; it gets no keys.")

@@ -487,7 +487,6 @@ class VeilClient:
         named), setting up sessions first where needed. Returns how many devices it was sent to."""
         user_id = canonical_uuid(user_id)
         directory = self._directory()
-        directory.require_sendable(user_id)
         wanted = None if device_ids is None else {canonical_uuid(d) for d in device_ids}
         targets = [
             (user_id, d)
@@ -655,8 +654,6 @@ class VeilClient:
         if self.user_id not in roster:
             raise TrustError(f"By its membership record you are not a member of conversation {cid[:8]}.")
         directory = self._directory()
-        for user_id in roster - {self.user_id}:
-            directory.require_sendable(user_id)
         targets = [
             (user_id, device) for user_id in sorted(roster) for device in directory.trusted_devices(user_id)
         ]
@@ -1146,7 +1143,7 @@ class VeilClient:
                 )
                 continue
             if sender_id not in trusted:
-                devices = self._directory().trusted_devices(sender_id, warn=False)
+                devices = self._directory().trusted_devices(sender_id, sending=False)
                 trusted[sender_id] = {d.device_id: d for d in devices}
             device = trusted[sender_id].get(sender_device_id)
             if (
@@ -1174,12 +1171,13 @@ class VeilClient:
         self._save()
 
     def _take_link(self, sender_id: str, sender_device_id: str, plaintext: bytes) -> None:
+        identity = self._identity()
         try:
-            self._identity().accept_link(sender_id, sender_device_id, plaintext)
+            identity.accept_link(sender_id, sender_device_id, plaintext)
         except TrustError as error:
             self._warn(str(error))
             return
-        self._certificate = self._identity().certificate
+        self._certificate = identity.certificate
 
     def _send_link_payload(self, device: ListedDevice, payload: bytes) -> None:
         self._open_sessions([(self.user_id, device)])
