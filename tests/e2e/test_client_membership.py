@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from tests.support.clients import Clients
-from veil.client.sdk.models import TrustError
+from veil.client.sdk.models import NotAllowedError
 
 
 def test_a_change_built_on_a_stale_event_is_rebuilt_and_the_chain_holds(clients: Clients) -> None:
@@ -56,6 +56,6 @@ def test_a_member_cannot_sign_a_change_its_role_does_not_allow(clients: Clients)
     owner.invite(cid, member.user_id)
     member.accept(cid)
     # The client refuses before asking the server: its peers would refuse such a commit anyway.
-    with pytest.raises(TrustError, match="not allowed"):
+    with pytest.raises(NotAllowedError, match="owner or admin"):
         member.invite(cid, outsider.user_id)
     assert {m.user_id for m in owner.conversation(cid).members} == {owner.user_id, member.user_id}

@@ -20,7 +20,7 @@ from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.live import LiveFeed
 from veil.client.protocol.attachments import FileReference
-from veil.client.sdk.models import Conversation, GroupMessage, VeilError
+from veil.client.sdk.models import Conversation, GroupMessage, NotAllowedError, VeilError
 
 
 def _title(ctx: Context, conversation: Conversation) -> str:
@@ -181,6 +181,8 @@ def group(ctx: Context, args: argparse.Namespace) -> None:
             for who in args.users:
                 client.remove(conversation_id, ctx.profile.user_id_of(who))
                 print(f"Removed {who}; the group's keys rotate with the next message.")
+    except NotAllowedError as error:
+        raise UserError(f"Only the group's admins may do that ({error}).") from None
     except VeilError as error:
         if error.status == 403:
             raise UserError(f"Only the group's admins may do that ({error.detail.rstrip('.')}).") from None

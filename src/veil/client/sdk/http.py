@@ -66,6 +66,7 @@ from veil.client.sdk.models import (
     Device,
     DeviceMessage,
     GroupMessage,
+    NotAllowedError,
     NotSignedInError,
     SentFile,
     SentMessage,
@@ -1086,9 +1087,7 @@ class VeilClient:
         try:
             epoch, roster_hash = view.next_commit_fields(action, self.user_id, subject, role)
         except MembershipError as error:
-            raise TrustError(
-                f"That change is not allowed by the group's membership record ({error})."
-            ) from None
+            raise NotAllowedError(str(error).removeprefix("planned ")) from None
         assert self._certificate is not None
         keys = self.crypto.keys
         return make_commit(

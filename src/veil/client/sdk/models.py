@@ -96,6 +96,11 @@ class IdentityChangedError(TrustError):
     or accepts the new key."""
 
 
+class NotAllowedError(Exception):
+    """A membership change the group's verified record does not allow this user (their role, or
+    the subject's state): refused before asking the server, whose answer would be the same."""
+
+
 class NotSignedInError(RuntimeError):
     """The operation needs a signed-in device (call `login`, or load a keystore that has one)."""
 
