@@ -4,6 +4,7 @@ master key is reset, and tell the right sockets (`identity_changed`, `device_pen
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -348,8 +349,10 @@ async def test_a_new_device_is_pending_on_the_users_other_devices(api: LiveServe
             publish(client, phone, keys)
             pending = await next_frame(ws, "device_pending")
             assert pending == {"type": "device_pending", "device_id": phone["session_id"]}
-            # Publishing again is no new device.
+            # Publishing new identity and signing keys again asks for approval again, once.
             publish(client, phone, bundle(signed_prekey_id=2, first_one_time_id=100))
+            again = await next_frame(ws, "device_pending")
+            assert again == {"type": "device_pending", "device_id": phone["session_id"]}
             assert await nothing_more(ws, "device_pending", wait=0.5)
             # Approving it is a key change the user's devices (and contacts) hear of. A certificate
             # of the keys first published no longer fits: the second bundle replaced them.
@@ -363,3 +366,181 @@ async def test_a_new_device_is_pending_on_the_users_other_devices(api: LiveServe
             while certified["change"] != "device_certified":
                 certified = await next_frame(ws, "keys_changed")
             assert certified["device_id"] == phone["session_id"]
+
+
+P = 2**255 - 19
+SIGN_BIT = 1 << 255
+# libsodium's small-order y values (identity, order 2, order 4, the two of order 8).
+SMALL_ORDER_Y = [
+    1,
+    P - 1,
+    0,
+    int.from_bytes(
+        bytes.fromhex("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"), "little"
+    ),
+    int.from_bytes(
+        bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"), "little"
+    ),
+]
+
+
+def encoded(y: int, negative_x: bool = False) -> str:
+    return b64((y | (SIGN_BIT if negative_x else 0)).to_bytes(32, "little"))
+
+
+# Each small-order point with both signs of x, and y >= p (a second spelling of y - p, including
+# of a valid key's y): a key with two spellings is two pins, two safety numbers.
+WEAK_MASTER_KEYS = [
+    *(encoded(y, sign) for y in SMALL_ORDER_Y for sign in (False, True)),
+    encoded(P),
+    encoded(P + 1),
+    encoded(2**255 - 1),
+    encoded(P + 9, negative_x=True),  # y = 9 + p: y = 9 is no curve point, but the spelling is wrong
+]
+
+
+def test_small_order_and_non_canonical_master_keys_are_422(api: LiveServer) -> None:
+    with api.client() as client:
+        alice = user(client)
+        for value in WEAK_MASTER_KEYS:
+            refused = [set_master(client, alice, value), reset(client, alice, PASSWORD, value)]
+            assert [r.status_code for r in refused] == [422, 422], (value, [r.text for r in refused])
+            assert refused[0].json()["errors"][0]["loc"][-1] == "master_key", refused[0].text
+        assert identity(client, alice, alice["user_id"]).status_code == 404
+        assert set_master(client, alice, public(Ed25519PrivateKey.generate())).status_code == 201
+
+
+async def test_a_reset_without_a_master_key_sets_the_first_and_tells_nobody(api: LiveServer) -> None:
+    with api.client() as client:
+        alice, bob = user(client), user(client)
+        group(client, alice, bob)
+    master = Ed25519PrivateKey.generate()
+    first = public(master)
+    async with ws_connect(api, bob) as ws_bob:
+        await registered(ws_bob)
+        with api.client() as client:
+            assert reset(client, alice, "not the password at all", first).status_code == 403
+            assert identity(client, bob, alice["user_id"]).status_code == 404
+            done = reset(client, alice, PASSWORD, first)
+            assert done.status_code == 200, done.text
+            assert identity(client, bob, alice["user_id"]).json() == done.json()
+            # Nothing changed for bob: no key of alice's was replaced.
+            assert await nothing_more(ws_bob, "identity_changed", wait=0.5)
+            # A reset to the very key already set is a retry: certificates stay, nobody is told.
+            keys = bundle()
+            publish(client, alice, keys)
+            signature = certificate(master, alice["user_id"], alice["session_id"], keys)
+            assert certify(client, alice, alice["session_id"], signature).status_code == 204
+            retried = reset(client, alice, PASSWORD, first)
+            assert retried.status_code == 200, retried.text
+            assert retried.json() == done.json()
+            assert certificates(client, bob, alice["user_id"]) == {
+                alice["session_id"]: {"signature": signature}
+            }
+            assert await nothing_more(ws_bob, "identity_changed", wait=0.5)
+            # A set key is replaced only by a reset, which bob then hears of.
+            second = public(Ed25519PrivateKey.generate())
+            assert set_master(client, alice, second).status_code == 409
+            assert reset(client, alice, PASSWORD, second).status_code == 200
+            changed = await next_frame(ws_bob, "identity_changed")
+            assert changed["master_key"] == second
+
+
+async def test_a_device_whose_certified_keys_change_is_pending_again(api: LiveServer) -> None:
+    with api.client() as client:
+        alice = user(client)
+        phone = second_session(client, alice)
+        master = Ed25519PrivateKey.generate()
+        assert set_master(client, alice, public(master)).status_code == 201
+        publish(client, alice, bundle())
+        signing = Ed25519PrivateKey.generate()
+        keys = keys_with(signing)
+        publish(client, phone, keys)
+        signature = certificate(master, alice["user_id"], phone["session_id"], keys)
+        assert certify(client, alice, phone["session_id"], signature).status_code == 204
+    async with ws_connect(api, alice) as ws:
+        await registered(ws)
+        with api.client() as client:
+            # A new signed prekey under the same identity and signing keys needs no approval.
+            publish(client, phone, keys_with(signing, keys["identity_key"], prekey_id=2))
+            assert await nothing_more(ws, "device_pending", wait=0.5)
+            assert certificates(client, alice, alice["user_id"])[phone["session_id"]] is not None
+            # A new identity key, a new signing key, or both: pending again, once each time.
+            new_signing = Ed25519PrivateKey.generate()
+            for changed in (
+                keys_with(signing, prekey_id=3),
+                keys_with(new_signing, keys["identity_key"], prekey_id=4),
+                keys_with(Ed25519PrivateKey.generate(), prekey_id=5),
+            ):
+                publish(client, phone, changed)
+                pending = await next_frame(ws, "device_pending")
+                assert pending == {"type": "device_pending", "device_id": phone["session_id"]}
+                assert await nothing_more(ws, "device_pending", wait=0.5)
+                assert certificates(client, alice, alice["user_id"])[phone["session_id"]] is None
+
+
+def test_a_certificate_by_the_old_master_key_is_refused_after_a_reset(api: LiveServer) -> None:
+    with api.client() as client:
+        alice = user(client)
+        old, new = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+        assert set_master(client, alice, public(old)).status_code == 201
+        keys = bundle()
+        publish(client, alice, keys)
+        by_old = certificate(old, alice["user_id"], alice["session_id"], keys)
+        assert certify(client, alice, alice["session_id"], by_old).status_code == 204
+        assert reset(client, alice, PASSWORD, public(new)).status_code == 200
+
+        refused = certify(client, alice, alice["session_id"], by_old)
+        assert refused.status_code == 422, refused.text
+        assert certificates(client, alice, alice["user_id"]) == {alice["session_id"]: None}
+        by_new = certificate(new, alice["user_id"], alice["session_id"], keys)
+        assert certify(client, alice, alice["session_id"], by_new).status_code == 204
+
+
+async def test_concurrent_first_master_keys_one_is_set_the_other_is_409(api: LiveServer) -> None:
+    with api.client() as client:
+        users = [user(client) for _ in range(4)]
+    async with api.async_client() as client:
+        for who in users:
+            keys = [public(Ed25519PrivateKey.generate()) for _ in range(2)]
+            responses = await asyncio.gather(
+                *(client.put("/v1/identity", json={"master_key": k}, headers=bearer(who)) for k in keys)
+            )
+            assert sorted(r.status_code for r in responses) == [201, 409], [r.text for r in responses]
+            winner = next(r for r in responses if r.status_code == 201).json()["master_key"]
+            read = await client.get(f"/v1/users/{who['user_id']}/identity", headers=bearer(who))
+            assert read.json()["master_key"] == winner
+
+
+async def test_a_certificate_racing_a_reset_never_outlives_it(api: LiveServer) -> None:
+    """Certificates by the old key keep arriving while the reset runs: each lands before the reset
+    (which then drops it) or is refused after it; none is left under the new key."""
+    with api.client() as client:
+        rounds = [user(client) for _ in range(3)]
+        olds = [Ed25519PrivateKey.generate() for _ in rounds]
+        signatures = []
+        for who, old in zip(rounds, olds, strict=True):
+            assert set_master(client, who, public(old)).status_code == 201
+            keys = bundle()
+            publish(client, who, keys)
+            signatures.append(certificate(old, who["user_id"], who["session_id"], keys))
+    async with api.async_client() as client:
+        for who, signature in zip(rounds, signatures, strict=True):
+            url = f"/v1/devices/{who['session_id']}/certificate"
+            resetting = asyncio.create_task(
+                client.post(
+                    "/v1/identity/reset",
+                    json={"password": PASSWORD, "master_key": public(Ed25519PrivateKey.generate())},
+                    headers=bearer(who),
+                )
+            )
+            statuses: list[int] = []
+            while not resetting.done():
+                response = await client.put(url, json={"signature": signature}, headers=bearer(who))
+                statuses.append(response.status_code)
+            assert (await resetting).status_code == 200
+            late = await client.put(url, json={"signature": signature}, headers=bearer(who))
+            assert late.status_code == 422, late.text
+            assert set(statuses) <= {204, 422}, statuses
+            listed = await client.get(f"/v1/users/{who['user_id']}/devices", headers=bearer(who))
+            assert [item["certificate"] for item in listed.json()["items"]] == [None]

@@ -331,7 +331,7 @@ IDENTITY_MODULE = ServiceModule(
             set_master_key,
             "Set the caller's master key (an Ed25519 public key that certifies the user's devices):"
             " 201 when set, 200 if this very key is set already; a different key already set is a"
-            " 409 (only a reset replaces it).",
+            " 409 (only a reset replaces it). A small-order or non-canonical encoding is a 422.",
             TAG,
             body=SetMasterKey,
             responses={201: IdentityView, 200: IdentityView},
@@ -344,7 +344,10 @@ IDENTITY_MODULE = ServiceModule(
             "Replace the master key after losing every device that held it, proving the password"
             " again (403 if wrong; attempts share the password-change budget per user). Every"
             " certificate of the user's devices is dropped, and everyone who shares a conversation"
-            " with the user gets an `identity_changed` event.",
+            " with the user gets an `identity_changed` event. A user who never had a master key"
+            " sets the first one this way as `PUT /v1/identity` would (the password is still"
+            " required): nothing changed for anyone, so nobody is told. The key already set is a"
+            " retry: 200, and nothing changes. A small-order or non-canonical key is a 422.",
             TAG,
             body=ResetMasterKey,
             responses={200: IdentityView},

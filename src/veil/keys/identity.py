@@ -13,7 +13,9 @@ session ends, and every certificate goes when the master key is reset.
 A reset is for a user who lost every device that held the master key. It proves the password
 again, like a password change (veil.account.password): every attempt takes a slot of the same
 per-user budget before the Argon2 check, and a wrong password is 403. It then replaces the key, drops every
-certificate and tells everyone who shares a conversation with the user (`identity_changed`).
+certificate and tells everyone who shares a conversation with the user (`identity_changed`). A reset
+by a user who never had a master key sets the first one, as `PUT /v1/identity` would: nothing
+changed for anyone, so nobody is told.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import uuid
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from veil.client.protocol.identity import is_acceptable_master_key
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
@@ -45,7 +48,6 @@ log = get_logger("veil.security")
 
 CERTIFICATE_CONTEXT = b"veil/device-certificate/v1"
 WRONG_PASSWORD = "The password is wrong."  # noqa: S105 - a message, not a password
-_ALL_ZERO = bytes(32)
 
 
 def certificate_payload(user_id: uuid.UUID, device: store.DeviceRecord) -> bytes:
@@ -61,8 +63,14 @@ def certificate_payload(user_id: uuid.UUID, device: store.DeviceRecord) -> bytes
 
 
 def check_master_key(key: bytes) -> None:
-    if key == _ALL_ZERO:
-        raise validation_failed([FieldError(("master_key",), "Not a usable public key.")])
+    """Refuse a small-order or non-canonical Ed25519 encoding (422): one key with two spellings,
+    or one that a crafted signature verifies under for many messages, is no one's word."""
+    # The server reuses the client's pure check (no I/O in it): one definition of an acceptable
+    # master key, so the server never stores a key every client would then refuse to pin.
+    if not is_acceptable_master_key(key):
+        raise validation_failed(
+            [FieldError(("master_key",), "Not a usable Ed25519 public key (small order or non-canonical).")]
+        )
 
 
 def _bad_certificate(msg: str) -> Problem:
@@ -109,6 +117,10 @@ class IdentityService:
         return found
 
     async def reset(self, principal: Principal, password: str, key: bytes) -> store.MasterKey:
+        """Replace the caller's master key once the password is proven again (403 if wrong).
+        Contacts hear `identity_changed` only if a different key was replaced; for a user who
+        never had one it is a first set, as `PUT /v1/identity` would do (the password is still
+        required), and the key already set is a retry that changes nothing."""
         check_master_key(key)
         now = self._clock.now()
         verdict = await self._limiter.hit(
@@ -129,6 +141,10 @@ class IdentityService:
         async with self._db.transaction("identity_reset") as conn:
             if await store.password_hash(conn, principal.user_id, lock=True) != checked:
                 raise forbidden(WRONG_PASSWORD)  # changed meanwhile: what was checked is no longer it
+            first = await store.insert_master_key(conn, principal.user_id, key, now)
+            if first is not None:
+                log.info("security_event", kind="master_key_set", user_id=str(principal.user_id))
+                return first
             replaced = await store.replace_master_key(conn, principal.user_id, key, now)
         log.info("security_event", kind="master_key_reset", user_id=str(principal.user_id))
         return replaced

@@ -156,6 +156,8 @@ class KeysService:
             await store.upsert_device(conn, principal.user_id, record, now)
             for change in _changes(previous, record):
                 await store.record_key_change(conn, principal.user_id, principal.session_id, change, now)
+            if _needs_approval(previous, record):
+                await store.notify_device_pending(conn, principal.user_id, principal.session_id)
             await self._add_prekeys(conn, principal.session_id, keys.one_time_prekeys, now)
             return await store.remaining_prekeys(conn, principal.session_id)
 
@@ -392,6 +394,16 @@ def _share_full(device: uuid.UUID, held: int, share: int) -> Problem:
     return _queue_full(
         f"Device {device} holds {held} unacknowledged envelopes of yours; at most {share} until it"
         " acknowledges some."
+    )
+
+
+def _needs_approval(previous: store.DeviceRecord | None, current: store.DeviceRecord) -> bool:
+    """A new device, or one whose identity or signing key changed (which ends its certificate):
+    one of the user's other devices must approve these keys, so they are told (`device_pending`)
+    once per publish, however many of the certified keys changed."""
+    return previous is None or (previous.identity_key, previous.signing_key) != (
+        current.identity_key,
+        current.signing_key,
     )
 
 

@@ -401,12 +401,18 @@ async def insert_master_key(
 
 
 async def replace_master_key(conn: Connection, user_id: uuid.UUID, key: bytes, now: datetime) -> MasterKey:
-    """Set or replace the master key and drop every certificate the old one made; the user's
-    contacts hear of it (`identity_changed`) when the transaction commits."""
+    """Replace the user's existing master key and drop every certificate the old one made; the
+    user's contacts hear of it (`identity_changed`) when the transaction commits. The row is locked
+    first, so a certification in progress (which holds it FOR SHARE) commits before its certificate
+    is dropped here. The very key already set is a retry: nothing is written, nobody is told."""
     row = await conn.fetchrow(
-        """INSERT INTO master_keys (user_id, master_key, created_at, changed_at) VALUES ($1, $2, $3, $3)
-           ON CONFLICT (user_id) DO UPDATE SET master_key = EXCLUDED.master_key,
-               changed_at = EXCLUDED.changed_at
+        "SELECT user_id, master_key, changed_at FROM master_keys WHERE user_id = $1 FOR UPDATE", user_id
+    )
+    assert row is not None  # the caller found the row (it sets a first key itself), and it stays
+    if row["master_key"] == key:
+        return MasterKey(**dict(row))
+    updated = await conn.fetchrow(
+        """UPDATE master_keys SET master_key = $2, changed_at = $3 WHERE user_id = $1
            RETURNING user_id, master_key, changed_at""",
         user_id,
         key,
@@ -416,8 +422,13 @@ async def replace_master_key(conn: Connection, user_id: uuid.UUID, key: bytes, n
         "UPDATE device_keys SET certificate = NULL WHERE user_id = $1 AND certificate IS NOT NULL", user_id
     )
     await conn.execute("SELECT pg_notify('veil_events', $1)", f"identity:{user_id}")
-    assert row is not None  # an upsert always returns its row
-    return MasterKey(**dict(row))
+    assert updated is not None  # the row is locked above
+    return MasterKey(**dict(updated))
+
+
+async def notify_device_pending(conn: Connection, user_id: uuid.UUID, device_id: uuid.UUID) -> None:
+    """The user's other devices hear (`device_pending`) on commit that this device awaits approval."""
+    await conn.execute("SELECT pg_notify('veil_events', $1)", f"pending:{user_id}:{device_id}")
 
 
 async def set_certificate(conn: Connection, device_id: uuid.UUID, signature: bytes) -> None:

@@ -201,6 +201,9 @@ class Hub:
         elif payload.startswith("keys:"):
             _, user, device, change = payload.split(":")
             await self._keys_changed(uuid.UUID(user), device, change)
+        elif payload.startswith("pending:"):
+            _, user, device = payload.split(":")
+            self._device_pending(uuid.UUID(user), uuid.UUID(device))
         elif payload.startswith("identity:"):
             await self._identity_changed(uuid.UUID(payload.split(":", 1)[1]))
 
@@ -294,12 +297,14 @@ class Hub:
             for connection in self._by_user.get(contact, ()):
                 if connection.device_id != uuid.UUID(device):
                     connection.push(frame)
-        if change == "device_added":
-            # A new device of the user: the user's other devices may approve (certify) it.
-            pending = {"type": "device_pending", "device_id": device}
-            for connection in self._by_user.get(user_id, ()):
-                if connection.device_id != uuid.UUID(device):
-                    connection.push(pending)
+
+    def _device_pending(self, user_id: uuid.UUID, device_id: uuid.UUID) -> None:
+        """A new device of the user, or one whose certified keys changed: the user's other devices
+        may approve (certify) it."""
+        pending = {"type": "device_pending", "device_id": str(device_id)}
+        for connection in self._by_user.get(user_id, ()):
+            if connection.device_id != device_id:
+                connection.push(pending)
 
     async def _identity_changed(self, user_id: uuid.UUID) -> None:
         """A master-key reset: everyone who shares a conversation with the user hears the new key
