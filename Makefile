@@ -24,7 +24,7 @@ install: $(STAMP) ## Create .venv and install Veil with its pinned dependencies
 run: $(STAMP) ## Start PostgreSQL, S3 and Veil at https://localhost:8443 (Ctrl-C stops all)
 	$(BIN)/veil run
 
-demo: $(STAMP) ## Three clients talk through the running system (started if down), then what the server holds
+demo: $(STAMP) ## Three clients talk through the running system (started if down), a new device is approved, safety numbers compared, then what the server holds
 	$(BIN)/python -m veil.client.cli.demo --start-server
 
 lint: $(STAMP) ## ruff and mypy

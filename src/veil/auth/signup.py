@@ -185,7 +185,8 @@ class SignupService:
 
 async def create_invite(db: Database, clock: Clock, *, uses: int, lifetime: timedelta) -> str:
     """A new invite code (shown once; only its hash is kept)."""
-    code = secrets.token_urlsafe(16)
+    # Hex, not base64url: a code that starts with "-" reads as an option on a command line.
+    code = secrets.token_hex(16)
     now = clock.now()
     async with db.transaction("auth_invite_create") as conn:
         await store.insert_invite(conn, uuid.uuid4(), invite_code_hash(code), uses, now, now + lifetime)

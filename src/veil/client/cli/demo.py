@@ -266,7 +266,7 @@ def second_device(alice: Person, group: str, url: str, tls: ssl.SSLContext) -> N
         say(f"   Alice's first device lists it as: {listed.get(laptop.device_id, 'missing')}")
         alice.client.approve_device(code)
         say("   Alice approves the code on her first device: it checks the code against the keys the")
-        say("   server lists, certifies the laptop with her master key and sends it that key, end to end")
+        say("   server lists, certifies the laptop with her master key and sends it that key (encrypted)")
         if not laptop.poll_link():
             raise DemoFailed("the laptop was not linked after Alice approved it")
         say(f"   the laptop is now {laptop.identity_role}")
