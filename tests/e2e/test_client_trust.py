@@ -404,6 +404,39 @@ def test_a_claimed_bundle_with_keys_bob_never_certified_is_refused(clients: Clie
     assert received == [TO_BOB_TRULY.encode()]
 
 
+TO_BOB_NOT_THE_SERVER = "canary-t7b ada to bob after the server faked a session with him 3f90"
+
+
+def test_a_session_the_server_set_up_under_bobs_device_carries_nothing(clients: Clients) -> None:
+    """A `session_init` is not checked against certificates when it arrives, so the server can make
+    Ada hold a session "with Bob's device" on keys of its own. Nothing may be encrypted on it: Ada
+    sets up a fresh session with Bob's certified keys, and only Bob can read what she sends."""
+    ada, lying = lied_to(clients, "ada")
+    bob = clients.new("bob")
+    impostor = ClientCrypto.create(bob.user_id, bob.device_id, one_time=0)
+    adas_bundle = bob._call("POST", f"/v1/users/{ada.user_id}/devices/{ada.device_id}/claim").json()
+    init = impostor.start_session(ada.user_id, ada.device_id, adas_bundle)
+    forged = {
+        "id": 2**62,
+        "sender_id": bob.user_id,
+        "sender_device_id": bob.device_id,
+        "content_type": "session_init",
+        "ciphertext": init["ciphertext"],
+        "nonce": init["nonce"],
+        "auth_tag": init["auth_tag"],
+        "created_at": datetime.now(UTC).isoformat(),
+    }
+    lie = lying.rewrite("GET", "/v1/devices/messages", with_items(forged))
+    ada.fetch_device_messages()
+    lying.stop(lie)
+    assert ada.crypto.peer_identity_key(bob.user_id, bob.device_id) == impostor.keys.identity_key
+
+    assert ada.send_device_payload(bob.user_id, TO_BOB_NOT_THE_SERVER.encode()) == 1
+    received = [m.plaintext for m in bob.fetch_device_messages() if m.content_type == "session_message"]
+    assert received == [TO_BOB_NOT_THE_SERVER.encode()]
+    assert ada.crypto.peer_identity_key(bob.user_id, bob.device_id) != impostor.keys.identity_key
+
+
 # 4. A stranger's sender key ----------------------------------------------------------------------
 
 BOB_IN_GROUP = "canary-t9 bob in the group before mallory's attempt 2c7a"

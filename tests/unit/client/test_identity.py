@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import struct
 import uuid
@@ -24,6 +25,7 @@ from veil.client.protocol.identity import (
     link_code,
     link_digest,
     link_digest_matches,
+    link_proof,
     parse_link_code,
     parse_safety_number_qr,
     require_master_key,
@@ -197,15 +199,18 @@ def test_master_key_state_round_trips_and_is_strict() -> None:
 # --- link codes -----------------------------------------------------------------------------------
 
 
+SECRET = bytes(range(10, 20))
+
+
 def test_link_code_round_trips_and_reads_in_groups_of_four() -> None:
     identity_key, signing_key = _key(), _key()
-    code = link_code(DEVICE, identity_key, signing_key)
+    code = link_code(DEVICE, identity_key, signing_key, secret=SECRET)
     assert code.startswith("VL1-")
     groups = code.removeprefix("VL1-").split("-")
-    assert [len(group) for group in groups] == [4] * 10 + [2]  # 26 bytes = 42 symbols
+    assert [len(group) for group in groups] == [4] * 14 + [2]  # 36 bytes = 58 symbols
     assert set("".join(groups)) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-    device_id, digest = parse_link_code(code)
-    assert device_id == DEVICE
+    device_id, digest, secret = parse_link_code(code)
+    assert device_id == DEVICE and secret == SECRET
     assert digest == hashlib.sha256(b"veil/link-code/v1" + identity_key + signing_key).digest()[:10]
     assert digest == link_digest(identity_key, signing_key)
     assert link_digest_matches(digest, identity_key, signing_key)
@@ -215,7 +220,7 @@ def test_link_code_parsing_forgives_case_spacing_and_crockford_look_alikes() -> 
     # Ids and keys chosen so that the code is full of zeros and ones.
     device = "00000000-0000-4000-8000-000000000001"
     keys = (b"\x00" * 32, b"\x00" * 32)
-    code = link_code(device, *keys)
+    code = link_code(device, *keys, secret=bytes(10))
     assert "0" in code.removeprefix("VL1-")
     assert "1" in code.removeprefix("VL1-")
     expected = parse_link_code(code)
@@ -238,11 +243,11 @@ def test_link_code_parsing_forgives_case_spacing_and_crockford_look_alikes() -> 
         ("", "starts with VL1-"),
         ("VL2-0000", "starts with VL1-"),
         ("0000-0000-0000", "starts with VL1-"),
-        ("VL1-0000", "42 letters and digits"),
-        ("VL1-" + "0" * 43, "42 letters and digits"),
-        ("VL1-" + "0" * 41 + "U", "does not occur"),
-        ("VL1-" + "0" * 41 + "*", "does not occur"),
-        ("VL1-" + "0" * 41 + "1", "last character"),  # sets one of the two padding bits
+        ("VL1-0000", "58 letters and digits"),
+        ("VL1-" + "0" * 59, "58 letters and digits"),
+        ("VL1-" + "0" * 57 + "U", "does not occur"),
+        ("VL1-" + "0" * 57 + "*", "does not occur"),
+        ("VL1-" + "0" * 57 + "1", "last character"),  # sets one of the two padding bits
     ],
 )
 def test_malformed_link_codes_are_refused_with_a_readable_reason(text: str, message: str) -> None:
@@ -252,15 +257,19 @@ def test_malformed_link_codes_are_refused_with_a_readable_reason(text: str, mess
 
 def test_a_typo_in_a_link_code_names_another_device_or_other_keys() -> None:
     identity_key, signing_key = _key(), _key()
-    code = link_code(DEVICE, identity_key, signing_key)
+    code = link_code(DEVICE, identity_key, signing_key, secret=SECRET)
     symbols = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
     for position in range(4, len(code) - 1):  # the last symbol carries padding bits: checked above
         if code[position] == "-":
             continue
         replacement = symbols[(symbols.index(code[position]) + 1) % 32]
         typo = code[:position] + replacement + code[position + 1 :]
-        device_id, digest = parse_link_code(typo)
-        assert device_id != DEVICE or not link_digest_matches(digest, identity_key, signing_key)
+        device_id, digest, secret = parse_link_code(typo)
+        assert (
+            device_id != DEVICE
+            or not link_digest_matches(digest, identity_key, signing_key)
+            or secret != SECRET
+        )
 
 
 def test_a_link_digest_does_not_match_other_keys() -> None:
@@ -281,13 +290,25 @@ def _prefixed(*fields: bytes) -> bytes:
 
 def test_link_payload_encoding_is_the_documented_length_prefixed_list() -> None:
     master = MasterKey.generate()
-    public_only = encode_link_payload(LinkPayload(master.public_key))
-    assert public_only == _prefixed(b"veil/link/v1", master.public_key, b"")
-    assert decode_link_payload(public_only) == LinkPayload(master.public_key, None)
-    primary = LinkPayload(master.public_key, master.private_bytes())
+    proof = link_proof(SECRET, DEVICE, master.public_key)
+    public_only = encode_link_payload(LinkPayload(master.public_key, None, proof))
+    assert public_only == _prefixed(b"veil/link/v1", master.public_key, b"", proof)
+    assert decode_link_payload(public_only) == LinkPayload(master.public_key, None, proof)
+    primary = LinkPayload(master.public_key, master.private_bytes(), proof)
     encoded = encode_link_payload(primary)
-    assert encoded == _prefixed(b"veil/link/v1", master.public_key, master.private_bytes())
+    assert encoded == _prefixed(b"veil/link/v1", master.public_key, master.private_bytes(), proof)
     assert decode_link_payload(encoded) == primary
+
+
+def test_a_link_proof_answers_one_code_for_one_master_key() -> None:
+    """Only a device that read the code (its secret) can make the proof the new device checks."""
+    master, other = MasterKey.generate(), MasterKey.generate()
+    proof = link_proof(SECRET, DEVICE, master.public_key)
+    mac = hmac.new(SECRET, b"veil/link-proof/v1" + uuid.UUID(DEVICE).bytes + master.public_key, "sha256")
+    assert proof == mac.digest() and len(proof) == 32
+    assert proof != link_proof(bytes(10), DEVICE, master.public_key)
+    assert proof != link_proof(SECRET, str(uuid.uuid4()), master.public_key)
+    assert proof != link_proof(SECRET, DEVICE, other.public_key)
 
 
 def test_a_link_payload_cannot_pair_a_master_key_with_another_private_key() -> None:
@@ -295,7 +316,7 @@ def test_a_link_payload_cannot_pair_a_master_key_with_another_private_key() -> N
     with pytest.raises(ValueError, match="not the master key's"):
         LinkPayload(master.public_key, other.private_bytes())
     with pytest.raises(MalformedMessageError, match="not the master key's"):
-        decode_link_payload(_prefixed(b"veil/link/v1", master.public_key, other.private_bytes()))
+        decode_link_payload(_prefixed(b"veil/link/v1", master.public_key, other.private_bytes(), bytes(32)))
 
 
 MASTER = MasterKey.from_private_bytes(bytes(range(32)))  # fixed: test ids must not vary between runs

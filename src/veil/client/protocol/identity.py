@@ -179,8 +179,11 @@ class MasterKey:
 
 LINK_CODE_PREFIX = "VL1-"
 LINK_DIGEST_SIZE = 10
+LINK_SECRET_SIZE = 10
+LINK_PROOF_SIZE = 32
 _LINK_DIGEST_CONTEXT = b"veil/link-code/v1"
-_LINK_CODE_BYTES = ID_SIZE + LINK_DIGEST_SIZE
+_LINK_PROOF_CONTEXT = b"veil/link-proof/v1"
+_LINK_CODE_BYTES = ID_SIZE + LINK_DIGEST_SIZE + LINK_SECRET_SIZE
 
 # Crockford's base32 (https://www.crockford.com/base32.html): no I, L, O or U, so that what a person
 # reads aloud or types decodes the same; on input O reads as 0 and I, L as 1, in either case.
@@ -218,17 +221,23 @@ def link_digest(identity_key: bytes, signing_key: bytes) -> bytes:
     return hashlib.sha256(_LINK_DIGEST_CONTEXT + identity_key + signing_key).digest()[:LINK_DIGEST_SIZE]
 
 
-def link_code(device_id: Id, identity_key: bytes, signing_key: bytes) -> str:
+def link_code(device_id: Id, identity_key: bytes, signing_key: bytes, *, secret: bytes) -> str:
     """The code a pending device shows so that one of its user's devices can approve it:
-    "VL1-" then device_id (16) || link_digest (10) in Crockford base32, in groups of four."""
+    "VL1-" then device_id (16) || link_digest (10) || secret (10) in Crockford base32, in groups
+    of four. The secret is random, kept by the pending device and shown only on its screen: the
+    approving device proves with it (`link_proof`) that its link payload answers this code, so a
+    server cannot link the device to a master key of its own."""
+    if len(secret) != LINK_SECRET_SIZE:
+        raise ValueError(f"a link secret is {LINK_SECRET_SIZE} bytes")
     symbols = _crockford_encode(
-        id_bytes(device_id, field="device_id") + link_digest(identity_key, signing_key)
+        id_bytes(device_id, field="device_id") + link_digest(identity_key, signing_key) + secret
     )
     return LINK_CODE_PREFIX + "-".join(symbols[i : i + 4] for i in range(0, len(symbols), 4))
 
 
-def parse_link_code(text: str) -> tuple[str, bytes]:
-    """(device_id as a canonical UUID string, the 10-byte key digest) from a typed or scanned code.
+def parse_link_code(text: str) -> tuple[str, bytes, bytes]:
+    """(device_id as a canonical UUID string, the 10-byte key digest, the 10-byte secret) from a
+    typed or scanned code.
 
     Case, spaces and dashes do not matter, nor O for 0 and I or L for 1. Anything else that is not
     a well-formed code is a `ValueError` whose text can be shown to the user as it is.
@@ -238,7 +247,16 @@ def parse_link_code(text: str) -> tuple[str, bytes]:
     if not compact.startswith(prefix):
         raise ValueError("a Veil link code starts with VL1-")
     raw = _crockford_decode(compact[len(prefix) :], _LINK_CODE_BYTES)
-    return uuid_str(raw[:ID_SIZE]), raw[ID_SIZE:]
+    digest_end = ID_SIZE + LINK_DIGEST_SIZE
+    return uuid_str(raw[:ID_SIZE]), raw[ID_SIZE:digest_end], raw[digest_end:]
+
+
+def link_proof(secret: bytes, device_id: Id, master_public_key: bytes) -> bytes:
+    """HMAC-SHA256(secret, `veil/link-proof/v1` || device_id || master public key): what the
+    approving device puts in the link payload to show it read this device's code."""
+    mac = hmac.new(secret, _LINK_PROOF_CONTEXT + id_bytes(device_id, field="device_id"), "sha256")
+    mac.update(master_public_key)
+    return mac.digest()
 
 
 def link_digest_matches(digest: bytes, identity_key: bytes, signing_key: bytes) -> bool:
@@ -265,10 +283,13 @@ class LinkPayload:
 
     master_public_key: bytes
     master_private_key: bytes | None = None
+    proof: bytes = bytes(LINK_PROOF_SIZE)  # `link_proof` of the code being answered
 
     def __post_init__(self) -> None:
         if not is_acceptable_master_key(self.master_public_key):
             raise ValueError("the master key is not usable")
+        if len(self.proof) != LINK_PROOF_SIZE:
+            raise ValueError(f"a link proof is {LINK_PROOF_SIZE} bytes")
         if self.master_private_key is None:
             return
         if len(self.master_private_key) != KEY_SIZE:
@@ -278,18 +299,21 @@ class LinkPayload:
 
 
 def encode_link_payload(payload: LinkPayload) -> bytes:
-    """length_prefixed(`veil/link/v1`, master public key (32), master private key (32, or empty))."""
-    return length_prefixed(LINK_PAYLOAD_LABEL, payload.master_public_key, payload.master_private_key or b"")
+    """length_prefixed(`veil/link/v1`, master public key (32), master private key (32, or empty),
+    proof (32))."""
+    return length_prefixed(
+        LINK_PAYLOAD_LABEL, payload.master_public_key, payload.master_private_key or b"", payload.proof
+    )
 
 
 def decode_link_payload(data: bytes) -> LinkPayload:
     """Parse a link payload; anything but exactly the encoding above, with keys `LinkPayload`
     accepts, is `MalformedMessageError`."""
     fields = _split_length_prefixed(data)
-    if len(fields) != 3 or fields[0] != LINK_PAYLOAD_LABEL:
+    if len(fields) != 4 or fields[0] != LINK_PAYLOAD_LABEL:
         raise MalformedMessageError("not a veil/link/v1 payload")
     try:
-        return LinkPayload(fields[1], fields[2] or None)
+        return LinkPayload(fields[1], fields[2] or None, fields[3])
     except ValueError as error:
         raise MalformedMessageError(f"link payload: {error}") from None
 

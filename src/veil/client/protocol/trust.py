@@ -123,6 +123,12 @@ class TrustStore:
         if master is not None:
             self._own_master = master
 
+    def forget_own_master(self) -> None:
+        """Drop the own user's master key (both halves): one made here that the account never
+        published, because another device published its own first."""
+        self._users.pop(self._own_user_id, None)
+        self._own_master = None
+
     def observe(self, user_id: str, master_key: bytes) -> TrustState:
         """Record the master key the server reports for `user_id` (`InvalidMasterKeyError` if it is
         not a usable key). While the result is CHANGED, send nothing to that user's devices."""

@@ -51,7 +51,7 @@ from veil.client.protocol.attachments import FileReference, decrypt_file, encryp
 from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
 from veil.client.protocol.commit import creation_commit, make_commit
 from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError, MembershipError
-from veil.client.protocol.identity import parse_safety_number_qr, safety_number
+from veil.client.protocol.identity import LINK_SECRET_SIZE, parse_safety_number_qr, safety_number
 from veil.client.protocol.membership import MembershipView
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
@@ -78,6 +78,7 @@ from veil.client.sdk.object_store import TransferError, get_presigned, put_presi
 HTTP_STATE_VERSION = 2
 # Sender keys received before their conversation's membership could be checked wait here.
 _MAX_PENDING_SENDER_KEYS = 1000
+_PENDING_SENDER_KEYS_PER_DEVICE = 50
 # Refresh this long before the access token expires, so a request never races its expiry.
 _REFRESH_MARGIN_SECONDS = 30.0
 # The API's ceilings: messages per device-message batch, items per page, prekeys per upload.
@@ -182,9 +183,13 @@ class VeilClient:
         # Trust (protocol/trust.py): pinned master keys, and this device's certificate.
         self._trust: TrustStore | None = None
         self._certificate: bytes | None = None
+        # Shown only in this device's link code: proves a link payload answers that code.
+        self._link_secret = os.urandom(LINK_SECRET_SIZE)
         self._memberships = Memberships(self._call, "")
         # (sender_id, sender_device_id, distribution) decrypted but not yet checked against a roster
         self._pending_sender_keys: list[tuple[str, str, SenderKeyDistribution]] = []
+        # (sender_id, sender_device_id, link payload) decrypted and saved, not yet checked
+        self._pending_links: list[tuple[str, str, bytes]] = []
         self._warnings: list[str] = []
         self._epoch_grace = epoch_grace_seconds
         self._clock = clock
@@ -312,7 +317,8 @@ class VeilClient:
         )
         self._distributed, self._inbox, self._conversations = {}, [], {}
         self._trust = self._trust or TrustStore(user_id)
-        self._certificate, self._pending_sender_keys = None, []
+        self._certificate, self._pending_sender_keys, self._pending_links = None, [], []
+        self._link_secret = os.urandom(LINK_SECRET_SIZE)
         self._memberships = Memberships(self._call, user_id)
         issued = pair.get("device_token")
         if isinstance(issued, str) and issued:
@@ -321,7 +327,7 @@ class VeilClient:
         self._store_tokens(pair)  # saves the device token and the email along with the session
         self._call("PUT", "/v1/keys", json=self.crypto.bundle())
         identity = self._identity()
-        identity.set_up()
+        identity.set_up(self._save)
         self._certificate = identity.certificate
         self._save()
 
@@ -498,7 +504,7 @@ class VeilClient:
         messages = [
             self.crypto.encrypt_for_device(u, d.device_id, payload)
             for u, d in targets
-            if self.crypto.has_session(u, d.device_id)
+            if self._session_is_with(u, d)
         ]
         self._save()
         self._post_device_messages("session_message", messages)
@@ -661,7 +667,7 @@ class VeilClient:
         served = set(self._distributed.get((cid, epoch), ()))
         pending = [t for t in targets if t[1].device_id not in served]
         self._open_sessions(pending)
-        ready = [(u, d.device_id) for u, d in pending if self.crypto.has_session(u, d.device_id)]
+        ready = [(u, d.device_id) for u, d in pending if self._session_is_with(u, d)]
         # Creates the key on first use, even with nobody to send it to, so that sending can proceed.
         messages = self.crypto.sender_key_messages(cid, epoch, roster_hash, ready)
         self._save()
@@ -947,7 +953,13 @@ class VeilClient:
         return result(plaintext, None), True
 
     def _receive_device_messages(self) -> None:
-        """Fetch, decrypt, save, then acknowledge every queued device message into `_inbox`."""
+        """Fetch, decrypt, save, then acknowledge every queued device message into `_inbox`; then
+        act on the link messages among them (which needs the server, so only once all is saved)."""
+        self._fetch_device_messages()
+        if self._pending_links:
+            self._take_links()
+
+    def _fetch_device_messages(self) -> None:
         params: dict[str, Any] = {"limit": _PAGE}
         while True:
             body = _dict(self._call("GET", "/v1/devices/messages", params=params))
@@ -984,9 +996,9 @@ class VeilClient:
             error = None
             if content_type == "sender_key" and plaintext is not None:
                 distribution = SenderKeyDistribution.decode(plaintext)
-                self._pending_sender_keys.append((sender_id, sender_device_id, distribution))
+                self._hold_sender_key(sender_id, sender_device_id, distribution)
             elif content_type == "session_message" and plaintext is not None and is_link_payload(plaintext):
-                self._take_link(sender_id, sender_device_id, plaintext)
+                self._pending_links.append((sender_id, sender_device_id, plaintext))
                 return None
         except CryptoError as failure:
             plaintext, error = None, _error_text(failure)
@@ -1009,8 +1021,11 @@ class VeilClient:
         messages: list[dict[str, Any]] = []
         for user_id, device in targets:
             device_id = device.device_id
-            if device_id == self.device_id or self.crypto.has_session(user_id, device_id):
+            if device_id == self.device_id or self._session_is_with(user_id, device):
                 continue
+            # A session set up by someone else under this device's name (a `session_init` is not
+            # checked against certificates when it arrives) must never carry keys: start afresh.
+            self.crypto.forget_peer(user_id, device_id)
             try:
                 bundle = _dict(self._call("POST", f"/v1/users/{user_id}/devices/{device_id}/claim"))
                 messages.append(
@@ -1035,6 +1050,16 @@ class VeilClient:
             self._save()
             self._post_device_messages("session_init", messages)
         return [str(m["device_id"]) for m in messages]
+
+    def _session_is_with(self, user_id: str, device: ListedDevice) -> bool:
+        """Whether this device holds a session that authenticates exactly the certified keys of
+        `device` (the one check between a listed device and anything encrypted to it)."""
+        if not self.crypto.has_session(user_id, device.device_id):
+            return False
+        signing = self.crypto.peer_signing_key(user_id, device.device_id)
+        return self.crypto.peer_identity_key(user_id, device.device_id) == device.identity_key and (
+            signing is None or signing == device.signing_key
+        )
 
     def _post_device_messages(self, content_type: str, messages: Sequence[Mapping[str, Any]]) -> None:
         for start in range(0, len(messages), _DEVICE_BATCH):
@@ -1120,6 +1145,18 @@ class VeilClient:
             )
         return view
 
+    def _hold_sender_key(self, sender_id: str, device_id: str, distribution: SenderKeyDistribution) -> None:
+        """Keep a received sender key until its conversation's membership is checked. Anyone can
+        send this device sender keys, so each sender device holds only a few places, and a flood
+        from one pushes out its own oldest entries, never another sender's."""
+        held = self._pending_sender_keys
+        mine = [i for i, entry in enumerate(held) if entry[:2] == (sender_id, device_id)]
+        if len(mine) >= _PENDING_SENDER_KEYS_PER_DEVICE:
+            del held[mine[0]]
+        if len(held) >= _MAX_PENDING_SENDER_KEYS:
+            return
+        held.append((sender_id, device_id, distribution))
+
     def _install_pending_sender_keys(self, cid: str, view: MembershipView) -> None:
         """Install the sender keys received for this conversation whose sender the verified
         roster of their epoch holds, from an approved device; drop the others with a warning."""
@@ -1145,10 +1182,13 @@ class VeilClient:
                 devices = self._directory().trusted_devices(sender_id, sending=False)
                 trusted[sender_id] = {d.device_id: d for d in devices}
             device = trusted[sender_id].get(sender_device_id)
-            if (
-                device is None
-                or self.crypto.peer_identity_key(sender_id, sender_device_id) != device.identity_key
-            ):
+            trust = self._trust_store()
+            if device is None and (trust.pinned(sender_id) is None or trust.pending(sender_id) is not None):
+                # The sender's key is not settled yet (first sight failed, or a verified contact's key
+                # changed): the key may become installable once the user accepts it.
+                keep.append((sender_id, sender_device_id, distribution))
+                continue
+            if device is None or not self._session_is_with(sender_id, device):
                 self._warn(f"Refused a group key from {who}: that device is not approved by its owner.")
                 continue
             try:
@@ -1169,18 +1209,27 @@ class VeilClient:
             del self._distributed[key]
         self._save()
 
-    def _take_link(self, sender_id: str, sender_device_id: str, plaintext: bytes) -> None:
-        identity = self._identity()
-        try:
-            identity.accept_link(sender_id, sender_device_id, plaintext)
-        except TrustError as error:
-            self._warn(str(error))
-            return
-        self._certificate = identity.certificate
+    def _take_links(self) -> None:
+        """Check the link messages received (saved already): one that checks out makes this device
+        linked, one that does not is dropped with a warning, one that could not be checked for
+        want of the server waits for the next fetch."""
+        waiting: list[tuple[str, str, bytes]] = []
+        for sender_id, sender_device_id, plaintext in self._pending_links:
+            identity = self._identity()
+            try:
+                identity.accept_link(sender_id, sender_device_id, plaintext)
+            except TrustError as error:
+                self._warn(str(error))
+            except VeilError:
+                waiting.append((sender_id, sender_device_id, plaintext))
+            else:
+                self._certificate = identity.certificate
+        self._pending_links = waiting
+        self._save()
 
     def _send_link_payload(self, device: ListedDevice, payload: bytes) -> None:
         self._open_sessions([(self.user_id, device)])
-        if not self.crypto.has_session(self.user_id, device.device_id):
+        if not self._session_is_with(self.user_id, device):
             raise TrustError("Could not reach the new device (it has no keys left, or it signed out).")
         message = self.crypto.encrypt_for_device(self.user_id, device.device_id, payload)
         self._save()
@@ -1196,7 +1245,13 @@ class VeilClient:
 
     def _identity(self) -> DeviceIdentity:
         return DeviceIdentity(
-            self._call, self._directory(), self.user_id, self.device_id, self.crypto.keys, self._certificate
+            self._call,
+            self._directory(),
+            self.user_id,
+            self.device_id,
+            self.crypto.keys,
+            self._link_secret,
+            self._certificate,
         )
 
     def _warn(self, text: str) -> None:
@@ -1274,6 +1329,7 @@ class VeilClient:
             "email": self._email,
             "trust": None if self._trust is None else self._trust.to_state(),
             "certificate": None if self._certificate is None else b64encode(self._certificate),
+            "link_secret": b64encode(self._link_secret),
             "memberships": self._memberships.to_state(),
             "pending_sender_keys": [
                 {
@@ -1282,6 +1338,10 @@ class VeilClient:
                     "distribution": b64encode(distribution.encode()),
                 }
                 for sender_id, sender_device_id, distribution in self._pending_sender_keys
+            ],
+            "pending_links": [
+                {"sender_id": sender_id, "sender_device_id": device_id, "payload": b64encode(payload)}
+                for sender_id, device_id, payload in self._pending_links
             ],
         }
         save_state(self._keystore, state, self._passphrase, self._scrypt)
@@ -1309,6 +1369,7 @@ class VeilClient:
             self._email = email if isinstance(email, str) else None
             trust = extra.get("trust")
             self._trust = None if trust is None else TrustStore.from_state(trust)
+            self._link_secret = b64decode(extra["link_secret"], size=LINK_SECRET_SIZE, field="link_secret")
             certificate = extra.get("certificate")
             self._certificate = (
                 None if certificate is None else b64decode(certificate, size=64, field="certificate")
@@ -1323,6 +1384,14 @@ class VeilClient:
                     SenderKeyDistribution.decode(b64decode(item["distribution"], field="distribution")),
                 )
                 for item in extra.get("pending_sender_keys", [])
+            ]
+            self._pending_links = [
+                (
+                    canonical_uuid(str(item["sender_id"])),
+                    canonical_uuid(str(item["sender_device_id"])),
+                    b64decode(item["payload"], field="payload"),
+                )
+                for item in extra.get("pending_links", [])
             ]
         except (ValueError, KeyError, TypeError, CryptoError) as error:
             raise KeystoreFormatError(f"keystore state is malformed: {error}") from None

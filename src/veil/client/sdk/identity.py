@@ -12,6 +12,7 @@ key with the password; contacts are warned (`identity_changed`), as after a Sign
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 
 import httpx
@@ -26,6 +27,7 @@ from veil.client.protocol.identity import (
     encode_link_payload,
     link_code,
     link_digest_matches,
+    link_proof,
     parse_link_code,
     verify_certificate,
 )
@@ -53,6 +55,7 @@ class DeviceIdentity:
         user_id: str,
         device_id: str,
         keys: DeviceKeys,
+        link_secret: bytes,
         certificate: bytes | None = None,
     ) -> None:
         self._call = call
@@ -60,6 +63,7 @@ class DeviceIdentity:
         self._user_id = user_id
         self._device_id = device_id
         self._keys = keys
+        self._link_secret = link_secret
         self.certificate = certificate
 
     @property
@@ -82,15 +86,22 @@ class DeviceIdentity:
 
     # After a login ------------------------------------------------------------------------------
 
-    def set_up(self) -> None:
+    def set_up(self, save: Callable[[], None]) -> None:
         """Make the user's master key if the account has none (this device becomes primary), or
         certify this device at once when this key store already holds the account's master key (a
-        primary device signing in again); otherwise the device stays pending."""
+        primary device signing in again); otherwise the device stays pending.
+
+        A new master key is saved (`save`) before its public half is published, so the account
+        never publishes a key whose private half could be lost; if another device published one
+        first (409), the unpublished key is forgotten and this device stays pending."""
         published = self._directory.server_identity(self._user_id)
         master = self.trust.own_master
         if published is None:
-            master = MasterKey.generate()
-            self.trust.install_own_master(master.public_key, master)
+            if master is None:  # else: made by an earlier attempt that never got to publish it
+                master = MasterKey.generate()
+                self.trust.forget_own_master()
+                self.trust.install_own_master(master.public_key, master)
+                save()
             try:
                 self._call(
                     "PUT",
@@ -99,8 +110,10 @@ class DeviceIdentity:
                     expect=(200, 201),
                 )
             except VeilError as error:
-                if error.status != 409:  # 409: another device set one first; this one stays pending
+                if error.status != 409:
                     raise
+                self.trust.forget_own_master()
+                save()
                 return
         elif master is None or master.public_key != published:
             return
@@ -114,7 +127,9 @@ class DeviceIdentity:
 
     def link_code(self) -> str:
         """What the user reads from (or scans on) this device to approve it elsewhere."""
-        return link_code(self._device_id, self._keys.identity_key, self._keys.signing_key)
+        return link_code(
+            self._device_id, self._keys.identity_key, self._keys.signing_key, secret=self._link_secret
+        )
 
     def approve(self, code: str, send: SendPayload, *, primary: bool = False) -> str:
         """Certify the own device that `code` names and send it the master key (its private half
@@ -125,7 +140,7 @@ class DeviceIdentity:
                 "device, or one approved with --primary."
             )
         try:
-            device_id, digest = parse_link_code(code)
+            device_id, digest, secret = parse_link_code(code)
         except ValueError as error:
             raise TrustError(f"That is not a device link code: {error}") from None
         device = next((d for d in self._directory.listing(self._user_id) if d.device_id == device_id), None)
@@ -141,7 +156,11 @@ class DeviceIdentity:
         certificate = self._directory.certify(device)
         certified = ListedDevice(device.device_id, device.identity_key, device.signing_key, certificate)
         master = self.trust.own_master
-        payload = LinkPayload(master.public_key, master.private_bytes() if primary else None)
+        payload = LinkPayload(
+            master.public_key,
+            master.private_bytes() if primary else None,
+            link_proof(secret, device_id, master.public_key),
+        )
         send(certified, encode_link_payload(payload))
         return device_id
 
@@ -157,6 +176,11 @@ class DeviceIdentity:
         except MalformedMessageError as error:
             raise TrustError(f"A malformed device-link message was ignored ({error}).") from None
         master = payload.master_public_key
+        if not hmac.compare_digest(payload.proof, link_proof(self._link_secret, self._device_id, master)):
+            raise TrustError(
+                "A device-link message that does not answer this device's link code was ignored: only "
+                "a device that read the code on this screen can link it."
+            )
         if self._directory.server_identity(self._user_id) != master:
             raise TrustError(
                 "A device-link message names a master key the account does not publish: ignored."
