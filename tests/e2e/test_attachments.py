@@ -228,9 +228,10 @@ async def test_bad_reservations_are_422_and_store_nothing(
 
 
 def test_expired_urls_are_refused_by_the_store(make_server: ServerFactory) -> None:
+    # Three seconds: long enough for the upload below on a loaded machine, short enough to wait out.
     server = make_server(
-        VEIL_ATTACHMENT_UPLOAD_URL_TTL="1",
-        VEIL_ATTACHMENT_DOWNLOAD_URL_TTL="1",
+        VEIL_ATTACHMENT_UPLOAD_URL_TTL="3",
+        VEIL_ATTACHMENT_DOWNLOAD_URL_TTL="3",
         VEIL_AUTH_RATE="1000",
         VEIL_AUTH_BURST="1000",
     )
@@ -241,7 +242,7 @@ def test_expired_urls_are_refused_by_the_store(make_server: ServerFactory) -> No
         late = reserve(client, alice, conversation_id, ciphertext).json()
         attachment_id = upload(client, alice, conversation_id, ciphertext)
         download = client.get(f"/v1/attachments/{attachment_id}", headers=bearer(bob)).json()["download"]
-        time.sleep(2.5)
+        time.sleep(4.5)
         expired_put = put_to_store(late["upload"], ciphertext)
         assert expired_put.status_code == 403
         assert "expired" in expired_put.text.lower()

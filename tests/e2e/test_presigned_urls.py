@@ -80,13 +80,15 @@ def test_export_urls_are_short_but_the_archive_stays_for_fresh_ones(
 def test_an_expired_export_url_is_refused_by_the_store_and_a_fresh_one_works(
     make_server: ServerFactory, settings: Settings
 ) -> None:
-    server = make_server(VEIL_EXPORT_URL_TTL="1")
+    # Three seconds: long enough that a fresh URL still works on a loaded machine by the time it is
+    # fetched, short enough to wait out.
+    server = make_server(VEIL_EXPORT_URL_TTL="3")
     with server.client() as client:
         alice = user(client)
         request_id, done = confirmed_export(client, settings, alice)
         first = done.json()["download"]
-        assert lifetime(first["url"]) == 1
-        time.sleep(2.5)
+        assert lifetime(first["url"]) == 3
+        time.sleep(4.5)
         assert httpx.get(first["url"]).status_code == 403
         # The archive outlives its URLs (VEIL_EXPORT_ARCHIVE_TTL, 900 s by default).
         fresh = client.get(f"/v1/account/requests/{request_id}", headers=bearer(alice)).json()["download"]
