@@ -601,6 +601,23 @@ def test_a_second_device_approved_by_the_first_reads_new_group_and_direct_messag
     assert ada.history(cid)[-1].text == FROM_ADAS_PHONE
 
 
+def test_after_a_reset_the_other_devices_are_approved_again_under_the_new_key(clients: Clients) -> None:
+    ada = clients.new("ada")
+    phone = another_device(clients, "ada-phone", of="ada")
+    ada.approve_device(phone.link_code())
+    assert phone.poll_link() and phone.identity_role == "linked"
+
+    laptop = another_device(clients, "ada-laptop", of="ada")
+    laptop.reset_identity(PASSWORD)  # Ada lost the first device: the laptop is primary now
+    assert laptop.identity_role == "primary"
+    assert {d.device_id: d.approved for d in laptop.devices_of(ada.user_id)}[phone.device_id] is False
+
+    laptop.approve_device(phone.link_code())
+    assert phone.poll_link(), phone.take_warnings()
+    assert phone.identity_role == "linked"
+    assert phone.safety_number(ada.user_id) == laptop.safety_number(ada.user_id)
+
+
 # 7. A forked roster ------------------------------------------------------------------------------
 
 CAROL_AFTER_DAVE = "canary-t22 carol to the group with dave in it 6a0d"

@@ -210,12 +210,13 @@ class DeviceIdentity:
             else MasterKey.from_private_bytes(payload.master_private_key)
         )
         own = self.trust.own_master_public_key
-        if own is None or (own == master and private is not None):
+        if own is not None and own != master:
+            # The user reset the master key on another device and approved this one again: the
+            # proof shows this device's code was read there, so the new key replaces the old.
+            self.trust.observe(self._user_id, master)
+            self.trust.accept(self._user_id, master)
+        if self.trust.own_master_public_key is None or private is not None:
             self.trust.install_own_master(master, private)
-        elif own != master:
-            raise TrustError(
-                "A device-link message names another master key than this device holds: ignored."
-            )
         self.certificate = mine.certificate
         return True
 
