@@ -148,6 +148,31 @@ class MessagingService:
                 last_event_id=latest,
             )
 
+    @staticmethod
+    async def _record(
+        conn: Connection,
+        principal: Principal,
+        conversation_id: uuid.UUID,
+        kind: str,
+        *,
+        subject: uuid.UUID,
+        epoch: int,
+        commit: bytes | None,
+        now: datetime,
+    ) -> None:
+        """One membership event made by the caller's device (callers hold the conversation's lock)."""
+        await store.record_event(
+            conn,
+            conversation_id,
+            kind,
+            actor_id=principal.user_id,
+            actor_device_id=principal.session_id,
+            subject_id=subject,
+            epoch=epoch,
+            commit=commit,
+            now=now,
+        )
+
     async def create_direct(
         self, principal: Principal, member_id: uuid.UUID
     ) -> tuple[ConversationDetail, bool]:
@@ -173,13 +198,12 @@ class MessagingService:
                     )
                 # A direct conversation carries no commit: its roster is two users by construction,
                 # which clients check themselves, so there is no chain of changes to sign.
-                await store.record_event(
+                await self._record(
                     conn,
+                    principal,
                     conversation_id,
                     "created",
-                    actor_id=principal.user_id,
-                    actor_device_id=principal.session_id,
-                    subject_id=member_id,
+                    subject=member_id,
                     epoch=0,
                     commit=None,
                     now=now,
@@ -214,16 +238,8 @@ class MessagingService:
             now=now,
         )
         epoch = await store.bump_epoch(conn, conversation_id)
-        await store.record_event(
-            conn,
-            conversation_id,
-            "joined",
-            actor_id=user,
-            actor_device_id=principal.session_id,
-            subject_id=user,
-            epoch=epoch,
-            commit=None,
-            now=now,
+        await self._record(
+            conn, principal, conversation_id, "joined", subject=user, epoch=epoch, commit=None, now=now
         )
 
     async def create_group(
@@ -252,13 +268,12 @@ class MessagingService:
                 invited_by=None,
                 now=now,
             )
-            await store.record_event(
+            await self._record(
                 conn,
+                principal,
                 conversation_id,
                 "created",
-                actor_id=principal.user_id,
-                actor_device_id=principal.session_id,
-                subject_id=principal.user_id,
+                subject=principal.user_id,
                 epoch=0,
                 commit=commit,
                 now=now,
@@ -325,13 +340,12 @@ class MessagingService:
                 invited_by=principal.user_id,
                 now=now,
             )
-            await store.record_event(
+            await self._record(
                 conn,
+                principal,
                 conversation_id,
                 "invited",
-                actor_id=principal.user_id,
-                actor_device_id=principal.session_id,
-                subject_id=invitee,
+                subject=invitee,
                 epoch=conversation.epoch,
                 commit=commit,
                 now=now,
@@ -361,13 +375,12 @@ class MessagingService:
             else:
                 await store.delete_member(conn, conversation_id, principal.user_id)
                 epoch = conversation.epoch
-            await store.record_event(
+            await self._record(
                 conn,
+                principal,
                 conversation_id,
                 "joined" if accept else "declined",
-                actor_id=principal.user_id,
-                actor_device_id=principal.session_id,
-                subject_id=principal.user_id,
+                subject=principal.user_id,
                 epoch=epoch,
                 commit=commit,
                 now=now,
@@ -415,27 +428,19 @@ class MessagingService:
             if not remaining:
                 await store.delete_conversation(conn, conversation_id)
                 return
-            await store.record_event(
-                conn,
-                conversation_id,
-                "left" if subject == principal.user_id else "removed",
-                actor_id=principal.user_id,
-                actor_device_id=principal.session_id,
-                subject_id=subject,
-                epoch=epoch,
-                commit=commit,
-                now=now,
+            kind = "left" if subject == principal.user_id else "removed"
+            await self._record(
+                conn, principal, conversation_id, kind, subject=subject, epoch=epoch, commit=commit, now=now
             )
             if target.role == "owner" and not any(m.role == "owner" for m in remaining):
                 heir = next((m for m in remaining if m.role == "admin"), remaining[0])
                 await store.set_role(conn, conversation_id, heir.user_id, "owner")
-                await store.record_event(
+                await self._record(
                     conn,
+                    principal,
                     conversation_id,
                     "role_changed",
-                    actor_id=principal.user_id,
-                    actor_device_id=principal.session_id,
-                    subject_id=heir.user_id,
+                    subject=heir.user_id,
                     epoch=epoch,
                     commit=None,
                     now=now,
@@ -468,13 +473,12 @@ class MessagingService:
             if target.role == role:
                 return
             await store.set_role(conn, conversation_id, subject, role)
-            await store.record_event(
+            await self._record(
                 conn,
+                principal,
                 conversation_id,
                 "role_changed",
-                actor_id=principal.user_id,
-                actor_device_id=principal.session_id,
-                subject_id=subject,
+                subject=subject,
                 epoch=conversation.epoch,
                 commit=commit,
                 now=now,

@@ -465,16 +465,10 @@ class VeilClient:
         return int(_dict(response)["count"])
 
     def devices(self, user_id: str) -> list[Device]:
-        """A user's devices with their public keys (any signed-in user may look them up)."""
-        body = _dict(self._call("GET", f"/v1/users/{user_id}/devices"))
-        return [
-            Device(
-                canonical_uuid(str(item["device_id"])),
-                b64decode(item["identity_key"], size=32, field="identity_key"),
-                b64decode(item["signing_key"], size=32, field="signing_key"),
-            )
-            for item in body["items"]
-        ]
+        """Every device the server lists for `user_id`, approved or not, with its public keys
+        (`devices_of` says which ones this device trusts)."""
+        listed = self._directory().listing(canonical_uuid(user_id))
+        return [Device(d.device_id, d.identity_key, d.signing_key) for d in listed]
 
     def open_session(self, user_id: str) -> list[str]:
         """Set up a pairwise session with every approved device of `user_id` that has none yet.
