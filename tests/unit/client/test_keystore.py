@@ -42,7 +42,7 @@ def _secrets(device: ClientCrypto) -> list[bytes]:
 def device(directory: Directory, alice: ClientCrypto, bob: ClientCrypto) -> ClientCrypto:
     """Alice with keys, a session and a sender key: something of every kind to protect."""
     connect(directory, alice, bob)
-    alice.group_sender_key_distribution(str(uuid.uuid4()), 0, roster_hash(alice, bob))
+    alice.group_sender_key_distribution(str(uuid.uuid4()), 0, roster_hash(alice, bob), now=0.0)
     return alice
 
 
@@ -109,6 +109,9 @@ def test_parameters_are_authenticated_and_bounded() -> None:
     expensive = bytearray(data)
     expensive[7] = 40  # log2(N) = 40 would be a denial of service
     with pytest.raises(KeystoreFormatError):
+        decrypt_state(bytes(expensive), PASSPHRASE)
+    expensive[7], expensive[8] = 22, 32  # each in range, together 16 GiB of memory
+    with pytest.raises(KeystoreFormatError, match="1 GiB"):
         decrypt_state(bytes(expensive), PASSPHRASE)
 
 

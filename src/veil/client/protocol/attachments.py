@@ -172,3 +172,5 @@ class FileReference:
             )
         except ValueError as error:  # json.JSONDecodeError is a ValueError too
             raise MalformedMessageError(f"not a valid file message: {error}") from None
+        except RecursionError:  # json.loads gives up on deeply nested arrays that way
+            raise MalformedMessageError("not a valid file message: nested too deeply") from None

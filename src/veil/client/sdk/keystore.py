@@ -30,7 +30,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from veil.client.protocol.errors import KeystoreFormatError, WrongPassphraseError
+from veil.client.protocol.errors import KeystoreError, KeystoreFormatError, WrongPassphraseError
 
 MAGIC = b"VEILKS"
 VERSION = 1
@@ -39,6 +39,9 @@ NONCE_SIZE = 12
 _PARAMS = struct.Struct(">BBBB")
 _HEADER_SIZE = len(MAGIC) + _PARAMS.size + SALT_SIZE + NONCE_SIZE
 FILE_MODE = 0o600
+# Scrypt needs about 128 * N * r bytes; parameters are read before they can be authenticated, so a
+# forged file must not make the client allocate more than this.
+MAX_SCRYPT_MEMORY = 2**30
 
 
 @dataclass(frozen=True)
@@ -57,11 +60,17 @@ class ScryptParams:
         """Refuse parameters too weak to protect a passphrase or costly enough to be a denial of service."""
         if not (10 <= self.log2_n <= 22 and 1 <= self.r <= 32 and 1 <= self.p <= 16):
             raise KeystoreFormatError("unsupported Scrypt parameters")
+        if 128 * 2**self.log2_n * self.r > MAX_SCRYPT_MEMORY:
+            raise KeystoreFormatError("Scrypt parameters needing more than 1 GiB of memory")
 
     def derive(self, passphrase: str, salt: bytes) -> bytes:
         self.check()
-        # NFC so that the same passphrase typed on another system yields the same bytes.
-        secret = unicodedata.normalize("NFC", passphrase).encode("utf-8")
+        # NFC so that the same passphrase typed on another system yields the same bytes. A passphrase
+        # from the environment that was not UTF-8 arrives with its bytes escaped (PEP 383): use them.
+        try:
+            secret = unicodedata.normalize("NFC", passphrase).encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raise KeystoreError("the passphrase is not valid text") from None
         return Scrypt(salt=salt, length=32, n=2**self.log2_n, r=self.r, p=self.p).derive(secret)
 
 
