@@ -458,9 +458,11 @@ def test_a_strangers_sender_key_is_refused_and_her_forged_message_does_not_decry
     # key for Ada's group.
     assert mallory.open_session(ada.user_id) == [ada.device_id]
     distribution = SenderKeyDistribution.decode(
-        mallory.crypto.group_sender_key_distribution(cid, epoch, members)
+        mallory.crypto.group_sender_key_distribution(cid, epoch, members, now=time.time())
     )
-    messages = mallory.crypto.sender_key_messages(cid, epoch, members, [(ada.user_id, ada.device_id)])
+    messages = mallory.crypto.sender_key_messages(
+        cid, epoch, members, [(ada.user_id, ada.device_id)], now=time.time()
+    )
     post_device_messages(api, mallory, "sender_key", messages)
 
     ada.take_warnings()

@@ -20,7 +20,7 @@ from veil.client.protocol.errors import (
     SenderKeyRefusedError,
     UnknownSenderKeyError,
 )
-from veil.client.protocol.framing import GroupMessageHeader
+from veil.client.protocol.framing import VERSION, GroupMessageHeader
 from veil.client.protocol.ratchet import MAX_SKIPPED_KEYS, SKIPPED_MAX_AGE, step
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
@@ -78,7 +78,7 @@ def distribute(
     now: float = NOW,
 ) -> None:
     devices = [(member.user_id, member.device_id) for member in members]
-    messages = sender.sender_key_messages(conversation, epoch, roster, devices)
+    messages = sender.sender_key_messages(conversation, epoch, roster, devices, now=now)
     assert len(messages) == len([m for m in members if m is not sender])
     for message in messages:
         recipient = next(m for m in members if m.device_id == message["device_id"])
@@ -148,14 +148,15 @@ def test_the_distribution_frame_carries_the_roster_hash(
     group: list[ClientCrypto], conversation: str, roster: bytes
 ) -> None:
     alice = group[0]
-    payload = alice.group_sender_key_distribution(conversation, 5, roster)
-    assert len(payload) == 126 and payload[:2] == b"\x01\x11"
+    payload = alice.group_sender_key_distribution(conversation, 5, roster, now=NOW)
+    assert len(payload) == 130 and payload[:2] == bytes([VERSION, 0x11])
     distribution = SenderKeyDistribution.decode(payload)
     assert (distribution.conversation_id, distribution.epoch, distribution.roster_hash) == (
         conversation,
         5,
         roster,
     )
+    assert distribution.key_id == alice.current_sender_key_id(conversation, 5, roster, now=NOW)
     assert distribution.encode() == payload
     with pytest.raises(MalformedMessageError):  # the v1 frame type (no roster hash) is not accepted
         SenderKeyDistribution.decode(payload[:1] + b"\x10" + payload[2:])
@@ -165,7 +166,7 @@ def test_a_received_sender_key_is_not_installed_by_decryption_alone(
     group: list[ClientCrypto], conversation: str, roster: bytes
 ) -> None:
     alice, bob, _ = group
-    (message,) = alice.sender_key_messages(conversation, 0, roster, [(bob.user_id, bob.device_id)])
+    (message,) = alice.sender_key_messages(conversation, 0, roster, [(bob.user_id, bob.device_id)], now=NOW)
     distribution = received(bob, alice, message)
     envelope = send(alice, conversation, 0, roster, b"not yet")
     with pytest.raises(UnknownSenderKeyError):
@@ -183,7 +184,9 @@ def test_a_strangers_sender_key_is_refused_when_its_roster_hash_differs(
     eves_view = roster_hash(alice, bob, carol, eve)
     before = bob.to_state()["sender_keys"]["peers"]
     for other_conversation in [conversation] + [str(uuid.uuid4()) for _ in range(20)]:
-        (message,) = eve.sender_key_messages(other_conversation, 0, eves_view, [(bob.user_id, bob.device_id)])
+        (message,) = eve.sender_key_messages(
+            other_conversation, 0, eves_view, [(bob.user_id, bob.device_id)], now=NOW
+        )
         with pytest.raises(SenderKeyRefusedError, match="another roster"):
             install(bob, eve, message, roster)
     assert bob.to_state()["sender_keys"]["peers"] == before == []  # no junk slots kept
@@ -196,17 +199,17 @@ def test_a_repeated_distribution_is_ignored(
 ) -> None:
     alice, bob, _ = group
     devices = [(bob.user_id, bob.device_id)]
-    (first_delivery,) = alice.sender_key_messages(conversation, 0, roster, devices)
+    (first_delivery,) = alice.sender_key_messages(conversation, 0, roster, devices, now=NOW)
     assert install(bob, alice, first_delivery, roster)
     first = send(alice, conversation, 0, roster, b"first")
     assert read(bob, first, roster) == b"first"
-    (repeat,) = alice.sender_key_messages(conversation, 0, roster, devices)
+    (repeat,) = alice.sender_key_messages(conversation, 0, roster, devices, now=NOW)
     assert install(bob, alice, repeat, roster) is False
     with pytest.raises(ReplayError):  # the repeat did not roll Bob's chain back
         read(bob, first, roster)
     # The same chain claimed under another roster is never a genuine sender's doing.
     other = roster_hash(alice, bob)
-    (third,) = alice.sender_key_messages(conversation, 0, roster, devices)
+    (third,) = alice.sender_key_messages(conversation, 0, roster, devices, now=NOW)
     relabelled = dataclasses.replace(received(bob, alice, third), roster_hash=other)
     with pytest.raises(SenderKeyRefusedError, match="already received under another roster"):
         bob.install_sender_key(alice.user_id, alice.device_id, relabelled, other, now=NOW)
@@ -226,8 +229,9 @@ def test_a_new_epoch_key_is_unknown_to_a_removed_member(
     assert read(bob, envelope, without_carol) == b"without carol"
     with pytest.raises(UnknownSenderKeyError):
         read(carol, envelope, without_carol)
-    # Relabelling the message as epoch 0 (whose key Carol has) does not help her either.
-    with pytest.raises(DecryptionError):
+    # Relabelling the message as epoch 0 (where Carol holds a key of Alice's) does not help her:
+    # its header names the epoch-1 key id, which she never received.
+    with pytest.raises(UnknownSenderKeyError, match="no sender key"):
         read(carol, {**envelope, "key_epoch": 0}, roster)
     with pytest.raises(UnknownSenderKeyError):
         alice.encrypt_group_message(
@@ -255,7 +259,7 @@ def test_an_old_epoch_is_readable_within_the_grace_period_and_refused_after(
         read(bob, late[1], roster, now=started + grace)
     assert all(p["epoch"] == 1 for p in bob.to_state()["sender_keys"]["peers"])  # epoch 0 keys deleted
     # Carol cannot bring epoch 0 back by sending her key again.
-    (again,) = carol.sender_key_messages(conversation, 0, roster, [(bob.user_id, bob.device_id)])
+    (again,) = carol.sender_key_messages(conversation, 0, roster, [(bob.user_id, bob.device_id)], now=NOW)
     with pytest.raises(SenderKeyRefusedError, match="retired"):
         install(bob, carol, again, roster, now=started + grace)
     with pytest.raises(UnknownSenderKeyError, match="retired"):
@@ -347,11 +351,11 @@ def test_a_forked_roster_cannot_read_the_other_view(
     """The server shows Alice one roster (A) and Bob another (B) for the same epoch."""
     alice, bob, _ = group
     view_a, view_b = roster, roster_hash(alice, bob)
-    (message,) = alice.sender_key_messages(conversation, 0, view_a, [(bob.user_id, bob.device_id)])
+    (message,) = alice.sender_key_messages(conversation, 0, view_a, [(bob.user_id, bob.device_id)], now=NOW)
     with pytest.raises(SenderKeyRefusedError):
         install(bob, alice, message, view_b)
     # Even a key Bob took under view A opens nothing when Bob's view (later) says B.
-    (message,) = alice.sender_key_messages(conversation, 0, view_a, [(bob.user_id, bob.device_id)])
+    (message,) = alice.sender_key_messages(conversation, 0, view_a, [(bob.user_id, bob.device_id)], now=NOW)
     assert install(bob, alice, message, view_a)
     envelope = send(alice, conversation, 0, view_a, b"under A")
     with pytest.raises(DecryptionError, match="another view of the roster"):
@@ -371,10 +375,16 @@ def test_an_own_sender_key_is_bound_to_one_roster(
 ) -> None:
     alice, bob, _ = group
     other = roster_hash(alice, bob)
-    first = SenderKeyDistribution.decode(alice.group_sender_key_distribution(conversation, 0, roster))
-    again = SenderKeyDistribution.decode(alice.group_sender_key_distribution(conversation, 0, roster))
+    first = SenderKeyDistribution.decode(
+        alice.group_sender_key_distribution(conversation, 0, roster, now=NOW)
+    )
+    again = SenderKeyDistribution.decode(
+        alice.group_sender_key_distribution(conversation, 0, roster, now=NOW)
+    )
     assert again.signing_public_key == first.signing_public_key
-    forked = SenderKeyDistribution.decode(alice.group_sender_key_distribution(conversation, 0, other))
+    forked = SenderKeyDistribution.decode(
+        alice.group_sender_key_distribution(conversation, 0, other, now=NOW)
+    )
     assert forked.signing_public_key != first.signing_public_key
     assert forked.chain_key != first.chain_key and forked.roster_hash == other
     with pytest.raises(UnknownSenderKeyError):  # the key for roster A is gone, not reused under B
@@ -452,7 +462,9 @@ def test_any_flipped_byte_fails(
     for position in range(len(raw)):
         tampered = bytearray(raw)
         tampered[position] ^= 0x40
-        with pytest.raises(DecryptionError):
+        # A changed key id (header bytes 2..5) names a key Bob does not hold.
+        names_another_key = field == "ciphertext" and 2 <= position < 6
+        with pytest.raises(UnknownSenderKeyError if names_another_key else DecryptionError):
             read(bob, {**envelope, field: base64.b64encode(bytes(tampered)).decode()}, roster)
     assert read(bob, envelope, roster) == b"tamper with me"
 
@@ -470,7 +482,7 @@ def test_a_member_cannot_forge_another_members_message(
     message_key, _ = step(base64.b64decode(chain["chain_key"]))
     message_id = str(uuid.uuid4())
     context = GroupContext(conversation, message_id, alice.user_id, alice.device_id, "text", 0, roster)
-    header = GroupMessageHeader(chain["next_index"]).encode()
+    header = GroupMessageHeader(entry["key"]["key_id"], chain["next_index"]).encode()
     sealed = seal(message_key, header, b"forged by carol", context.encode(), reserve=64)
     assert open_sealed(message_key, sealed, len(header), context.encode()) == b"forged by carol"
     signature = Ed25519PrivateKey.generate().sign(sealed.ciphertext)
@@ -524,6 +536,7 @@ STATE_BREAKAGES: dict[str, Any] = {
     "signing_pins": lambda state: {k: v for k, v in state.items() if k != "signing_pins"},
     "seconds": lambda state: {**state, "epoch_grace_seconds": -5},
     "retirements": lambda state: {**state, "sender_keys": {**state["sender_keys"], "retirements": None}},
+    "installs": lambda state: {**state, "sender_keys": {**state["sender_keys"], "installs": None}},
 }
 
 

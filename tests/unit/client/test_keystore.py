@@ -30,8 +30,12 @@ def _secrets(device: ClientCrypto) -> list[bytes]:
     secrets += [base64.b64decode(p["private_key"]) for p in state["keys"]["one_time_prekeys"]]
     for peer in state["peers"]:
         for session in peer["sessions"]:
-            secrets.append(base64.b64decode(session["sending"]["chain_key"]))
-            secrets.append(base64.b64decode(session["receiving"]["chain_key"]))
+            ratchet = session["ratchet"]
+            secrets.append(base64.b64decode(ratchet["own_ratchet_private"]))
+            secrets += [
+                base64.b64decode(ratchet[c]["key"]) for c in ("root", "sending", "receiving") if ratchet[c]
+            ]
+            secrets += [base64.b64decode(k["message_key"]) for k in ratchet["skipped"]]
     for own in state["sender_keys"]["own"]:
         secrets.append(base64.b64decode(own["chain"]["chain_key"]))
         secrets.append(base64.b64decode(own["signing"]))

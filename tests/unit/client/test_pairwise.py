@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 import uuid
 from typing import Any
@@ -10,16 +11,17 @@ from typing import Any
 import pytest
 
 from tests.unit.client.support import NOW, Directory, connect, new_device
+from veil.client.protocol.double_ratchet import SKIPPED_MAX_AGE
 from veil.client.protocol.errors import (
     DecryptionError,
     IdentityMismatchError,
     InvalidBundleError,
+    MalformedMessageError,
     ReplayError,
     UnknownPrekeyError,
     UnknownSessionError,
 )
-from veil.client.protocol.ratchet import SKIPPED_MAX_AGE
-from veil.client.protocol.session import ClientCrypto
+from veil.client.protocol.session import STATE_VERSION, ClientCrypto
 
 
 @pytest.mark.parametrize("with_one_time", [True, False])
@@ -336,3 +338,169 @@ def test_skipped_pairwise_keys_expire_by_age(
         bob.decrypt_device_message(
             alice.user_id, alice.device_id, "session_message", late, now=NOW + SKIPPED_MAX_AGE
         )
+
+
+def test_a_version_2_state_loads_without_its_sessions_but_with_its_keys_and_pins(
+    directory: Directory,
+) -> None:
+    """Alice and Bob saved by the hash-ratchet client (state version 2, frame version 1): after the
+    upgrade their v1 session is gone (Alice's v1 message is refused by its frame version), every
+    key and both pins remain, and the next send starts a Double Ratchet session that works."""
+    old = json.loads(VERSION_2_STATES)
+    alice, bob = ClientCrypto.from_state(old["alice"]), ClientCrypto.from_state(old["bob"])
+    assert alice.to_state()["version"] == bob.to_state()["version"] == STATE_VERSION == 3
+    assert alice.keys.to_state() == old["alice"]["keys"] and bob.keys.to_state() == old["bob"]["keys"]
+    assert not alice.has_session(bob.user_id, bob.device_id)
+    assert not bob.has_session(alice.user_id, alice.device_id)
+    assert bob.peer_identity_key(alice.user_id, alice.device_id) == alice.keys.identity_key
+    assert bob.peer_signing_key(alice.user_id, alice.device_id) == alice.keys.signing_key
+    assert alice.peer_identity_key(bob.user_id, bob.device_id) == bob.keys.identity_key
+    with pytest.raises(MalformedMessageError, match="unsupported frame version 1"):
+        bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", old["v1_message"])
+
+    impostor = new_device(alice.user_id)  # the kept pin still guards Alice's device
+    directory.publish(impostor)
+    with pytest.raises(IdentityMismatchError):
+        bob.start_session(
+            alice.user_id, alice.device_id, {**directory.claim(impostor), "device_id": alice.device_id}
+        )
+
+    directory.publish(alice)
+    init = bob.start_session(alice.user_id, alice.device_id, directory.claim(alice), b"v2 now")
+    assert alice.decrypt_device_message(bob.user_id, bob.device_id, "session_init", init) == b"v2 now"
+    message = alice.encrypt_for_device(bob.user_id, bob.device_id, b"and back")
+    assert (
+        bob.decrypt_device_message(alice.user_id, alice.device_id, "session_message", message) == b"and back"
+    )
+
+
+@pytest.mark.parametrize("version", [1, 4, "3"])
+def test_other_state_versions_are_refused(alice: ClientCrypto, version: object) -> None:
+    with pytest.raises(ValueError, match="supported version"):
+        ClientCrypto.from_state({**alice.to_state(), "version": version})
+
+
+# Made by the client at commit a1de42a (state version 2, hash-ratchet sessions, frame version 1):
+# Alice started a session with Bob (both pinned each other's certified keys) and then sent
+# `v1_message` on it.
+VERSION_2_STATES = """\
+{
+ "alice": {
+  "format": "veil-client-state",
+  "version": 2,
+  "user_id": "00000000-0000-0000-0000-0000000a11ce",
+  "device_id": "00000000-0000-0000-0000-000000a11ce0",
+  "keys": {
+   "identity": "8EEnJwrV0lLUjFeCeVjUmGCqZMcaFIW1Cz3/6kQJDEQ=",
+   "signing": "9+mbLmNKf4RtAymXHEAWLwpjTrCfQD15fGH84Wn7BJE=",
+   "signed_prekey": {
+    "key_id": 1,
+    "private_key": "+AzL81aOg7uWgQ2muHexWXpSqnhLNwSnrafQXUZfpHk=",
+    "signature": "mcQPHR+SziZH9dj7JPjpbuPed7mOICWy3f1mF6H63TF88gJ8RjJxb9gd+YPTP8ICsDItNH9cL8e5qHV3lYzjDg=="
+   },
+   "previous_signed_prekeys": [],
+   "one_time_prekeys": [
+    {
+     "key_id": 2,
+     "private_key": "uA4DlaG5sPOiMenbRm3ihAsey4l01MNDPgclv5/dB0o="
+    }
+   ],
+   "next_key_id": 3
+  },
+  "peers": [
+   {
+    "user_id": "00000000-0000-0000-0000-000000000b0b",
+    "device_id": "00000000-0000-0000-0000-00000000b0b0",
+    "sessions": [
+     {
+      "session_id": "0tYn7Oxx6yOKmU18dH97IA==",
+      "peer_identity_key": "jyJx/hEPbnxS//fMqTKYztB/M5ful5IsHlSjedpwAC8=",
+      "sending": {
+       "chain_key": "Wa4OOZzE0GA3HzDdXa1D0hj9ewKaGytwvOqi1jxm4dg=",
+       "index": 2
+      },
+      "receiving": {
+       "chain_key": "w/n2aQQpuHQse/J5NvmsK+Xt8Z+9K+Pgh0t9XYddB/U=",
+       "next_index": 0,
+       "skipped": []
+      }
+     }
+    ],
+    "retired": []
+   }
+  ],
+  "signing_pins": [
+   {
+    "user_id": "00000000-0000-0000-0000-000000000b0b",
+    "device_id": "00000000-0000-0000-0000-00000000b0b0",
+    "signing_key": "PH6yEsZsOKTGNRe/lNh5lQbPgG5WYuVxGq2zZpxzy6Y="
+   }
+  ],
+  "sender_keys": {
+   "own": [],
+   "peers": [],
+   "retirements": []
+  },
+  "epoch_grace_seconds": 3600.0
+ },
+ "bob": {
+  "format": "veil-client-state",
+  "version": 2,
+  "user_id": "00000000-0000-0000-0000-000000000b0b",
+  "device_id": "00000000-0000-0000-0000-00000000b0b0",
+  "keys": {
+   "identity": "iFRg45TxDOFWrUy7i/QglUKy1nxwDfgKTkELYkIpU0k=",
+   "signing": "qDcX5y0Ad7nR10MJWFrETr7RDMoJMl8XMHZNkMdFogk=",
+   "signed_prekey": {
+    "key_id": 1,
+    "private_key": "ALXlEqDkC5aljgKO521o2iv43w6CGFy+4mkOQvJnYm0=",
+    "signature": "3/Vls55mlbbCQ2PVc51Ob4aNnfgryggD7Fd4ed/uk7g+PdgkL5CM6biDXQPz9WcLZDvEYAUB5KOWKPk1d3CyBg=="
+   },
+   "previous_signed_prekeys": [],
+   "one_time_prekeys": [],
+   "next_key_id": 3
+  },
+  "peers": [
+   {
+    "user_id": "00000000-0000-0000-0000-0000000a11ce",
+    "device_id": "00000000-0000-0000-0000-000000a11ce0",
+    "sessions": [
+     {
+      "session_id": "0tYn7Oxx6yOKmU18dH97IA==",
+      "peer_identity_key": "an+NCjyHkQV3n0fRkG0GFyCrw9y3KT7yFONR6REJeXk=",
+      "sending": {
+       "chain_key": "w/n2aQQpuHQse/J5NvmsK+Xt8Z+9K+Pgh0t9XYddB/U=",
+       "index": 0
+      },
+      "receiving": {
+       "chain_key": "mvkOTl8MhABUMrBEColHv2xgag0UlcTSVBSIhFcvAwo=",
+       "next_index": 1,
+       "skipped": []
+      }
+     }
+    ],
+    "retired": []
+   }
+  ],
+  "signing_pins": [
+   {
+    "user_id": "00000000-0000-0000-0000-0000000a11ce",
+    "device_id": "00000000-0000-0000-0000-000000a11ce0",
+    "signing_key": "jB3Ng5kHisGbgoYzTXmOzooADrQIlrNWwAK09uMG95o="
+   }
+  ],
+  "sender_keys": {
+   "own": [],
+   "peers": [],
+   "retirements": []
+  },
+  "epoch_grace_seconds": 3600.0
+ },
+ "v1_message": {
+  "device_id": "00000000-0000-0000-0000-00000000b0b0",
+  "ciphertext": "AQLS1ifs7HHrI4qZTXx0f3sgAAAAAZFY4Wrj8ijtm2k=",
+  "nonce": "PEirx1wRF7lYtEeB",
+  "auth_tag": "BjAoNZ78pY6drFKHgO7oBQ=="
+ }
+}
+"""

@@ -15,7 +15,6 @@ from veil.client.protocol.ratchet import (
     SKIPPED_MAX_AGE,
     ReceivingChain,
     SendingChain,
-    derive_session_chains,
     step,
 )
 
@@ -99,13 +98,6 @@ def test_forward_secrecy_on_the_receiving_side_deleted_keys_are_gone() -> None:
     assert b64encode(keys[1]) not in state and b64encode(keys[3]) not in state  # used: deleted
     assert b64encode(keys[0]) in state and b64encode(keys[2]) in state  # skipped: still waiting
     assert b64encode(root) not in state
-
-
-def test_the_two_directions_of_a_session_are_independent() -> None:
-    secret, ik_a, ik_b = os.urandom(32), os.urandom(32), os.urandom(32)
-    outgoing, incoming = derive_session_chains(secret, ik_a, ik_b)
-    assert outgoing != incoming
-    assert derive_session_chains(secret, ik_b, ik_a) != (outgoing, incoming)
 
 
 def test_skipped_keys_expire_by_age_from_when_they_were_skipped() -> None:

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from veil.client.protocol import x3dh
 from veil.client.protocol.errors import InvalidBundleError, UnknownPrekeyError
@@ -92,3 +93,15 @@ def test_responder_refuses_unknown_prekeys() -> None:
     bob.consume_one_time_prekey(header.one_time_prekey_id)
     with pytest.raises(UnknownPrekeyError):
         x3dh.respond(bob, header)
+
+
+def test_the_ephemeral_key_is_fresh_unless_a_vector_fixes_it() -> None:
+    alice, bob = DeviceKeys.generate(one_time=0), DeviceKeys.generate(one_time=0)
+    bundle = x3dh.PrekeyBundle.from_wire(_claim(bob, with_one_time=False))
+    first, second = x3dh.initiate(alice.identity, bundle), x3dh.initiate(alice.identity, bundle)
+    assert first[1].ephemeral_key != second[1].ephemeral_key and first[0] != second[0]
+    fixed = X25519PrivateKey.generate()
+    again = [x3dh.initiate(alice.identity, bundle, ephemeral=fixed) for _ in range(2)]
+    assert again[0] == again[1]
+    assert again[0][1].ephemeral_key == fixed.public_key().public_bytes_raw()
+    assert x3dh.respond(bob, again[0][1]) == again[0][0]

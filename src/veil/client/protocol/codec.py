@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import struct
 import uuid
 from collections.abc import Mapping
@@ -106,3 +107,18 @@ def read_list(data: Mapping[str, Any], key: str) -> list[Any]:
     if not isinstance(value, list):
         raise ValueError(f"{key} must be a list")
     return value
+
+
+def read_time(data: Mapping[str, Any], key: str) -> float:
+    """A required finite number of seconds in JSON-shaped state (booleans are not numbers)."""
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number of seconds")
+    return float(value)
+
+
+def read_optional_time(data: Mapping[str, Any], key: str) -> float | None:
+    """Like `read_time`, but an explicit null is allowed (the member itself is still required)."""
+    if key not in data:
+        raise ValueError(f"{key} is required")
+    return None if data[key] is None else read_time(data, key)

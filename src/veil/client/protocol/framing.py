@@ -1,20 +1,25 @@
 """Binary headers that travel at the front of `ciphertext`, ahead of the AEAD output.
 
 The server envelope has only `ciphertext`, `nonce` and `auth_tag`, so whatever the receiver needs
-before it can pick a key (X3DH inputs, a session id, a chain counter) is framed here. Every frame
-starts with a version byte and a type byte; all integers are big-endian and every header has a
-fixed size, so parsing is a single `struct.unpack` with nothing to interpret. Headers are not
-secret, but they are authenticated: the AEAD's associated data includes them.
+before it can pick a key (X3DH inputs, a session id, a ratchet header, a chain counter) is framed
+here. Every frame starts with a version byte and a type byte; all integers are big-endian and every
+header has a fixed size, so parsing is a single `struct.unpack` with nothing to interpret. Headers
+are not secret, but they are authenticated: the AEAD's associated data includes them.
 
-    session_init     ver=1 | type=1 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32   75 bytes
-    session_message  ver=1 | type=2 | session_id[16] | counter u32                                  22 bytes
-    group_message    ver=1 | type=3 | iteration u32                                                   6 bytes
-    sender key dist. ver=1 | type=0x11 | conversation_id[16] | epoch u64 | roster_hash[32]
-                     | iteration u32 | chain_key[32] | signing_public_key[32]                    126 bytes
+    session_init     ver=2 | type=1 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32
+                     | DHs[32] | pn u32 | n u32                                                  115 bytes
+    session_message  ver=2 | type=2 | session_id[16] | DHs[32] | pn u32 | n u32                 58 bytes
+    group_message    ver=2 | type=3 | key_id u32 | iteration u32                                 10 bytes
+    sender key dist. ver=2 | type=0x11 | conversation_id[16] | epoch u64 | roster_hash[32] | key_id u32
+                     | iteration u32 | chain_key[32] | signing_public_key[32]                  130 bytes
 
-`has_opk` is 0 or 1 and `opk_id` is 0 when `has_opk` is 0, so each header has one encoding.
-The sender key distribution's type 0x11 replaced 0x10 (which had no roster hash): a receiver of a
-0x10 frame refuses it as an unknown type rather than installing a key bound to no roster.
+A pairwise frame is a prefix (everything before DHs: 75 bytes for `session_init`, 18 for
+`session_message`) followed by the 40-byte Double Ratchet header `DHs | pn | n`: the sender's
+current ratchet public key, the length of its previous sending chain, and the message's index in
+the current one. `has_opk` is 0 or 1 and `opk_id` is 0 when `has_opk` is 0, so each header has one
+encoding. Version 1 frames (the hash-ratchet sessions) are refused as an unsupported version. The
+sender key distribution's type 0x11 replaced 0x10 (which had no roster hash): a receiver of a 0x10
+frame refuses it as an unknown type rather than installing a key bound to no roster.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from enum import IntEnum
 
 from veil.client.protocol.errors import MalformedMessageError
 
-VERSION = 1
+VERSION = 2
 
 
 class FrameType(IntEnum):
@@ -61,7 +66,10 @@ def _as_bytes(value: object) -> bytes:
 
 @dataclass(frozen=True)
 class SessionInitHeader:
-    """What a responder needs to repeat the initiator's X3DH computation."""
+    """The prefix of a `session_init` frame: what a responder needs to repeat the initiator's X3DH.
+
+    The frame's ratchet header follows it (see `RatchetHeader`).
+    """
 
     identity_key: bytes
     ephemeral_key: bytes
@@ -99,37 +107,71 @@ class SessionInitHeader:
 
 @dataclass(frozen=True)
 class SessionMessageHeader:
-    """Which pairwise session, and which message of the sender's chain."""
+    """The prefix of a `session_message` frame: which pairwise session it belongs to.
+
+    The frame's ratchet header follows it (see `RatchetHeader`).
+    """
 
     session_id: bytes
-    counter: int
 
-    LAYOUT = struct.Struct(">BB16sI")
+    LAYOUT = struct.Struct(">BB16s")
 
     def encode(self) -> bytes:
-        return self.LAYOUT.pack(VERSION, FrameType.SESSION_MESSAGE, self.session_id, self.counter)
+        return self.LAYOUT.pack(VERSION, FrameType.SESSION_MESSAGE, self.session_id)
 
     @classmethod
     def decode(cls, data: bytes) -> SessionMessageHeader:
-        session_id, counter = _unpack(cls.LAYOUT, FrameType.SESSION_MESSAGE, data)
-        return cls(_as_bytes(session_id), _as_int(counter))
+        (session_id,) = _unpack(cls.LAYOUT, FrameType.SESSION_MESSAGE, data)
+        return cls(_as_bytes(session_id))
+
+
+@dataclass(frozen=True)
+class RatchetHeader:
+    """The Double Ratchet header `DHs | pn | n` that follows a pairwise frame's prefix.
+
+    `ratchet_key` is the sender's current ratchet public key, `previous_chain_length` the number
+    of messages in its previous sending chain, `index` this message's place in the current one.
+    """
+
+    ratchet_key: bytes
+    previous_chain_length: int
+    index: int
+
+    LAYOUT = struct.Struct(">32sII")
+
+    def encode(self) -> bytes:
+        return self.LAYOUT.pack(self.ratchet_key, self.previous_chain_length, self.index)
+
+    @classmethod
+    def decode(cls, data: bytes, offset: int) -> RatchetHeader:
+        """The ratchet header at `offset` in `data` (right after the frame's prefix)."""
+        if len(data) < offset + cls.LAYOUT.size:
+            raise MalformedMessageError("pairwise frame is shorter than its ratchet header")
+        ratchet_key, previous_chain_length, index = cls.LAYOUT.unpack_from(data, offset)
+        return cls(ratchet_key, previous_chain_length, index)
 
 
 @dataclass(frozen=True)
 class GroupMessageHeader:
-    """Which message of the sender key's chain; the key itself is found from envelope metadata."""
+    """Which sender key (`key_id`) of the sending device, and which message of its chain.
 
+    The conversation, epoch and sender device come from the envelope's metadata; `key_id` picks
+    one of the keys a receiver holds for that sender device, so a message on the previous key
+    still opens after a rotation.
+    """
+
+    key_id: int
     iteration: int
 
-    LAYOUT = struct.Struct(">BBI")
+    LAYOUT = struct.Struct(">BBII")
 
     def encode(self) -> bytes:
-        return self.LAYOUT.pack(VERSION, FrameType.GROUP_MESSAGE, self.iteration)
+        return self.LAYOUT.pack(VERSION, FrameType.GROUP_MESSAGE, self.key_id, self.iteration)
 
     @classmethod
     def decode(cls, data: bytes) -> GroupMessageHeader:
-        (iteration,) = _unpack(cls.LAYOUT, FrameType.GROUP_MESSAGE, data)
-        return cls(_as_int(iteration))
+        key_id, iteration = _unpack(cls.LAYOUT, FrameType.GROUP_MESSAGE, data)
+        return cls(_as_int(key_id), _as_int(iteration))
 
 
 @dataclass(frozen=True)
@@ -137,17 +179,19 @@ class SenderKeyDistributionFrame:
     """A sender key as handed to one member device, inside a pairwise-encrypted `sender_key` message.
 
     `roster_hash` is the sender's view of the roster at `epoch`: a receiver whose own view differs
-    refuses the key, so members with forked views of the membership never share a chain.
+    refuses the key, so members with forked views of the membership never share a chain. `key_id`
+    names the key among the sender device's keys for the epoch (it changes at every rotation).
     """
 
     conversation_id: bytes
     epoch: int
     roster_hash: bytes
+    key_id: int
     iteration: int
     chain_key: bytes
     signing_public_key: bytes
 
-    LAYOUT = struct.Struct(">BB16sQ32sI32s32s")
+    LAYOUT = struct.Struct(">BB16sQ32sII32s32s")
 
     def encode(self) -> bytes:
         return self.LAYOUT.pack(
@@ -156,6 +200,7 @@ class SenderKeyDistributionFrame:
             self.conversation_id,
             self.epoch,
             self.roster_hash,
+            self.key_id,
             self.iteration,
             self.chain_key,
             self.signing_public_key,
@@ -165,13 +210,14 @@ class SenderKeyDistributionFrame:
     def decode(cls, data: bytes) -> SenderKeyDistributionFrame:
         if len(data) != cls.LAYOUT.size:
             raise MalformedMessageError("a sender key distribution has a fixed size")
-        conversation_id, epoch, roster_hash, iteration, chain_key, signing_public_key = _unpack(
+        conversation_id, epoch, roster_hash, key_id, iteration, chain_key, signing_public_key = _unpack(
             cls.LAYOUT, FrameType.SENDER_KEY_DISTRIBUTION, data
         )
         return cls(
             _as_bytes(conversation_id),
             _as_int(epoch),
             _as_bytes(roster_hash),
+            _as_int(key_id),
             _as_int(iteration),
             _as_bytes(chain_key),
             _as_bytes(signing_public_key),

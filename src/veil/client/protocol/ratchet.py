@@ -1,4 +1,4 @@
-"""Symmetric hash ratchets: one chain per direction of a pairwise session, one per group sender key.
+"""Symmetric hash ratchets: the chain of a group sender key (pairwise sessions use `double_ratchet`).
 
 A chain key CK yields the message key for the current index and the next chain key:
 
@@ -20,14 +20,21 @@ State is only advanced after a message authenticates, so a forged message change
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes, hmac
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from veil.client.protocol.codec import U32_MAX, b64decode, b64encode, read_bytes, read_int, read_list
+from veil.client.protocol.codec import (
+    U32_MAX,
+    b64decode,
+    b64encode,
+    read_bytes,
+    read_int,
+    read_list,
+    read_optional_time,
+)
+from veil.client.protocol.codec import read_time as read_time  # re-exported for its older importers
 from veil.client.protocol.errors import ReplayError, TooManySkippedError
 
 CHAIN_KEY_SIZE = 32
@@ -40,8 +47,6 @@ SKIPPED_MAX_AGE = 7 * 24 * 3600.0
 
 _MESSAGE_KEY_INPUT = b"\x01"
 _CHAIN_KEY_INPUT = b"\x02"
-_INITIATOR_LABEL = b"veil/session/initiator-chain/v1"
-_RESPONDER_LABEL = b"veil/session/responder-chain/v1"
 
 T = TypeVar("T")
 
@@ -55,22 +60,6 @@ def _hmac(key: bytes, data: bytes) -> bytes:
 def step(chain_key: bytes) -> tuple[bytes, bytes]:
     """One ratchet step: `(message key, next chain key)`."""
     return _hmac(chain_key, _MESSAGE_KEY_INPUT), _hmac(chain_key, _CHAIN_KEY_INPUT)
-
-
-def derive_session_chains(
-    secret: bytes, initiator_identity: bytes, responder_identity: bytes
-) -> tuple[bytes, bytes]:
-    """The initiator-to-responder and responder-to-initiator chain keys of a new session.
-
-    Distinct labels keep the two directions independent; both identity keys go into the info so
-    the session is bound to the pair of devices that agreed on it.
-    """
-
-    def expand(label: bytes) -> bytes:
-        info = label + initiator_identity + responder_identity
-        return HKDF(algorithm=hashes.SHA256(), length=CHAIN_KEY_SIZE, salt=None, info=info).derive(secret)
-
-    return expand(_INITIATOR_LABEL), expand(_RESPONDER_LABEL)
 
 
 class SendingChain:
@@ -194,18 +183,3 @@ class ReceivingChain:
         return cls(
             read_bytes(state, "chain_key", size=CHAIN_KEY_SIZE), read_int(state, "next_index"), skipped
         )
-
-
-def read_time(data: Mapping[str, Any], key: str) -> float:
-    """A required finite number of seconds in JSON-shaped state (booleans are not numbers)."""
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{key} must be a finite number of seconds")
-    return float(value)
-
-
-def read_optional_time(data: Mapping[str, Any], key: str) -> float | None:
-    """Like `read_time`, but an explicit null is allowed (the member itself is still required)."""
-    if key not in data:
-        raise ValueError(f"{key} is required")
-    return None if data[key] is None else read_time(data, key)

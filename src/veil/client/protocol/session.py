@@ -5,8 +5,11 @@ keys, turns plaintext into the exact wire dicts the API takes, and turns what th
 back into plaintext. It never does I/O, and all of its state round-trips through
 `to_state`/`from_state`. Persisting after every call that changes state (before sending what it
 returned) is the caller's duty: a process that restarts from an
-older state reuses chain indices, which receivers refuse as replays (nonces are random, so no
-confidentiality is lost, but those messages are unreadable).
+older state reuses chain indices. For group messages (random nonces) receivers refuse those as
+replays; for pairwise messages it is worse, since their nonce is derived from the message key: the
+same key and nonce would encrypt two plaintexts. Pairwise sessions are Double Ratchets
+(`double_ratchet`): they heal after a state theft once both sides have sent and received a
+message under fresh ratchet keys.
 
 A peer device's keys are pinned on first use, both of them: its identity key (from the first
 session) and its signing key (from the first bundle we used, or the caller's certified expectation).
@@ -52,7 +55,9 @@ from veil.client.protocol.sender_keys import SenderKeyDistribution, SenderKeySto
 from veil.client.protocol.x3dh import PrekeyBundle
 
 STATE_FORMAT = "veil-client-state"
-STATE_VERSION = 2
+STATE_VERSION = 3
+# Version 2 held hash-ratchet sessions: such a state loads with its pairwise sessions dropped.
+_SESSIONLESS_STATE_VERSION = 2
 DEFAULT_EPOCH_GRACE_SECONDS = 3600.0
 _SESSION_CONTENT_TYPES = frozenset({"session_message", "sender_key"})
 
@@ -241,7 +246,7 @@ class ClientCrypto:
         now: float | None = None,
     ) -> bytes:
         """Open any device message addressed to this device and return its plaintext (`now`, in
-        seconds, ages the skipped message keys of the session: see `ratchet.SKIPPED_MAX_AGE`).
+        seconds, ages the skipped message keys of the session: see `double_ratchet.SKIPPED_MAX_AGE`).
 
         `session_init` establishes a session (see `accept_session`, which the expectations are
         passed to). A `sender_key` message's plaintext is a distribution: it is NOT installed
@@ -265,7 +270,7 @@ class ClientCrypto:
             raise UnknownSessionError(f"no session with device {sender_device_id}")
         session = peer.find(header.session_id)
         context = DeviceContext(self.device_id, sender_user_id, sender_device_id, content_type)
-        plaintext = session.decrypt(header, sealed, context, now=now)
+        plaintext = session.decrypt(sealed, context, now=now)
         peer.promote(session)
         return plaintext
 
@@ -290,14 +295,46 @@ class ClientCrypto:
             sender_user_id, sender_device_id, distribution, expected_roster_hash, now=now
         )
 
-    def group_sender_key_distribution(self, conversation_id: str, epoch: int, roster_hash: bytes) -> bytes:
-        """The sender-key payload for this conversation epoch and roster (created on first call).
+    def current_sender_key_id(
+        self,
+        conversation_id: str,
+        epoch: int,
+        roster_hash: bytes,
+        *,
+        now: float,
+        rotate_on_peer_key: bool = False,
+    ) -> int:
+        """The id of this device's sender key for the conversation epoch and roster, after making
+        a new key if none exists or a rotation is due at `now` (see `sender_keys`).
 
-        A roster hash other than the current key's makes a new key. Send it to every other member
-        device with `encrypt_for_device(..., content_type="sender_key")` (or use
-        `sender_key_messages`) before the first group message of the epoch.
+        A different id than the one last distributed means every member device needs the new key
+        (`sender_key_messages`) before the next group message. `rotate_on_peer_key=True` (direct
+        conversations) also rotates once another device's key for the conversation was newly
+        installed since this key was made.
         """
-        return self._sender_keys.own_key(conversation_id, epoch, roster_hash).distribution().encode()
+        return self._sender_keys.own_key(
+            conversation_id, epoch, roster_hash, now=now, rotate_on_peer_key=rotate_on_peer_key
+        ).key_id
+
+    def group_sender_key_distribution(
+        self,
+        conversation_id: str,
+        epoch: int,
+        roster_hash: bytes,
+        *,
+        now: float,
+        rotate_on_peer_key: bool = False,
+    ) -> bytes:
+        """The sender-key payload of the current key (rotated first if due, as in
+        `current_sender_key_id`).
+
+        Send it to every other member device with `encrypt_for_device(..., content_type=
+        "sender_key")` (or use `sender_key_messages`) before the next group message.
+        """
+        key = self._sender_keys.own_key(
+            conversation_id, epoch, roster_hash, now=now, rotate_on_peer_key=rotate_on_peer_key
+        )
+        return key.distribution().encode()
 
     def sender_key_messages(
         self,
@@ -305,12 +342,18 @@ class ClientCrypto:
         epoch: int,
         roster_hash: bytes,
         devices: Iterable[tuple[str, str]],
+        *,
+        now: float,
+        rotate_on_peer_key: bool = False,
     ) -> list[dict[str, Any]]:
-        """`sender_key` device messages for every `(user_id, device_id)` given, this device skipped.
+        """`sender_key` device messages of the current key (rotated first if due) for every
+        `(user_id, device_id)` given, this device skipped.
 
         Each device needs an established session (`UnknownSessionError` otherwise).
         """
-        payload = self.group_sender_key_distribution(conversation_id, epoch, roster_hash)
+        payload = self.group_sender_key_distribution(
+            conversation_id, epoch, roster_hash, now=now, rotate_on_peer_key=rotate_on_peer_key
+        )
         return [
             self.encrypt_for_device(user_id, device_id, payload, content_type="sender_key")
             for user_id, device_id in devices
@@ -333,6 +376,7 @@ class ClientCrypto:
 
         The sender key for the epoch and roster must exist (`group_sender_key_distribution`), so
         that no message goes out under a key nobody else was given (`UnknownSenderKeyError`).
+        It is never rotated here, even when due: rotation happens where keys are distributed.
         """
         context = GroupContext(
             conversation_id,
@@ -374,12 +418,15 @@ class ClientCrypto:
         return self._sender_keys.decrypt(context, sealed, now=now)
 
     def expire_keys(self, *, now: float) -> None:
-        """Apply due epoch retirements and drop too-old skipped sender-key message keys everywhere.
+        """Apply due epoch retirements and drop too-old skipped message keys everywhere: sender
+        keys and pairwise sessions.
 
-        Decryption does this for its own conversation; call this now and then (at start-up, after
-        a sync) so that conversations that fell silent are cleaned too.
+        Decryption does this for its own conversation or session; call this now and then (at
+        start-up, after a sync) so that conversations and sessions that fell silent are cleaned too.
         """
         self._sender_keys.expire(now)
+        for peer in self._peers.values():
+            peer.expire(now)
 
     def forget_epochs_before(self, conversation_id: str, epoch: int) -> None:
         """Delete sender keys of earlier epochs: their history becomes unreadable on this device."""
@@ -407,13 +454,19 @@ class ClientCrypto:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> ClientCrypto:
         """Rebuild from `to_state` output; raises `ValueError` on anything malformed."""
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+        version = state.get("version")
+        supported = (STATE_VERSION, _SESSIONLESS_STATE_VERSION)
+        if state.get("format") != STATE_FORMAT or version not in supported:
             raise ValueError("not a Veil client state of a supported version")
         peers: dict[_PeerId, PeerSessions] = {}
         for item in read_list(state, "peers"):
             if not isinstance(item, Mapping):
                 raise ValueError("a peer entry must be an object")
-            peer = PeerSessions.from_state(item)
+            # A version 2 peer keeps its identity pin; the next send starts a Double Ratchet session.
+            if version == STATE_VERSION:
+                peer = PeerSessions.from_state(item)
+            else:
+                peer = PeerSessions.pin_from_version_2(item)
             peers[_peer_id(peer.user_id, peer.device_id)] = peer
         signing_pins: dict[_PeerId, bytes] = {}
         for item in read_list(state, "signing_pins"):

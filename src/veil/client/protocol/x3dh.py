@@ -4,10 +4,12 @@ The initiator A, holding identity key IK_a, fetches B's published bundle and, af
 signed prekey's signature, makes an ephemeral key EK_a and computes
 
     DH1 = DH(IK_a, SPK_b)   DH2 = DH(EK_a, IK_b)   DH3 = DH(EK_a, SPK_b)   [DH4 = DH(EK_a, OPK_b)]
-    SK  = HKDF-SHA256(ikm = 0xFF*32 || DH1 || DH2 || DH3 [|| DH4], salt = 0*32, info = "Veil X3DH v1")
+    SK  = HKDF-SHA256(ikm = 0xFF*32 || DH1 || DH2 || DH3 [|| DH4], salt = 0*32, info = "Veil X3DH v2")
 
 DH1 and DH2 authenticate both identities to each other, DH3 and DH4 give forward secrecy. The
 32 0xFF bytes keep the input from ever being a valid X25519 output prefix (as in the X3DH paper).
+SK becomes the first root key of the session's Double Ratchet (see `double_ratchet`); the info
+"v2" keeps it apart from the secrets of the version 1 (hash ratchet) sessions.
 The responder repeats the computation from the `session_init` header; it must delete the one-time
 private key once the first message has authenticated (the pairwise layer does so), so that no
 second set-up with the same key can ever succeed.
@@ -32,7 +34,7 @@ from veil.client.protocol.keys import KEY_SIZE, DeviceKeys, public_bytes
 
 SIGNATURE_SIZE = 64
 SECRET_SIZE = 32
-_INFO = b"Veil X3DH v1"
+_INFO = b"Veil X3DH v2"
 _PREFIX = b"\xff" * 32
 _SALT = b"\x00" * 32
 
@@ -95,10 +97,16 @@ def _kdf(*shared: bytes) -> bytes:
     return hkdf.derive(_PREFIX + b"".join(shared))
 
 
-def initiate(identity: X25519PrivateKey, bundle: PrekeyBundle) -> tuple[bytes, SessionInitHeader]:
-    """Verify `bundle`, then return the shared secret and the header the responder needs."""
+def initiate(
+    identity: X25519PrivateKey, bundle: PrekeyBundle, *, ephemeral: X25519PrivateKey | None = None
+) -> tuple[bytes, SessionInitHeader]:
+    """Verify `bundle`, then return the shared secret and the header the responder needs.
+
+    `ephemeral` is for known-answer vectors only; production leaves it None (a fresh key).
+    """
     bundle.verify()
-    ephemeral = X25519PrivateKey.generate()
+    if ephemeral is None:
+        ephemeral = X25519PrivateKey.generate()
     try:
         shared = [
             _dh(identity, bundle.signed_prekey),

@@ -169,8 +169,9 @@ class VeilClient:
         self._access_token: str | None = None
         self._access_deadline = 0.0
         self._refresh_token: str | None = None
-        # (conversation_id, epoch) -> devices that hold this device's sender key for that epoch
-        self._distributed: dict[tuple[str, int], set[str]] = {}
+        # (conversation_id, epoch) -> (id of this device's current sender key for that epoch, the
+        # devices that hold it); a rotated key starts again with nobody
+        self._distributed: dict[tuple[str, int], tuple[int, set[str]]] = {}
         self._plaintexts: dict[str, dict[str, Any]] = {}
         self._inbox: list[DeviceMessage] = []
         self._conversations: dict[str, Conversation] = {}
@@ -643,8 +644,10 @@ class VeilClient:
         The roster comes from the members' signed commits, not from the server's member list, and
         a device counts only if its owner's master key certified it; everyone else is skipped with
         a warning. Sessions are set up first where needed. Device changes do not move the epoch,
-        so every send calls this again: a device approved since then gets the key. Returns how
-        many devices were sent the key.
+        so every send calls this again: a device approved since then gets the key. The key is
+        replaced first when a rotation is due (100 messages, 7 days, or in a direct conversation
+        the other side's new key since ours was made: every turn), and a new key goes to every
+        device again. Returns how many devices were sent the key.
         """
         current = conversation or self.conversation(conversation_id)
         self._identity().require_approved()
@@ -658,18 +661,26 @@ class VeilClient:
         targets = [
             (user_id, device) for user_id in sorted(roster) for device in directory.trusted_devices(user_id)
         ]
-        served = set(self._distributed.get((cid, epoch), ()))
+        now, turn_based = self._clock(), current.type == "direct"
+        # Creates the key on first use (even with nobody to send it to, so that sending can
+        # proceed) and replaces it when a rotation is due.
+        key_id = self.crypto.current_sender_key_id(
+            cid, epoch, roster_hash, now=now, rotate_on_peer_key=turn_based
+        )
+        distributed_id, holders = self._distributed.get((cid, epoch), (None, set()))
+        served = set(holders) if distributed_id == key_id else set()
         pending = [t for t in targets if t[1].device_id not in served]
         self._open_sessions(pending)
         ready = [(u, d.device_id) for u, d in pending if self._session_is_with(u, d)]
-        # Creates the key on first use, even with nobody to send it to, so that sending can proceed.
-        messages = self.crypto.sender_key_messages(cid, epoch, roster_hash, ready)
+        messages = self.crypto.sender_key_messages(
+            cid, epoch, roster_hash, ready, now=now, rotate_on_peer_key=turn_based
+        )
         self._save()
         self._post_device_messages("sender_key", messages)
         # Recorded only once sent: `send_group_payload` relies on it to know members can read.
         for key in [k for k in self._distributed if k[0] == cid and k[1] < epoch]:
             del self._distributed[key]  # own keys of older epochs are gone from the crypto state too
-        self._distributed[(cid, epoch)] = served | {device_id for _, device_id in ready}
+        self._distributed[(cid, epoch)] = (key_id, served | {device_id for _, device_id in ready})
         self._save()
         return len(messages)
 
@@ -1313,8 +1324,8 @@ class VeilClient:
             "version": HTTP_STATE_VERSION,
             "refresh_token": self._refresh_token,
             "distributed": [
-                {"conversation_id": cid, "epoch": epoch, "devices": sorted(devices)}
-                for (cid, epoch), devices in self._distributed.items()
+                {"conversation_id": cid, "epoch": epoch, "key_id": key_id, "devices": sorted(devices)}
+                for (cid, epoch), (key_id, devices) in self._distributed.items()
             ],
             "plaintexts": self._plaintexts,
             "inbox": [message.to_state() for message in self._inbox],
@@ -1350,9 +1361,14 @@ class VeilClient:
                 raise ValueError("unsupported client state version")
             token = extra.get("refresh_token")
             self._refresh_token = token if isinstance(token, str) else None
+            # Entries without a key id predate sender-key rotation: their keys are sent again.
             self._distributed = {
-                (canonical_uuid(str(e["conversation_id"])), int(e["epoch"])): {str(d) for d in e["devices"]}
+                (canonical_uuid(str(e["conversation_id"])), int(e["epoch"])): (
+                    int(e["key_id"]),
+                    {str(d) for d in e["devices"]},
+                )
                 for e in extra.get("distributed", [])
+                if "key_id" in e
             }
             self._plaintexts = dict(extra.get("plaintexts", {}))
             self._inbox = [DeviceMessage.from_state(m) for m in extra.get("inbox", [])]
