@@ -640,7 +640,7 @@ def test_the_demo_runs_against_a_live_server(api: LiveServer, settings: Settings
     assert "byte for byte the same" in out
     assert "plaintext anywhere in the row: no" in out
     assert "file contents anywhere in the object: no" in out
-    assert re.search(r"ciphertext\s+\d+ bytes: 0103", out)  # a group-message frame, not text
+    assert re.search(r"ciphertext\s+\d+ bytes: 0203", out)  # a version-2 group-message frame, not text
     assert "the laptop is pending" in out and "lists it as: not approved by its owner" in out
     assert "the laptop is now linked" in out and "the laptop reads it" in out
     numbers = re.findall(r"(?:Alice|Bob) +sees ((?:\d{5} ){11}\d{5})", out)

@@ -3,9 +3,10 @@ one Double Ratchet round trip, computed with the production code from fixed inpu
 
 Run once (`python -m tests.vectors.make_double_ratchet`); the file it writes is the spec other
 clients implement against, so it is never regenerated unless a format version changes. Every
-private key and id is fixed here; the X3DH ephemeral key is passed to `x3dh.initiate(ephemeral=)`
-and the ratchet keys come from `FixedRatchetKeys` (a `_generate_priv` fed from a list), so no
-randomness reaches the output (the AEAD nonces are derived from the message keys).
+private key, id and nonce is fixed here; the X3DH ephemeral key is passed to
+`x3dh.initiate(ephemeral=)`, the ratchet keys come from `FixedRatchetKeys` (a `_generate_priv` fed
+from a list) and the AEAD nonces, random in production, from `FixedNonces` (a `_generate_nonce` fed
+from a list), so no randomness reaches the output.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 
 from veil.client.protocol import x3dh
 from veil.client.protocol.codec import length_prefixed
-from veil.client.protocol.double_ratchet import X25519Ratchet, chain_step, message_keys, root_step
+from veil.client.protocol.double_ratchet import MessageAEAD, X25519Ratchet, chain_step, root_step
 from veil.client.protocol.envelope import DeviceContext, Sealed
 from veil.client.protocol.framing import RatchetHeader, SessionInitHeader, SessionMessageHeader
 from veil.client.protocol.keys import DeviceKeys, SignedPrekey, public_bytes
@@ -38,15 +39,17 @@ Double Ratchet over X25519 as built by the `doubleratchet` package with Veil's p
 anyone writing another client. All bytes are lowercase hex; UUIDs are canonical strings (their 16 \
 raw bytes are what is authenticated). Private keys were made as \
 SHA-256("veil/vectors/double-ratchet/" || name) and are given raw (X25519: the 32-byte scalar before \
-clamping; Ed25519: the 32-byte seed). length_prefixed(f1, f2, ...) = u32_be(len(f1)) || f1 || ...; \
+clamping; Ed25519: the 32-byte seed). The AEAD nonces are inputs: random (12 bytes from the \
+operating system) in production, fixed here as SHA-256("veil/vectors/double-ratchet/" || name)[:12] \
+with name "<case kind>-nonce". length_prefixed(f1, f2, ...) = u32_be(len(f1)) || f1 || ...; \
 HKDF is RFC 5869 with SHA-256. Root step: RK' || CK = HKDF(salt = RK, ikm = DH output, \
 info = "veil/double-ratchet/root/v2", 64 bytes). Chain step: MK = HMAC-SHA256(CK, 0x01), \
-CK' = HMAC-SHA256(CK, 0x02). Message: key[32] || nonce[12] = HKDF(salt = 32 zero bytes, ikm = MK, \
-info = "veil/double-ratchet/message/v2", 44 bytes); ChaCha20-Poly1305 with associated data \
-DeviceContext || length_prefixed("veil/session/v2", IK_initiator, IK_responder) || \
+CK' = HMAC-SHA256(CK, 0x02). Message: ChaCha20-Poly1305 with key = MK itself, the random nonce, \
+and associated data DeviceContext || length_prefixed("veil/session/v2", IK_initiator, IK_responder) || \
 length_prefixed(frame prefix) || length_prefixed(ratchet header). Wire ciphertext = frame prefix || \
 ratchet header (DHs[32] | pn u32 | n u32) || AEAD ciphertext without its 16-byte tag, which is \
-auth_tag; nonce is the derived nonce. The cases follow one session in order: x3dh, \
+auth_tag; nonce is the AEAD nonce (a receiver takes it from the envelope and checks nothing about \
+it beyond its size: the tag authenticates). The cases follow one session in order: x3dh, \
 initiator_first_chain, message_key, session_init (Alice -> Bob), responder_ratchet_step, \
 session_message_reply (Bob -> Alice), initiator_ratchet_step, session_message_new_chain \
 (Alice -> Bob). tests/unit/client/test_vectors_double_ratchet.py recomputes every value with the \
@@ -79,6 +82,23 @@ def fixed_ratchet_keys(*privates: bytes) -> type[X25519Ratchet]:
             return queue.pop(0)
 
     return FixedRatchetKeys
+
+
+def fixed_nonces(*nonces: bytes) -> type[MessageAEAD]:
+    """A `MessageAEAD` whose nonces are `nonces`, in order (vectors only: production is random)."""
+    queue = list(nonces)
+
+    class FixedNonces(MessageAEAD):
+        @staticmethod
+        def _generate_nonce() -> bytes:
+            return queue.pop(0)
+
+    return FixedNonces
+
+
+def nonce(kind: str) -> bytes:
+    """The fixed AEAD nonce of a message case."""
+    return private(f"{kind}-nonce")[:12]
 
 
 def device_keys(prefix: str, *, one_time: bool) -> DeviceKeys:
@@ -197,30 +217,34 @@ def build() -> dict[str, Any]:
         }
     )
     mk, next_ck = chain_step(sending_a0)
-    aead_key, nonce = message_keys(mk)
     cases.append(
         {
             "kind": "message_key",
             "description": "Message 0 of that chain: MK = HMAC-SHA256(CK, 0x01), next CK = "
-            "HMAC-SHA256(CK, 0x02), then the ChaCha20-Poly1305 key and nonce derived from MK.",
+            "HMAC-SHA256(CK, 0x02). MK is the ChaCha20-Poly1305 key of that message as it is.",
             "chain_key": sending_a0.hex(),
             "message_key": mk.hex(),
             "next_chain_key": next_ck.hex(),
-            "aead_key": aead_key.hex(),
-            "nonce": nonce.hex(),
         }
     )
 
     to_bob = DeviceContext(BOB_DEVICE_ID, ALICE_USER_ID, ALICE_DEVICE_ID, "session_init")
     hello = b"hello bob"
     alice_session, init_sealed = PairwiseSession.initiate(
-        alice, bundle, to_bob, hello, ephemeral=ephemeral, dh=fixed_ratchet_keys(a0, a1)
+        alice,
+        bundle,
+        to_bob,
+        hello,
+        ephemeral=ephemeral,
+        dh=fixed_ratchet_keys(a0, a1),
+        aead=fixed_nonces(nonce("session_init"), nonce("session_message_new_chain")),
     )
     cases.append(
         message_case(
             "session_init",
             "Alice's session_init (75-byte prefix, ratchet header DHs = alice ratchet key 0, "
-            "pn = 0, n = 0) carrying the plaintext, encrypted with the message key above.",
+            "pn = 0, n = 0) carrying the plaintext, encrypted with the message key above and the "
+            "nonce in the envelope.",
             init_sealed,
             to_bob,
             hello,
@@ -236,6 +260,7 @@ def build() -> dict[str, Any]:
         init_sealed,
         to_bob,
         dh=fixed_ratchet_keys(b1, b2),
+        aead=fixed_nonces(nonce("session_message_reply")),
     )
     # Bob's side of the initiator's first chain is the same root step.
     assert root_step(secret, dh(bob.signed_prekey.private_key.private_bytes_raw(), pub(a0))) == (

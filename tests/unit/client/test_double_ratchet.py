@@ -1,11 +1,12 @@
 """The Double Ratchet of pairwise sessions: out-of-order delivery and loss across DH ratchet steps,
-the skipped-key bounds (count, distance, age), replays, forgeries that change nothing, and the
-library driven without an event loop."""
+the skipped-key bounds (count, distance, age), replays, forgeries that change nothing, random
+nonces (no two-time pad after a restored backup), and the library driven without an event loop."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import random
 import warnings
 from typing import Any
@@ -18,10 +19,12 @@ from veil.client.protocol.double_ratchet import (
     MAX_SKIP,
     MAX_SKIPPED_KEYS,
     SKIPPED_MAX_AGE,
+    MessageAEAD,
     RatchetMessage,
     SessionRatchet,
     run_sync,
 )
+from veil.client.protocol.envelope import NONCE_SIZE
 from veil.client.protocol.errors import (
     DecryptionError,
     MalformedMessageError,
@@ -265,18 +268,73 @@ def test_another_content_type_is_another_associated_data(
     assert read(bob, alice, message) == b"a session_message"
 
 
-def test_the_envelope_nonce_is_the_one_derived_from_the_message_key(
+def body_of(message: dict[str, Any]) -> bytes:
+    """The AEAD ciphertext of a `session_message`, without frame prefix, ratchet header and tag."""
+    return base64.b64decode(message["ciphertext"])[PREFIX + RatchetHeader.LAYOUT.size :]
+
+
+def xor(left: bytes, right: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(left, right, strict=True))
+
+
+def test_no_two_messages_share_a_nonce(directory: Directory, alice: ClientCrypto, bob: ClientCrypto) -> None:
+    """Both directions, several chains, the same text every time: every nonce is new."""
+    connect(directory, alice, bob)
+    nonces = []
+    for _ in range(3):
+        for sender, recipient in [(alice, bob), (bob, alice)]:
+            messages = [send(sender, recipient, "same text")[1] for _ in range(3)]
+            nonces += [message["nonce"] for message in messages]
+            read(recipient, sender, messages[-1])  # so the next round is a DH ratchet step
+    assert len(set(nonces)) == len(nonces) == 18
+
+
+def test_the_same_message_key_twice_gets_two_nonces() -> None:
+    """The nonce is drawn per encryption, not derived from the key (production's `MessageAEAD`)."""
+    key, associated_data = bytes(range(32)), b"ad"
+    first = run_sync(MessageAEAD.encrypt(b"same text", key, associated_data))
+    second = run_sync(MessageAEAD.encrypt(b"same text", key, associated_data))
+    assert first[:NONCE_SIZE] != second[:NONCE_SIZE] and first[NONCE_SIZE:] != second[NONCE_SIZE:]
+    for sealed in (first, second):
+        assert run_sync(MessageAEAD.decrypt(sealed, key, associated_data)) == b"same text"
+
+
+def test_a_changed_envelope_nonce_fails_and_changes_no_state(
     directory: Directory, alice: ClientCrypto, bob: ClientCrypto
 ) -> None:
-    """Two messages never share a nonce (each has its own key), and a nonce is refused even when
-    only it differs: it is not free for the sender or the server to choose."""
+    """The nonce is the sender's choice, authenticated by the tag: another one (a real nonce of
+    another message, or a random one) does not open the message, and Bob's session is untouched."""
     connect(directory, alice, bob)
-    messages = [send(alice, bob, "same text")[1] for _ in range(3)]
-    assert len({m["nonce"] for m in messages}) == 3
-    swapped = {**messages[1], "nonce": messages[2]["nonce"]}
-    with pytest.raises(DecryptionError):
-        read(bob, alice, swapped)
-    assert read(bob, alice, messages[1]) == b"same text"
+    _, other = send(alice, bob, "other")
+    expected, message = send(alice, bob, "genuine")
+    before = bob.to_state()
+    for nonce in (other["nonce"], base64.b64encode(os.urandom(NONCE_SIZE)).decode()):
+        with pytest.raises(DecryptionError):
+            read(bob, alice, {**message, "nonce": nonce})
+        assert bob.to_state() == before
+    assert read(bob, alice, message) == expected
+    assert read(bob, alice, other) == b"other"
+
+
+def test_a_session_restored_from_an_older_state_encrypts_under_new_nonces(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """Alice restores a backup and sends again from the same chain index, so under the same message
+    key: the nonce differs, so the two ciphertexts do not XOR to the two plaintexts' XOR (no
+    two-time pad); Bob refuses the second as a replay, and nothing is disclosed."""
+    connect(directory, alice, bob)
+    backup = alice.to_state()
+    dawn, first = send(alice, bob, "attack at dawn")
+    restored = ClientCrypto.from_state(backup)
+    dusk, second = send(restored, bob, "attack at dusk")
+    assert header_of(first) == header_of(second)  # same chain, same index: the same message key
+    assert first["nonce"] != second["nonce"]
+    assert xor(body_of(first), body_of(second)) != xor(dawn, dusk)
+    assert read(bob, alice, first) == dawn
+    before = bob.to_state()
+    with pytest.raises(ReplayError):
+        read(bob, alice, second)
+    assert bob.to_state() == before
 
 
 def test_a_message_claiming_the_signed_prekeys_chain_is_refused() -> None:

@@ -5,12 +5,12 @@ Signal's Double Ratchet (rev. 4) over X25519, started from the X3DH secret SK as
     root step    RK' | CK = HKDF-SHA256(salt = RK, ikm = DH(own ratchet key, peer ratchet key),
                                         info = "veil/double-ratchet/root/v2", 64 bytes)
     chain step   CK' = HMAC-SHA256(CK, 0x02)      MK = HMAC-SHA256(CK, 0x01)
-    message      key[32] | nonce[12] = HKDF-SHA256(ikm = MK, salt = 0*32,
-                                                   info = "veil/double-ratchet/message/v2", 44 bytes)
-                 ChaCha20-Poly1305(key, nonce, plaintext, AD || length_prefixed(ratchet header))
+    message      ChaCha20-Poly1305(key = MK, nonce = 12 random bytes,
+                                   plaintext, AD || length_prefixed(ratchet header))
 
-Each MK encrypts one message, so the nonce can be derived with the key; it still travels in the
-envelope's `nonce` field, and a receiver refuses an envelope whose nonce is not the derived one.
+The nonce travels in the envelope's `nonce` field. It is random rather than derived from MK because
+one MK can encrypt twice: a device that restores an older keystore (a backup) reuses chain indices,
+and a derived nonce would then encrypt two plaintexts under the same key and nonce (a two-time pad).
 
 Healing (post-compromise security), for a thief who copied this state and then only watches: a
 side makes a fresh ratchet key whenever it receives a message under a peer ratchet key it has not
@@ -29,7 +29,7 @@ changes no ratchet state. The library's coroutines do no I/O and are driven sync
 
 from __future__ import annotations
 
-import hmac
+import os
 import warnings
 from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
@@ -38,9 +38,7 @@ from typing import Any, TypeVar
 
 import doubleratchet
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from doubleratchet.models import SkippedMessageKeyModel
 from doubleratchet.recommended import (
     HashFunction,
@@ -75,9 +73,7 @@ SKIPPED_MAX_AGE = 7 * 24 * 3600.0
 EARLIER_PEER_KEYS_KEPT = 20
 
 ROOT_INFO = b"veil/double-ratchet/root/v2"
-MESSAGE_INFO = b"veil/double-ratchet/message/v2"
 CHAIN_CONSTANT = b"\x02\x01"  # next CK = HMAC(CK, 0x02) first, then MK = HMAC(CK, 0x01)
-_AEAD_KEY_SIZE = 32
 
 T = TypeVar("T")
 _SkippedId = tuple[bytes, int]
@@ -128,33 +124,29 @@ class ChainKDF(kdf_separate_hmacs.KDF):
         return HashFunction.SHA_256
 
 
-def message_keys(message_key: bytes) -> tuple[bytes, bytes]:
-    """The ChaCha20-Poly1305 `(key, nonce)` of a message key."""
-    okm = HKDF(
-        algorithm=hashes.SHA256(), length=_AEAD_KEY_SIZE + NONCE_SIZE, salt=bytes(32), info=MESSAGE_INFO
-    ).derive(message_key)
-    return okm[:_AEAD_KEY_SIZE], okm[_AEAD_KEY_SIZE:]
-
-
 class MessageAEAD(doubleratchet.AEAD):
-    """ChaCha20-Poly1305 under a derived key and nonce; the output is `nonce || ciphertext || tag`.
-
-    Carrying the nonce in the library's ciphertext lets the receiver check the envelope's `nonce`
-    field against the derived one inside the library's all-or-nothing decryption.
-    """
+    """ChaCha20-Poly1305 with the message key as key and a random nonce; the output is
+    `nonce || ciphertext || tag`, so the envelope's `nonce` field reaches `decrypt` with the rest."""
 
     @staticmethod
-    async def encrypt(plaintext: bytes, key: bytes, associated_data: bytes) -> bytes:
-        aead_key, nonce = message_keys(key)
-        return nonce + ChaCha20Poly1305(aead_key).encrypt(nonce, plaintext, associated_data)
+    def _generate_nonce() -> bytes:
+        """A fresh nonce per message; a subclass may fix it for known-answer vectors only."""
+        return os.urandom(NONCE_SIZE)
+
+    # A classmethod (the library declares a staticmethod and calls it on the class, so the call is
+    # the same) so that a subclass's `_generate_nonce` is the one used, as `_generate_priv` is.
+    @classmethod
+    async def encrypt(cls, plaintext: bytes, key: bytes, associated_data: bytes) -> bytes:
+        nonce = cls._generate_nonce()
+        return nonce + ChaCha20Poly1305(key).encrypt(nonce, plaintext, associated_data)
 
     @staticmethod
     async def decrypt(ciphertext: bytes, key: bytes, associated_data: bytes) -> bytes:
-        aead_key, nonce = message_keys(key)
-        if len(ciphertext) < NONCE_SIZE + TAG_SIZE or not hmac.compare_digest(ciphertext[:NONCE_SIZE], nonce):
-            raise doubleratchet.AuthenticationFailedException("the nonce is not the message key's")
+        if len(ciphertext) < NONCE_SIZE + TAG_SIZE:
+            raise doubleratchet.AuthenticationFailedException("too short for a nonce and a tag")
+        nonce, sealed = ciphertext[:NONCE_SIZE], ciphertext[NONCE_SIZE:]
         try:
-            return ChaCha20Poly1305(aead_key).decrypt(nonce, ciphertext[NONCE_SIZE:], associated_data)
+            return ChaCha20Poly1305(key).decrypt(nonce, sealed, associated_data)
         except InvalidTag:
             raise doubleratchet.AuthenticationFailedException("authentication failed") from None
 
@@ -187,7 +179,7 @@ class _Ratchet(doubleratchet.DoubleRatchet):
         return associated_data + length_prefixed(_to_header(header).encode())
 
 
-def _parameters(dh: type[X25519Ratchet]) -> dict[str, Any]:
+def _parameters(dh: type[X25519Ratchet], aead: type[MessageAEAD]) -> dict[str, Any]:
     return {
         "diffie_hellman_ratchet_class": dh,
         "root_chain_kdf": RootKDF,
@@ -195,7 +187,7 @@ def _parameters(dh: type[X25519Ratchet]) -> dict[str, Any]:
         "message_chain_constant": CHAIN_CONSTANT,
         "dos_protection_threshold": MAX_SKIP,
         "max_num_skipped_message_keys": MAX_SKIPPED_KEYS,
-        "aead": MessageAEAD,
+        "aead": aead,
     }
 
 
@@ -218,7 +210,7 @@ def _library_errors() -> Iterator[None]:
 
 @dataclass(frozen=True)
 class RatchetMessage:
-    """One encrypted message: its ratchet header, the derived nonce, and ciphertext with tag."""
+    """One encrypted message: its ratchet header, its nonce, and ciphertext with tag."""
 
     header: RatchetHeader
     nonce: bytes
@@ -247,6 +239,7 @@ class SessionRatchet:
         skipped_at: dict[_SkippedId, float | None] | None = None,
         earlier_peer_keys: list[bytes] | None = None,
         dh: type[X25519Ratchet] = X25519Ratchet,
+        aead: type[MessageAEAD] = MessageAEAD,
     ) -> None:
         self._ratchet = ratchet
         self._peer_ratchet_key = peer_ratchet_key
@@ -254,6 +247,7 @@ class SessionRatchet:
         self._skipped_at = skipped_at or {}
         self._earlier_peer_keys = earlier_peer_keys or []
         self._dh = dh
+        self._aead = aead
 
     @classmethod
     def initiate(
@@ -264,10 +258,12 @@ class SessionRatchet:
         associated_data: bytes,
         *,
         dh: type[X25519Ratchet] = X25519Ratchet,
+        aead: type[MessageAEAD] = MessageAEAD,
     ) -> tuple[SessionRatchet, RatchetMessage]:
         """Start as the initiator (`peer_ratchet_key` is the responder's signed prekey) with a first message.
 
-        `dh` is for known-answer vectors only (a subclass with fixed `_generate_priv`).
+        `dh` and `aead` are for known-answer vectors only (subclasses with fixed `_generate_priv`
+        and `_generate_nonce`).
         """
         with _library_errors():
             ratchet, message = run_sync(
@@ -276,10 +272,10 @@ class SessionRatchet:
                     recipient_ratchet_pub=peer_ratchet_key,
                     message=plaintext,
                     associated_data=associated_data,
-                    **_parameters(dh),
+                    **_parameters(dh, aead),
                 )
             )
-        return cls(ratchet, peer_ratchet_key, dh=dh), RatchetMessage._from_library(message)
+        return cls(ratchet, peer_ratchet_key, dh=dh, aead=aead), RatchetMessage._from_library(message)
 
     @classmethod
     def accept(
@@ -291,6 +287,7 @@ class SessionRatchet:
         *,
         now: float | None = None,
         dh: type[X25519Ratchet] = X25519Ratchet,
+        aead: type[MessageAEAD] = MessageAEAD,
     ) -> tuple[SessionRatchet, bytes]:
         """Start as the responder (`own_ratchet_private` is the signed prekey's) from the first message."""
         with _library_errors():
@@ -300,10 +297,10 @@ class SessionRatchet:
                     own_ratchet_priv=own_ratchet_private,
                     message=message._library_message,
                     associated_data=associated_data,
-                    **_parameters(dh),
+                    **_parameters(dh, aead),
                 )
             )
-        session = cls(ratchet, message.header.ratchet_key, dh=dh)
+        session = cls(ratchet, message.header.ratchet_key, dh=dh, aead=aead)
         session._record_skipped(now)
         return session, plaintext
 
@@ -365,7 +362,7 @@ class SessionRatchet:
         model.skipped_message_keys = [
             key for key in model.skipped_message_keys if (key.ratchet_pub, key.index) not in expired
         ]
-        self._ratchet = _Ratchet.from_model(model, **_parameters(self._dh))
+        self._ratchet = _Ratchet.from_model(model, **_parameters(self._dh, self._aead))
         self._skipped_at = {key: at for key, at in self._skipped_at.items() if key not in expired}
 
     def _record_skipped(self, now: float | None) -> None:
@@ -438,7 +435,7 @@ class SessionRatchet:
             for key in read_list(state, "earlier_peer_keys")
         ]
         return cls(
-            _Ratchet.from_model(model, **_parameters(X25519Ratchet)),
+            _Ratchet.from_model(model, **_parameters(X25519Ratchet, MessageAEAD)),
             peer_ratchet_key,
             skipped_at=skipped_at,
             earlier_peer_keys=earlier[-EARLIER_PEER_KEYS_KEPT:],

@@ -35,7 +35,7 @@ from veil.client.protocol.codec import (
     read_mapping,
     read_str,
 )
-from veil.client.protocol.double_ratchet import RatchetMessage, SessionRatchet, X25519Ratchet
+from veil.client.protocol.double_ratchet import MessageAEAD, RatchetMessage, SessionRatchet, X25519Ratchet
 from veil.client.protocol.envelope import TAG_SIZE, DeviceContext, Sealed, ensure_fits
 from veil.client.protocol.errors import UnknownSessionError
 from veil.client.protocol.framing import RatchetHeader, SessionInitHeader, SessionMessageHeader
@@ -110,16 +110,20 @@ class PairwiseSession:
         *,
         ephemeral: X25519PrivateKey | None = None,
         dh: type[X25519Ratchet] = X25519Ratchet,
+        aead: type[MessageAEAD] = MessageAEAD,
     ) -> tuple[PairwiseSession, Sealed]:
         """Start a session from a claimed bundle; the `session_init` message carries `plaintext`.
 
-        Later messages are `session_message`s. `ephemeral` and `dh` are for known-answer vectors only.
+        Later messages are `session_message`s. `ephemeral`, `dh` and `aead` are for known-answer
+        vectors only.
         """
         secret, header = x3dh.initiate(keys.identity, bundle, ephemeral=ephemeral)
         prefix = header.encode()
         ensure_fits(len(prefix) + RatchetHeader.LAYOUT.size, len(plaintext))
         ad = session_associated_data(context, keys.identity_key, bundle.identity_key, prefix)
-        ratchet, message = SessionRatchet.initiate(secret, bundle.signed_prekey, plaintext, ad, dh=dh)
+        ratchet, message = SessionRatchet.initiate(
+            secret, bundle.signed_prekey, plaintext, ad, dh=dh, aead=aead
+        )
         session = cls(session_id_for(header), keys.identity_key, bundle.identity_key, True, ratchet)
         return session, _seal(prefix, message)
 
@@ -133,10 +137,12 @@ class PairwiseSession:
         *,
         now: float | None = None,
         dh: type[X25519Ratchet] = X25519Ratchet,
+        aead: type[MessageAEAD] = MessageAEAD,
     ) -> tuple[PairwiseSession, bytes]:
         """Answer a `session_init`: derive the session, open its message, then delete the one-time key.
 
-        `header` is the decoded prefix of `sealed.ciphertext`. `dh` is for known-answer vectors only.
+        `header` is the decoded prefix of `sealed.ciphertext`. `dh` and `aead` are for known-answer
+        vectors only.
         """
         secret = x3dh.respond(keys, header)
         signed_prekey = keys.signed_prekey_private(header.signed_prekey_id).private_bytes_raw()
@@ -145,7 +151,9 @@ class PairwiseSession:
         ad = session_associated_data(
             context, header.identity_key, keys.identity_key, sealed.ciphertext[:prefix_size]
         )
-        ratchet, plaintext = SessionRatchet.accept(secret, signed_prekey, message, ad, now=now, dh=dh)
+        ratchet, plaintext = SessionRatchet.accept(
+            secret, signed_prekey, message, ad, now=now, dh=dh, aead=aead
+        )
         if header.one_time_prekey_id is not None:
             keys.consume_one_time_prekey(header.one_time_prekey_id)
         session = cls(session_id_for(header), header.identity_key, keys.identity_key, False, ratchet)

@@ -4,10 +4,10 @@ It owns a device's keys, its pairwise sessions (keyed by peer user and device) a
 keys, turns plaintext into the exact wire dicts the API takes, and turns what the server delivers
 back into plaintext. It never does I/O, and all of its state round-trips through
 `to_state`/`from_state`. Persisting after every call that changes state (before sending what it
-returned) is the caller's duty: a process that restarts from an
-older state reuses chain indices. For group messages (random nonces) receivers refuse those as
-replays; for pairwise messages it is worse, since their nonce is derived from the message key: the
-same key and nonce would encrypt two plaintexts. Pairwise sessions are Double Ratchets
+returned) is the caller's duty: a process that restarts from an older state (a crash, a restored
+backup) reuses chain indices. Every message, pairwise or group, has a random nonce, so a reused
+message key never meets the same nonce twice and nothing is disclosed: receivers refuse such
+messages as replays or cannot open them. Pairwise sessions are Double Ratchets
 (`double_ratchet`): they heal after a state theft once both sides have sent and received a
 message under fresh ratchet keys.
 
