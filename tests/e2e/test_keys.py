@@ -30,8 +30,11 @@ def test_publish_look_up_and_claim(api: LiveServer) -> None:
     with api.client() as client:
         alice, bob = device(client), device(client)
         keys = bundle(one_time=3)
-        assert publish(client, alice, keys).json() == {"count": 3}
-        assert client.get("/v1/keys/count", headers=bearer(alice)).json() == {"one_time_prekeys": 3}
+        assert publish(client, alice, keys).json() == {"count": 3, "pq_count": 0}
+        assert client.get("/v1/keys/count", headers=bearer(alice)).json() == {
+            "one_time_prekeys": 3,
+            "pq_one_time_prekeys": 0,
+        }
 
         listed = client.get(f"/v1/users/{alice['user_id']}/devices", headers=bearer(bob)).json()
         assert listed == {
@@ -52,12 +55,14 @@ def test_publish_look_up_and_claim(api: LiveServer) -> None:
         assert [c["one_time_prekey"] for c in claimed[:3]] == keys["one_time_prekeys"]
         assert claimed[3]["one_time_prekey"] is None
         assert claimed[3]["signed_prekey"] == keys["signed_prekey"]
-        assert client.get("/v1/keys/count", headers=bearer(alice)).json() == {"one_time_prekeys": 0}
+        # A device that never published a post-quantum prekey: the member is there, and null.
+        assert all(c["pq_prekey"] is None for c in claimed)
+        assert client.get("/v1/keys/count", headers=bearer(alice)).json()["one_time_prekeys"] == 0
 
         more = client.post(
             "/v1/keys/one-time", json={"one_time_prekeys": one_time_prekeys(2, 10)}, headers=bearer(alice)
         )
-        assert more.json() == {"count": 2}
+        assert more.json() == {"count": 2, "pq_count": 0}
 
 
 def _with(body: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -112,12 +117,12 @@ def test_reuploading_a_key_id_with_other_bytes_is_409_and_changes_nothing(api: L
         pair = device(client)
         keys = bundle(one_time=2)
         publish(client, pair, keys)
-        assert publish(client, pair, keys).json() == {"count": 2}  # identical: idempotent
+        assert publish(client, pair, keys).json()["count"] == 2  # identical: idempotent
         clash = one_time_prekeys(1, first_id=keys["one_time_prekeys"][0]["key_id"]) + one_time_prekeys(1, 50)
         response = client.post("/v1/keys/one-time", json={"one_time_prekeys": clash}, headers=bearer(pair))
         assert response.status_code == 409
         assert response.json()["key_ids"] == [keys["one_time_prekeys"][0]["key_id"]]
-        assert client.get("/v1/keys/count", headers=bearer(pair)).json() == {"one_time_prekeys": 2}
+        assert client.get("/v1/keys/count", headers=bearer(pair)).json()["one_time_prekeys"] == 2
 
 
 async def test_concurrent_claims_hand_out_each_key_once(make_server: ServerFactory) -> None:
@@ -149,7 +154,7 @@ def test_claims_are_rate_limited_per_claimer_and_device(make_server: ServerFacto
         statuses = [client.post(url, headers=bearer(claimer)).status_code for _ in range(5)]
         assert statuses == [200, 200, 200, 429, 429]
         # Nobody can drain the owner's keys: 7 are left for everyone else.
-        assert client.get("/v1/keys/count", headers=bearer(owner)).json() == {"one_time_prekeys": 7}
+        assert client.get("/v1/keys/count", headers=bearer(owner)).json()["one_time_prekeys"] == 7
         other = f"/v1/users/{other_owner['user_id']}/devices/{other_owner['session_id']}/claim"
         assert client.post(other, headers=bearer(claimer)).status_code == 200
 

@@ -78,6 +78,21 @@ REGISTRY: tuple[PersonalData, ...] = (
         CASCADE,
     ),
     PersonalData(
+        "pq_last_resort_prekeys",
+        ("device_id",),
+        "each device's public last-resort ML-KEM-768 prekey and its signature",
+        "`devices`",
+        CASCADE + "; at once when the session ends, or when the device's signing key changes",
+    ),
+    PersonalData(
+        "pq_one_time_prekeys",
+        ("device_id",),
+        "public one-time ML-KEM-768 prekeys and their signatures",
+        "`devices` (count left)",
+        CASCADE + "; each one as it is handed out; at once when the session ends, or when the "
+        "device's signing key changes",
+    ),
+    PersonalData(
         "device_messages",
         ("recipient_device_id", "sender_user_id", "sender_device_id"),
         "device-to-device ciphertext envelopes queued for a device",

@@ -212,8 +212,12 @@ _EXPORT_QUERIES: dict[str, str] = {
     "devices": """SELECT k.device_id, k.identity_key, k.signing_key, k.signed_prekey_id, k.signed_prekey,
                          k.certificate, k.created_at, k.updated_at,
                          (SELECT count(*) FROM one_time_prekeys o
-                          WHERE o.device_id = k.device_id AND o.claimed_at IS NULL) AS one_time_prekeys_left
-                  FROM device_keys k WHERE k.user_id = $1 ORDER BY k.created_at""",
+                          WHERE o.device_id = k.device_id AND o.claimed_at IS NULL) AS one_time_prekeys_left,
+                         l.key_id AS pq_last_resort_prekey_id, l.public_key AS pq_last_resort_prekey,
+                         (SELECT count(*) FROM pq_one_time_prekeys p
+                          WHERE p.device_id = k.device_id) AS pq_one_time_prekeys_left
+                  FROM device_keys k LEFT JOIN pq_last_resort_prekeys l ON l.device_id = k.device_id
+                  WHERE k.user_id = $1 ORDER BY k.created_at""",
     "identity": "SELECT master_key, created_at, changed_at FROM master_keys WHERE user_id = $1",
     "conversations": """SELECT m.conversation_id, c.type, m.role, m.state, m.created_at
                         FROM members m JOIN conversations c ON c.id = m.conversation_id

@@ -14,6 +14,7 @@ from veil.core.security.ratelimit import Rate
 from veil.core.web.app import ServiceModule
 from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
 from veil.core.web.params import LIMIT, MAX_BIGINT, IntQuery, path_uuid
+from veil.keys import pq_prekeys
 from veil.keys.identity import IdentityService
 from veil.keys.schemas import (
     Accepted,
@@ -29,6 +30,8 @@ from veil.keys.schemas import (
     Gap,
     IdentityView,
     OneTimePrekeyView,
+    PqPrekey,
+    PqPrekeyView,
     PrekeyCount,
     PublishKeys,
     RemainingPrekeys,
@@ -37,7 +40,15 @@ from veil.keys.schemas import (
     SetMasterKey,
     SignedPrekeyView,
 )
-from veil.keys.service import LOW_PREKEYS, DeviceEnvelope, KeysLimits, KeysService, PublishedKeys
+from veil.keys.service import (
+    LOW_PREKEYS,
+    DeviceEnvelope,
+    KeysLimits,
+    KeysService,
+    NewOneTimePrekeys,
+    PrekeysLeft,
+    PublishedKeys,
+)
 from veil.keys.store import DeviceRecord, MasterKey
 
 TAG = "keys"
@@ -62,8 +73,16 @@ def _device_view(device: DeviceRecord) -> DeviceView:
     )
 
 
+def _pq_prekey(key: PqPrekey) -> pq_prekeys.PqPrekey:
+    return pq_prekeys.PqPrekey(key.key_id, key.public_key, key.signature)
+
+
+def _prekey_count(left: PrekeysLeft) -> Response:
+    return json_response(PrekeyCount(count=left.classical, pq_count=left.post_quantum))
+
+
 async def publish_keys(request: Request, principal: Principal, body: PublishKeys) -> Response:
-    count = await _service(request).publish(
+    left = await _service(request).publish(
         principal,
         PublishedKeys(
             identity_key=body.identity_key,
@@ -72,18 +91,28 @@ async def publish_keys(request: Request, principal: Principal, body: PublishKeys
             signed_prekey=body.signed_prekey.public_key,
             signature=body.signed_prekey.signature,
             one_time_prekeys=[(k.key_id, k.public_key) for k in body.one_time_prekeys],
+            pq_last_resort_prekey=_pq_prekey(body.pq_last_resort_prekey)
+            if body.pq_last_resort_prekey
+            else None,
+            pq_one_time_prekeys=[_pq_prekey(k) for k in body.pq_one_time_prekeys],
         ),
     )
-    return json_response(PrekeyCount(count=count))
+    return _prekey_count(left)
 
 
 async def add_one_time_prekeys(request: Request, principal: Principal, body: AddOneTimePrekeys) -> Response:
-    keys = [(k.key_id, k.public_key) for k in body.one_time_prekeys]
-    return json_response(PrekeyCount(count=await _service(request).add_one_time_prekeys(principal, keys)))
+    keys = NewOneTimePrekeys(
+        classical=[(k.key_id, k.public_key) for k in body.one_time_prekeys],
+        post_quantum=[_pq_prekey(k) for k in body.pq_one_time_prekeys],
+    )
+    return _prekey_count(await _service(request).add_one_time_prekeys(principal, keys))
 
 
 async def count_one_time_prekeys(request: Request, principal: Principal) -> Response:
-    return json_response(RemainingPrekeys(one_time_prekeys=await _service(request).remaining(principal)))
+    left = await _service(request).remaining(principal)
+    return json_response(
+        RemainingPrekeys(one_time_prekeys=left.classical, pq_one_time_prekeys=left.post_quantum)
+    )
 
 
 async def list_devices(request: Request, principal: Principal) -> Response:
@@ -98,12 +127,20 @@ async def claim_bundle(request: Request, principal: Principal) -> Response:
         principal, path_uuid(request, "user_id"), path_uuid(request, "device_id")
     )
     view = _device_view(bundle.device)
-    one_time = bundle.one_time_prekey
+    one_time, pq = bundle.one_time_prekey, bundle.pq_prekey
     return json_response(
         ClaimedBundle(
             **view.__dict__,
             one_time_prekey=OneTimePrekeyView(key_id=one_time[0], public_key=one_time[1])
             if one_time
+            else None,
+            pq_prekey=PqPrekeyView(
+                key_id=pq.key.key_id,
+                public_key=pq.key.public_key,
+                signature=pq.key.signature,
+                last_resort=pq.last_resort,
+            )
+            if pq
             else None,
         )
     )
@@ -228,7 +265,13 @@ MODULE = ServiceModule(
             "PUT",
             "/v1/keys",
             publish_keys,
-            "Publish this device's public keys.",
+            "Publish this device's public keys. Optional post-quantum members:"
+            " `pq_last_resort_prekey` replaces the device's last-resort ML-KEM-768 prekey (absent or"
+            " null keeps it) and `pq_one_time_prekeys` (at most 100) adds one-time ones. Every PQ"
+            " prekey carries the Ed25519 signature by this request's `signing_key` over"
+            " `veil/pq-prekey/v1` (ASCII) || key_id (u32 big-endian) || public_key (1184 bytes); one"
+            " that does not verify, or is no valid ML-KEM-768 key, is a 422 naming it, and PQ key ids"
+            " must differ. A new signing key drops the PQ prekeys the previous one signed.",
             TAG,
             body=PublishKeys,
             responses={200: PrekeyCount},
@@ -238,7 +281,10 @@ MODULE = ServiceModule(
             "POST",
             "/v1/keys/one-time",
             add_one_time_prekeys,
-            "Add one-time prekeys.",
+            "Add one-time prekeys: `one_time_prekeys`, `pq_one_time_prekeys` (ML-KEM-768, signed as"
+            " in `PUT /v1/keys` by the device's current signing key) or both, at least one non-empty."
+            " At most 100 unclaimed one-time PQ prekeys per device. `count` and `pq_count` are how"
+            " many of each remain.",
             TAG,
             body=AddOneTimePrekeys,
             responses={200: PrekeyCount},
@@ -248,7 +294,7 @@ MODULE = ServiceModule(
             "GET",
             "/v1/keys/count",
             count_one_time_prekeys,
-            "Unclaimed one-time prekeys of this device.",
+            "Unclaimed one-time prekeys of this device, classical and post-quantum.",
             TAG,
             responses={200: RemainingPrekeys},
         ),
@@ -267,7 +313,9 @@ MODULE = ServiceModule(
             claim_bundle,
             "Claim a device's key bundle, with one one-time prekey while any is left and the device's"
             " hourly budget of handed-out one-time prekeys lasts; otherwise `one_time_prekey` is null"
-            " and the session is set up with the signed prekey alone.",
+            " and the session is set up with the signed prekey alone. `pq_prekey` is a one-time"
+            " ML-KEM-768 prekey under the same conditions (deleted as it is handed out), otherwise the"
+            " device's last-resort one (`last_resort: true`), or null if the device never published one.",
             TAG,
             responses={200: ClaimedBundle},
             errors=(404,),

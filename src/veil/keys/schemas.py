@@ -9,9 +9,12 @@ from pydantic import ConfigDict, Field, model_validator
 
 from veil.core.binary import Base64Bytes
 from veil.core.wire import RequestModel, ResponseModel, Timestamp
+from veil.keys.pq_prekeys import MAX_PQ_ONE_TIME_PREKEYS, PUBLIC_KEY_BYTES
 
 KeyId = int
 PublicKey = Annotated[bytes, Base64Bytes(32)]
+# An ML-KEM-768 encapsulation key, raw (FIPS 203).
+PqPublicKey = Annotated[bytes, Base64Bytes(PUBLIC_KEY_BYTES)]
 Signature = Annotated[bytes, Base64Bytes(64)]
 # The hard ceiling of one envelope's ciphertext; the configured limit (64 KiB) is a 413 below it.
 Ciphertext = Annotated[bytes, Base64Bytes(1, 1024 * 1024)]
@@ -34,23 +37,60 @@ class OneTimePrekey(RequestModel):
     public_key: PublicKey
 
 
+class PqPrekey(RequestModel):
+    """An ML-KEM-768 prekey with the Ed25519 signature by the device's signing key over
+    `veil/pq-prekey/v1` || key_id (u32 big-endian) || public_key."""
+
+    key_id: KeyId = Field(ge=0, le=2**32 - 1)
+    public_key: PqPublicKey
+    signature: Signature
+
+
+PqOneTimePrekeys = Annotated[list[PqPrekey], Field(max_length=MAX_PQ_ONE_TIME_PREKEYS)]
+
+
 class PublishKeys(RequestModel):
     identity_key: PublicKey
     signing_key: PublicKey
     signed_prekey: SignedPrekey
     one_time_prekeys: list[OneTimePrekey] = Field(default_factory=list, max_length=200)
+    # Replaces the device's last-resort PQ prekey; absent (or null) keeps the current one.
+    pq_last_resort_prekey: PqPrekey | None = None
+    pq_one_time_prekeys: PqOneTimePrekeys = Field(default_factory=list)
+
+
+def _at_least_one_list(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [
+        {"required": [name], "properties": {name: {"minItems": 1}}}
+        for name in ("one_time_prekeys", "pq_one_time_prekeys")
+    ]
 
 
 class AddOneTimePrekeys(RequestModel):
-    one_time_prekeys: list[OneTimePrekey] = Field(min_length=1, max_length=200)
+    """One-time prekeys to add: classical, post-quantum or both; at least one list non-empty."""
+
+    model_config = ConfigDict(json_schema_extra=_at_least_one_list)
+
+    one_time_prekeys: list[OneTimePrekey] = Field(default_factory=list, max_length=200)
+    pq_one_time_prekeys: PqOneTimePrekeys = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> AddOneTimePrekeys:
+        if not self.one_time_prekeys and not self.pq_one_time_prekeys:
+            raise ValueError("Give at least one one-time prekey (one_time_prekeys or pq_one_time_prekeys).")
+        return self
 
 
 class PrekeyCount(ResponseModel):
+    # Unclaimed classical one-time prekeys of the device.
     count: int
+    # Unclaimed one-time PQ prekeys of the device.
+    pq_count: int
 
 
 class RemainingPrekeys(ResponseModel):
     one_time_prekeys: int
+    pq_one_time_prekeys: int
 
 
 class SignedPrekeyView(ResponseModel):
@@ -62,6 +102,14 @@ class SignedPrekeyView(ResponseModel):
 class OneTimePrekeyView(ResponseModel):
     key_id: int
     public_key: PublicKey
+
+
+class PqPrekeyView(ResponseModel):
+    key_id: int
+    public_key: PqPublicKey
+    signature: Signature
+    # True for the device's last-resort key (reused until replaced), false for a one-time key.
+    last_resort: bool
 
 
 class CertificateView(ResponseModel):
@@ -93,6 +141,9 @@ class ClaimedBundle(ResponseModel):
     signed_prekey: SignedPrekeyView
     certificate: CertificateView | None
     one_time_prekey: OneTimePrekeyView | None
+    # A one-time PQ prekey while any is left and the hourly budget lasts, else the last-resort
+    # one; null for a device that never published one.
+    pq_prekey: PqPrekeyView | None
 
 
 class SetMasterKey(RequestModel):

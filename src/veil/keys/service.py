@@ -4,7 +4,7 @@ messages. The server checks shapes and signatures; it never holds or accepts a p
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
@@ -17,7 +17,8 @@ from veil.core.logging import get_logger
 from veil.core.problems import FieldError, Problem, conflict, not_found, too_many_requests, validation_failed
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key, messaging_budget_key
-from veil.keys import store
+from veil.keys import pq_store, store
+from veil.keys.pq_prekeys import MAX_PQ_ONE_TIME_PREKEYS, ClaimedPqPrekey, PqPrekey, check_pq_prekeys
 
 log = get_logger(__name__)
 
@@ -60,12 +61,30 @@ class PublishedKeys:
     signed_prekey: bytes
     signature: bytes
     one_time_prekeys: list[tuple[int, bytes]]
+    # None keeps the device's current last-resort PQ prekey.
+    pq_last_resort_prekey: PqPrekey | None = None
+    pq_one_time_prekeys: list[PqPrekey] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewOneTimePrekeys:
+    classical: list[tuple[int, bytes]]
+    post_quantum: list[PqPrekey]
+
+
+@dataclass(frozen=True)
+class PrekeysLeft:
+    """Unclaimed one-time prekeys of a device, classical and post-quantum."""
+
+    classical: int
+    post_quantum: int
 
 
 @dataclass(frozen=True)
 class Bundle:
     device: store.DeviceRecord
     one_time_prekey: tuple[int, bytes] | None
+    pq_prekey: ClaimedPqPrekey | None = None
 
 
 @dataclass(frozen=True)
@@ -131,9 +150,13 @@ class KeysService:
         self._clock = clock
         self._limits = limits
 
-    async def publish(self, principal: Principal, keys: PublishedKeys) -> int:
+    async def publish(self, principal: Principal, keys: PublishedKeys) -> PrekeysLeft:
+        """Publish or replace the device's keys and add one-time prekeys, all or nothing. PQ
+        prekeys must be signed by the request's signing key; a new signing key drops the PQ
+        prekeys the old one signed (claimers would refuse them), keeping those of this request."""
         check_public_keys(keys)
         check_signed_prekey(keys.signing_key, keys.signed_prekey, keys.signature)
+        check_pq_prekeys(keys.signing_key, keys.pq_last_resort_prekey, keys.pq_one_time_prekeys)
         now = self._clock.now()
         record = store.DeviceRecord(
             principal.session_id,
@@ -158,17 +181,31 @@ class KeysService:
                 await store.record_key_change(conn, principal.user_id, principal.session_id, change, now)
             if _needs_approval(previous, record):
                 await store.notify_device_pending(conn, principal.user_id, principal.session_id)
+            if previous is not None and previous.signing_key != record.signing_key:
+                await pq_store.forget_device_keys(conn, principal.session_id)
+            if keys.pq_last_resort_prekey is not None:
+                await pq_store.set_last_resort(conn, principal.session_id, keys.pq_last_resort_prekey, now)
             await self._add_prekeys(conn, principal.session_id, keys.one_time_prekeys, now)
-            return await store.remaining_prekeys(conn, principal.session_id)
+            await self._add_pq_prekeys(conn, principal.session_id, keys.pq_one_time_prekeys, now)
+            return await _prekeys_left(conn, principal.session_id)
 
-    async def add_one_time_prekeys(self, principal: Principal, keys: list[tuple[int, bytes]]) -> int:
-        check_one_time_prekeys(keys)
+    async def add_one_time_prekeys(self, principal: Principal, keys: NewOneTimePrekeys) -> PrekeysLeft:
+        """Add one-time prekeys, all or nothing; PQ ones must be signed by the device's current
+        signing key."""
+        check_one_time_prekeys(keys.classical)
         now = self._clock.now()
         async with self._db.transaction("keys_add_one_time") as conn:
-            if await store.device(conn, principal.session_id) is None:
+            if keys.post_quantum:
+                # Serialised with PUT /v1/keys (same lock): the signing key read here stays the
+                # device's until commit, so no key signed by a replaced one is stored.
+                await store.lock_user_devices(conn, principal.user_id)
+            device = await store.device(conn, principal.session_id)
+            if device is None:
                 raise conflict("Publish this device's keys (PUT /v1/keys) first.")
-            await self._add_prekeys(conn, principal.session_id, keys, now)
-            return await store.remaining_prekeys(conn, principal.session_id)
+            check_pq_prekeys(device.signing_key, None, keys.post_quantum)
+            await self._add_prekeys(conn, principal.session_id, keys.classical, now)
+            await self._add_pq_prekeys(conn, principal.session_id, keys.post_quantum, now)
+            return await _prekeys_left(conn, principal.session_id)
 
     async def _add_prekeys(
         self, conn: Connection, device_id: uuid.UUID, keys: list[tuple[int, bytes]], now: datetime
@@ -185,9 +222,24 @@ class KeysService:
                 f"At most {self._limits.max_one_time_prekeys} unclaimed one-time prekeys per device.",
             )
 
-    async def remaining(self, principal: Principal) -> int:
-        async with self._db.connection() as conn:
-            return await store.remaining_prekeys(conn, principal.session_id)
+    async def _add_pq_prekeys(
+        self, conn: Connection, device_id: uuid.UUID, keys: list[PqPrekey], now: datetime
+    ) -> None:
+        conflicts = await pq_store.add_one_time(conn, device_id, keys, now)
+        if conflicts:
+            raise conflict(
+                "A one-time PQ prekey with this key_id is already held with other bytes.",
+                key_ids=sorted(conflicts),
+            )
+        if await pq_store.remaining_one_time(conn, device_id) > MAX_PQ_ONE_TIME_PREKEYS:
+            raise _invalid(
+                ("pq_one_time_prekeys",),
+                f"At most {MAX_PQ_ONE_TIME_PREKEYS} unclaimed one-time PQ prekeys per device.",
+            )
+
+    async def remaining(self, principal: Principal) -> PrekeysLeft:
+        async with self._db.transaction("keys_count", isolation="repeatable_read") as conn:
+            return await _prekeys_left(conn, principal.session_id)
 
     async def devices(self, user_id: uuid.UUID) -> Directory:
         """A user's devices with their certificates, and the master key that made them, read in
@@ -224,6 +276,8 @@ class KeysService:
             device = await store.device(conn, device_id, owner=user_id)
             if device is None:
                 raise not_found("No such device.")
+            # The budget counts bundles: one claim may take a classical and a PQ one-time key.
+            pq_prekey = await pq_store.claim(conn, device_id, one_time_allowed=budget.allowed)
             if budget.allowed:
                 one_time = await store.claim_one_time_prekey(conn, device_id, now)
             if one_time is not None:
@@ -234,7 +288,7 @@ class KeysService:
             log.info("one_time_prekey_budget_spent", device_id=str(device_id))
         elif one_time is None:
             log.info("one_time_prekeys_exhausted", device_id=str(device_id))
-        return Bundle(device, one_time)
+        return Bundle(device, one_time, pq_prekey)
 
     async def send(self, principal: Principal, content_type: str, envelopes: list[DeviceEnvelope]) -> int:
         """Queue envelopes for recipient devices; all or nothing.
@@ -380,6 +434,12 @@ class KeysService:
             if up_to_id is not None:
                 return await store.acknowledge_up_to(conn, principal.session_id, up_to_id)
             return await store.acknowledge_ids(conn, principal.session_id, ids or [])
+
+
+async def _prekeys_left(conn: Connection, device_id: uuid.UUID) -> PrekeysLeft:
+    return PrekeysLeft(
+        await store.remaining_prekeys(conn, device_id), await pq_store.remaining_one_time(conn, device_id)
+    )
 
 
 def _envelope_budget_key(user_id: uuid.UUID) -> str:
