@@ -188,8 +188,10 @@ class ClientCrypto:
         *,
         expected_identity_key: bytes | None = None,
         expected_signing_key: bytes | None = None,
+        now: float | None = None,
     ) -> bytes:
-        """Answer a `session_init` device message: establish the session and return its plaintext.
+        """Answer a `session_init` device message: establish the session and return its plaintext
+        (`now` stamps the message keys its first message skipped, for their expiry).
 
         A second delivery of the same `session_init` raises `ReplayError`; an identity key other
         than the expected or pinned one raises `IdentityMismatchError`. The header carries no
@@ -206,7 +208,7 @@ class ClientCrypto:
             raise IdentityMismatchError("the peer's identity key is not the expected one")
         self._check_pins(peer_id, header.identity_key, expected_signing_key)
         context = DeviceContext(self.device_id, sender_user_id, sender_device_id, "session_init")
-        session, plaintext = PairwiseSession.accept(self.keys, header, sealed, context)
+        session, plaintext = PairwiseSession.accept(self.keys, header, sealed, context, now=now)
         self._peer(peer_id).add(session)
         if expected_signing_key is not None:
             self._signing_pins[peer_id] = expected_signing_key
@@ -260,6 +262,7 @@ class ClientCrypto:
                 message,
                 expected_identity_key=expected_identity_key,
                 expected_signing_key=expected_signing_key,
+                now=now,
             )
         if content_type not in DEVICE_CONTENT_TYPES:
             raise MalformedMessageError(f"unknown device message content_type {content_type!r}")

@@ -50,8 +50,15 @@ import httpx
 from veil.client.protocol.attachments import FileReference, decrypt_file, encrypt_file
 from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
 from veil.client.protocol.commit import creation_commit, make_commit
-from veil.client.protocol.errors import CryptoError, DecryptionError, KeystoreFormatError, MembershipError
+from veil.client.protocol.errors import (
+    CryptoError,
+    DecryptionError,
+    KeystoreFormatError,
+    MalformedMessageError,
+    MembershipError,
+)
 from veil.client.protocol.identity import LINK_SECRET_SIZE, parse_safety_number_qr, safety_number
+from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS
 from veil.client.protocol.membership import MembershipView
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
@@ -95,6 +102,18 @@ def _ssl_context(verify: Verify) -> ssl.SSLContext | bool:
     if isinstance(verify, str | os.PathLike):
         return ssl.create_default_context(cafile=os.fspath(verify))
     return verify
+
+
+def _stored_distribution(encoded: object) -> SenderKeyDistribution | None:
+    """A waiting sender key as saved in the keystore; None for one saved by the frame-version-1
+    client (no key id), which no message of this version can name: it is dropped."""
+    raw = b64decode(encoded, field="distribution")
+    try:
+        return SenderKeyDistribution.decode(raw)
+    except MalformedMessageError:
+        if raw[:1] == b"\x01":
+            return None
+        raise
 
 
 def _dict(response: httpx.Response) -> dict[str, Any]:
@@ -451,18 +470,30 @@ class VeilClient:
     # Keys and device messages --------------------------------------------------------------------
 
     def publish_more_prekeys_if_low(self, threshold: int, *, target: int = 100) -> int:
-        """Top the server's one-time prekeys up to `target` when fewer than `threshold` remain.
+        """Top the server's one-time prekeys up to `target` when fewer than `threshold` remain, and
+        its one-time ML-KEM prekeys up to `DEFAULT_PQ_ONE_TIME_PREKEYS` when fewer than half remain.
 
-        Without one-time prekeys new sessions lose their fourth DH and replay protection, so a
-        device should call this now and then. Returns how many remain on the server.
+        Without one-time prekeys new sessions lose their fourth DH and replay protection (and fall
+        back to the last-resort ML-KEM key), so a device should call this now and then. A device
+        whose keystore predates PQXDH makes and publishes its last-resort ML-KEM key here. Returns
+        how many classical one-time prekeys remain on the server.
         """
-        remaining = int(_dict(self._call("GET", "/v1/keys/count"))["one_time_prekeys"])
-        if remaining >= threshold:
+        if self.crypto.keys.ensure_pq_last_resort_prekey() is not None:
+            self._save()  # before publishing, like every key (the bundle then carries it)
+            self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
+        counts = _dict(self._call("GET", "/v1/keys/count"))
+        remaining, pq_remaining = int(counts["one_time_prekeys"]), int(counts["pq_one_time_prekeys"])
+        upload: dict[str, list[dict[str, Any]]] = {}
+        if remaining < threshold:
+            missing = min(max(target, threshold) - remaining, _MAX_PREKEY_UPLOAD)
+            upload["one_time_prekeys"] = self.crypto.add_one_time_prekeys(missing)
+        if pq_remaining < DEFAULT_PQ_ONE_TIME_PREKEYS // 2:
+            missing = DEFAULT_PQ_ONE_TIME_PREKEYS - pq_remaining
+            upload["pq_one_time_prekeys"] = self.crypto.keys.add_pq_one_time_prekeys(missing)
+        if not upload:
             return remaining
-        missing = min(max(target, threshold) - remaining, _MAX_PREKEY_UPLOAD)
-        prekeys = self.crypto.add_one_time_prekeys(missing)
         self._save()
-        response = self._call("POST", "/v1/keys/one-time", json={"one_time_prekeys": prekeys})
+        response = self._call("POST", "/v1/keys/one-time", json=upload)
         return int(_dict(response)["count"])
 
     def devices(self, user_id: str) -> list[Device]:
@@ -653,6 +684,9 @@ class VeilClient:
         self._identity().require_approved()
         self._receive_device_messages()
         view = self._view(current)
+        # Keys that arrived are installed first: a direct conversation's turn rotation depends on
+        # seeing the other side's new key, even when this device sends without reading.
+        self._install_pending_sender_keys(current.conversation_id, view)
         cid, epoch = current.conversation_id, view.current_epoch
         roster, roster_hash = view.roster_at(epoch), view.roster_hash_at(epoch)
         if self.user_id not in roster:
@@ -1391,9 +1425,10 @@ class VeilClient:
                 (
                     canonical_uuid(str(item["sender_id"])),
                     canonical_uuid(str(item["sender_device_id"])),
-                    SenderKeyDistribution.decode(b64decode(item["distribution"], field="distribution")),
+                    distribution,
                 )
                 for item in extra.get("pending_sender_keys", [])
+                if (distribution := _stored_distribution(item["distribution"])) is not None
             ]
             self._pending_links = [
                 (
