@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from tests.unit.client.support import NOW, Directory, connect
 from veil.client.protocol.double_ratchet import (
-    MAX_SKIP,
-    MAX_SKIPPED_KEYS,
-    SKIPPED_MAX_AGE,
+    CHAIN_CONSTANT,
+    ChainKDF,
     MessageAEAD,
     RatchetMessage,
     SessionRatchet,
+    chain_step,
     run_sync,
 )
 from veil.client.protocol.envelope import NONCE_SIZE
@@ -34,6 +34,7 @@ from veil.client.protocol.errors import (
 )
 from veil.client.protocol.framing import RatchetHeader, SessionMessageHeader
 from veil.client.protocol.pairwise import PeerSessions
+from veil.client.protocol.ratchet import MAX_SKIP, MAX_SKIPPED_KEYS, SKIPPED_MAX_AGE, step
 from veil.client.protocol.session import ClientCrypto
 
 PREFIX = SessionMessageHeader.LAYOUT.size  # where the ratchet header starts in a session_message
@@ -139,23 +140,53 @@ def test_stored_skipped_keys_are_bounded_and_the_oldest_go_first(
     assert read(bob, alice, sent[MAX_SKIPPED_KEYS + 1][1]) == sent[MAX_SKIPPED_KEYS + 1][0]
 
 
-def test_heavy_loss_across_a_dh_step_is_survived_without_a_warning(
+def across_a_dh_step(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto, *, old: int, new: int
+) -> tuple[list[tuple[bytes, dict[str, Any]]], list[tuple[bytes, dict[str, Any]]]]:
+    """`old` messages Bob has not read on Alice's first chain, then `new` on her next one."""
+    connect(directory, alice, bob)  # Bob has read index 0 of Alice's first chain
+    held_back = [send(alice, bob, f"old {i}") for i in range(old)]
+    _, reply = send(bob, alice, "reply")
+    read(alice, bob, reply)  # so Alice steps to a new ratchet key
+    return held_back, [send(alice, bob, f"new {i}") for i in range(new)]
+
+
+def test_a_message_starting_a_new_chain_keeps_the_newest_max_skipped_keys(
     directory: Directory, alice: ClientCrypto, bob: ClientCrypto
 ) -> None:
-    """More than MAX_SKIP messages of the old chain are lost when the peer's new ratchet key
-    arrives: their keys are not derived (their messages stay unreadable), the new chain opens,
-    and the library's warning about it does not reach the user."""
-    connect(directory, alice, bob)
-    lost = [send(alice, bob, f"lost {i}") for i in range(MAX_SKIP + 5)]
-    expected, message = send(bob, alice, "reply")
-    assert read(alice, bob, message) == expected
-    expected, message = send(alice, bob, "after the loss")
-    assert header_of(message).previous_chain_length == MAX_SKIP + 6
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    """One message may derive the old chain's unread rest and its own index (here one more than
+    the store holds): it opens, the store keeps the newest MAX_SKIPPED_KEYS keys, and only the
+    oldest held-back message is given up."""
+    old = MAX_SKIP // 2
+    held_back, new = across_a_dh_step(directory, alice, bob, old=old, new=MAX_SKIP - old + 2)
+    assert (header_of(new[-1][1]).previous_chain_length, header_of(new[-1][1]).index) == (
+        old + 1,
+        MAX_SKIP - old + 1,
+    )
+    assert read(bob, alice, new[-1][1]) == new[-1][0]
+    assert skipped_count(bob) == MAX_SKIPPED_KEYS
+    with pytest.raises(ReplayError):  # pushed out of the store: unreadable, never re-derived
+        read(bob, alice, held_back[0][1])
+    for expected, message in held_back[1:] + new[:-1]:
         assert read(bob, alice, message) == expected
-    with pytest.raises(ReplayError):  # an earlier chain, and no key was kept for it
-        read(bob, alice, lost[0][1])
+    assert skipped_count(bob) == 0
+
+
+def test_heavy_loss_across_a_dh_step_gives_up_the_old_chain_and_carries_on(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    """More than MAX_SKIP messages of the old chain unread when the peer's new ratchet key arrives:
+    their keys are not derived (those messages stay unreadable), the new chain opens, and no
+    warning reaches the user: heavy loss must never block a session for good."""
+    held_back, new = across_a_dh_step(directory, alice, bob, old=MAX_SKIP + 5, new=2)
+    assert header_of(new[0][1]).previous_chain_length == MAX_SKIP + 6
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        assert [read(bob, alice, message) for _, message in new] == [text for text, _ in new]
+    assert caught == []
+    assert skipped_count(bob) == 0
+    with pytest.raises(ReplayError):  # from the old chain, whose keys were given up
+        read(bob, alice, held_back[5][1])
 
 
 def test_replays_are_refused_in_the_current_and_in_an_earlier_chain(
@@ -287,6 +318,13 @@ def test_no_two_messages_share_a_nonce(directory: Directory, alice: ClientCrypto
             nonces += [message["nonce"] for message in messages]
             read(recipient, sender, messages[-1])  # so the next round is a DH ratchet step
     assert len(set(nonces)) == len(nonces) == 18
+
+
+def test_the_librarys_chain_kdf_computes_the_hash_ratchet_step() -> None:
+    """`chain_step` is `ratchet.step`; the library's chain KDF with our constant must agree."""
+    chain_key = bytes(range(32))
+    output = run_sync(ChainKDF.derive(chain_key, CHAIN_CONSTANT, 64))
+    assert (output[32:], output[:32]) == step(chain_key) == chain_step(chain_key)
 
 
 def test_the_same_message_key_twice_gets_two_nonces() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import types
 import uuid
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.unit.client.support import NOW, Directory, connect, roster_hash, stored
+from tests.unit.client.support import NOW, Directory, connect, new_device, roster_hash, stored
+from tests.unit.client.test_pairwise import VERSION_2_STATES
 from veil.client.protocol import sender_key_chains
 from veil.client.protocol.errors import (
     DecryptionError,
@@ -117,22 +119,68 @@ def test_a_message_on_the_previous_key_opens_after_the_next_key_arrived(
     assert bob.decrypt_group_message(late, roster, now=NOW) == b"sent on the first key, delivered late"
 
 
-def test_a_receiver_keeps_the_newest_keys_of_a_sender_device_and_names_an_unknown_one(
+def test_a_member_offline_through_many_rotations_reads_every_message(
+    pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes
+) -> None:
+    """Alice sends 900 messages, rotating every 100, while Bob is away; like the SDK, Bob
+    installs every waiting key first and then reads the history."""
+    alice, bob = pair
+    waiting, history = [], []
+    for rotation in range(9):
+        (message,) = alice.sender_key_messages(
+            conversation, 0, roster, [(bob.user_id, bob.device_id)], now=NOW
+        )
+        waiting.append(message)
+        history += [send(alice, conversation, roster, f"{rotation}/{i}".encode()) for i in range(100)]
+    assert len({key_id_of(envelope) for envelope in history}) == 9
+    for message in waiting:
+        payload = bob.decrypt_device_message(alice.user_id, alice.device_id, "sender_key", message)
+        distribution = SenderKeyDistribution.decode(payload)
+        assert bob.install_sender_key(alice.user_id, alice.device_id, distribution, roster, now=NOW)
+    bob = ClientCrypto.from_state(bob.to_state())
+    for n, envelope in enumerate(history):
+        assert bob.decrypt_group_message(envelope, roster, now=NOW) == f"{n // 100}/{n % 100}".encode()
+
+
+def test_a_superseded_key_is_kept_a_week_after_its_successor_and_the_newest_key_always(
     pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes
 ) -> None:
     alice, bob = pair
-    kept = MAX_SENDER_KEYS_PER_SLOT
-    envelopes = []
-    for rotation in range(kept + 1):
-        hand_over(alice, bob, conversation, roster, now=NOW + rotation * SENDER_KEY_MAX_AGE)
-        envelopes.append(send(alice, conversation, roster, f"key {rotation}".encode()))
-    assert len({key_id_of(e) for e in envelopes}) == kept + 1
-    with pytest.raises(UnknownSenderKeyError, match=f"no sender key {key_id_of(envelopes[0])} "):
-        bob.decrypt_group_message(envelopes[0], roster, now=NOW)
-    for rotation in range(1, kept + 1):
-        assert bob.decrypt_group_message(envelopes[rotation], roster, now=NOW) == f"key {rotation}".encode()
+    hand_over(alice, bob, conversation, roster)
+    on_first = [send(alice, conversation, roster, f"first {i}".encode()) for i in range(2)]
+    successor_installed = NOW + SENDER_KEY_MAX_AGE
+    hand_over(alice, bob, conversation, roster, now=successor_installed)
+    on_second = send(alice, conversation, roster, b"second")
+    bob = ClientCrypto.from_state(bob.to_state())  # the time of superseding is kept
+    saved = bob.to_state()["sender_keys"]["peers"]
+    last_day = successor_installed + SKIPPED_MAX_AGE - 1
+    assert bob.decrypt_group_message(on_first[0], roster, now=last_day) == b"first 0"
+    with pytest.raises(UnknownSenderKeyError, match=f"no sender key {key_id_of(on_first[1])} "):
+        bob.decrypt_group_message(on_first[1], roster, now=successor_installed + SKIPPED_MAX_AGE)
+    much_later = successor_installed + 10 * SKIPPED_MAX_AGE
+    bob.expire_keys(now=much_later)
+    assert bob.decrypt_group_message(on_second, roster, now=much_later) == b"second"
+    assert [peer["key"]["superseded_at"] for peer in saved] == [successor_installed, None]
+
+
+def test_a_hostile_sender_cannot_grow_a_slot_beyond_its_cap(
+    pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes
+) -> None:
+    """Alice's device sends many keys at once: Bob keeps the newest ones and names an unknown one."""
+    alice, bob = pair
+    assert MAX_SENDER_KEYS_PER_SLOT == 64
+    first = hand_over(alice, bob, conversation, roster)
+    dropped = send(alice, conversation, roster, b"on the first key")
+    forged = [
+        OwnSenderKey.generate(conversation, 0, roster, now=NOW).distribution()
+        for _ in range(MAX_SENDER_KEYS_PER_SLOT)
+    ]
+    for distribution in forged:
+        assert bob.install_sender_key(alice.user_id, alice.device_id, distribution, roster, now=NOW)
+    with pytest.raises(UnknownSenderKeyError, match=f"no sender key {first.key_id} "):
+        bob.decrypt_group_message(dropped, roster, now=NOW)
     peers = bob.to_state()["sender_keys"]["peers"]
-    assert len(peers) == kept
+    assert [p["key"]["key_id"] for p in peers] == [d.key_id for d in forged]
     restored = ClientCrypto.from_state(bob.to_state())
     assert restored.to_state() == bob.to_state()
 
@@ -236,6 +284,21 @@ def test_with_turn_rotation_a_newly_installed_peer_key_rotates_the_own_key(
     assert key_id(alice, conversation, roster, rotate_on_peer_key=True) == second
 
 
+def test_turn_rotation_ignores_keys_of_the_users_own_other_devices(
+    directory: Directory, pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes
+) -> None:
+    """Alice's phone speaking is not Bob's turn: only Bob's new key rotates her laptop's key."""
+    laptop, bob = pair
+    phone = new_device(laptop.user_id)
+    connect(directory, phone, laptop)
+    first = key_id(laptop, conversation, roster, rotate_on_peer_key=True)
+    hand_over(phone, laptop, conversation, roster, rotate_on_peer_key=True)
+    laptop = ClientCrypto.from_state(laptop.to_state())
+    assert key_id(laptop, conversation, roster, rotate_on_peer_key=True) == first
+    hand_over(bob, laptop, conversation, roster, rotate_on_peer_key=True)
+    assert key_id(laptop, conversation, roster, rotate_on_peer_key=True) != first
+
+
 def test_each_turn_of_a_direct_conversation_carries_a_fresh_key(
     pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes
 ) -> None:
@@ -297,10 +360,10 @@ def test_skipped_key_expiry_and_epoch_retirement_reach_every_key_of_a_sender(
             bob.decrypt_group_message(envelope, roster, now=later + bob.epoch_grace_seconds)
 
 
-def test_a_store_saved_before_key_ids_keeps_only_its_epoch_retirements(conversation: str) -> None:
-    """Client state version 2 (frame version 1): its keys cannot be named by any v2 message."""
+def version_1_frame_store(conversation: str) -> dict[str, Any]:
+    """A sender key store as the version-1-frame client saved it (client state version 2)."""
     chain = {"chain_key": base64.b64encode(bytes(32)).decode(), "index": 3}
-    old_store = {
+    return {
         "own": [
             {
                 "conversation_id": conversation,
@@ -327,10 +390,61 @@ def test_a_store_saved_before_key_ids_keeps_only_its_epoch_retirements(conversat
             {"conversation_id": conversation, "retired_before": 2, "newest_seen": 2, "deadlines": []}
         ],
     }
-    store = SenderKeyStore.from_state(old_store, epoch_grace_seconds=3600.0)
+
+
+def test_a_store_saved_before_key_ids_keeps_only_its_epoch_retirements(conversation: str) -> None:
+    """Client state version 2 (frame version 1): its keys cannot be named by any v2 message."""
+    old_store = version_1_frame_store(conversation)
+    store = SenderKeyStore.from_state(old_store, epoch_grace_seconds=3600.0, legacy=True)
     state = store.to_state()
     assert (state["own"], state["peers"], state["installs"]) == ([], [], [])
     assert state["retirements"] == old_store["retirements"]
     retired = OwnSenderKey.generate(conversation, 1, bytes(32), now=NOW).distribution()
     with pytest.raises(SenderKeyRefusedError, match="retired"):
         store.install(str(uuid.uuid4()), str(uuid.uuid4()), retired, bytes(32), now=NOW)
+
+
+def test_only_a_version_2_client_state_migrates_its_sender_keys(conversation: str) -> None:
+    version_2 = json.loads(VERSION_2_STATES)["alice"]
+    version_2["sender_keys"] = version_1_frame_store(conversation)
+    migrated = ClientCrypto.from_state(version_2).to_state()["sender_keys"]
+    assert (migrated["own"], migrated["peers"]) == ([], [])
+    assert migrated["retirements"] == version_2["sender_keys"]["retirements"]
+    # A current state with a store shaped like version 2 (no `installs`) is damage: refused.
+    current = ClientCrypto.from_state(version_2).to_state()
+    current["sender_keys"] = {"own": [], "peers": [], "retirements": migrated["retirements"]}
+    with pytest.raises(ValueError, match="installs"):
+        ClientCrypto.from_state(current)
+
+
+@pytest.mark.parametrize("member", ["own", "peers", "retirements", "installs"])
+def test_a_current_store_missing_a_member_is_refused(
+    pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes, member: str
+) -> None:
+    alice, bob = pair
+    hand_over(alice, bob, conversation, roster)
+    bob.decrypt_group_message(send(alice, conversation, roster, b"x"), roster, now=NOW)
+    state = bob.to_state()
+    del state["sender_keys"][member]
+    with pytest.raises(ValueError, match=member):
+        ClientCrypto.from_state(state)
+
+
+STORE_DAMAGE: dict[str, Any] = {
+    "newest key superseded": lambda peers: peers[-1]["key"].update(superseded_at=NOW),
+    "older key not superseded": lambda peers: peers[0]["key"].update(superseded_at=None),
+    "superseded_at missing": lambda peers: peers[0]["key"].pop("superseded_at"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(STORE_DAMAGE))
+def test_a_slot_with_damaged_superseding_times_is_refused(
+    pair: tuple[ClientCrypto, ClientCrypto], conversation: str, roster: bytes, damage: str
+) -> None:
+    alice, bob = pair
+    hand_over(alice, bob, conversation, roster)
+    hand_over(alice, bob, conversation, roster, now=NOW + SENDER_KEY_MAX_AGE)
+    state = bob.to_state()
+    STORE_DAMAGE[damage](state["sender_keys"]["peers"])
+    with pytest.raises(ValueError, match="superseded_at"):
+        ClientCrypto.from_state(state)

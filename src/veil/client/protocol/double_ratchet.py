@@ -20,11 +20,17 @@ to the thief, and so is everything the peer sends after receiving one of them. U
 thief reads both directions. A thief who actively impersonates a side with the stolen state is not
 healed against.
 
-Out of order: keys of skipped messages are kept, at most `MAX_SKIP` ahead per message, at most
-`MAX_SKIPPED_KEYS` in all (the oldest dropped), each for at most `SKIPPED_MAX_AGE` seconds after it
-was skipped. A second delivery finds no key: `ReplayError`. A message that does not authenticate
-changes no ratchet state. The library's coroutines do no I/O and are driven synchronously
-(`run_sync`), never with an event loop: the SDK calls this core from inside one.
+Out of order: keys of skipped messages are kept, at most `MAX_SKIPPED_KEYS` in all (the oldest
+dropped), each for at most `SKIPPED_MAX_AGE` seconds after it was skipped. A message may be at
+most `MAX_SKIP` ahead in its own chain (`TooManySkippedError` otherwise). A message that starts a
+new peer chain also derives the unread rest of the previous chain, if that is at most `MAX_SKIP`
+keys; a longer rest is given up (those messages stay unreadable) so that heavy loss never blocks
+the session. One message thus derives at most twice `MAX_SKIP` keys, and the store keeps the
+newest `MAX_SKIPPED_KEYS` of them.
+
+A second delivery finds no key: `ReplayError`. A message that does not authenticate changes no
+ratchet state. The library's coroutines do no I/O and are driven synchronously (`run_sync`),
+never with an event loop: the SDK calls this core from inside one.
 """
 
 from __future__ import annotations
@@ -62,13 +68,8 @@ from veil.client.protocol.envelope import NONCE_SIZE, TAG_SIZE
 from veil.client.protocol.errors import DecryptionError, ReplayError, TooManySkippedError
 from veil.client.protocol.framing import RatchetHeader
 from veil.client.protocol.keys import KEY_SIZE
+from veil.client.protocol.ratchet import MAX_SKIP, MAX_SKIPPED_KEYS, SKIPPED_MAX_AGE, step
 
-# The furthest ahead of the next expected index a single message may be.
-MAX_SKIP = 1000
-# How many skipped message keys a session keeps; the oldest are dropped beyond this.
-MAX_SKIPPED_KEYS = 1000
-# How long (seconds) a skipped message key is kept after it was skipped.
-SKIPPED_MAX_AGE = 7 * 24 * 3600.0
 # How many earlier peer ratchet keys are remembered, to refuse old-chain replays outright.
 EARLIER_PEER_KEYS_KEPT = 20
 
@@ -158,9 +159,9 @@ def root_step(root_key: bytes, dh_output: bytes) -> tuple[bytes, bytes]:
 
 
 def chain_step(chain_key: bytes) -> tuple[bytes, bytes]:
-    """One message-chain step: `(message key, next chain key)`, exactly as the ratchet computes it."""
-    output = run_sync(ChainKDF.derive(chain_key, CHAIN_CONSTANT, 64))
-    return output[32:], output[:32]
+    """One message-chain step: `(message key, next chain key)`. The sender keys' hash ratchet step,
+    which `ChainKDF` with `CHAIN_CONSTANT` computes too (a unit test holds them equal)."""
+    return step(chain_key)
 
 
 def _to_header(header: doubleratchet.Header) -> RatchetHeader:
@@ -193,19 +194,27 @@ def _parameters(dh: type[X25519Ratchet], aead: type[MessageAEAD]) -> dict[str, A
 
 @contextmanager
 def _library_errors() -> Iterator[None]:
-    """Turn the library's exceptions into ours; keep its heavy-loss warning from reaching users."""
+    """Turn the library's exceptions into ours."""
     try:
-        with warnings.catch_warnings():
-            # Raised when a DH step skips more than MAX_SKIP keys of the old chain: those are
-            # simply not kept (their messages become unreadable), which is the bound working.
-            warnings.filterwarnings("ignore", message="More than .* message keys skipped")
-            yield
+        yield
     except (doubleratchet.AuthenticationFailedException, doubleratchet.DecryptionFailedException):
         raise DecryptionError("authentication failed") from None
     except doubleratchet.DoSProtectionException:
         raise TooManySkippedError(f"the message is more than {MAX_SKIP} ahead in its chain") from None
     except doubleratchet.DuplicateMessageException:
         raise ReplayError("the message was already received (or its skipped key was dropped)") from None
+
+
+@contextmanager
+def _quiet_if(heavy_loss: bool) -> Iterator[None]:
+    """Keep the library's heavy-loss warning from users: giving up the old chain's rest is the
+    documented bound at work. Only on that rare path, as `catch_warnings` is process-wide."""
+    if not heavy_loss:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"More than \d+ message keys skipped")
+        yield
 
 
 @dataclass(frozen=True)
@@ -304,16 +313,6 @@ class SessionRatchet:
         session._record_skipped(now)
         return session, plaintext
 
-    @property
-    def sending_index(self) -> int:
-        """The index the next message will use in the current sending chain."""
-        return self._ratchet.sending_chain_length
-
-    @property
-    def skipped_count(self) -> int:
-        """How many skipped message keys are held."""
-        return len(self._skipped_at)
-
     def encrypt(self, plaintext: bytes, associated_data: bytes) -> RatchetMessage:
         """The next message of the sending chain (the chain moves past it for good)."""
         if self._ratchet.sending_chain_length > U32_MAX:
@@ -339,7 +338,7 @@ class SessionRatchet:
                 raise ReplayError("the message is from an earlier chain and its key is gone")
             if not steps and self._ratchet.receiving_chain_length is None:
                 raise DecryptionError("the peer's signed prekey never sends messages")
-        with _library_errors():
+        with _library_errors(), _quiet_if(steps and self._gives_up_old_chain(message.header)):
             plaintext = run_sync(self._ratchet.decrypt_message(message._library_message, associated_data))
         if steps:
             self._earlier_peer_keys.append(self._peer_ratchet_key)
@@ -347,6 +346,12 @@ class SessionRatchet:
             self._peer_ratchet_key = message.header.ratchet_key
         self._record_skipped(now)
         return plaintext
+
+    def _gives_up_old_chain(self, header: RatchetHeader) -> bool:
+        """Whether a message starting a new peer chain leaves more than MAX_SKIP keys of the
+        previous one underived (the library then skips them, with a warning)."""
+        received = self._ratchet.receiving_chain_length
+        return received is not None and header.previous_chain_length - received > MAX_SKIP
 
     def expire(self, now: float) -> None:
         """Drop skipped keys older than `SKIPPED_MAX_AGE`; keys skipped at an unknown time start aging now."""

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from veil.client.protocol.codec import read_int, read_list
-from veil.client.protocol.ratchet import read_time
+from veil.client.protocol.codec import read_int, read_list, read_time
 
 
 class EpochRetirement:

@@ -34,13 +34,13 @@ from veil.client.protocol.codec import (
     read_list,
     read_optional_time,
 )
-from veil.client.protocol.codec import read_time as read_time  # re-exported for its older importers
 from veil.client.protocol.errors import ReplayError, TooManySkippedError
 
 CHAIN_KEY_SIZE = 32
-# The furthest ahead of the next expected index a single message may be.
+# Skipped-key bounds, shared with `double_ratchet` (one definition for both kinds of session).
+# The most message keys a single message may make its receiver derive ahead.
 MAX_SKIP = 1000
-# How many skipped message keys a receiving chain keeps; the oldest are dropped beyond this.
+# How many skipped message keys a receiving chain (or a pairwise session) keeps; the oldest go first.
 MAX_SKIPPED_KEYS = 1000
 # How long (seconds) a skipped message key is kept after it was skipped.
 SKIPPED_MAX_AGE = 7 * 24 * 3600.0
@@ -58,7 +58,7 @@ def _hmac(key: bytes, data: bytes) -> bytes:
 
 
 def step(chain_key: bytes) -> tuple[bytes, bytes]:
-    """One ratchet step: `(message key, next chain key)`."""
+    """One ratchet step: `(message key, next chain key)`; also the Double Ratchet's chain step."""
     return _hmac(chain_key, _MESSAGE_KEY_INPUT), _hmac(chain_key, _CHAIN_KEY_INPUT)
 
 

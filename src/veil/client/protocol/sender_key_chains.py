@@ -23,7 +23,9 @@ from veil.client.protocol.codec import (
     read_bytes,
     read_int,
     read_mapping,
+    read_optional_time,
     read_str,
+    read_time,
     uuid_bytes,
     uuid_str,
 )
@@ -38,7 +40,7 @@ from veil.client.protocol.envelope import (
 )
 from veil.client.protocol.errors import DecryptionError
 from veil.client.protocol.framing import GroupMessageHeader, SenderKeyDistributionFrame
-from veil.client.protocol.ratchet import CHAIN_KEY_SIZE, ReceivingChain, SendingChain, read_time
+from veil.client.protocol.ratchet import CHAIN_KEY_SIZE, ReceivingChain, SendingChain
 
 SIGNATURE_SIZE = 64
 # Rotation limits of an own sender key (seconds, messages).
@@ -217,15 +219,26 @@ class OwnSenderKey:
 
 
 class PeerSenderKey:
-    """One of another device's sender keys for one conversation epoch, received under one roster view."""
+    """One of another device's sender keys for one conversation epoch, received under one roster view.
+
+    `superseded_at` is the caller's time when a newer key of the same sender device and epoch was
+    installed (None while this is the newest): the receiver keeps it for a while after that.
+    """
 
     def __init__(
-        self, key_id: int, chain: ReceivingChain, signing_public_key: bytes, roster_hash: bytes
+        self,
+        key_id: int,
+        chain: ReceivingChain,
+        signing_public_key: bytes,
+        roster_hash: bytes,
+        *,
+        superseded_at: float | None = None,
     ) -> None:
         self.key_id = key_id
         self._chain = chain
         self.signing_public_key = signing_public_key
         self.roster_hash = roster_hash
+        self.superseded_at = superseded_at
 
     def decrypt(self, context: GroupContext, sealed: Sealed, *, now: float) -> bytes:
         """Check the sender's signature, then open the message on its chain index."""
@@ -262,6 +275,7 @@ class PeerSenderKey:
             "chain": self._chain.to_state(),
             "signing_public_key": b64encode(self.signing_public_key),
             "roster_hash": b64encode(self.roster_hash),
+            "superseded_at": self.superseded_at,
         }
 
     @classmethod
@@ -271,4 +285,5 @@ class PeerSenderKey:
             ReceivingChain.from_state(read_mapping(state, "chain")),
             read_bytes(state, "signing_public_key", size=32),
             read_bytes(state, "roster_hash", size=ROSTER_HASH_SIZE),
+            superseded_at=read_optional_time(state, "superseded_at"),
         )

@@ -13,9 +13,10 @@ deleted) when the caller next asks for it (`SenderKeyStore.own_key`) and:
 - the epoch is new, or the sender's view of the roster (its hash) changed;
 - it is `SENDER_KEY_MAX_AGE` old, or has sent `SENDER_KEY_MAX_MESSAGES` messages (Signal's and
   Megolm's reference limits: about a week or 100 messages);
-- with `rotate_on_peer_key`, another device's sender key for the conversation was newly installed
-  here since the key was made: in a direct conversation each reply round trip then carries a fresh
-  key over pairwise sessions that ratcheted meanwhile.
+- with `rotate_on_peer_key`, another user's sender key for the conversation was newly installed
+  here since the key was made (keys of this user's other devices do not count): in a direct
+  conversation each reply round trip then carries a fresh key over pairwise sessions that
+  ratcheted meanwhile.
 Sending never rotates; the caller distributes the new key first. A thief who copied a member's
 state (and watches every ciphertext) reads every message of the sender keys that state holds, and
 of every key later distributed to that member over a pairwise session the thief can still follow.
@@ -23,9 +24,13 @@ A key is safe from it once distributed over a healed session (`double_ratchet`):
 received, before distributing, a reply that the robbed member sent after receiving one of the
 sender's messages under a ratchet key new to it.
 
-Receivers keep up to `MAX_SENDER_KEYS_PER_SLOT` keys per (conversation, epoch, sender device),
-found by the key id in each message header, so a message on the previous key still opens after
-the next key arrived.
+Receivers keep the keys of each (conversation, epoch, sender device) by the key id in each
+message header, so a message on an earlier key still opens after later keys arrived: a key is
+kept until `SKIPPED_MAX_AGE` (a week, as for skipped message keys) after a newer key of the same
+slot was installed, however many keys came meanwhile (a member offline through many rotations
+installs them all before reading). The newest key of a slot never ages out; beyond
+`MAX_SENDER_KEYS_PER_SLOT` keys the oldest is dropped, so a hostile sender cannot grow the state
+without bound.
 
 Every sender key is bound to one roster hash (the sender's verified view of the roster at that
 epoch): it travels in the distribution, a receiver installs it only if its own view has the same
@@ -50,7 +55,7 @@ from veil.client.protocol.envelope import GroupContext, Sealed, check_roster_has
 from veil.client.protocol.epoch_retirement import EpochRetirement
 from veil.client.protocol.errors import MalformedMessageError, SenderKeyRefusedError, UnknownSenderKeyError
 from veil.client.protocol.framing import GroupMessageHeader
-from veil.client.protocol.ratchet import ReceivingChain
+from veil.client.protocol.ratchet import SKIPPED_MAX_AGE, ReceivingChain
 from veil.client.protocol.sender_key_chains import (
     SENDER_KEY_MAX_AGE,
     SENDER_KEY_MAX_MESSAGES,
@@ -71,8 +76,10 @@ __all__ = [
     "SenderKeyStore",
 ]
 
-# How many keys of one sender device and epoch a receiver keeps (the oldest is dropped beyond).
-MAX_SENDER_KEYS_PER_SLOT = 8
+# The most keys of one sender device and epoch a receiver keeps, whatever their age (the oldest
+# is dropped beyond): 6,400 messages at one rotation per 100, so only a sender that rotates much
+# faster within a week makes an offline reader lose its oldest keys.
+MAX_SENDER_KEYS_PER_SLOT = 64
 
 
 # (conversation, epoch, sender user, sender device) -> that device's keys by key id, oldest first.
@@ -91,7 +98,7 @@ def _slot(conversation_id: str, epoch: int, sender_id: str, sender_device_id: st
 
 class SenderKeyStore:
     """Own sender keys by (conversation, epoch), received ones by slot and key id, each
-    conversation's epoch retirement clock and its count of newly installed peer keys."""
+    conversation's epoch retirement clock and its count of newly installed keys of other users."""
 
     def __init__(
         self,
@@ -105,7 +112,7 @@ class SenderKeyStore:
         self._own = own or {}
         self._peers = peers or {}
         self._retirements = retirements or {}
-        # Per conversation: how many peer keys were newly installed (drives `rotate_on_peer_key`).
+        # Per conversation: how many keys of other users were newly installed (`rotate_on_peer_key`).
         self._installs = installs or {}
         self.epoch_grace_seconds = epoch_grace_seconds
 
@@ -183,6 +190,7 @@ class SenderKeyStore:
         expected_roster_hash: bytes,
         *,
         now: float,
+        own_user_id: str | None = None,
     ) -> bool:
         """Store a received sender key; True if stored, False if it repeats a key we hold.
 
@@ -190,8 +198,11 @@ class SenderKeyStore:
         receiver's verified roster at that epoch), its epoch is retired, or its signing key came
         before with another key id or roster. A repeat of a key we hold (same key id and signing
         key) is ignored, so a re-delivered distribution cannot roll the chain back; another
-        signing key under a held key id replaces that key. The slot keeps the newest
-        `MAX_SENDER_KEYS_PER_SLOT` keys.
+        signing key under a held key id replaces that key. The slot's earlier keys count as
+        superseded from `now` (see the module docstring for how long they are kept).
+
+        `own_user_id` is this device's user: a key from one of its other devices is not the other
+        side's turn, so it does not count for `rotate_on_peer_key` (with None, every key counts).
         """
         expected_roster_hash = check_roster_hash(expected_roster_hash)
         conversation_id = canonical_uuid(distribution.conversation_id, field="conversation_id")
@@ -218,6 +229,9 @@ class SenderKeyStore:
         except ValueError:
             raise MalformedMessageError("the sender key's signing key is not an Ed25519 key") from None
         keys.pop(distribution.key_id, None)  # a replaced key id moves to the newest place
+        for key in keys.values():
+            if key.superseded_at is None:
+                key.superseded_at = float(now)
         keys[distribution.key_id] = PeerSenderKey(
             distribution.key_id,
             ReceivingChain(distribution.chain_key, distribution.iteration),
@@ -227,14 +241,15 @@ class SenderKeyStore:
         for oldest in list(keys)[: max(0, len(keys) - MAX_SENDER_KEYS_PER_SLOT)]:
             del keys[oldest]
         self._peers[slot] = keys
-        self._installs[conversation_id] = self._installs.get(conversation_id, 0) + 1
+        if own_user_id is None or slot[2] != canonical_uuid(own_user_id, field="own_user_id"):
+            self._installs[conversation_id] = self._installs.get(conversation_id, 0) + 1
         return True
 
     def decrypt(self, context: GroupContext, sealed: Sealed, *, now: float) -> bytes:
         """Open another device's message: retired epochs are refused, and expiry runs first."""
         conversation_id = canonical_uuid(context.conversation_id, field="conversation_id")
         retired_before = self._advance(conversation_id, now)
-        self._expire_skipped(conversation_id, now)
+        self._expire_keys(conversation_id, now)
         if context.key_epoch < retired_before:
             raise UnknownSenderKeyError(
                 f"epoch {context.key_epoch} of this conversation is retired (epochs below "
@@ -257,11 +272,12 @@ class SenderKeyStore:
         return key
 
     def expire(self, now: float) -> None:
-        """Apply due epoch retirements and drop too-old skipped keys in every conversation."""
+        """Apply due epoch retirements and drop superseded keys and skipped message keys that are
+        too old, in every conversation."""
         conversations = {slot[0] for slot in self._peers} | set(self._retirements)
         for conversation_id in conversations:
             self._advance(conversation_id, now)
-            self._expire_skipped(conversation_id, now)
+            self._expire_keys(conversation_id, now)
 
     def forget_epochs_before(self, conversation_id: str, epoch: int) -> None:
         """Delete every key of the conversation older than `epoch` (history before it becomes unreadable)."""
@@ -287,10 +303,16 @@ class SenderKeyStore:
             del self._peers[slot]
         return retired_before
 
-    def _expire_skipped(self, conversation_id: str, now: float) -> None:
+    def _expire_keys(self, conversation_id: str, now: float) -> None:
+        """Drop the conversation's keys superseded `SKIPPED_MAX_AGE` ago (the newest key of a slot
+        is never superseded), then the too-old skipped message keys of those left."""
         for slot, keys in self._peers.items():
-            if slot[0] == conversation_id:
-                for key in keys.values():
+            if slot[0] != conversation_id:
+                continue
+            for key_id, key in list(keys.items()):
+                if key.superseded_at is not None and now - key.superseded_at >= SKIPPED_MAX_AGE:
+                    del keys[key_id]
+                else:
                     key.expire(now)
 
     def to_state(self) -> dict[str, Any]:
@@ -318,15 +340,17 @@ class SenderKeyStore:
         }
 
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], *, epoch_grace_seconds: float) -> SenderKeyStore:
-        """Rebuild from `to_state` output; `ValueError` on anything malformed.
+    def from_state(
+        cls, state: Mapping[str, Any], *, epoch_grace_seconds: float, legacy: bool = False
+    ) -> SenderKeyStore:
+        """Rebuild from `to_state` output; `ValueError` on anything malformed or missing.
 
-        A store saved by the version-1-frame client (client state version 2, recognised by having
-        no `installs`) keeps only its epoch retirements: its sender keys were handed over without
-        key ids, so no version 2 group message can name them, and the version 1 messages they
-        opened are refused by their frame version. The next send makes and distributes a new key.
+        `legacy=True` reads a store saved by the version-1-frame client (client state version 2):
+        only its epoch retirements are kept. Its sender keys were handed over without key ids, so
+        no version 2 group message can name them, and the version 1 messages they opened are
+        refused by their frame version. The next send makes and distributes a new key.
         """
-        if "installs" not in state:
+        if legacy:
             retirements_only: dict[str, Any] = {
                 "own": [],
                 "peers": [],
@@ -349,8 +373,13 @@ class SenderKeyStore:
             )
             peer = PeerSenderKey.from_state(read_mapping(entry, "key"))
             peers.setdefault(slot, {})[peer.key_id] = peer
-        if any(len(keys) > MAX_SENDER_KEYS_PER_SLOT for keys in peers.values()):
-            raise ValueError("a sender key slot holds more keys than allowed")
+        for keys in peers.values():
+            if len(keys) > MAX_SENDER_KEYS_PER_SLOT:
+                raise ValueError("a sender key slot holds more keys than allowed")
+            # Only the newest key of a slot is current: an older one without superseded_at would
+            # never age out, and a superseded newest key would.
+            if [key.superseded_at is None for key in keys.values()] != [False] * (len(keys) - 1) + [True]:
+                raise ValueError("in a sender key slot every key but the newest must be superseded_at a time")
         retirements: dict[str, EpochRetirement] = {}
         for item in read_list(state, "retirements"):
             entry = _mapping(item)

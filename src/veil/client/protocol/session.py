@@ -37,6 +37,7 @@ from veil.client.protocol.codec import (
     read_list,
     read_mapping,
     read_str,
+    read_time,
 )
 from veil.client.protocol.envelope import DEVICE_CONTENT_TYPES, DeviceContext, GroupContext, Sealed
 from veil.client.protocol.errors import (
@@ -50,7 +51,6 @@ from veil.client.protocol.errors import (
 from veil.client.protocol.framing import SessionInitHeader, SessionMessageHeader
 from veil.client.protocol.keys import KEY_SIZE, DeviceKeys
 from veil.client.protocol.pairwise import PairwiseSession, PeerSessions, session_id_for
-from veil.client.protocol.ratchet import read_time
 from veil.client.protocol.sender_keys import SenderKeyDistribution, SenderKeyStore
 from veil.client.protocol.x3dh import PrekeyBundle
 
@@ -295,7 +295,12 @@ class ClientCrypto:
         epoch, raises `SenderKeyRefusedError`.
         """
         return self._sender_keys.install(
-            sender_user_id, sender_device_id, distribution, expected_roster_hash, now=now
+            sender_user_id,
+            sender_device_id,
+            distribution,
+            expected_roster_hash,
+            now=now,
+            own_user_id=self.user_id,
         )
 
     def current_sender_key_id(
@@ -312,8 +317,8 @@ class ClientCrypto:
 
         A different id than the one last distributed means every member device needs the new key
         (`sender_key_messages`) before the next group message. `rotate_on_peer_key=True` (direct
-        conversations) also rotates once another device's key for the conversation was newly
-        installed since this key was made.
+        conversations) also rotates once another user's key for the conversation was newly
+        installed since this key was made (this user's other devices do not count).
         """
         return self._sender_keys.own_key(
             conversation_id, epoch, roster_hash, now=now, rotate_on_peer_key=rotate_on_peer_key
@@ -483,7 +488,12 @@ class ClientCrypto:
             read_str(state, "device_id"),
             DeviceKeys.from_state(read_mapping(state, "keys")),
             peers,
-            SenderKeyStore.from_state(read_mapping(state, "sender_keys"), epoch_grace_seconds=grace),
+            SenderKeyStore.from_state(
+                read_mapping(state, "sender_keys"),
+                epoch_grace_seconds=grace,
+                # A version 2 store's keys have no key ids: only its epoch retirements are kept.
+                legacy=version == _SESSIONLESS_STATE_VERSION,
+            ),
             signing_pins=signing_pins,
             epoch_grace_seconds=grace,
         )
