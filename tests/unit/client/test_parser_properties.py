@@ -88,6 +88,19 @@ def refuses_only(error: type[Exception], parse: Callable[[], object]) -> None:
         parse()
 
 
+def refuses_or_must_refuse(
+    genuine: Mapping[str, Any], damaged: Mapping[str, Any], deliver: Callable[[], object]
+) -> None:
+    """A message whose binary fields differ from the genuine one's must be refused (any change to
+    them breaks authentication); otherwise (members added or dropped) only CryptoError may come."""
+    binary = ("ciphertext", "nonce", "auth_tag")
+    if any(damaged.get(field) != genuine[field] for field in binary):
+        with pytest.raises(CryptoError):
+            deliver()
+    else:
+        refuses_only(CryptoError, deliver)
+
+
 # --- Strategies: damaged encodings ----------------------------------------------------------------
 
 
@@ -514,7 +527,8 @@ def damaged_device_message(draw: st.DrawFn, message: Mapping[str, Any]) -> dict[
 )
 def test_damaged_pairwise_messages_raise_only_crypto_errors(delivery: tuple[str, dict[str, Any]]) -> None:
     content_type, message = delivery
-    refuses_only(CryptoError, lambda: PAIRWISE.deliver(content_type, message))
+    genuine = PAIRWISE.init if content_type == "session_init" else PAIRWISE.follow_up
+    refuses_or_must_refuse(genuine, message, lambda: PAIRWISE.deliver(content_type, message))
 
 
 # Fields an attacker would pick rather than stumble on: low-order (all-zero) X25519 keys where the
@@ -584,7 +598,7 @@ GROUP = _Group()
 @FEW
 @given(damaged_device_message(GROUP.envelope))
 def test_damaged_group_messages_raise_only_crypto_errors(envelope: dict[str, Any]) -> None:
-    refuses_only(CryptoError, lambda: GROUP.deliver(envelope))
+    refuses_or_must_refuse(GROUP.envelope, envelope, lambda: GROUP.deliver(envelope))
 
 
 def test_the_undamaged_group_message_opens() -> None:
