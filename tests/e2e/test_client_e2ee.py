@@ -11,7 +11,6 @@ from a used-up key.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import threading
 import time
@@ -23,6 +22,7 @@ import httpx
 import pytest
 
 from tests.support.clients import Clients
+from tests.support.databases import query
 from tests.support.pgdump import dump
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, bearer, login
@@ -38,17 +38,6 @@ from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import VeilError
 
 # Helpers -----------------------------------------------------------------------------------------
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def b64(raw: bytes) -> str:

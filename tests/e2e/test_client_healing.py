@@ -10,30 +10,18 @@ from then on the thief reads nothing, while Bob reads everything.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 import uuid
-from typing import Any
 
 import asyncpg
 
 from tests.support.clients import Clients
+from tests.support.databases import query
 from veil.client.protocol.errors import CryptoError
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
 from veil.client.sdk.http import VeilClient
-
-
-def query(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(database_url)
-        try:
-            return list(await conn.fetch(sql, *args))
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
 
 
 def b64(raw: bytes) -> str:
