@@ -21,7 +21,7 @@ import httpx
 from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
-from bench import attachments, messaging, signup, topology
+from bench import attachments, messaging, signup, topology, transparency
 from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -266,6 +266,18 @@ cores or more processes on more machines, which the stateless services allow.
 """
 
 
+def write_section(section: str) -> None:
+    """Put one scenario's section (from its `## ` heading to the next) into docs/benchmarks.md."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    heading = section.strip().splitlines()[0]
+    start = text.find(heading)
+    if start < 0:
+        RESULTS.write_text(text.rstrip("\n") + "\n" + section)
+        return
+    end = text.find("\n## ", start + len(heading))
+    RESULTS.write_text(text[:start].rstrip("\n") + "\n" + section + (text[end:] if end >= 0 else ""))
+
+
 async def main(seconds: float, sockets: int, only: str | None) -> None:
     settings = Settings(environment=Environment.TEST, data_dir=Path(".data-bench").resolve())
     stack = await start_dev_stack(settings)
@@ -298,6 +310,19 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
         if only == "attachments":  # a quick look at one scenario; docs/benchmarks.md is untouched
             print(await attachments.run_all(live, settings, seconds))
             return
+        if only == "transparency":  # its section of docs/benchmarks.md is replaced, the rest kept
+            assert settings.transparency_keys_file is not None
+            section = await transparency.run(
+                live,
+                machine(),
+                database_url,
+                settings.transparency_keys_file,
+                settings.data_dir / "mail",
+                seconds,
+            )
+            write_section(section)
+            print(section)
+            return
         if only == "scale-out":
             live.stop()
             print(topology.render(await topology.scale_out(settings, database_url, certs, seconds)))
@@ -316,7 +341,16 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
         attachment_section = await attachments.run_all(live, settings, seconds)
         live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores
         scale_out = topology.render(await topology.scale_out(settings, database_url, certs, seconds))
-        sections = [render(results, seconds), render_messaging(messaging_results, idle), attachment_section]
+        assert settings.transparency_keys_file is not None
+        transparency_section = await transparency.run(
+            live, machine(), database_url, settings.transparency_keys_file, mail_dir, seconds
+        )
+        sections = [
+            render(results, seconds),
+            render_messaging(messaging_results, idle),
+            attachment_section,
+            transparency_section,
+        ]
         RESULTS.write_text("".join([*sections, scale_out]))
         print(RESULTS.read_text())
     finally:
@@ -329,6 +363,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
-    parser.add_argument("--only", choices=["attachments", "scale-out"], help="run one scenario and print it")
+    parser.add_argument(
+        "--only", choices=["attachments", "scale-out", "transparency"], help="run one scenario and print it"
+    )
     arguments = parser.parse_args()
     asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only))

@@ -1,6 +1,7 @@
 """The `veil` command: `veil run` (the whole system for development), `veil serve SERVICE`
 (one service process, production shape), `veil migrate`, `veil operator grant|revoke EMAIL` and
-`veil invites create [--uses N] [--expires 7d]`."""
+`veil invites create [--uses N] [--expires 7d]`, `veil transparency verify` (rebuild the key-transparency
+log and check every signed head), `veil transparency rotate-key FILE` and `veil transparency keys FILE`."""
 
 from __future__ import annotations
 
@@ -163,6 +164,62 @@ def make_invite(settings: Settings, *, uses: int, lifetime: timedelta) -> None:
     print(f"invite code for {uses} sign-up(s), valid for {lifetime}", file=sys.stderr)
 
 
+def verify_transparency(settings: Settings) -> None:
+    """Rebuild the key-transparency tree from the database and check every stored head: exit 1
+    naming the first leaf, node or head that does not hold."""
+    from veil.transparency.audit import verify_log
+    from veil.transparency.head import keys_for
+
+    public_keys = keys_for(settings).public_keys
+
+    async def check() -> tuple[int, int, str | None]:
+        db = Database(
+            _operator_database_url(settings),
+            max_size=1,
+            timeout=settings.db_timeout_seconds,
+            metrics=Metrics(),
+        )
+        await db.open()
+        try:
+            async with db.transaction("transparency_verify", isolation="repeatable_read") as conn:
+                # The whole log is read in one go; the statement timeout is for requests.
+                await conn.execute("SET LOCAL statement_timeout = 0")
+                report = await verify_log(conn, public_keys)
+        finally:
+            await db.close()
+        return report.leaves, report.heads, report.problem
+
+    try:
+        leaves, heads, problem = asyncio.run(check())
+    except BackendUnavailable:
+        raise SystemExit("the database is unavailable") from None
+    if problem is not None:
+        print(f"transparency log: {problem}", file=sys.stderr)
+        raise SystemExit(1)
+    print(f"transparency log: {leaves} leaves and {heads} signed heads verified", file=sys.stderr)
+
+
+def rotate_transparency_key(path: Path) -> None:
+    """Make a new active log key in `path` (created if missing); older keys stay, public only."""
+    from veil.transparency.head import LogKeys
+
+    draft = path.with_name(f".{path.name}.new")
+    LogKeys.generate_file(draft, previous=path)
+    draft.replace(path)
+    keys = LogKeys.load(path)
+    print(f"{path}: new active key {keys.public_key.hex()}", file=sys.stderr)
+
+
+def print_transparency_keys(path: Path) -> None:
+    """Every public key of the file, the active one first, base64: what to publish."""
+    import base64
+
+    from veil.transparency.head import LogKeys
+
+    for key in LogKeys.load(path).public_keys:
+        print(base64.b64encode(key).decode())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="veil", description=__doc__)
     parser.add_argument("--env-file", type=Path, default=Path(".env"), help="dotenv file (if present)")
@@ -181,6 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     create_parser = invite_actions.add_parser("create", help="print a new invite code")
     create_parser.add_argument("--uses", type=use_count, default=1, metavar="N", help="sign-ups it allows")
     create_parser.add_argument("--expires", type=duration, default=timedelta(days=7), help="e.g. 12h, 7d")
+    transparency_parser = commands.add_parser("transparency", help="the key-transparency log")
+    transparency_actions = transparency_parser.add_subparsers(dest="action", required=True)
+    transparency_actions.add_parser("verify", help="rebuild the log's tree and check every signed head")
+    for action, text in (
+        ("rotate-key", "make a new active log key in FILE (keeps the old ones, public only)"),
+        ("keys", "print every public key of FILE, the active one first"),
+    ):
+        transparency_actions.add_parser(action, help=text).add_argument("file", type=Path)
     args = parser.parse_args(argv)
 
     settings = load_settings(args.env_file)
@@ -198,6 +263,13 @@ def main(argv: list[str] | None = None) -> None:
         change_operator_role(settings, args.email, grant=args.action == "grant")
     elif args.command == "invites":
         make_invite(settings, uses=args.uses, lifetime=args.expires)
+    elif args.command == "transparency":
+        if args.action == "verify":
+            verify_transparency(settings)
+        elif args.action == "rotate-key":
+            rotate_transparency_key(args.file)
+        else:
+            print_transparency_keys(args.file)
 
 
 if __name__ == "__main__":

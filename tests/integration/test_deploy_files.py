@@ -207,6 +207,8 @@ def test_veil_containers_get_a_complete_production_configuration(
         assert environment["VEIL_TRUSTED_PROXIES"] == f"{gateway_address}/32"
         assert environment["VEIL_JWT_KEYS_FILE"] == "/run/secrets/jwt-keys.json"
         assert any(secret["target"] == "jwt-keys.json" for secret in service["secrets"])
+        assert environment["VEIL_TRANSPARENCY_KEYS_FILE"] == "/run/secrets/transparency-keys.json"
+        assert any(secret["target"] == "transparency-keys.json" for secret in service["secrets"])
         # What compose hands over is enough for production's validation at start.
         settings = Settings(**{key: value for key, value in environment.items() if value is not None})
         assert settings.is_production

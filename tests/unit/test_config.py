@@ -12,6 +12,7 @@ PRODUCTION = {
     "S3_ACCESS_KEY": "AKIAEXAMPLEKEY",
     "S3_SECRET_KEY": "a-real-looking-secret-value",
     "VEIL_JWT_KEYS_FILE": "/run/secrets/jwt-keys.json",
+    "VEIL_TRANSPARENCY_KEYS_FILE": "/run/secrets/transparency-keys.json",
     "SMTP_HOST": "smtp.example.eu",
 }
 
@@ -32,6 +33,7 @@ def test_production_with_everything_set_is_accepted(monkeypatch: pytest.MonkeyPa
         ("S3_ACCESS_KEY", "minioadmin"),
         ("VEIL_RATE_LIMITS", "off"),
         ("SMTP_HOST", None),
+        ("VEIL_TRANSPARENCY_KEYS_FILE", None),
     ],
 )
 def test_production_refuses_missing_or_placeholder_values(

@@ -85,7 +85,11 @@ download URL for one lives at most `VEIL_EXPORT_URL_TTL` (default {_default("exp
 - **Erasure**: at once the account is disabled, every session revoked and every socket closed;
   after `VEIL_ERASURE_GRACE_DAYS` (default {grace}) the purge removes every row above that
   refers to the user and, through the sweep, their attachments' objects. What remains is a tombstone
-  (`erasure_tombstones`: when the erasure was requested and when it was done, no identifier).
+  (`erasure_tombstones`: when the erasure was requested and when it was done, no identifier),
+  and the user's leaves in the key-transparency log (`transparency_leaves`): public keys and
+  certificates under SHA-256 of the user id, never an email, kept because deleting a leaf would
+  break the log every client checks the key directory against (docs/adr/0019); the purge appends
+  one last leaf saying the account has no keys any more.
   The same email address can register again afterwards.
 - **Export**: a JSON archive (with a short readable summary) of the sections named above, never
   ciphertext or content keys, downloaded through an expiring presigned URL.

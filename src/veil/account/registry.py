@@ -202,6 +202,17 @@ REGISTRY: tuple[PersonalData, ...] = (
         "the sweep deletes the object and the row when the URL expires or the owner is gone",
     ),
     PersonalData(
+        "transparency_leaves",
+        (),
+        "the key-transparency log: per change of a user's master key or certified devices, a leaf "
+        "with SHA-256 of the user id (never the id itself or an email), a version, the master key "
+        "and SHA-256 of the certified devices' public keys and certificates",
+        "not exported (public to every signed-in user: `GET /v1/transparency/inclusion`)",
+        "append-only, kept after erasure (integrity of the key directory, docs/adr/0019): the purge "
+        "appends a last leaf with no master key and no devices; the database refuses to change or "
+        "delete a leaf",
+    ),
+    PersonalData(
         "incidents",
         ("created_by",),
         "breach-handling incidents: title, scope, mitigation, the operator who opened one",
@@ -237,6 +248,8 @@ NOT_PERSONAL: dict[str, str] = {
     "rate_limits": "hashed, expiring limiter keys (the purge deletes the user's own)",
     "erasure_tombstones": "when an erasure was requested and done; no identifier",
     "invites": "hashed invite codes, their remaining uses and expiry; nothing about who used them",
+    "transparency_nodes": "hashes of subtrees of the key-transparency log (hashes of hashes)",
+    "transparency_heads": "signed tree heads of the key-transparency log: size, root hash, time",
 }
 
 

@@ -146,6 +146,10 @@ class Settings(BaseSettings):
     # Access-token signing keys: a JSON file {"active": kid, "keys": [private P-256 JWKs]}.
     # Unset in development: generated under the data directory. Rotation: docs/adr/0007.
     jwt_keys_file: Path | None = Field(None, validation_alias=_env("VEIL_JWT_KEYS_FILE"))
+    # The key-transparency log's Ed25519 signing keys: a JSON file {"active": kid, "keys": [...]}
+    # (veil.transparency.head). Unset in development and tests: generated under the data
+    # directory. Rotation: `veil transparency rotate-key`, docs/adr/0019.
+    transparency_keys_file: Path | None = Field(None, validation_alias=_env("VEIL_TRANSPARENCY_KEYS_FILE"))
     jwt_issuer: str = Field("veil", validation_alias=_env("VEIL_JWT_ISSUER"))
     jwt_audience: str = Field("veil-api", validation_alias=_env("VEIL_JWT_AUDIENCE"))
     access_token_ttl_seconds: int = Field(900, gt=0, le=3600, validation_alias=_env("VEIL_ACCESS_TTL"))
@@ -298,6 +302,8 @@ class Settings(BaseSettings):
                 problems.append(f"{name} is missing or a placeholder")
         if self.jwt_keys_file is None:
             problems.append("VEIL_JWT_KEYS_FILE is required")
+        if self.transparency_keys_file is None:
+            problems.append("VEIL_TRANSPARENCY_KEYS_FILE is required")
         if self.smtp_host is None:
             problems.append("SMTP_HOST is required")
         if self.rate_limits == "off":

@@ -3,8 +3,8 @@ started privately under the data directory, and the settings are completed with 
 
 Two data directories give two independent stacks (`make run` and `make test` side by side): the
 servers' files, sockets and ports all follow the data directory. Development credentials are made
-once, at random, and kept in `<data_dir>/secrets.env` and `<data_dir>/jwt-keys.json`; none is in
-the repository.
+once, at random, and kept in `<data_dir>/secrets.env`, `<data_dir>/jwt-keys.json` and
+`<data_dir>/transparency-keys.json`; none is in the repository.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from veil.core.security.tokens import SigningKeys
 from veil.devstack.mailsink import MailSink
 from veil.devstack.postgres import EmbeddedPostgres
 from veil.devstack.s3 import EmbeddedS3
+from veil.transparency.head import ensure_keys_file
 
 DATABASE_NAME = "veil"
 
@@ -62,6 +63,11 @@ def dev_signing_keys(data_dir: Path) -> Path:
     return path
 
 
+def dev_transparency_keys(data_dir: Path) -> Path:
+    """The development key-transparency log keys, made on first use."""
+    return ensure_keys_file(data_dir / "transparency-keys.json")
+
+
 async def ensure_database(server_url: str, name: str) -> None:
     conn = await asyncpg.connect(server_url)
     try:
@@ -101,6 +107,8 @@ async def start_dev_stack(settings: Settings) -> DevStack:
             updates["smtp_starttls"] = False
         if settings.jwt_keys_file is None:
             updates["jwt_keys_file"] = dev_signing_keys(data_dir)
+        if settings.transparency_keys_file is None:
+            updates["transparency_keys_file"] = dev_transparency_keys(data_dir)
     except BaseException:
         DevStack(settings, postgres, s3, mail).stop()
         raise

@@ -18,6 +18,7 @@ from veil.keys import api as keys_api
 from veil.messaging import api as messaging_api
 from veil.operator import api as operator_api
 from veil.realtime import api as realtime_api
+from veil.transparency import api as transparency_api
 
 # What `veil serve NAME` runs. Messaging carries the WebSocket, which also delivers device messages,
 # so it includes the keys module too; a module may be served by more than one process. Blocks are
@@ -31,7 +32,7 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
         MAIL_DELIVERY,
         maintenance.MODULE,
     ),
-    "keys": (keys_api.MODULE, keys_api.IDENTITY_MODULE, maintenance.MODULE),
+    "keys": (keys_api.MODULE, keys_api.IDENTITY_MODULE, transparency_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
     "files": (files_api.MODULE, maintenance.MODULE),
     "account": (
@@ -49,6 +50,7 @@ ALL_MODULES = (
     auth_api.RECOVERY_MODULE,
     keys_api.MODULE,
     keys_api.IDENTITY_MODULE,
+    transparency_api.MODULE,
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,

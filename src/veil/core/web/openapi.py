@@ -90,7 +90,7 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
             {
                 "name": param.name,
                 "in": "query",
-                "required": False,
+                "required": param.required,
                 "description": param.description,
                 "schema": param.schema(),
             }

@@ -63,6 +63,9 @@ class QueryParam(Protocol):
 
     def schema(self) -> dict[str, Any]: ...
 
+    @property
+    def required(self) -> bool: ...
+
 
 def _parsed(request: Request, name: str) -> Any:
     values: dict[str, Any] | None = getattr(request.state, "query", None)
@@ -80,6 +83,8 @@ class IntQuery(Generic[D]):
     high: int
     default: D
     description: str
+    # Absent is a 422 (and the OpenAPI document says `required`); `default` is then unused.
+    required: bool = False
 
     def __post_init__(self) -> None:
         assert 0 <= self.low <= self.high <= MAX_BIGINT, "ASCII digits cannot say a negative number"
@@ -110,6 +115,7 @@ class UuidQuery:
     name: str
     description: str
     message: str = "Must be a UUID."
+    required: bool = False
 
     def parse(self, raw: str) -> uuid.UUID:
         value = parse_uuid(raw)
@@ -138,6 +144,9 @@ def parse_query(request: Request, declared: tuple[QueryParam, ...]) -> dict[str,
         raw = request.query_params.getlist(param.name)
         if len(raw) > 1:
             errors.append(FieldError(("query", param.name), "Give this parameter at most once."))
+            continue
+        if not raw and param.required:
+            errors.append(FieldError(("query", param.name), "This parameter is required."))
             continue
         try:
             values[param.name] = param.parse(raw[0]) if raw else param.default_value()

@@ -1,0 +1,1 @@
+"""Key transparency: an append-only Merkle log of master-key and certified-device changes."""
