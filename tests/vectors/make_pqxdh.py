@@ -23,7 +23,9 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from veil.client.protocol import pqxdh
+from veil.client.protocol.framing import PQEncapsulation, SessionInitHeader
 from veil.client.protocol.keys import public_bytes
+from veil.client.protocol.pairwise import session_id_for
 
 OUTPUT = Path(__file__).with_name("pqxdh.json")
 GENERATED_BY = (
@@ -42,8 +44,9 @@ z = seed[32:64]) (the seed form OpenSSL and `cryptography` load). ML-KEM ciphert
 by a randomised encapsulation and are recorded inputs: decapsulating them must give the recorded \
 shared secret. HKDF is RFC 5869 with SHA-256. Kinds: pq_prekey (the signature over a PQ prekey), \
 ml_kem_768 (key generation from a seed, decapsulation, and the implicit-rejection secret of an \
-altered ciphertext) and pqxdh (the combined set-up secret with and without a one-time X25519 \
-prekey). The tests in tests/unit/client/test_vectors_pqxdh.py recompute every value with the \
+altered ciphertext), pqxdh (the combined set-up secret with and without a one-time X25519 \
+prekey) and session_init_pq (the frame prefix that carries a PQXDH set-up, and its session id). \
+The tests in tests/unit/client/test_vectors_pqxdh.py recompute every value with the \
 production code."""
 
 PQ_PREKEY_ID = 3
@@ -194,6 +197,40 @@ def pqxdh_case(ciphertext: bytes, *, with_one_time_prekey: bool) -> dict[str, An
     }
 
 
+def session_init_pq_case(ciphertext: bytes) -> dict[str, Any]:
+    """The prefix of the `session_init_pq` frame of the pqxdh_with_one_time_prekey set-up."""
+    identity, ephemeral = _x25519("initiator-identity"), _x25519("initiator-ephemeral")
+    header = SessionInitHeader(
+        identity_key=public_bytes(identity),
+        ephemeral_key=public_bytes(ephemeral),
+        signed_prekey_id=SIGNED_PREKEY_ID,
+        one_time_prekey_id=ONE_TIME_PREKEY_ID,
+        pq=PQEncapsulation(PQ_PREKEY_ID, ciphertext),
+    )
+    return {
+        "name": "session_init_pq_prefix",
+        "kind": "session_init_pq",
+        "description": (
+            "The prefix of a session_init_pq frame (frame version 2, type 4), all integers "
+            "big-endian: 0x02 | 0x04 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32 | "
+            "pq_key_id u32 | ciphertext[1088] = 1167 bytes (has_opk is 0 or 1, and opk_id is 0 when "
+            "has_opk is 0). The 40-byte Double Ratchet header DHs[32] | pn u32 | n u32 follows, then "
+            "the AEAD body, exactly as in a session_init (type 1; see double_ratchet.json), and the "
+            "whole prefix is bound into the associated data. The device message's content_type stays "
+            'session_init. session_id = SHA-256("veil/session-id/v2" || 0x00 || IK_a || EK_a)[0:16], '
+            "as for type 1. These are the inputs of the pqxdh_with_one_time_prekey case."
+        ),
+        "identity_key": header.identity_key.hex(),
+        "ephemeral_key": header.ephemeral_key.hex(),
+        "signed_prekey_id": SIGNED_PREKEY_ID,
+        "one_time_prekey_id": ONE_TIME_PREKEY_ID,
+        "pq_prekey_id": PQ_PREKEY_ID,
+        "ciphertext": ciphertext.hex(),
+        "prefix": header.encode().hex(),
+        "session_id": session_id_for(header).hex(),
+    }
+
+
 def build() -> dict[str, Any]:
     ciphertext = _recorded_ciphertext()
     return {
@@ -204,6 +241,7 @@ def build() -> dict[str, Any]:
             ml_kem_case(ciphertext),
             pqxdh_case(ciphertext, with_one_time_prekey=True),
             pqxdh_case(ciphertext, with_one_time_prekey=False),
+            session_init_pq_case(ciphertext),
         ],
     }
 

@@ -18,12 +18,14 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from tests.vectors import make_pqxdh
-from veil.client.protocol import pqxdh
-from veil.client.protocol.keys import PQPrekey
+from veil.client.protocol import pqxdh, x3dh
+from veil.client.protocol.framing import PQEncapsulation, SessionInitHeader
+from veil.client.protocol.keys import DeviceKeys, PQPrekey, SignedPrekey
+from veil.client.protocol.pairwise import session_id_for
 
 VECTORS = Path(__file__).parents[2] / "vectors" / "pqxdh.json"
 FILE = json.loads(VECTORS.read_text(encoding="utf-8"))
-KINDS = ("pq_prekey", "ml_kem_768", "pqxdh")
+KINDS = ("pq_prekey", "ml_kem_768", "pqxdh", "session_init_pq")
 
 
 def cases(kind: str) -> list[Any]:
@@ -169,3 +171,84 @@ def test_pqxdh_kdf_input_follows_the_description(case: dict[str, Any]) -> None:
 def test_pqxdh_secret_is_reproduced_by_the_production_kdf(case: dict[str, Any]) -> None:
     outputs = [bytes.fromhex(value) for value in case["dh"]]
     assert pqxdh.pqxdh_secret(outputs, _hex(case, "pq_shared_secret")) == _hex(case, "shared_secret")
+
+
+def _responder_keys(case: dict[str, Any]) -> DeviceKeys:
+    """Bob's device with the case's X25519 keys and its PQ prekey as the last-resort one."""
+    one_time = {}
+    if case["one_time_prekey_id"] is not None:
+        one_time[case["one_time_prekey_id"]] = X25519PrivateKey.from_private_bytes(
+            _hex(case, "one_time_prekey_private")
+        )
+    return DeviceKeys(
+        identity=X25519PrivateKey.from_private_bytes(_hex(case, "responder_identity_private")),
+        signing=Ed25519PrivateKey.generate(),  # the responder never checks its own signatures
+        signed_prekey=SignedPrekey(
+            case["signed_prekey_id"],
+            X25519PrivateKey.from_private_bytes(_hex(case, "signed_prekey_private")),
+            bytes(64),
+        ),
+        one_time_prekeys=one_time,
+        next_key_id=case["pq_prekey_id"] + 1,
+        pq_last_resort_prekey=PQPrekey(case["pq_prekey_id"], _mlkem(case), bytes(64)),
+    )
+
+
+@pytest.mark.parametrize("case", cases("pqxdh"))
+def test_pqxdh_responder_derives_the_recorded_secret(case: dict[str, Any]) -> None:
+    header = SessionInitHeader(
+        identity_key=_hex(case, "initiator_identity_key"),
+        ephemeral_key=_hex(case, "initiator_ephemeral_key"),
+        signed_prekey_id=case["signed_prekey_id"],
+        one_time_prekey_id=case["one_time_prekey_id"],
+        pq=PQEncapsulation(case["pq_prekey_id"], _hex(case, "ciphertext")),
+    )
+    assert x3dh.respond(_responder_keys(case), header) == _hex(case, "shared_secret")
+
+
+# --- session_init_pq frame ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", cases("session_init_pq"))
+def test_session_init_pq_prefix_follows_the_description(case: dict[str, Any]) -> None:
+    written_out = struct.pack(
+        ">BB32s32sIBII",
+        2,
+        4,
+        _hex(case, "identity_key"),
+        _hex(case, "ephemeral_key"),
+        case["signed_prekey_id"],
+        1,
+        case["one_time_prekey_id"],
+        case["pq_prekey_id"],
+    ) + _hex(case, "ciphertext")
+    assert len(written_out) == 1167
+    assert _hex(case, "prefix") == written_out
+    digest = hashlib.sha256(
+        b"veil/session-id/v2\x00" + _hex(case, "identity_key") + _hex(case, "ephemeral_key")
+    ).digest()
+    assert _hex(case, "session_id") == digest[:16]
+
+
+@pytest.mark.parametrize("case", cases("session_init_pq"))
+def test_session_init_pq_prefix_round_trips_through_the_production_parser(case: dict[str, Any]) -> None:
+    header = SessionInitHeader.decode(_hex(case, "prefix"))
+    assert header == SessionInitHeader(
+        identity_key=_hex(case, "identity_key"),
+        ephemeral_key=_hex(case, "ephemeral_key"),
+        signed_prekey_id=case["signed_prekey_id"],
+        one_time_prekey_id=case["one_time_prekey_id"],
+        pq=PQEncapsulation(case["pq_prekey_id"], _hex(case, "ciphertext")),
+    )
+    assert header.encode() == _hex(case, "prefix")
+    assert header.size == 1167
+    assert session_id_for(header) == _hex(case, "session_id")
+
+
+def test_the_frame_case_uses_the_pqxdh_case_inputs() -> None:
+    (frame,) = [case for case in FILE["cases"] if case["kind"] == "session_init_pq"]
+    (secret,) = [case for case in FILE["cases"] if case["name"] == "pqxdh_with_one_time_prekey"]
+    for key in ("signed_prekey_id", "one_time_prekey_id", "pq_prekey_id", "ciphertext"):
+        assert frame[key] == secret[key]
+    assert frame["identity_key"] == secret["initiator_identity_key"]
+    assert frame["ephemeral_key"] == secret["initiator_ephemeral_key"]

@@ -8,16 +8,21 @@ are not secret, but they are authenticated: the AEAD's associated data includes 
 
     session_init     ver=2 | type=1 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32
                      | DHs[32] | pn u32 | n u32                                                  115 bytes
+    session_init_pq  ver=2 | type=4 | IK_a[32] | EK_a[32] | spk_id u32 | has_opk u8 | opk_id u32
+                     | pq_key_id u32 | CT[1088] | DHs[32] | pn u32 | n u32                     1207 bytes
     session_message  ver=2 | type=2 | session_id[16] | DHs[32] | pn u32 | n u32                 58 bytes
     group_message    ver=2 | type=3 | key_id u32 | iteration u32                                 10 bytes
     sender key dist. ver=2 | type=0x11 | conversation_id[16] | epoch u64 | roster_hash[32] | key_id u32
                      | iteration u32 | chain_key[32] | signing_public_key[32]                  130 bytes
 
-A pairwise frame is a prefix (everything before DHs: 75 bytes for `session_init`, 18 for
-`session_message`) followed by the 40-byte Double Ratchet header `DHs | pn | n`: the sender's
-current ratchet public key, the length of its previous sending chain, and the message's index in
-the current one. `has_opk` is 0 or 1 and `opk_id` is 0 when `has_opk` is 0, so each header has one
-encoding. Version 1 frames (the hash-ratchet sessions) are refused as an unsupported version. The
+A pairwise frame is a prefix (everything before DHs: 75 bytes for `session_init`, 1167 for
+`session_init_pq`, 18 for `session_message`) followed by the 40-byte Double Ratchet header
+`DHs | pn | n`: the sender's current ratchet public key, the length of its previous sending chain,
+and the message's index in the current one. `has_opk` is 0 or 1 and `opk_id` is 0 when `has_opk`
+is 0, so each header has one encoding. `session_init_pq` is a `session_init` whose set-up is PQXDH
+(see `pqxdh`): it adds the id of the responder's ML-KEM-768 prekey and the KEM ciphertext; the
+device message's content type stays `session_init` and the type byte tells the two apart.
+Version 1 frames (the hash-ratchet sessions) are refused as an unsupported version. The
 sender key distribution's type 0x11 replaced 0x10 (which had no roster hash): a receiver of a 0x10
 frame refuses it as an unknown type rather than installing a key bound to no roster.
 """
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from veil.client.protocol.errors import MalformedMessageError
+from veil.client.protocol.pqxdh import PQ_CIPHERTEXT_SIZE
 
 VERSION = 2
 
@@ -39,6 +45,7 @@ class FrameType(IntEnum):
     SESSION_INIT = 1
     SESSION_MESSAGE = 2
     GROUP_MESSAGE = 3
+    SESSION_INIT_PQ = 4
     SENDER_KEY_DISTRIBUTION = 0x11
 
 
@@ -65,8 +72,23 @@ def _as_bytes(value: object) -> bytes:
 
 
 @dataclass(frozen=True)
+class PQEncapsulation:
+    """The PQXDH part of a `session_init_pq`: the responder's ML-KEM-768 prekey the initiator
+    encapsulated to, and the resulting ciphertext."""
+
+    prekey_id: int
+    ciphertext: bytes
+
+    def __post_init__(self) -> None:
+        # struct's "1088s" would silently pad or cut a ciphertext of another size.
+        if len(self.ciphertext) != PQ_CIPHERTEXT_SIZE:
+            raise ValueError(f"an ML-KEM-768 ciphertext is {PQ_CIPHERTEXT_SIZE} bytes")
+
+
+@dataclass(frozen=True)
 class SessionInitHeader:
-    """The prefix of a `session_init` frame: what a responder needs to repeat the initiator's X3DH.
+    """The prefix of a `session_init` (or, with `pq`, `session_init_pq`) frame: what a responder
+    needs to repeat the initiator's X3DH (or PQXDH).
 
     The frame's ratchet header follows it (see `RatchetHeader`).
     """
@@ -75,26 +97,44 @@ class SessionInitHeader:
     ephemeral_key: bytes
     signed_prekey_id: int
     one_time_prekey_id: int | None
+    pq: PQEncapsulation | None = None
 
     LAYOUT = struct.Struct(">BB32s32sIBI")
+    PQ_LAYOUT = struct.Struct(f">BB32s32sIBII{PQ_CIPHERTEXT_SIZE}s")
+
+    @property
+    def size(self) -> int:
+        """The length of this prefix in the frame (where the ratchet header starts)."""
+        return self.LAYOUT.size if self.pq is None else self.PQ_LAYOUT.size
 
     def encode(self) -> bytes:
         has_opk = self.one_time_prekey_id is not None
-        return self.LAYOUT.pack(
-            VERSION,
-            FrameType.SESSION_INIT,
+        fields = (
             self.identity_key,
             self.ephemeral_key,
             self.signed_prekey_id,
             int(has_opk),
             self.one_time_prekey_id or 0,
         )
+        if self.pq is None:
+            return self.LAYOUT.pack(VERSION, FrameType.SESSION_INIT, *fields)
+        return self.PQ_LAYOUT.pack(
+            VERSION, FrameType.SESSION_INIT_PQ, *fields, self.pq.prekey_id, self.pq.ciphertext
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> SessionInitHeader:
-        identity_key, ephemeral_key, spk_id, has_opk, opk_id = _unpack(
-            cls.LAYOUT, FrameType.SESSION_INIT, data
-        )
+        """Parse either frame type; the type byte (second) decides which."""
+        pq: PQEncapsulation | None = None
+        if len(data) >= 2 and data[1] == FrameType.SESSION_INIT_PQ:
+            identity_key, ephemeral_key, spk_id, has_opk, opk_id, pq_id, ciphertext = _unpack(
+                cls.PQ_LAYOUT, FrameType.SESSION_INIT_PQ, data
+            )
+            pq = PQEncapsulation(_as_int(pq_id), _as_bytes(ciphertext))
+        else:
+            identity_key, ephemeral_key, spk_id, has_opk, opk_id = _unpack(
+                cls.LAYOUT, FrameType.SESSION_INIT, data
+            )
         if has_opk not in (0, 1) or (has_opk == 0 and opk_id != 0):
             raise MalformedMessageError("session_init one-time prekey fields are not canonical")
         return cls(
@@ -102,6 +142,7 @@ class SessionInitHeader:
             ephemeral_key=_as_bytes(ephemeral_key),
             signed_prekey_id=_as_int(spk_id),
             one_time_prekey_id=_as_int(opk_id) if has_opk else None,
+            pq=pq,
         )
 
 

@@ -139,14 +139,14 @@ class PairwiseSession:
         dh: type[X25519Ratchet] = X25519Ratchet,
         aead: type[MessageAEAD] = MessageAEAD,
     ) -> tuple[PairwiseSession, bytes]:
-        """Answer a `session_init`: derive the session, open its message, then delete the one-time key.
+        """Answer a `session_init`: derive the session, open its message, then delete the one-time keys.
 
         `header` is the decoded prefix of `sealed.ciphertext`. `dh` and `aead` are for known-answer
         vectors only.
         """
         secret = x3dh.respond(keys, header)
         signed_prekey = keys.signed_prekey_private(header.signed_prekey_id).private_bytes_raw()
-        prefix_size = SessionInitHeader.LAYOUT.size
+        prefix_size = header.size
         message = _unseal(prefix_size, sealed)
         ad = session_associated_data(
             context, header.identity_key, keys.identity_key, sealed.ciphertext[:prefix_size]
@@ -156,6 +156,9 @@ class PairwiseSession:
         )
         if header.one_time_prekey_id is not None:
             keys.consume_one_time_prekey(header.one_time_prekey_id)
+        # A PQ last-resort key serves every set-up until it is replaced; a one-time one dies here.
+        if header.pq is not None and keys.is_pq_one_time_prekey(header.pq.prekey_id):
+            keys.consume_pq_one_time_prekey(header.pq.prekey_id)
         session = cls(session_id_for(header), header.identity_key, keys.identity_key, False, ratchet)
         return session, plaintext
 

@@ -49,7 +49,7 @@ from veil.client.protocol.errors import (
     UnknownSessionError,
 )
 from veil.client.protocol.framing import SessionInitHeader, SessionMessageHeader
-from veil.client.protocol.keys import KEY_SIZE, DeviceKeys
+from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS, KEY_SIZE, DeviceKeys
 from veil.client.protocol.pairwise import PairwiseSession, PeerSessions, session_id_for
 from veil.client.protocol.sender_keys import SenderKeyDistribution, SenderKeyStore
 from veil.client.protocol.x3dh import PrekeyBundle
@@ -94,13 +94,15 @@ class ClientCrypto:
         device_id: str,
         *,
         one_time: int = 100,
+        pq_one_time: int = DEFAULT_PQ_ONE_TIME_PREKEYS,
         epoch_grace_seconds: float = DEFAULT_EPOCH_GRACE_SECONDS,
     ) -> ClientCrypto:
-        """A new device with fresh keys and `one_time` one-time prekeys."""
+        """A new device with fresh keys, `one_time` one-time prekeys, a PQ last-resort prekey and
+        `pq_one_time` one-time PQ prekeys."""
         return cls(
             user_id,
             device_id,
-            DeviceKeys.generate(one_time=one_time),
+            DeviceKeys.generate(one_time=one_time, pq_one_time=pq_one_time),
             epoch_grace_seconds=epoch_grace_seconds,
         )
 
@@ -118,6 +120,15 @@ class ClientCrypto:
     def add_one_time_prekeys(self, count: int) -> list[dict[str, Any]]:
         """New one-time prekeys: the list for `POST /v1/keys/one-time`."""
         return self.keys.add_one_time_prekeys(count)
+
+    def add_pq_one_time_prekeys(self, count: int) -> list[dict[str, Any]]:
+        """New one-time PQ prekeys: the `pq_one_time_prekeys` list for `POST /v1/keys/one-time`."""
+        return self.keys.add_pq_one_time_prekeys(count)
+
+    def ensure_pq_last_resort_prekey(self) -> dict[str, Any] | None:
+        """Make the PQ last-resort prekey a device from before PQXDH lacks; the new key (publish it
+        with `PUT /v1/keys`, `bundle(include_one_time=False)`), or None if it had one."""
+        return self.keys.ensure_pq_last_resort_prekey()
 
     def fingerprint(self) -> str:
         """This device's fingerprint, for comparison out of band."""
@@ -155,15 +166,22 @@ class ClientCrypto:
         *,
         expected_identity_key: bytes | None = None,
         expected_signing_key: bytes | None = None,
+        require_post_quantum: bool = False,
     ) -> dict[str, Any]:
         """Run X3DH against a claim response; return the `session_init` device message carrying `plaintext`.
 
-        Send it with `content_type: "session_init"`. Raises `InvalidBundleError` if the bundle is
-        malformed, names another device, differs from the expected (certified) identity or
-        signing key, or its signed prekey signature does not verify; `IdentityMismatchError` if
-        either key differs from the one pinned for this device.
+        A bundle with a `pq_prekey` gives a PQXDH set-up (frame type 4, `session_init_pq`), one
+        without classical X3DH, unless `require_post_quantum` refuses it (a server that strips the
+        PQ prekey must not downgrade the session); either way send it with `content_type:
+        "session_init"`. Raises
+        `InvalidBundleError` if the bundle is malformed, names another device, differs from the
+        expected (certified) identity or signing key, or its signed prekey's or PQ prekey's
+        signature does not verify; `IdentityMismatchError` if either key differs from the one
+        pinned for this device.
         """
         bundle = PrekeyBundle.from_wire(claimed_bundle)
+        if require_post_quantum and bundle.pq_prekey is None:
+            raise InvalidBundleError("the bundle carries no post-quantum prekey")
         if bundle.device_id is not None and canonical_uuid(bundle.device_id) != canonical_uuid(
             peer_device_id
         ):

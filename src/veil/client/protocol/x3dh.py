@@ -8,6 +8,9 @@ signed prekey's signature, makes an ephemeral key EK_a and computes
 
 DH1 and DH2 authenticate both identities to each other, DH3 and DH4 give forward secrecy. The
 32 0xFF bytes keep the input from ever being a valid X25519 output prefix (as in the X3DH paper).
+With a signed ML-KEM-768 prekey in the bundle the set-up is PQXDH instead: the initiator also
+encapsulates to it and the KEM secret joins the HKDF input (see `pqxdh`); without one it is the
+classical X3DH above, so devices that publish no PQ prekeys can still be reached.
 SK becomes the first root key of the session's Double Ratchet (see `double_ratchet`); the info
 "v2" keeps it apart from the secrets of the version 1 (hash ratchet) sessions.
 The responder repeats the computation from the `session_init` header; it must delete the one-time
@@ -17,6 +20,7 @@ second set-up with the same key can ever succeed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -27,10 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from veil.client.protocol import pqxdh
 from veil.client.protocol.codec import U32_MAX, read_bytes, read_int, read_mapping
 from veil.client.protocol.errors import DecryptionError, InvalidBundleError
-from veil.client.protocol.framing import SessionInitHeader
+from veil.client.protocol.framing import PQEncapsulation, SessionInitHeader
 from veil.client.protocol.keys import KEY_SIZE, DeviceKeys, public_bytes
+from veil.client.protocol.pqxdh import PQPrekeyOffer
 
 SIGNATURE_SIZE = 64
 SECRET_SIZE = 32
@@ -51,15 +57,20 @@ class PrekeyBundle:
     signature: bytes
     one_time_prekey_id: int | None = None
     one_time_prekey: bytes | None = None
+    pq_prekey: PQPrekeyOffer | None = None
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> PrekeyBundle:
-        """Parse `{device_id, identity_key, signing_key, signed_prekey, one_time_prekey}`."""
+        """Parse `{device_id, identity_key, signing_key, signed_prekey, one_time_prekey, pq_prekey}`
+        (`pq_prekey` may be absent or null: a server or device without PQXDH)."""
         try:
             spk = read_mapping(data, "signed_prekey")
             otk = data.get("one_time_prekey")
             if otk is not None and not isinstance(otk, Mapping):
                 raise ValueError("one_time_prekey must be an object or null")
+            pq = data.get("pq_prekey")
+            if pq is not None and not isinstance(pq, Mapping):
+                raise ValueError("pq_prekey must be an object or null")
             device_id = data.get("device_id")
             if device_id is not None and not isinstance(device_id, str):
                 raise ValueError("device_id must be a string")
@@ -72,16 +83,19 @@ class PrekeyBundle:
                 signature=read_bytes(spk, "signature", size=SIGNATURE_SIZE),
                 one_time_prekey_id=None if otk is None else read_int(otk, "key_id", maximum=U32_MAX),
                 one_time_prekey=None if otk is None else read_bytes(otk, "public_key", size=KEY_SIZE),
+                pq_prekey=None if pq is None else PQPrekeyOffer.from_wire(pq),
             )
         except ValueError as error:
             raise InvalidBundleError(f"malformed key bundle: {error}") from None
 
     def verify(self) -> None:
-        """Refuse a bundle whose signed prekey was not signed by its signing key."""
+        """Refuse a bundle whose signed prekey, or PQ prekey, was not signed by its signing key."""
         try:
             Ed25519PublicKey.from_public_bytes(self.signing_key).verify(self.signature, self.signed_prekey)
         except (InvalidSignature, ValueError):
             raise InvalidBundleError("the signed prekey's signature does not verify") from None
+        if self.pq_prekey is not None:
+            self.pq_prekey.verify(self.signing_key)
 
 
 def _dh(private_key: X25519PrivateKey, public_key: bytes) -> bytes:
@@ -102,7 +116,8 @@ def initiate(
 ) -> tuple[bytes, SessionInitHeader]:
     """Verify `bundle`, then return the shared secret and the header the responder needs.
 
-    `ephemeral` is for known-answer vectors only; production leaves it None (a fresh key).
+    With a PQ prekey in the bundle the secret is PQXDH's and the header carries the KEM ciphertext
+    (a `session_init_pq`). `ephemeral` is for known-answer vectors only; production leaves it None.
     """
     bundle.verify()
     if ephemeral is None:
@@ -123,15 +138,19 @@ def initiate(
         signed_prekey_id=bundle.signed_prekey_id,
         one_time_prekey_id=bundle.one_time_prekey_id if bundle.one_time_prekey is not None else None,
     )
-    return _kdf(*shared), header
+    if bundle.pq_prekey is None:
+        return _kdf(*shared), header
+    pq_secret, ciphertext = pqxdh.encapsulate(bundle.pq_prekey.public_key)
+    header = dataclasses.replace(header, pq=PQEncapsulation(bundle.pq_prekey.key_id, ciphertext))
+    return pqxdh.pqxdh_secret(shared, pq_secret), header
 
 
 def respond(keys: DeviceKeys, header: SessionInitHeader) -> bytes:
     """The responder's copy of the shared secret.
 
-    Leaves the one-time prekey in place: the caller consumes it once the first message has
-    authenticated, so a forged `session_init` cannot burn a key that a genuine one needs.
-    Raises `UnknownPrekeyError` when a named prekey is gone (used before, or rotated away).
+    Leaves the one-time prekeys (X25519 and PQ) in place: the caller consumes them once the first
+    message has authenticated, so a forged `session_init` cannot burn a key that a genuine one
+    needs. Raises `UnknownPrekeyError` when a named prekey is gone (used before, or rotated away).
     """
     signed_prekey = keys.signed_prekey_private(header.signed_prekey_id)
     shared = [
@@ -141,4 +160,7 @@ def respond(keys: DeviceKeys, header: SessionInitHeader) -> bytes:
     ]
     if header.one_time_prekey_id is not None:
         shared.append(_dh(keys.one_time_prekey_private(header.one_time_prekey_id), header.ephemeral_key))
-    return _kdf(*shared)
+    if header.pq is None:
+        return _kdf(*shared)
+    pq_secret = pqxdh.decapsulate(keys.pq_prekey_private(header.pq.prekey_id), header.pq.ciphertext)
+    return pqxdh.pqxdh_secret(shared, pq_secret)

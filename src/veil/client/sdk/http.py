@@ -478,9 +478,7 @@ class VeilClient:
         whose keystore predates PQXDH makes and publishes its last-resort ML-KEM key here. Returns
         how many classical one-time prekeys remain on the server.
         """
-        if self.crypto.keys.ensure_pq_last_resort_prekey() is not None:
-            self._save()  # before publishing, like every key (the bundle then carries it)
-            self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
+        self._publish_post_quantum_key_if_missing()
         counts = _dict(self._call("GET", "/v1/keys/count"))
         remaining, pq_remaining = int(counts["one_time_prekeys"]), int(counts["pq_one_time_prekeys"])
         upload: dict[str, list[dict[str, Any]]] = {}
@@ -489,7 +487,7 @@ class VeilClient:
             upload["one_time_prekeys"] = self.crypto.add_one_time_prekeys(missing)
         if pq_remaining < DEFAULT_PQ_ONE_TIME_PREKEYS // 2:
             missing = DEFAULT_PQ_ONE_TIME_PREKEYS - pq_remaining
-            upload["pq_one_time_prekeys"] = self.crypto.keys.add_pq_one_time_prekeys(missing)
+            upload["pq_one_time_prekeys"] = self.crypto.add_pq_one_time_prekeys(missing)
         if not upload:
             return remaining
         self._save()
@@ -991,9 +989,17 @@ class VeilClient:
         self._plaintexts[key] = {**_bound_fields(envelope), "plaintext": b64encode(plaintext)}
         return result(plaintext, None), True
 
+    def _publish_post_quantum_key_if_missing(self) -> None:
+        """Make and publish this device's last-resort ML-KEM prekey if its keystore predates
+        PQXDH: peers refuse bundles without one (a downgrade), so it must be on the server."""
+        if self.crypto.ensure_pq_last_resort_prekey() is not None:
+            self._save()  # before publishing, like every key (the bundle then carries it)
+            self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
+
     def _receive_device_messages(self) -> None:
         """Fetch, decrypt, save, then acknowledge every queued device message into `_inbox`; then
         act on the link messages among them (which needs the server, so only once all is saved)."""
+        self._publish_post_quantum_key_if_missing()
         self._fetch_device_messages()
         if self._pending_links:
             self._take_links()
@@ -1074,6 +1080,9 @@ class VeilClient:
                         bundle,
                         expected_identity_key=device.identity_key,
                         expected_signing_key=device.signing_key,
+                        # Every device of this client publishes ML-KEM prekeys: a bundle without
+                        # one is a server stripping it to downgrade the session.
+                        require_post_quantum=True,
                     )
                 )
             except VeilError as error:
