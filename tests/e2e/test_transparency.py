@@ -32,7 +32,7 @@ from veil.core.blobstore import BlobStore
 from veil.core.config import Settings
 from veil.transparency import tree
 from veil.transparency.head import TreeHead, verify_head
-from veil.transparency.leaf import CertifiedDevice, Leaf, leaf_for
+from veil.transparency.leaf import CertifiedDevice, Leaf, leaf_for, user_hash
 
 
 def get(client: httpx.Client, who: dict[str, Any], path: str, **params: Any) -> dict[str, Any]:
@@ -242,6 +242,17 @@ def test_bad_questions_are_clear_problems(api: LiveServer) -> None:
         assert get(client, alice, "entries", start=size) == {"items": [], "next_cursor": None}
 
 
+async def latest_leaf_in_table(db: asyncpg.Connection[asyncpg.Record], user_id: str) -> Leaf:
+    """A user's latest leaf as a monitor reading the raw log (or the database) sees it."""
+    found = await db.fetchval(
+        "SELECT leaf FROM transparency_leaves WHERE substring(leaf from 1 for 32) = $1 "
+        "ORDER BY index DESC LIMIT 1",
+        user_hash(uuid.UUID(user_id)),
+    )
+    assert found is not None
+    return Leaf.decode(bytes(found))
+
+
 async def test_an_erasure_ends_in_a_leaf_without_keys_and_the_log_keeps_no_email(
     api: LiveServer,
     settings: Settings,
@@ -264,8 +275,14 @@ async def test_an_erasure_ends_in_a_leaf_without_keys_and_the_log_keeps_no_email
         assert asked.status_code == 202, asked.text
         code = latest_code(settings, alice["email"], count=2)
         assert confirm(client, alice, asked.json()["request_id"], code).status_code == 202
-        # Her sessions ended at once, and with them her devices: a leaf without devices.
-        disabled = monitor.leaf_of(alice["user_id"])
+        # Her sessions ended at once, and with them her devices: a leaf without devices. Like her
+        # device listing, inclusion now answers nothing about her account (not even that it
+        # exists); the leaf is in the log for monitors all the same.
+        inclusion = client.get(
+            "/v1/transparency/inclusion", params={"user_id": alice["user_id"]}, headers=bearer(bob)
+        )
+        assert inclusion.status_code == 404, inclusion.text
+        disabled = await latest_leaf_in_table(db, alice["user_id"])
         assert (disabled.version, disabled.master_key) == (3, raw(public(master)))
         assert disabled == leaf_for(uuid.UUID(alice["user_id"]), 3, raw(public(master)), [])
 
@@ -274,8 +291,9 @@ async def test_an_erasure_ends_in_a_leaf_without_keys_and_the_log_keeps_no_email
     with api.client() as client:
         # Thirty days on, Bob's session has expired too: he signs in again.
         monitor.client, monitor.who = client, login(client, bob["email"])
-        purged = monitor.leaf_of(alice["user_id"])
-        assert purged == leaf_for(uuid.UUID(alice["user_id"]), 4, None, [])
+        monitor.fresh_head()  # the log only grew
+    purged = await latest_leaf_in_table(db, alice["user_id"])
+    assert purged == leaf_for(uuid.UUID(alice["user_id"]), 4, None, [])
     # The log names her by a hash only: neither her id nor her email is in it, in any form.
     needles = [alice["email"].encode(), uuid.UUID(alice["user_id"]).bytes, alice["user_id"].encode()]
     for (leaf,) in await db.fetch("SELECT leaf FROM transparency_leaves"):
@@ -410,6 +428,10 @@ def test_a_rotated_log_key_signs_new_heads_and_old_heads_still_verify(
     with second.client() as client:
         alice = login(client, alice["email"])
         assert get(client, alice, "key")["public_key"] == new_key
+        # Before the log grows, the head of the same size comes signed by the new key: a client
+        # that checks /head against /key right after the rotation sees nothing amiss.
+        same = Monitor(client, alice).fresh_head()
+        assert (same["tree_size"], same["root_hash"]) == (old_head["tree_size"], old_head["root_hash"])
         bob = user(client)
         assert set_master(client, bob, public(Ed25519PrivateKey.generate())).status_code == 201
         monitor = Monitor(client, alice)  # trusts the new key; checks consistency from the old head

@@ -55,13 +55,17 @@ class TransparencyService:
 
     async def head(self) -> TreeHead:
         """The signed head of the whole log as committed now. A head is signed once per size and
-        kept: asking again before the log grows returns the same head."""
+        kept: asking again before the log grows returns the same head, unless the log key was
+        rotated since it was signed; then the same size and root come signed by the active key
+        (`GET /v1/transparency/key` names only that one), and the stored head stays the record."""
         now = self._clock.now()
         async with self._db.transaction("transparency_head") as conn:
             size = await store.tree_size(conn)
             latest = await store.latest_head(conn)
             if latest is not None and latest.tree_size >= size:
-                return latest
+                if latest.public_key == self._keys.public_key:
+                    return latest
+                return self._keys.sign(latest.tree_size, int(now.timestamp() * 1000), latest.root_hash)
             root = await _computed(conn, lambda read: tree.root(read, size))
             await store.insert_head(conn, self._keys.sign(size, int(now.timestamp() * 1000), root), now)
             stored = await store.head_of_size(conn, size)
@@ -79,6 +83,10 @@ class TransparencyService:
         if tree_size is None:
             tree_size = (await self.head()).tree_size
         async with self._db.transaction("transparency_inclusion", isolation="repeatable_read") as conn:
+            # As the device listing: nothing about an account that is not active (not even that
+            # it exists).
+            if not await store.user_is_active(conn, user_id):
+                raise not_found(f"This user has no leaf in the tree of size {tree_size}.")
             signed = await self._signed_size(conn)
             if tree_size > signed:
                 raise _invalid("tree_size", f"Beyond the latest signed tree head (size {signed}).")

@@ -4,6 +4,7 @@ stores signed heads."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -77,3 +78,8 @@ async def latest_leaf_of(conn: Connection, user_hash: bytes, size: int) -> tuple
         size,
     )
     return (row["index"], row["leaf"]) if row else None
+
+
+async def user_is_active(conn: Connection, user_id: uuid.UUID) -> bool:
+    """Whether the account may be looked up (the device listing's rule, kept to the same answer)."""
+    return await conn.fetchval("SELECT 1 FROM users WHERE id = $1 AND status = 'active'", user_id) is not None
