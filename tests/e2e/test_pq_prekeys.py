@@ -29,6 +29,7 @@ from tests.support.keys import b64, one_time_prekeys, x25519_public
 from tests.support.mail import latest_code
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, bearer, login, register
+from tests.support.ws import next_frame, nothing_more, registered, ws_connect
 from veil.core.config import Settings
 
 CONTEXT = b"veil/pq-prekey/v1"
@@ -558,3 +559,29 @@ def test_the_export_lists_the_devices_pq_prekeys(api: LiveServer, settings: Sett
     assert device["pq_last_resort_prekey_id"] == 7
     assert device["pq_last_resort_prekey"] == last_resort["public_key"]
     assert device["pq_one_time_prekeys_left"] == 2
+
+
+async def test_the_owner_hears_prekeys_low_when_one_time_pq_prekeys_run_low(
+    make_server: ServerFactory,
+) -> None:
+    """Plenty of classical one-time prekeys, few PQ ones: the owner is told when fewer than 10
+    PQ ones are left (the reference client keeps 20), so set-ups do not all fall back to the
+    last-resort key."""
+    server = make_server(**LIMITS)
+    with server.client() as client:
+        owner, claimer = Device(client), Device(client)
+        body = owner.bundle(
+            one_time=100,
+            pq_last_resort_prekey=pq_prekey(owner.signing, 1),
+            pq_one_time_prekeys=pq_prekeys(owner.signing, 11, 10),
+        )
+        assert owner.publish(body).status_code == 200
+    async with ws_connect(server, owner.pair) as ws:
+        await registered(ws)
+        with server.client() as client:
+            claimer.client = client
+            assert claimer.claim_from(owner)["pq_prekey"]["last_resort"] is False  # 10 left
+            assert await nothing_more(ws, "prekeys_low")
+            assert claimer.claim_from(owner)["pq_prekey"]["last_resort"] is False  # 9 left
+        low = await next_frame(ws, "prekeys_low")
+        assert low == {"type": "prekeys_low", "one_time_prekeys": 98}

@@ -26,6 +26,9 @@ _ALL_ZERO = bytes(32)
 # The owner is told to upload more (`prekeys_low`) below `KeysLimits.low_prekeys` unclaimed
 # one-time prekeys, and never below this many.
 LOW_PREKEYS = 10
+# One-time ML-KEM prekeys are large (1,184 bytes), so devices keep fewer (the reference client 20):
+# below this many the owner is told, as for the classical ones.
+LOW_PQ_PREKEYS = 10
 # Retry-After for a sender whose envelopes fill its share of a queue: it frees up only as the
 # recipient device acknowledges, which the sender cannot see.
 _QUEUE_RETRY_SECONDS = 60
@@ -280,9 +283,15 @@ class KeysService:
             pq_prekey = await pq_store.claim(conn, device_id, one_time_allowed=budget.allowed)
             if budget.allowed:
                 one_time = await store.claim_one_time_prekey(conn, device_id, now)
-            if one_time is not None:
+            # The owner hears `prekeys_low` when either stock runs low (it tops both up).
+            pq_low = (
+                pq_prekey is not None
+                and not pq_prekey.last_resort
+                and await pq_store.remaining_one_time(conn, device_id) < LOW_PQ_PREKEYS
+            )
+            if one_time is not None or pq_low:
                 remaining = await store.remaining_prekeys(conn, device_id)
-                if remaining < self._limits.low_prekeys:
+                if remaining < self._limits.low_prekeys or pq_low:
                     await store.notify_prekeys_low(conn, device_id, remaining)
         if not budget.allowed:
             log.info("one_time_prekey_budget_spent", device_id=str(device_id))
