@@ -585,3 +585,19 @@ async def test_the_owner_hears_prekeys_low_when_one_time_pq_prekeys_run_low(
             assert claimer.claim_from(owner)["pq_prekey"]["last_resort"] is False  # 9 left
         low = await next_frame(ws, "prekeys_low")
         assert low == {"type": "prekeys_low", "one_time_prekeys": 98}
+
+
+def test_a_one_time_pq_prekey_is_handed_out_once_even_if_uploaded_again(api: LiveServer) -> None:
+    """Claimed one-time PQ keys are deleted, but their ids are remembered: a retried upload of a
+    key already handed out is ignored, so no second initiator ever gets it."""
+    with api.client() as client:
+        owner, claimer = Device(client), Device(client)
+        once = pq_prekeys(owner.signing, 1, 10)
+        body = owner.bundle(pq_last_resort_prekey=pq_prekey(owner.signing, 1), pq_one_time_prekeys=once)
+        assert owner.publish(body).status_code == 200
+        first = claimer.claim_from(owner)["pq_prekey"]
+        assert (first["key_id"], first["last_resort"]) == (10, False)
+        assert owner.add({"pq_one_time_prekeys": once}).status_code == 200  # a retry, say
+        assert owner.count()["pq_one_time_prekeys"] == 0
+        again = claimer.claim_from(owner)["pq_prekey"]
+        assert (again["key_id"], again["last_resort"]) == (1, True)

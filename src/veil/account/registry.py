@@ -93,6 +93,13 @@ REGISTRY: tuple[PersonalData, ...] = (
         "device's signing key changes",
     ),
     PersonalData(
+        "pq_spent_prekey_ids",
+        ("device_id",),
+        "the ids of one-time ML-KEM-768 prekeys already handed out (so none is handed out twice)",
+        "not exported (key ids only)",
+        CASCADE + "; at once when the session ends",
+    ),
+    PersonalData(
         "device_messages",
         ("recipient_device_id", "sender_user_id", "sender_device_id"),
         "device-to-device ciphertext envelopes queued for a device",

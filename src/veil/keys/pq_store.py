@@ -32,7 +32,8 @@ async def add_one_time(
     conn: Connection, device_id: uuid.UUID, keys: list[PqPrekey], now: datetime
 ) -> list[int]:
     """Insert new one-time PQ keys in order; an identical re-upload of an unclaimed one is a
-    no-op. Returns the key ids already held with *other* bytes (the caller refuses the request)."""
+    no-op, and so is any upload of an id already handed out (it is never handed out twice).
+    Returns the key ids already held with *other* bytes (the caller refuses the request)."""
     if not keys:
         return []
     ids = [key.key_id for key in keys]
@@ -55,6 +56,8 @@ async def add_one_time(
            SELECT $1, key_id, public_key, signature, $5
            FROM unnest($2::bigint[], $3::bytea[], $4::bytea[])
                WITH ORDINALITY AS k(key_id, public_key, signature, position)
+           WHERE NOT EXISTS (
+               SELECT 1 FROM pq_spent_prekey_ids s WHERE s.device_id = $1 AND s.key_id = k.key_id)
            ORDER BY position
            ON CONFLICT (device_id, key_id) DO NOTHING""",
         device_id,
@@ -81,17 +84,23 @@ async def forget_device_keys(conn: Connection, device_id: uuid.UUID) -> None:
 
 
 async def claim(conn: Connection, device_id: uuid.UUID, *, one_time_allowed: bool) -> ClaimedPqPrekey | None:
-    """Hand out the oldest one-time PQ key, deleting it (SKIP LOCKED: concurrent claimers take the
-    next one instead of waiting for, then losing, the same one); without one, or when one-time
-    keys are not `one_time_allowed` (the hourly budget is spent), the last-resort key; else None."""
+    """Hand out the oldest one-time PQ key, deleting it and remembering its id (SKIP LOCKED:
+    concurrent claimers take the next one instead of waiting for, then losing, the same one);
+    without one, or when one-time keys are not `one_time_allowed` (the hourly budget is spent),
+    the last-resort key; else None."""
     if one_time_allowed:
         row = await conn.fetchrow(
             """WITH next AS (
                    SELECT key_id FROM pq_one_time_prekeys WHERE device_id = $1
-                   ORDER BY upload_seq LIMIT 1 FOR UPDATE SKIP LOCKED)
-               DELETE FROM pq_one_time_prekeys p USING next
-               WHERE p.device_id = $1 AND p.key_id = next.key_id
-               RETURNING p.key_id, p.public_key, p.signature""",
+                   ORDER BY upload_seq LIMIT 1 FOR UPDATE SKIP LOCKED),
+               taken AS (
+                   DELETE FROM pq_one_time_prekeys p USING next
+                   WHERE p.device_id = $1 AND p.key_id = next.key_id
+                   RETURNING p.key_id, p.public_key, p.signature),
+               spent AS (
+                   INSERT INTO pq_spent_prekey_ids (device_id, key_id)
+                   SELECT $1, key_id FROM taken ON CONFLICT DO NOTHING)
+               SELECT key_id, public_key, signature FROM taken""",
             device_id,
         )
         if row is not None:
