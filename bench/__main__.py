@@ -22,6 +22,7 @@ from tests.support.databases import server_url, with_database
 from tests.support.server import LiveServer, start_server
 
 from bench import attachments, messaging, signup, topology, transparency
+from bench.load import open_loop, percentile_ms
 from bench.messaging import ScenarioResult
 from veil.core.config import Environment, Settings
 from veil.core.migrations import apply_migrations
@@ -44,13 +45,6 @@ class Result:
     p99_ms: float
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
 def _result(name: str, rate: float, latencies: list[float], errors: int, elapsed: float) -> Result:
     return Result(
         name,
@@ -58,38 +52,10 @@ def _result(name: str, rate: float, latencies: list[float], errors: int, elapsed
         len(latencies) / elapsed,
         len(latencies),
         errors,
-        _percentile(latencies, 0.50),
-        _percentile(latencies, 0.95),
-        _percentile(latencies, 0.99),
+        percentile_ms(latencies, 0.50),
+        percentile_ms(latencies, 0.95),
+        percentile_ms(latencies, 0.99),
     )
-
-
-async def _open_loop(rate: float, seconds: float, call: object) -> tuple[list[float], int, float]:
-    """Start `call()` at a fixed rate regardless of how long earlier calls take."""
-    latencies: list[float] = []
-    errors = 0
-
-    async def one() -> None:
-        nonlocal errors
-        started = time.perf_counter()
-        try:
-            ok = await call()  # type: ignore[operator]
-        except httpx.HTTPError:
-            ok = False
-        if ok:
-            latencies.append(time.perf_counter() - started)
-        else:
-            errors += 1
-
-    tasks = []
-    began = time.perf_counter()
-    for i in range(int(rate * seconds)):
-        delay = began + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
-    return latencies, errors, time.perf_counter() - began
 
 
 async def bench_logins(server: LiveServer, rate: float, seconds: float, emails: list[str]) -> Result:
@@ -103,7 +69,7 @@ async def bench_logins(server: LiveServer, rate: float, seconds: float, emails: 
             response = await client.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
             return response.status_code == 200
 
-        latencies, errors, elapsed = await _open_loop(rate, seconds, login)
+        latencies, errors, elapsed = await open_loop(rate, seconds, login)
     return _result(f"login @ {rate:g}/s", rate, latencies, errors, elapsed)
 
 

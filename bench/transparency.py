@@ -8,13 +8,13 @@ process (the service call alone: its database reads and hashing, no TLS, HTTP or
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import os
 import random
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import httpx
 from tests.support.server import LiveServer
 
 from bench import signup
+from bench.load import open_loop, percentile_ms
 from veil.core.clock import SystemClock
 from veil.core.db import Database
 from veil.core.metrics import Metrics
@@ -64,41 +65,23 @@ async def fill(database_url: str, leaves: int) -> float:
     return time.perf_counter() - started
 
 
-def _pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
-
-
 async def _http(
-    live: LiveServer, token: str, rate: float, seconds: float, params: object
+    live: LiveServer,
+    token: str,
+    rate: float,
+    seconds: float,
+    params: Callable[[], tuple[str, dict[str, object]]],
 ) -> tuple[list[float], int]:
-    latencies: list[float] = []
-    errors = 0
+    """Open-loop GETs of `params()` (path, query) at `rate`: the latencies of the 200s, and errors."""
     async with live.async_client(limits=httpx.Limits(max_connections=50)) as client:
         headers = {"Authorization": f"Bearer {token}"}
 
-        async def one(path: str, query: dict[str, object]) -> None:
-            nonlocal errors
-            started = time.perf_counter()
-            try:
-                response = await client.get(path, params=query, headers=headers)  # type: ignore[arg-type]
-            except httpx.HTTPError:
-                errors += 1
-                return
-            if response.status_code == 200:
-                latencies.append(time.perf_counter() - started)
-            else:
-                errors += 1
+        async def one() -> bool:
+            path, query = params()
+            response = await client.get(path, params=query, headers=headers)  # type: ignore[arg-type]
+            return response.status_code == 200
 
-        tasks = []
-        began = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = began + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            path, query = params()  # type: ignore[operator]
-            tasks.append(asyncio.create_task(one(path, query)))
-        await asyncio.gather(*tasks)
+        latencies, errors, _ = await open_loop(rate, seconds, one)
     return latencies, errors
 
 
@@ -182,8 +165,9 @@ async def run(
         rows.append((f"{name} (service call, sequential)", 0.0, samples, 0))
 
     table = "\n".join(
-        f"| {name} | {f'{rate:g}/s' if rate else '-'} | {len(samples)} | {errors} | {_pct(samples, 0.5):.1f} "
-        f"| {_pct(samples, 0.95):.1f} | {_pct(samples, 0.99):.1f} |"
+        f"| {name} | {f'{rate:g}/s' if rate else '-'} | {len(samples)} | {errors} "
+        f"| {percentile_ms(samples, 0.5):.1f} | {percentile_ms(samples, 0.95):.1f} "
+        f"| {percentile_ms(samples, 0.99):.1f} |"
         for name, rate, samples, errors in rows
     )
     return f"""

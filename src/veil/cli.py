@@ -10,6 +10,8 @@ import asyncio
 import re
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
@@ -95,6 +97,19 @@ def _operator_database_url(settings: Settings) -> str:
     return postgres.url(DATABASE_NAME)
 
 
+@asynccontextmanager
+async def _operator_database(settings: Settings) -> AsyncIterator[Database]:
+    """A one-connection pool on the operator's database (see `_operator_database_url`)."""
+    db = Database(
+        _operator_database_url(settings), max_size=1, timeout=settings.db_timeout_seconds, metrics=Metrics()
+    )
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None:
     """The only way to grant or take away the operator role: from a shell with the database URL,
     never through the API. Recorded in the audit trail."""
@@ -104,13 +119,8 @@ def change_operator_role(settings: Settings, email: str, *, grant: bool) -> None
         raise SystemExit(f"not a valid email address: {email}") from None
 
     async def change() -> uuid.UUID | None:
-        url = _operator_database_url(settings)
-        db = Database(url, max_size=1, timeout=settings.db_timeout_seconds, metrics=Metrics())
-        await db.open()
-        try:
+        async with _operator_database(settings) as db:
             return await set_role(db, SystemClock(), canonical, "operator" if grant else "user")
-        finally:
-            await db.close()
 
     try:
         user_id = asyncio.run(change())
@@ -144,17 +154,8 @@ def make_invite(settings: Settings, *, uses: int, lifetime: timedelta) -> None:
     """Print a new invite code for VEIL_REGISTRATION=invite (shown once; only its hash is kept)."""
 
     async def make() -> str:
-        db = Database(
-            _operator_database_url(settings),
-            max_size=1,
-            timeout=settings.db_timeout_seconds,
-            metrics=Metrics(),
-        )
-        await db.open()
-        try:
+        async with _operator_database(settings) as db:
             return await create_invite(db, SystemClock(), uses=uses, lifetime=lifetime)
-        finally:
-            await db.close()
 
     try:
         code = asyncio.run(make())
@@ -173,20 +174,13 @@ def verify_transparency(settings: Settings) -> None:
     public_keys = keys_for(settings).public_keys
 
     async def check() -> tuple[int, int, str | None]:
-        db = Database(
-            _operator_database_url(settings),
-            max_size=1,
-            timeout=settings.db_timeout_seconds,
-            metrics=Metrics(),
-        )
-        await db.open()
-        try:
-            async with db.transaction("transparency_verify", isolation="repeatable_read") as conn:
-                # The whole log is read in one go; the statement timeout is for requests.
-                await conn.execute("SET LOCAL statement_timeout = 0")
-                report = await verify_log(conn, public_keys)
-        finally:
-            await db.close()
+        async with (
+            _operator_database(settings) as db,
+            db.transaction("transparency_verify", isolation="repeatable_read") as conn,
+        ):
+            # The whole log is read in one go; the statement timeout is for requests.
+            await conn.execute("SET LOCAL statement_timeout = 0")
+            report = await verify_log(conn, public_keys)
         return report.leaves, report.heads, report.problem
 
     try:
