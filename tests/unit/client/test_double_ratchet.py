@@ -61,9 +61,16 @@ def skipped_count(device: ClientCrypto) -> int:
     return sum(len(session["ratchet"]["skipped"]) for session in peer["sessions"])
 
 
-def with_bytes(message: dict[str, Any], field: str, offset: int, replacement: bytes) -> dict[str, Any]:
+FLIP = None
+"""A replacement that flips the lowest bit of one byte (a fixed byte may equal the original)."""
+
+
+def with_bytes(message: dict[str, Any], field: str, offset: int, replacement: bytes | None) -> dict[str, Any]:
     raw = bytearray(base64.b64decode(message[field]))
-    raw[offset : offset + len(replacement)] = replacement
+    if replacement is None:  # FLIP
+        raw[offset] ^= 1
+    else:
+        raw[offset : offset + len(replacement)] = replacement
     return {**message, field: base64.b64encode(bytes(raw)).decode()}
 
 
@@ -253,10 +260,10 @@ TAMPERING = {
     "previous chain length": ("ciphertext", PREFIX + 32, b"\x00\x00\x00\x07"),
     "index, nearby": ("ciphertext", PREFIX + 36, b"\x00\x00\x00\x09"),
     "index, far ahead": ("ciphertext", PREFIX + 36, b"\xff\xff\xff\xff"),
-    "body": ("ciphertext", PREFIX + 40, b"\x00"),
+    "body": ("ciphertext", PREFIX + 40, FLIP),
     "version": ("ciphertext", 0, b"\x01"),
     "nonce": ("nonce", 0, b"\x00" * 12),
-    "tag": ("auth_tag", 15, b"\x00"),
+    "tag": ("auth_tag", 15, FLIP),
 }
 
 
