@@ -256,7 +256,8 @@ def test_group_messages_epoch_rotation_and_removal(clients: Clients, database_ur
         bob.send_text(cid, FROM_BOB),
         carol.send_text(cid, FROM_CAROL),
     ]
-    assert [s.seq for s in sent] == [1, 2, 3] and {s.key_epoch for s in sent} == {2}
+    # Each member's first message here is followed by its key-log head (a `system` message).
+    assert [s.seq for s in sent] == [1, 3, 5] and {s.key_epoch for s in sent} == {2}
     alice.send_text(other, OTHER_GROUP)  # distributes Alice's key for the other group on the way
 
     stored = stored_envelope(message_row(database_url, sent[0].message_id))

@@ -37,6 +37,7 @@ from veil.client.protocol.identity import MasterKey, safety_number_qr
 from veil.client.protocol.keys import DeviceKeys
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
+from veil.client.protocol.transparency import TransparencyError
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import (
     DeviceNotApprovedError,
@@ -282,7 +283,16 @@ def test_a_member_or_device_only_the_server_lists_gets_no_key(clients: Clients, 
         return {**body, "members": [*body["members"], joined]}
 
     lying.rewrite("GET", conversation_path(cid), listing_mallory)
-    lying.rewrite("GET", devices_path(bob.user_id), with_items(*mallory_devices))
+    # Listed with her certificate, the device is not in Bob's entry of the key log: refused outright.
+    certified = lying.rewrite("GET", devices_path(bob.user_id), with_items(*mallory_devices))
+    with pytest.raises(
+        TransparencyError, match="certified devices the server lists are not those in the log"
+    ):
+        ada.send_text(cid, LISTED_MALLORY)
+    lying.stop(certified)
+    # Listed as not yet certified (the log leaves those out), it is only a device Bob never approved.
+    uncertified = [{**device, "certificate": None} for device in mallory_devices]
+    lying.rewrite("GET", devices_path(bob.user_id), with_items(*uncertified))
     ada.take_warnings()
     ada.send_text(cid, LISTED_MALLORY)
     named = warnings_naming(ada.take_warnings(), mallory.device_id)

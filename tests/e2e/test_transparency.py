@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tests.conftest import ServerFactory
 from tests.e2e.test_account import LONG, ask, confirm, run_maintenance
@@ -427,7 +427,14 @@ def test_a_rotated_log_key_signs_new_heads_and_old_heads_still_verify(
     )
     with second.client() as client:
         alice = login(client, alice["email"])
-        assert get(client, alice, "key")["public_key"] == new_key
+        served = get(client, alice, "key")
+        assert served["public_key"] == new_key
+        # The retired key vouches for its successor, so clients that pinned it can follow.
+        [endorsement] = served["endorsements"]
+        assert (endorsement["public_key"], endorsement["previous_key"]) == (new_key, old_key)
+        Ed25519PublicKey.from_public_bytes(base64.b64decode(old_key)).verify(
+            base64.b64decode(endorsement["signature"]), b"veil/log-key/v1" + base64.b64decode(new_key)
+        )
         # Before the log grows, the head of the same size comes signed by the new key: a client
         # that checks /head against /key right after the rotation sees nothing amiss.
         same = Monitor(client, alice).fresh_head()

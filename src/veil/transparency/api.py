@@ -15,6 +15,7 @@ from veil.transparency.head import keys_for
 from veil.transparency.schemas import (
     ConsistencyProof,
     InclusionProof,
+    KeyEndorsement,
     LogEntries,
     LogEntry,
     LogKey,
@@ -43,7 +44,12 @@ def _service(request: Request) -> TransparencyService:
 
 
 async def get_key(request: Request, principal: Principal) -> Response:
-    return json_response(LogKey(public_key=_service(request).public_key))
+    keys = _service(request).keys
+    endorsements = [
+        KeyEndorsement(public_key=e.public_key, previous_key=e.previous_key, signature=e.signature)
+        for e in keys.endorsements
+    ]
+    return json_response(LogKey(public_key=keys.public_key, endorsements=endorsements))
 
 
 async def get_head(request: Request, principal: Principal) -> Response:

@@ -4,11 +4,13 @@ A head's signature covers `veil/tree-head/v1` || tree_size (u64 BE) || timestamp
 || root_hash (32), as API.md says.
 
 The keys come from `VEIL_TRANSPARENCY_KEYS_FILE`, a JSON file `{"active": kid, "keys": [{"kid",
-"public_key", "private_key"?}]}` (base64 raw keys; `kid` is the hex of the first 8 bytes of
-SHA-256 of the public key). Only the active key needs its private half. Rotation: `veil
-transparency rotate-key` makes a new active key and keeps the old ones as public keys only, so
-heads they signed still verify (docs/adr/0019). Generated under the data directory in development
-and tests, like the access-token keys.
+"public_key", "private_key"?, "endorsement"?}]}` (base64 raw keys; `kid` is the hex of the first 8
+bytes of SHA-256 of the public key). Only the active key needs its private half. Rotation: `veil
+transparency rotate-key` makes a new active key, *endorsed* by the one it replaces (Ed25519 by the
+old key over `veil/log-key/v1` || the new public key), and keeps the old ones as public keys only,
+so heads they signed still verify and clients that pinned an old key can follow the chain of
+endorsements to the new one (docs/adr/0019). Generated under the data directory in development and
+tests, like the access-token keys.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from veil.core.config import Settings
 
 HEAD_CONTEXT = b"veil/tree-head/v1"
+ENDORSEMENT_CONTEXT = b"veil/log-key/v1"
 
 
 @dataclass(frozen=True)
@@ -62,13 +65,39 @@ def _raw_public(private: Ed25519PrivateKey) -> bytes:
     return private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
-class LogKeys:
-    """The active signing key and every public key the log ever signed with."""
+@dataclass(frozen=True)
+class Endorsement:
+    """`previous_key` vouching for `public_key`, its successor: a signature over
+    `veil/log-key/v1` || public_key by the previous key."""
 
-    def __init__(self, active: Ed25519PrivateKey, public_keys: list[bytes]) -> None:
+    public_key: bytes
+    previous_key: bytes
+    signature: bytes
+
+    def verifies(self) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.previous_key).verify(
+                self.signature, ENDORSEMENT_CONTEXT + self.public_key
+            )
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+
+class LogKeys:
+    """The active signing key, every public key the log ever signed with, and the endorsements
+    that lead from each old key to its successor (oldest first)."""
+
+    def __init__(
+        self,
+        active: Ed25519PrivateKey,
+        public_keys: list[bytes],
+        endorsements: list[Endorsement] | None = None,
+    ) -> None:
         self._active = active
         self.public_key = _raw_public(active)
         self.public_keys = [self.public_key, *(k for k in public_keys if k != self.public_key)]
+        self.endorsements = list(endorsements or [])
 
     def sign(self, tree_size: int, timestamp_ms: int, root_hash: bytes) -> TreeHead:
         signature = self._active.sign(head_payload(tree_size, timestamp_ms, root_hash))
@@ -83,35 +112,54 @@ class LogKeys:
             active_entry = entries[document["active"]]
             active = Ed25519PrivateKey.from_private_bytes(base64.b64decode(active_entry["private_key"]))
             publics = [base64.b64decode(entry["public_key"], validate=True) for entry in entries.values()]
+            by_kid = dict(zip(entries, publics, strict=True))
+            endorsements = [
+                Endorsement(
+                    by_kid[kid],
+                    by_kid[entry["endorsement"]["by"]],
+                    base64.b64decode(entry["endorsement"]["signature"], validate=True),
+                )
+                for kid, entry in entries.items()
+                if "endorsement" in entry
+            ]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a transparency key file ({exc})") from None
-        for kid, public in zip(entries, publics, strict=True):
+        for kid, public in by_kid.items():
             if len(public) != 32 or key_id(public) != kid:
                 raise ValueError(f"{path}: key {kid} does not match its public key")
         if _raw_public(active) != base64.b64decode(active_entry["public_key"]):
             raise ValueError(f"{path}: the active private key does not match its public key")
-        return cls(active, publics)
+        for endorsement in endorsements:
+            if not endorsement.verifies():
+                endorsed = key_id(endorsement.public_key)
+                raise ValueError(f"{path}: the endorsement of key {endorsed} does not verify")
+        return cls(active, publics, endorsements)
 
     @staticmethod
     def generate_file(path: Path, previous: Path | None = None) -> None:
-        """Write a key file whose active key is new; the keys of `previous` stay, public only."""
-        keys = []
-        if previous is not None and previous.exists():
-            keys = [
-                {"kid": entry["kid"], "public_key": entry["public_key"]}
-                for entry in json.loads(previous.read_text())["keys"]
-            ]
+        """Write a key file whose active key is new; the keys of `previous` stay, public only, and
+        its active key (if it has its private half) endorses the new one."""
+        keys: list[dict[str, object]] = []
         private = Ed25519PrivateKey.generate()
         public = _raw_public(private)
         kid = key_id(public)
-        raw_private = private.private_bytes_raw()
-        keys.append(
-            {
-                "kid": kid,
-                "public_key": base64.b64encode(public).decode(),
-                "private_key": base64.b64encode(raw_private).decode(),
-            }
-        )
+        new_entry: dict[str, object] = {
+            "kid": kid,
+            "public_key": base64.b64encode(public).decode(),
+            "private_key": base64.b64encode(private.private_bytes_raw()).decode(),
+        }
+        if previous is not None and previous.exists():
+            document = json.loads(previous.read_text())
+            for entry in document["keys"]:
+                keys.append({name: value for name, value in entry.items() if name != "private_key"})
+                if entry["kid"] == document["active"] and "private_key" in entry:
+                    retiring = Ed25519PrivateKey.from_private_bytes(base64.b64decode(entry["private_key"]))
+                    signature = retiring.sign(ENDORSEMENT_CONTEXT + public)
+                    new_entry["endorsement"] = {
+                        "by": entry["kid"],
+                        "signature": base64.b64encode(signature).decode(),
+                    }
+        keys.append(new_entry)
         path.touch(mode=0o600, exist_ok=True)
         path.chmod(0o600)
         path.write_text(json.dumps({"active": kid, "keys": keys}))

@@ -15,8 +15,21 @@ Hash = Annotated[bytes, Base64Bytes(32)]
 LeafBytes = Annotated[bytes, Base64Bytes(LEAF_SIZE)]
 
 
+class KeyEndorsement(ResponseModel):
+    public_key: Annotated[bytes, Base64Bytes(32)] = Field(description="A key the log rotated to.")
+    previous_key: Annotated[bytes, Base64Bytes(32)] = Field(description="The key it replaced.")
+    signature: Annotated[bytes, Base64Bytes(64)] = Field(
+        description="Ed25519 by `previous_key` over `veil/log-key/v1` || public_key."
+    )
+
+
 class LogKey(ResponseModel):
     public_key: Annotated[bytes, Base64Bytes(32)] = Field(description="The log's Ed25519 public key.")
+    endorsements: list[KeyEndorsement] = Field(
+        default_factory=list,
+        description="Each rotation of the log key, oldest first: a client that pinned an older key"
+        " follows them to `public_key`.",
+    )
 
 
 class SignedTreeHead(ResponseModel):

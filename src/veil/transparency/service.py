@@ -53,6 +53,10 @@ class TransparencyService:
     def public_key(self) -> bytes:
         return self._keys.public_key
 
+    @property
+    def keys(self) -> LogKeys:
+        return self._keys
+
     async def head(self) -> TreeHead:
         """The signed head of the whole log as committed now. A head is signed once per size and
         kept: asking again before the log grows returns the same head, unless the log key was

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from veil.client.cli import account_commands as account
 from veil.client.cli import conversation_commands as conversation
+from veil.client.cli import transparency_commands as transparency
 from veil.client.cli import trust_commands as trust
 from veil.client.cli.context import Context
 from veil.client.cli.failures import explain
@@ -81,6 +82,11 @@ def _add_trust_commands(command: Callable[[str, Command, str], argparse.Argument
     sub.add_argument("--yes", action="store_true", help="the numbers match (do not ask)")
     sub = command("accept-key", trust.accept_key, "trust a verified contact's new master key")
     sub.add_argument("user", help="a contact's name or a user id")
+    sub = command(
+        "transparency", transparency.transparency, "the key log: its head, your keys' history, held chats"
+    )
+    sub.add_argument("action", nargs="?", choices=("show", "resume"), default="show")
+    sub.add_argument("conversation", nargs="?", help="resume: the held conversation (id or group name)")
     sub = command("identity", trust.identity, "your account's master key")
     actions = sub.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
     actions.add_parser(

@@ -8,6 +8,10 @@ warning that names the device, so that nothing is sent to a device its owner nev
 
 A changed master key of a contact who was never verified is accepted with a warning, as Signal
 does; a verified contact's change blocks sending to them until the user verifies again or accepts.
+
+Nothing the server lists is believed before the key-transparency log proves it (`KeyLog`): the
+master key and certified devices must be the user's latest leaf in the log, so the server cannot
+show one person keys it does not show everyone (and the user's own devices).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import httpx
 from veil.client.protocol.codec import b64decode, b64encode, canonical_uuid
 from veil.client.protocol.errors import CryptoError
 from veil.client.protocol.keys import device_fingerprint
+from veil.client.protocol.transparency import SplitViewError, TransparencyError
 from veil.client.protocol.trust import ListedDevice, TrustState, TrustStore
+from veil.client.sdk.key_log import KeyLog
 from veil.client.sdk.models import IdentityChangedError, TrustError, VeilError
 
 Call = Callable[..., httpx.Response]
@@ -43,9 +49,12 @@ class DeviceStatus:
 class Directory:
     """The key directory seen through this device's trust store."""
 
-    def __init__(self, call: Call, trust: TrustStore, device_id: str, warn: Callable[[str], None]) -> None:
+    def __init__(
+        self, call: Call, trust: TrustStore, log: KeyLog, device_id: str, warn: Callable[[str], None]
+    ) -> None:
         self._call = call
         self._trust = trust
+        self._log = log
         self._device_id = device_id
         self._warn = warn
 
@@ -60,14 +69,15 @@ class Directory:
     # Master keys -------------------------------------------------------------------------------
 
     def server_identity(self, user_id: str) -> bytes | None:
-        """The master key the server reports for `user_id` now (None before one is set)."""
+        """The master key the server reports for `user_id` now, proven by the log (None before one
+        is set, or for a user the server does not list)."""
         try:
-            body = self._call("GET", f"/v1/users/{canonical_uuid(user_id)}/identity").json()
+            master, _ = self._proven_listing(user_id)
         except VeilError as error:
             if error.status == 404:
                 return None
             raise
-        return b64decode(str(body["master_key"]), size=32, field="master_key")
+        return master
 
     def master_key_of(self, user_id: str) -> bytes | None:
         """The pinned master key of `user_id`, pinned from the server on first need."""
@@ -118,18 +128,43 @@ class Directory:
     # Devices -----------------------------------------------------------------------------------
 
     def listing(self, user_id: str) -> list[ListedDevice]:
-        """A user's devices as the server lists them (its master key observed on the way)."""
-        body = self._call("GET", f"/v1/users/{canonical_uuid(user_id)}/devices").json()
+        """A user's devices as the server lists them and the log proves (its master key observed
+        on the way)."""
+        master, devices = self._proven_listing(user_id)
+        if master is not None:
+            self.observe(user_id, master)
+        return devices
+
+    def _proven_listing(self, user_id: str) -> tuple[bytes | None, list[ListedDevice]]:
+        """The master key and devices the server lists for `user_id`, once the log proves they are
+        the user's latest leaf (`TransparencyError` otherwise). A change that commits between the
+        listing and the proof is met by asking once more."""
+        user_id = canonical_uuid(user_id)
+        for attempt in range(2):
+            master, devices = self._served_listing(user_id)
+            try:
+                leaf = self._log.check_user(user_id, master, devices)
+            except SplitViewError:
+                raise
+            except TransparencyError:
+                if attempt:
+                    raise
+                continue
+            if user_id == self.me:
+                self._log.observe_own(leaf, devices, self._trust.own_master_public_key)
+            return master, devices
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _served_listing(self, user_id: str) -> tuple[bytes | None, list[ListedDevice]]:
+        body = self._call("GET", f"/v1/users/{user_id}/devices").json()
         master = body.get("master_key")
-        if isinstance(master, str):
-            self.observe(user_id, b64decode(master, size=32, field="master_key"))
         devices = []
         for item in body["items"]:
             try:
                 devices.append(ListedDevice.from_api(item))
             except ValueError:
                 self._warn(f"User {user_id[:8]} has a device with malformed keys: it gets nothing.")
-        return devices
+        return (b64decode(master, size=32, field="master_key") if isinstance(master, str) else None), devices
 
     def trusted_devices(self, user_id: str, *, sending: bool = True) -> list[ListedDevice]:
         """The devices of `user_id` that its pinned master key certified (this device excluded).
@@ -185,4 +220,5 @@ class Directory:
             json={"signature": b64encode(signature)},
             expect=(204,),
         )
+        self._log.approved_here(device.device_id)
         return signature

@@ -58,13 +58,16 @@ from veil.client.protocol.errors import (
     MembershipError,
 )
 from veil.client.protocol.identity import LINK_SECRET_SIZE, parse_safety_number_qr, safety_number
+from veil.client.protocol.key_log import KeyLogState, OwnChange, decode_gossip, is_gossip
 from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS
 from veil.client.protocol.membership import MembershipView
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
+from veil.client.protocol.transparency import VerifiedTreeHead
 from veil.client.protocol.trust import ListedDevice, TrustStore
 from veil.client.sdk.directory import DeviceStatus, Directory
 from veil.client.sdk.identity import DeviceIdentity, is_link_payload
+from veil.client.sdk.key_log import KeyLog
 from veil.client.sdk.keystore import ScryptParams, load_state, save_state
 from veil.client.sdk.memberships import Memberships
 from veil.client.sdk.models import (
@@ -211,6 +214,8 @@ class VeilClient:
         # (sender_id, sender_device_id, link payload) decrypted and saved, not yet checked
         self._pending_links: list[tuple[str, str, bytes]] = []
         self._warnings: list[str] = []
+        # The key-transparency log as this device has seen it (sdk/key_log.py).
+        self._key_log = KeyLog(self._call, self._warn)
         self._epoch_grace = epoch_grace_seconds
         self._clock = clock
         if self._keystore is not None and self._keystore.exists():
@@ -332,6 +337,7 @@ class VeilClient:
             # Another account: nothing of the previous one's trust or history carries over. The same
             # account keeps its pinned keys, and its master key if this was a primary device.
             self._plaintexts, self._trust = {}, None
+            self._key_log.reset()
         self._crypto = ClientCrypto.create(
             user_id, str(pair["session_id"]), one_time=self._one_time, epoch_grace_seconds=self._epoch_grace
         )
@@ -460,6 +466,33 @@ class VeilClient:
         except ValueError as error:
             raise TrustError(f"Nothing to accept: {error}.") from None
         self._save()
+
+    # Key transparency ---------------------------------------------------------------------------
+
+    def transparency_head(self) -> VerifiedTreeHead:
+        """The log's latest head, checked: signed by the pinned log key and extending the last head
+        this device saw (`TransparencyError` / `SplitViewError` otherwise)."""
+        head = self._key_log.head(fresh=True)
+        self._save()
+        return head
+
+    def own_key_changes(self) -> list[OwnChange]:
+        """Look at the own user's latest leaf now (the monitor, which warns about changes this
+        device did not make) and return every change of the own keys it has recorded."""
+        self._directory().listing(self.user_id)
+        self._save()
+        return self._key_log.own_changes
+
+    def held_conversations(self) -> dict[str, str]:
+        """Conversations where a split view of the log was found, with what was seen: nothing is
+        sent to them until `resume_conversation`."""
+        return dict(self._key_log.state.split_views)
+
+    def resume_conversation(self, conversation_id: str) -> bool:
+        """Send to a held conversation again (the user compared safety numbers); whether it was held."""
+        resumed = self._key_log.resume(conversation_id)
+        self._save()
+        return resumed
 
     def take_warnings(self) -> list[str]:
         """What this client refused or noticed since the last call, in words for people
@@ -729,11 +762,37 @@ class VeilClient:
         lacks it. If membership changed meanwhile (409 with `current_epoch`), the client checks
         the new membership record, distributes a new sender key to exactly that roster, and
         retries once under the new epoch, so a removed member never receives the key the message
-        is sent under.
+        is sent under. Once a day per conversation, this device's latest key-log head follows the
+        message (gossip, `system`); a conversation where a split view was found gets nothing
+        (`SplitViewError`) until `resume_conversation`.
         """
         if content_type not in _GROUP_CONTENT_TYPES:
             raise ValueError(f"content_type must be one of {sorted(_GROUP_CONTENT_TYPES)}")
         cid = canonical_uuid(conversation_id)
+        self._key_log.require_sendable(cid)
+        sent = self._send_group_payload(cid, payload, content_type, parent_id)
+        if content_type != "system":
+            self._gossip_if_due(cid)
+        return sent
+
+    def _gossip_if_due(self, cid: str) -> None:
+        """Send this device's latest head to the conversation if a day has passed since the last;
+        a failure is only a warning (the message itself was sent)."""
+        now = self._clock()
+        gossip = self._key_log.gossip_payload(cid, now)
+        if gossip is None:
+            return
+        try:
+            self._send_group_payload(cid, gossip, "system", None)
+        except (VeilError, CryptoError, TrustError) as error:
+            self._warn(f"This device's key-log head could not be shared in {cid[:8]} ({_error_text(error)}).")
+            return
+        self._key_log.gossiped(cid, now)
+        self._save()
+
+    def _send_group_payload(
+        self, cid: str, payload: bytes, content_type: str, parent_id: str | None
+    ) -> SentMessage:
         current = self._conversations.get(cid) or self.conversation(cid)
         message_id = str(uuid.uuid4())
         key = _plaintext_key(cid, self.device_id, message_id)
@@ -864,8 +923,12 @@ class VeilClient:
             body = _dict(self._call("GET", f"/v1/conversations/{cid}/messages", params=params))
             for envelope in body["items"]:
                 message, opened = self._open_group_message(cid, envelope, view)
-                messages.append(message)
                 changed = changed or opened
+                if message.content_type == "system":  # plumbing, not shown: key-log heads
+                    if opened and message.plaintext and is_gossip(message.plaintext):
+                        self._check_gossip(cid, message)  # once, when first read
+                    continue
+                messages.append(message)
             if body.get("next_cursor") is None:
                 break
             params = {"cursor": body["next_cursor"], "limit": _PAGE}
@@ -988,6 +1051,15 @@ class VeilClient:
             return result(None, _error_text(error)), False
         self._plaintexts[key] = {**_bound_fields(envelope), "plaintext": b64encode(plaintext)}
         return result(plaintext, None), True
+
+    def _check_gossip(self, cid: str, message: GroupMessage) -> None:
+        assert message.plaintext is not None
+        try:
+            head = decode_gossip(message.plaintext)
+        except CryptoError as error:
+            self._warn(f"Ignored a malformed key-log head from user {message.sender_id[:8]} ({error}).")
+            return
+        self._key_log.check_gossip(cid, message.sender_id, head)
 
     def _publish_post_quantum_key_if_missing(self) -> None:
         """Make and publish this device's last-resort ML-KEM prekey if its keystore predates
@@ -1289,7 +1361,7 @@ class VeilClient:
         return self._trust
 
     def _directory(self) -> Directory:
-        return Directory(self._call, self._trust_store(), self.device_id, self._warn)
+        return Directory(self._call, self._trust_store(), self._key_log, self.device_id, self._warn)
 
     def _identity(self) -> DeviceIdentity:
         return DeviceIdentity(
@@ -1376,6 +1448,7 @@ class VeilClient:
             "device_tokens": self._device_tokens,
             "email": self._email,
             "trust": None if self._trust is None else self._trust.to_state(),
+            "key_log": self._key_log.state.to_state(),
             "certificate": None if self._certificate is None else b64encode(self._certificate),
             "link_secret": b64encode(self._link_secret),
             "memberships": self._memberships.to_state(),
@@ -1422,6 +1495,8 @@ class VeilClient:
             self._email = email if isinstance(email, str) else None
             trust = extra.get("trust")
             self._trust = None if trust is None else TrustStore.from_state(trust)
+            key_log = extra.get("key_log")  # absent from key stores written before the log
+            self._key_log.reset(None if key_log is None else KeyLogState.from_state(key_log))
             self._link_secret = b64decode(extra["link_secret"], size=LINK_SECRET_SIZE, field="link_secret")
             certificate = extra.get("certificate")
             self._certificate = (

@@ -1,0 +1,293 @@
+"""The key-transparency log as this device checks it (ADR 0019, docs/e2ee.md "Key transparency").
+
+Every user's keys the directory hands out are checked here against the log: the server must prove
+that the master key and the certified devices it lists are the user's latest leaf in a tree whose
+head the log key signed, and every head must extend the last one this device saw. A proof that does
+not hold is a `TransparencyError` that names what failed; two heads that cannot both be true (a
+fork, or history rewritten) a `SplitViewError`. Heads also travel between devices inside
+end-to-end-encrypted `system` messages (gossip), so a server that shows each person a different log
+is caught when they talk; a conversation where that happened gets nothing more from this device
+until the user resumes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+import httpx
+
+from veil.client.protocol.codec import b64decode, canonical_uuid
+from veil.client.protocol.key_log import (
+    KeyEndorsement,
+    KeyLogState,
+    OwnChange,
+    encode_gossip,
+    follow_endorsements,
+)
+from veil.client.protocol.keys import device_fingerprint
+from veil.client.protocol.transparency import (
+    SPLIT_VIEW,
+    ConsistencyProof,
+    InclusionProof,
+    Leaf,
+    SignedTreeHead,
+    SplitViewError,
+    TransparencyError,
+    VerifiedTreeHead,
+    require_leaf_matches,
+)
+from veil.client.protocol.trust import ListedDevice
+from veil.client.sdk.models import VeilError
+
+Call = Callable[..., httpx.Response]
+
+# A head fetched this long ago is fetched again before the next lookup: how stale a view of the
+# log a device accepts (a server could otherwise keep answering from an old tree).
+HEAD_MAX_AGE_SECONDS = 300.0
+
+
+class KeyLog:
+    """The log's proofs and heads, checked; `state` is what the key store keeps of it."""
+
+    def __init__(self, call: Call, warn: Callable[[str], None]) -> None:
+        self._call = call
+        self._warn = warn
+        self.state = KeyLogState()
+        self._fetched_at: float | None = None  # time.monotonic() of the last head fetched
+
+    def reset(self, state: KeyLogState | None = None) -> None:
+        """Start from `state` (a key store's, or nothing for another account)."""
+        self.state = state or KeyLogState()
+        self._fetched_at = None
+
+    # Heads -------------------------------------------------------------------------------------
+
+    def log_key(self) -> bytes:
+        """The log's Ed25519 key, pinned from the server the first time it is needed."""
+        if self.state.log_key is None:
+            self.state.log_key, _ = self._served_key()
+        return self.state.log_key
+
+    def _served_key(self) -> tuple[bytes, list[KeyEndorsement]]:
+        body = self._call("GET", "/v1/transparency/key").json()
+        try:
+            endorsements = [
+                KeyEndorsement(
+                    b64decode(e["public_key"], size=32, field="public_key"),
+                    b64decode(e["previous_key"], size=32, field="previous_key"),
+                    b64decode(e["signature"], size=64, field="signature"),
+                )
+                for e in body.get("endorsements", [])
+            ]
+            return b64decode(body.get("public_key"), size=32, field="public_key"), endorsements
+        except (ValueError, AttributeError, KeyError, TypeError):
+            raise TransparencyError("the server's key-transparency log key is malformed") from None
+
+    def _follow_rotation(self) -> bool:
+        """Whether the server's log key moved on from the pinned one along endorsements (then it is
+        pinned, and the old ones kept for heads they signed); TransparencyError if it moved
+        anywhere else."""
+        pinned = self.log_key()
+        served, endorsements = self._served_key()
+        if served == pinned:
+            return False
+        chain = follow_endorsements(pinned, served, endorsements)
+        self.state.retired_log_keys += [pinned, *chain[:-1]]
+        self.state.log_key = served
+        return True
+
+    def head(self, *, fresh: bool = False) -> VerifiedTreeHead:
+        """The latest head this device trusts: the stored one while recent, else the server's
+        latest, checked (signature, and a consistency proof from the stored one)."""
+        stored = self.state.heads.head
+        recent = self._fetched_at is not None and time.monotonic() - self._fetched_at < HEAD_MAX_AGE_SECONDS
+        if stored is not None and recent and not fresh:
+            return stored
+        served = SignedTreeHead.from_wire(self._call("GET", "/v1/transparency/head").json())
+        latest = self._advance(self._verified(served, "the server's latest tree head"))
+        self._fetched_at = time.monotonic()
+        return latest
+
+    def _verified(self, head: SignedTreeHead, what: str) -> VerifiedTreeHead:
+        """`head` once the log key (or, after a rotation this device followed, an older one) signed
+        it; a failure first checks whether the log key was rotated."""
+        for attempt in range(2):
+            for key in (self.log_key(), *reversed(self.state.retired_log_keys)):
+                try:
+                    return head.verify(key)
+                except TransparencyError:
+                    continue
+            if attempt or not self._follow_rotation():
+                break
+        raise TransparencyError(f"{what} is not signed by the log key this device pinned")
+
+    def _advance(self, head: VerifiedTreeHead) -> VerifiedTreeHead:
+        """Check `head` against the stored one (a consistency proof between their sizes from the
+        server) and keep the larger; SplitViewError if they cannot both be true."""
+        stored = self.state.heads.head
+        proof = None
+        if stored is not None and stored.tree_size != head.tree_size:
+            first, second = sorted((stored.tree_size, head.tree_size))
+            proof = self._consistency(first, second)
+        return self.state.heads.advance(head, proof)
+
+    def _consistency(self, first: int, second: int) -> ConsistencyProof:
+        try:
+            body = self._call(
+                "GET", "/v1/transparency/consistency", params={"first": first, "second": second}
+            ).json()
+        except VeilError as error:
+            if error.status == 422:  # the server has not signed a head of that size, to this device
+                raise SplitViewError(
+                    f"{SPLIT_VIEW}: the server does not prove that a signed head of size {second} "
+                    f"extends size {first} ({error.detail})"
+                ) from None
+            raise
+        return ConsistencyProof.from_wire(body)
+
+    # Users' keys -------------------------------------------------------------------------------
+
+    def check_user(
+        self, user_id: str, master_key: bytes | None, listing: Iterable[ListedDevice]
+    ) -> Leaf | None:
+        """TransparencyError unless the log's latest leaf for `user_id` records exactly this master
+        key and these certified devices; the leaf, or None for a user the log has never seen (then
+        the listing must hold no master key and no certified device)."""
+        user_id = canonical_uuid(user_id)
+        devices = list(listing)
+        for fresh in (False, True):
+            head = self.head(fresh=fresh)
+            try:
+                leaf = self._prove(user_id, head)
+                if leaf is None:
+                    if master_key is None and all(d.certificate is None for d in devices):
+                        return None
+                    raise TransparencyError(
+                        f"the log has no entry for user {user_id[:8]}, whose keys the server lists"
+                    )
+                require_leaf_matches(leaf, user_id, master_key, devices)
+            except SplitViewError:
+                raise
+            except TransparencyError:
+                if fresh:
+                    raise
+                continue  # the stored head may predate the user's latest change: ask for the latest
+            older = self.state.note_version(user_id, leaf.version)
+            if older is not None:
+                raise TransparencyError(
+                    f"the log shows user {user_id[:8]}'s keys at version {leaf.version}, older than "
+                    f"version {older} that this device saw before"
+                )
+            return leaf
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _prove(self, user_id: str, head: VerifiedTreeHead) -> Leaf | None:
+        if head.tree_size == 0:
+            return None  # nobody has an entry in the empty log
+        try:
+            body = self._call(
+                "GET",
+                "/v1/transparency/inclusion",
+                params={"user_id": user_id, "tree_size": head.tree_size},
+            ).json()
+        except VeilError as error:
+            if error.status == 404:
+                return None
+            raise
+        return InclusionProof.from_wire(body).verify(head)
+
+    def observe_own(
+        self, leaf: Leaf | None, devices: Iterable[ListedDevice], held_master: bytes | None
+    ) -> None:
+        """The monitor: record changes of the own user's keys since the last look, and warn about
+        those this device did not make."""
+        if leaf is None:
+            return
+        head = self.state.heads.head
+        certified = {
+            d.device_id: device_fingerprint(d.identity_key, d.signing_key)
+            for d in devices
+            if d.certificate is not None
+        }
+        master = None if leaf.master_key == bytes(32) else leaf.master_key
+        changes = self.state.observe_own(
+            leaf.version, master, certified, held_master, 0 if head is None else head.timestamp_ms
+        )
+        for change in changes:
+            if not change.expected:
+                self._warn(
+                    f"Your account's keys changed: {change.description}. If that was not you, change "
+                    "your password (`veil-client password`) and check `veil-client transparency`."
+                )
+
+    def approved_here(self, device_id: str) -> None:
+        """This device certified `device_id`: the monitor will not warn about it."""
+        self.state.approved_here.add(canonical_uuid(device_id))
+
+    @property
+    def own_changes(self) -> list[OwnChange]:
+        return list(self.state.own_changes)
+
+    # Gossip ------------------------------------------------------------------------------------
+
+    def gossip_payload(self, conversation_id: str, now: float) -> bytes | None:
+        """The `system` plaintext carrying this device's head, if it is due in this conversation."""
+        head = self.state.heads.head
+        if head is None or not self.state.gossip_due(conversation_id, now):
+            return None
+        return encode_gossip(head)
+
+    def gossiped(self, conversation_id: str, now: float) -> None:
+        self.state.gossiped[canonical_uuid(conversation_id)] = now
+
+    def check_gossip(self, conversation_id: str, sender_id: str, gossip: SignedTreeHead) -> None:
+        """Compare a head a member sent with this device's view of the log. A head that does not
+        verify is ignored with a warning (a member could send anything); one that cannot be true
+        together with this device's marks the conversation as showing a split view."""
+        cid = canonical_uuid(conversation_id)
+        who = f"user {canonical_uuid(sender_id)[:8]}"
+        try:
+            theirs = self._verified(gossip, f"a tree head from {who}")
+        except TransparencyError as error:
+            self._warn(f"Ignored {error}.")
+            return
+        try:
+            mine = self.head(fresh=theirs.tree_size > self._stored_size())
+            if theirs.tree_size > mine.tree_size:
+                raise SplitViewError(
+                    f"{SPLIT_VIEW}: {who} saw a log of {theirs.tree_size} entries, the server shows this "
+                    f"device only {mine.tree_size}"
+                )
+            self._advance(theirs)
+        except VeilError as error:
+            # Not evidence either way (the server may be briefly unavailable); the next head this
+            # member gossips is checked again.
+            self._warn(f"Could not check a tree head from {who} against the log now ({error}).")
+        except TransparencyError as error:
+            # A proof that fails or does not answer the question: the two heads are not shown to be
+            # one log, which is what a split view looks like from here.
+            self.state.split_views[cid] = f"{error} (found in a tree head from {who})"
+            self._warn(self.split_view_notice(cid))
+
+    def _stored_size(self) -> int:
+        head = self.state.heads.head
+        return -1 if head is None else head.tree_size
+
+    def split_view_notice(self, conversation_id: str) -> str:
+        reason = self.state.split_views[canonical_uuid(conversation_id)]
+        return (
+            f"{reason[:1].upper()}{reason[1:]}. Nothing more is sent to conversation "
+            f"{conversation_id[:8]} until you compare safety numbers with its members "
+            "(`veil-client verify`) and resume it (`veil-client transparency resume`)."
+        )
+
+    def require_sendable(self, conversation_id: str) -> None:
+        """SplitViewError if a split view was found in this conversation and not yet resumed."""
+        cid = canonical_uuid(conversation_id)
+        if cid in self.state.split_views:
+            raise SplitViewError(self.split_view_notice(cid))
+
+    def resume(self, conversation_id: str) -> bool:
+        """The user decided to send to this conversation again; whether it was held."""
+        return self.state.split_views.pop(canonical_uuid(conversation_id), None) is not None
