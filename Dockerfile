@@ -34,6 +34,7 @@ COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     VEIL_ENV=production \
+    VEIL_REVISION=${VEIL_REVISION} \
     VEIL_HOST=0.0.0.0 \
     VEIL_PORT=8080
 WORKDIR /app

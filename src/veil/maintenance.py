@@ -10,18 +10,26 @@ the round then purges accounts whose erasure grace window is over, and sweeps at
 (reservations never completed, attachments whose owner or conversation is gone or whose retention
 is over) and expired export archives, in transactions of their own because that work waits on the
 object store. This is the one scheduled job for housekeeping and retention; it logs counts only.
+
+Every process also counts, every `_QUEUE_SECONDS`, the queues other processes drain (device
+messages, export jobs), in one query, for the queue gauges; each task's runs and failures
+are counted too (docs/operations.md, "Metrics").
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime
+from typing import TypeVar
 
 from veil.account.purge import purge_due_accounts, sweep_export_archives
 from veil.auth import recovery_store, signup_store
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
-from veil.core.db import Database
+from veil.core.db import Connection, Database
 from veil.core.logging import get_logger
+from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import notify_revoked
 from veil.core.web.app import ServiceModule
@@ -33,6 +41,10 @@ from veil.retention import RetentionPolicy, apply_retention
 log = get_logger(__name__)
 
 _LOCK_ID = 0x7E11_0002
+# How often each process re-counts the queues: one query, so a scrape every 15 s sees fresh values.
+_QUEUE_SECONDS = 15.0
+
+T = TypeVar("T")
 
 
 class Maintenance:
@@ -43,18 +55,47 @@ class Maintenance:
         clock: Clock,
         retention: RetentionPolicy = RetentionPolicy.DEFAULT,
         interval_seconds: float = 60.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._db = db
         self._blobs = blobs
         self._clock = clock
         self._retention = retention
+        self._metrics = metrics or Metrics()
         self._worker = Worker("maintenance", self._round, interval_seconds)
+        self._queues = Worker("queue-depths", self.count_queues, _QUEUE_SECONDS)
 
     async def start(self) -> None:
         self._worker.start(idle_first=True)
+        self._queues.start()
 
     async def close(self) -> None:
+        await self._queues.close()
         await self._worker.close()
+
+    async def count_queues(self) -> bool:
+        """Set the queue gauges from one query; False (the worker then waits its interval)."""
+        async with self._db.connection() as conn:
+            depths = await _queue_depths(conn)
+        self._metrics.device_messages_queued.set(depths["device_messages"])
+        self._metrics.export_jobs_queued.set(depths["export_jobs"])
+        self._metrics.export_jobs_oldest.set(max(0.0, float(depths["export_oldest"])))
+        return False
+
+    async def _task(self, name: str, work: Callable[[], Awaitable[T]]) -> T:
+        """Run one task, counting it as done, skipped (it returned None) or failed (re-raised)."""
+        task = self._metrics.maintenance[name]
+        try:
+            result = await work()
+        except Exception:
+            task.failed.inc()
+            raise
+        if result is None:
+            task.skipped.inc()
+        else:
+            task.ok.inc()
+            task.last_success.set(time.time())
+        return result
 
     async def _round(self) -> bool:
         await self.run_once()
@@ -63,6 +104,24 @@ class Maintenance:
     async def run_once(self) -> dict[str, int] | None:
         """One round; None if another process holds the lock."""
         now = self._clock.now()
+        counts = await self._task("housekeeping", lambda: self._housekeeping(now))
+        if counts is None:
+            return None
+        counts |= {
+            "accounts_purged": await self._task("account_purge", lambda: purge_due_accounts(self._db, now)),
+            "attachments_removed": await self._store_sweep(
+                "attachment_sweep",
+                lambda: files_service.sweep(self._db, self._blobs, now, self._retention.attachments),
+            ),
+            "export_archives_removed": await self._store_sweep(
+                "export_archive_sweep", lambda: sweep_export_archives(self._db, self._blobs, now)
+            ),
+        }
+        log.info("maintenance_done", **counts)
+        return counts
+
+    async def _housekeeping(self, now: datetime) -> dict[str, int] | None:
+        """The locked round's transaction; None if another process has the lock."""
         async with self._db.transaction("maintenance") as conn:
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", _LOCK_ID):
                 return None
@@ -83,7 +142,7 @@ class Maintenance:
             device_tokens = await signup_store.delete_expired_device_tokens(conn, now)
             resets = await recovery_store.delete_expired(conn, now)
             retained = await apply_retention(conn, self._retention, now)
-        counts = {
+        return {
             "sessions_expired": len(expired),
             "devices_with_expired_messages": devices_with_drops,
             "limiter_rows_dropped": int(limiter.split()[-1]),
@@ -93,24 +152,25 @@ class Maintenance:
             "device_tokens_expired": device_tokens,
             "password_resets_expired": resets,
             **retained,
-            "accounts_purged": await purge_due_accounts(self._db, now),
-            "attachments_removed": await self._store_sweep(
-                files_service.sweep(self._db, self._blobs, now, self._retention.attachments)
-            ),
-            "export_archives_removed": await self._store_sweep(
-                sweep_export_archives(self._db, self._blobs, now)
-            ),
         }
-        log.info("maintenance_done", **counts)
-        return counts
 
-    @staticmethod
-    async def _store_sweep(sweep: Coroutine[None, None, int]) -> int:
+    async def _store_sweep(self, name: str, sweep: Callable[[], Coroutine[None, None, int]]) -> int:
         try:
-            return await sweep
+            return await self._task(name, sweep)
         except BackendUnavailable as exc:  # the next round tries again
             log.warning("store_sweep_skipped", reason=str(exc))
             return 0
+
+
+async def _queue_depths(conn: Connection) -> dict[str, float]:
+    row = await conn.fetchrow(
+        """SELECT (SELECT count(*) FROM device_messages) AS device_messages,
+                  count(*) AS export_jobs,
+                  coalesce(extract(epoch FROM clock_timestamp() - min(created_at)), 0) AS export_oldest
+           FROM export_archives WHERE state = 'building' AND user_id IS NOT NULL"""
+    )
+    assert row is not None
+    return {name: float(value) for name, value in row.items()}
 
 
 # Runs in every process that serves anything; the advisory lock keeps it to one at a time.
@@ -118,6 +178,10 @@ MODULE = ServiceModule(
     "maintenance",
     [],
     build=lambda resources: Maintenance(
-        resources.db, resources.blobs, resources.clock, RetentionPolicy.from_settings(resources.settings)
+        resources.db,
+        resources.blobs,
+        resources.clock,
+        RetentionPolicy.from_settings(resources.settings),
+        metrics=resources.metrics,
     ),
 )

@@ -394,7 +394,7 @@ def test_password_change_signs_out_the_other_devices(cli: Cli) -> None:
     changed = cli.ok("ada", "password", stdin=f"{PASSWORD}\n{NEW_PASSWORD}\n")
     assert "other devices were signed out" in changed
     assert email in cli.ok("ada", "whoami")  # this device stays
-    assert_readable_failure(cli.run("laptop", "whoami"), "Your session has expired")
+    assert_readable_failure(cli.run("laptop", "whoami"), "session was ended")
     assert_readable_failure(cli.run("eve", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
     cli.ok("laptop", "login", email, stdin=f"{NEW_PASSWORD}\n")
 
@@ -407,7 +407,7 @@ def test_reset_password_removes_every_device(cli: Cli) -> None:
     assert reset.returncode == 0, reset.stderr
     assert "Every device" in reset.stdout and f"veil-client login {email}" in reset.stderr
     assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
-    assert_readable_failure(cli.run("laptop", "whoami"), "Your session has expired")
+    assert_readable_failure(cli.run("laptop", "whoami"), "session was ended")
     assert_readable_failure(cli.run("eve", "login", email, stdin=f"{PASSWORD}\n"), "Wrong email or password")
     login = cli.ok("ada", "login", email, stdin=f"{NEW_PASSWORD}\n")
     assert "(this device)" in cli.ok("ada", "devices") and "Your user id:" in login
@@ -489,7 +489,7 @@ def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
         other = login(http, email)
         revoked = http.delete(f"/v1/auth/sessions/{device.group(1)}", headers=bearer(other))
         assert revoked.status_code == 204
-    assert_readable_failure(cli.run("ada", "whoami"), "Your session has expired", "veil-client login")
+    assert_readable_failure(cli.run("ada", "whoami"), "session was ended", "veil-client login")
 
 
 def link_code_in(output: str) -> str:

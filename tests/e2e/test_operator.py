@@ -198,6 +198,27 @@ def test_operators_see_metadata_and_counts_only(api: LiveServer, database_url: s
         bad = client.get("/v1/admin/users?limit=500", headers=bearer(op))
         assert bad.status_code == 422
 
+        # One account by its email, written any way the owner may have written it.
+        by_email = client.get("/v1/admin/users", params={"email": alice["email"].upper()}, headers=bearer(op))
+        assert by_email.status_code == 200, by_email.text
+        assert by_email.json() == {"items": [seen], "next_cursor": None}
+        nobody = client.get("/v1/admin/users", params={"email": new_email()}, headers=bearer(op))
+        assert nobody.status_code == 404
+        for malformed in ("not-an-address", "a@b@example.org", "x" * 400 + "@example.org"):
+            refused = client.get("/v1/admin/users", params={"email": malformed}, headers=bearer(op))
+            assert refused.status_code == 422, malformed
+            assert [e["loc"] for e in refused.json()["errors"]] == [["query", "email"]]
+        twice = client.get(
+            "/v1/admin/users", params=[("email", alice["email"]), ("email", bob["email"])], headers=bearer(op)
+        )
+        assert twice.status_code == 422
+        # To anyone without the role it is an unknown path, as for every operator endpoint.
+        as_user = client.get("/v1/admin/users", params={"email": bob["email"]}, headers=bearer(alice))
+        assert as_user.status_code == 404
+        assert as_user.json() == client.get("/v1/admin/nothing", headers=bearer(alice)).json()
+        declared = client.get("/v1/openapi.json").json()["paths"]["/v1/admin/users"]["get"]["parameters"]
+        assert "email" in {param["name"] for param in declared if param["in"] == "query"}
+
 
 async def test_suspension_ends_every_session_at_once(
     api: LiveServer, database_url: str, db: asyncpg.Connection[asyncpg.Record]

@@ -1,4 +1,4 @@
-"""The production shape as files (Dockerfile, deploy/compose.yaml, the gateway template), checked
+"""The production shape as files (Dockerfile, deploy/compose.yaml, the gateway templates), checked
 without a Docker engine and without a database.
 
 Compose validation runs the real compose binary offline (`config`): VEIL_COMPOSE_BIN if set (a path,
@@ -19,11 +19,14 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from tests.support.gateway import nginx_binary
 from veil.core.config import Settings
+from veil.devstack.tls import ensure_dev_certificates
 from veil.gateway.app import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +34,8 @@ DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
 TEMPLATE = ROOT / "deploy" / "nginx" / "veil.conf.template"
+STORE_TEMPLATE = ROOT / "deploy" / "nginx" / "store.conf.template"
+DEPLOY_ENV_EXAMPLE = ROOT / "deploy" / ".env.example"
 
 # What deploy/.env must provide, with throwaway values.
 THROWAWAY_ENV = {
@@ -42,6 +47,7 @@ THROWAWAY_ENV = {
     "S3_SECRET_KEY": "throwaway-veil-secret",
     "SMTP_HOST": "smtp.example.test",
     "VEIL_WS_ALLOWED_ORIGINS": "https://veil.example.test",
+    "S3_PUBLIC_ENDPOINT": "https://s3.veil.example.test",
 }
 # Settings the Veil containers are deliberately not given: fixed by the image, or meaningless
 # behind the gateway (it terminates TLS), or refused in production anyway.
@@ -114,6 +120,8 @@ def compose_model(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     command = compose_command()
     if command is None:
         model: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), THROWAWAY_ENV))
+        # As compose does when no profile is asked for: services of a profile are left out.
+        model["services"] = {n: svc for n, svc in model["services"].items() if not svc.get("profiles")}
         return model
     result = run_compose(
         command, tmp_path_factory.mktemp("compose"), THROWAWAY_ENV, "config", "--format", "json"
@@ -159,6 +167,12 @@ def test_compose_file_is_valid(tmp_path: Path) -> None:
     result = run_compose(command, tmp_path, untagged, "config", "--quiet")
     assert result.returncode != 0
     assert "VEIL_TAG" in result.stderr
+
+    # Nor the address presigned URLs name: without it attachments would point at minio:9000.
+    unreachable = {name: value for name, value in THROWAWAY_ENV.items() if name != "S3_PUBLIC_ENDPOINT"}
+    result = run_compose(command, tmp_path, unreachable, "config", "--quiet")
+    assert result.returncode != 0
+    assert "S3_PUBLIC_ENDPOINT" in result.stderr
 
     # The binary does validate: a misspelt key is refused.
     broken = tmp_path / "broken.yaml"
@@ -229,24 +243,44 @@ def envsubst(text: str, environment: dict[str, str], name_filter: str) -> str:
     return re.sub(r"\$(?:\{(\w+)\}|(\w+))", value, text)
 
 
-def test_gateway_template_renders_with_the_compose_environment(compose_model: dict[str, Any]) -> None:
+def gateway_mounts(gateway: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> host path of the gateway's volumes."""
+    mounts = {}
+    for volume in gateway["volumes"]:
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+        else:
+            source, target = volume["source"], volume["target"]
+        mounts[target] = (COMPOSE_FILE.parent / source).resolve()  # an absolute source stays as it is
+    return mounts
+
+
+def rendered_gateway(compose_model: dict[str, Any]) -> dict[str, str]:
+    """Each template the gateway mounts, rendered as the nginx image does at start."""
     gateway = compose_model["services"]["gateway"]
     environment = {name: str(value) for name, value in gateway["environment"].items()}
-    mounts = [
-        volume if isinstance(volume, str) else f"{volume['source']}:{volume['target']}"
-        for volume in gateway["volumes"]
-    ]
-    assert any(
-        mount.startswith(("./nginx/veil.conf.template:", f"{TEMPLATE}:"))
-        and ":/etc/nginx/templates/veil.conf.template" in mount
-        for mount in mounts
-    ), mounts
+    mounts = gateway_mounts(gateway)
+    rendered = {}
+    for template in (TEMPLATE, STORE_TEMPLATE):
+        target = f"/etc/nginx/templates/{template.name}"
+        assert mounts.get(target) == template, mounts
+        rendered[template.name] = envsubst(
+            template.read_text(), environment, environment.get("NGINX_ENVSUBST_FILTER", "")
+        )
+    return rendered
 
-    rendered = envsubst(TEMPLATE.read_text(), environment, environment.get("NGINX_ENVSUBST_FILTER", ""))
-    assert "${VEIL_" not in rendered
-    assert not re.search(r"\$VEIL_", rendered)
+
+def test_gateway_templates_render_with_the_compose_environment(compose_model: dict[str, Any]) -> None:
+    gateway = compose_model["services"]["gateway"]
+    environment = {name: str(value) for name, value in gateway["environment"].items()}
+    templates = rendered_gateway(compose_model)
+    for name, text in templates.items():
+        assert "${VEIL_" not in text, name
+        assert not re.search(r"\$VEIL_", text), name
+    rendered = templates[TEMPLATE.name]
     for own in ("$host", "$remote_addr", "$request_id", "$http_upgrade", "$binary_remote_addr"):
         assert own in rendered, f"nginx's {own} was substituted away"
+    assert "$http_host" in templates[STORE_TEMPLATE.name]
 
     # The certificate and key are the mounted secrets.
     targets = {f"/run/secrets/{secret['target']}" for secret in gateway["secrets"]}
@@ -259,6 +293,97 @@ def test_gateway_template_renders_with_the_compose_environment(compose_model: di
         servers = set(re.findall(r"server\s+([\w.-]+):(\d+)", upstream))
         expected = {(name, str(port)) for name, (serves, port) in deployed.items() if serves == service}
         assert servers == expected, f"VEIL_UPSTREAM_{service.upper()}={upstream!r}"
+
+
+def store_server_name() -> re.Pattern[str]:
+    """The store server's `server_name`, a regular expression over the Host header's name."""
+    match = re.search(r"server_name\s+~(\S+);", STORE_TEMPLATE.read_text())
+    assert match, "the store's server block matches its host names by a regex"
+    return re.compile(match[1])
+
+
+def test_attachments_reach_the_store_through_the_gateway(compose_model: dict[str, Any]) -> None:
+    """Presigned URLs name S3_PUBLIC_ENDPOINT; the gateway must serve that name and pass it to MinIO
+    unchanged, because SigV4 signs the host."""
+    services = compose_model["services"]
+    gateway = services["gateway"]
+    # The store's upstream is the MinIO container, on its port, on a network the gateway shares.
+    upstream = gateway["environment"]["VEIL_UPSTREAM_STORE"]
+    assert re.findall(r"server\s+([\w.-]+):(\d+)", upstream) == [("minio", "9000")]
+    assert "backend" in services["minio"]["networks"]
+    assert "ports" not in services["minio"], "the store is reached through the gateway only"
+    assert gateway["depends_on"]["minio"]["condition"] == "service_healthy"
+
+    # The address the services presign for is a name the store's server block answers to, over
+    # HTTPS on the gateway's port, with nothing in the path (a prefix would change what is signed).
+    names = store_server_name()
+    for name, service in veil_services(compose_model).items():
+        public = urlsplit(service["environment"]["S3_PUBLIC_ENDPOINT"])
+        assert public.scheme == "https", name
+        assert public.hostname and names.search(public.hostname), (name, public.hostname)
+        assert public.path in ("", "/"), name
+    example = dotenv(DEPLOY_ENV_EXAMPLE)
+    store_host = urlsplit(example["S3_PUBLIC_ENDPOINT"]).hostname or ""
+    api_host = urlsplit(example["VEIL_WS_ALLOWED_ORIGINS"]).hostname or ""
+    assert store_host == f"s3.{api_host}", "deploy/.env.example: the store's name beside the API's"
+    assert names.search(store_host)
+    assert not names.search(api_host), "the API's own name would land on the store"
+
+    rendered = rendered_gateway(compose_model)
+    store = rendered[STORE_TEMPLATE.name]
+    assert re.search(r"proxy_set_header\s+Host\s+\$http_host;", store), "the signed Host must pass as sent"
+    assert not re.search(r"\brewrite\b|proxy_pass\s+http://\S+/", store), "the signed path must pass as sent"
+    # An upload of the largest attachment fits through.
+    cap = re.search(r"client_max_body_size\s+(\d+)m;", store)
+    assert cap and int(cap[1]) * 1024 * 1024 >= Settings.model_fields["attachment_max_bytes"].default
+    # Host names other than the store's land on the API server, whichever file nginx reads first.
+    assert re.search(r"listen\s+\S+[^;]*\bdefault_server\b", rendered[TEMPLATE.name])
+    assert "default_server" not in store
+
+
+def dotenv(path: Path) -> dict[str, str]:
+    """The NAME=value lines of an env file (comments and commented-out settings left out)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            name, _, value = line.partition("=")
+            values[name.strip()] = value.strip()
+    return values
+
+
+def test_gateway_configuration_is_accepted_by_nginx(compose_model: dict[str, Any], tmp_path: Path) -> None:
+    """`nginx -t` on both templates as the gateway renders them, with the upstreams on loopback
+    (their names resolve only inside compose) and a throwaway certificate."""
+    binary = nginx_binary()
+    if binary is None:
+        pytest.skip("no nginx binary")
+    certificates = ensure_dev_certificates(tmp_path)
+    environment = {
+        name: str(value) for name, value in compose_model["services"]["gateway"]["environment"].items()
+    }
+    for name in list(environment):
+        if name.startswith("VEIL_UPSTREAM_"):
+            environment[name] = "server 127.0.0.1:9;"
+    environment |= {
+        "VEIL_GATEWAY_LISTEN": "127.0.0.1:9",
+        "VEIL_GATEWAY_CERT": str(certificates.cert_file),
+        "VEIL_GATEWAY_KEY": str(certificates.key_file),
+    }
+    # conf.d/*.conf in name order, as the image includes them: the store's file comes first.
+    includes = []
+    for template in sorted((TEMPLATE, STORE_TEMPLATE), key=lambda path: path.name):
+        conf = tmp_path / template.name.removesuffix(".template")
+        conf.write_text(envsubst(template.read_text(), environment, "^VEIL_"))
+        includes.append(f"include {conf};")
+    main = tmp_path / "nginx.conf"
+    main.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{ access_log off; {' '.join(includes)} }}\n"
+    )
+    result = subprocess.run(
+        [binary, "-t", "-p", str(tmp_path), "-c", str(main)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --- the image ---------------------------------------------------------------------------------

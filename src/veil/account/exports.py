@@ -3,8 +3,12 @@
 A confirmed export request queues a job (`export_archives`, state `building`). Every process that
 serves the account API runs one builder; a builder claims the oldest job with SKIP LOCKED, reads
 the user's data, writes the archive to the object store under the job's random key and marks the
-job ready, all in one transaction: a builder that dies mid-way leaves the job to another. The
-confirming request is woken at once in its own process and otherwise polls.
+job ready, all in one transaction: a builder that dies mid-way leaves the job to another.
+
+Queuing a job notifies `EXPORT_CHANNEL` in the same transaction, so every builder hears of it when
+it commits and one of them starts at once. A slow round remains for what wakes nobody: a job whose
+builder died mid-way (its rollback notifies no one); and a builder whose listener was down looks
+when the listener is back.
 """
 
 from __future__ import annotations
@@ -15,10 +19,14 @@ from veil.account import archive, store
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
+from veil.core.listener import PgListener
 from veil.core.logging import get_logger
 from veil.core.worker import Worker
 
 log = get_logger(__name__)
+
+EXPORT_CHANNEL = store.EXPORT_CHANNEL
+_IDLE_SECONDS = 60.0
 
 
 class ExportBuilder:
@@ -28,23 +36,29 @@ class ExportBuilder:
         blobs: BlobStore,
         clock: Clock,
         archive_ttl: timedelta,
-        poll_seconds: float = 1.0,
+        dsn: str,
+        idle_seconds: float = _IDLE_SECONDS,
     ) -> None:
         self._db = db
         self._blobs = blobs
         self._clock = clock
         # How long a built archive stays downloadable (its URLs live shorter; see AccountService).
         self._archive_ttl = archive_ttl
-        self._worker = Worker("export-builder", self.build_next, poll_seconds)
-
-    def kick(self) -> None:
-        """A job was queued: look now instead of at the next poll."""
-        self._worker.wake()
+        self._worker = Worker("export-builder", self.build_next, idle_seconds)
+        self._listener = PgListener(
+            dsn,
+            [EXPORT_CHANNEL],
+            lambda _channel, _payload: self._worker.wake(),
+            on_up=self._worker.wake,
+            name="export-jobs",
+        )
 
     async def start(self) -> None:
+        self._listener.start()
         self._worker.start()
 
     async def close(self) -> None:
+        await self._listener.close()
         await self._worker.close()
 
     async def build_next(self) -> bool:

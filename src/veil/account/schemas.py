@@ -45,7 +45,7 @@ class RequestAccepted(ResponseModel):
 
 
 class Confirm(RequestModel):
-    code: str = Field(pattern=r"^[0-9]{6}$")
+    code: str = Field(pattern=r"^[0-9]{6}$", examples=["418302"])
 
 
 class DownloadLink(ResponseModel):

@@ -94,6 +94,7 @@ class AccountService:
         limiter: RateLimiter,
         clock: Clock,
         limits: AccountLimits,
+        dsn: str,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -101,7 +102,7 @@ class AccountService:
         self._limiter = limiter
         self._clock = clock
         self._limits = limits
-        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_archive_ttl))
+        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_archive_ttl), dsn)
 
     async def start(self) -> None:
         await self._exports.start()
@@ -200,7 +201,6 @@ class AccountService:
         user = str(principal.user_id)
         log.info("security_event", kind="account_request_confirmed", type=result.type, user_id=user)
         if result.type == "export":
-            self._exports.kick()
             return await self._wait_for_export(request_id)
         return result
 

@@ -10,6 +10,9 @@ import asyncpg
 
 from veil.core.db import Connection
 
+# Notified when an export job is queued (veil.account.exports).
+EXPORT_CHANNEL = "veil_exports"
+
 
 class EmailTaken(Exception):
     pass
@@ -137,7 +140,8 @@ async def queue_export(
     now: datetime,
     give_up_at: datetime,
 ) -> None:
-    """A job for the export workers; if none finishes it by `give_up_at`, the sweep removes it."""
+    """A job for the export workers, who hear of it when the transaction commits; if none
+    finishes it by `give_up_at`, the sweep removes it."""
     await conn.execute(
         """INSERT INTO export_archives (object_key, user_id, request_id, state, created_at, expires_at)
            VALUES ($1, $2, $3, 'building', $4, $5)""",
@@ -147,6 +151,7 @@ async def queue_export(
         now,
         give_up_at,
     )
+    await conn.execute("SELECT pg_notify($1, '')", EXPORT_CHANNEL)
 
 
 async def claim_export(conn: Connection, now: datetime) -> ExportJob | None:

@@ -142,6 +142,7 @@ def build(resources: Resources) -> AuthService:
         ),
         refresh_ttl=timedelta(days=settings.refresh_token_ttl_days),
         device_token_ttl=timedelta(days=settings.device_token_ttl_days),
+        metrics=resources.metrics,
     )
 
 

@@ -28,7 +28,7 @@ class Accepted(ResponseModel):
 
 class VerifyRegistrationRequest(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
-    code: str = Field(pattern=r"^[0-9]{6}$")
+    code: str = Field(pattern=r"^[0-9]{6}$", examples=["418302"])
 
 
 class RegisterResponse(ResponseModel):
@@ -93,6 +93,6 @@ class PasswordResetRequest(RequestModel):
 
 class PasswordResetConfirm(RequestModel):
     email: str = Field(max_length=254, json_schema_extra=EMAIL_FORMAT)
-    code: str = Field(pattern=r"^[0-9]{6}$")
+    code: str = Field(pattern=r"^[0-9]{6}$", examples=["418302"])
     # As at sign-up: 8 to 128 characters, any Unicode; policy in veil.auth.policy.
     new_password: str = Field(min_length=8, max_length=128)

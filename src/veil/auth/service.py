@@ -20,6 +20,7 @@ from veil.core.addresses import is_ip
 from veil.core.clock import Clock
 from veil.core.db import Database
 from veil.core.logging import get_logger
+from veil.core.metrics import Metrics
 from veil.core.problems import Problem, not_found, too_many_requests, unauthorized, unavailable
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Overloaded, Passwords
@@ -78,6 +79,7 @@ class AuthService:
         limits: AuthLimits,
         refresh_ttl: timedelta,
         device_token_ttl: timedelta,
+        metrics: Metrics,
     ) -> None:
         self._db = db
         self._passwords = passwords
@@ -88,6 +90,7 @@ class AuthService:
         self._refresh_ttl = refresh_ttl
         self._device_token_ttl = device_token_ttl
         self._throttle = LoginThrottle(limiter, limits.failed_logins_per_account)
+        self._failures = metrics.login_failures
 
     async def check_client_rate(self, client: ClientInfo) -> None:
         """The per-IP limit shared by sign-up, its verification, password reset, login and refresh."""
@@ -117,16 +120,26 @@ class AuthService:
                 and await signup_store.known_device(conn, presented, user.id, now)
             )
         # The failure slot is taken before the password is checked (docs/adr/0015).
-        admission = await self._throttle.admit(
-            canonical, client.ip, presented if known else None, now.timestamp()
-        )
+        try:
+            admission = await self._throttle.admit(
+                canonical, client.ip, presented if known else None, now.timestamp()
+            )
+        except Problem:
+            self._failures["throttled"].inc()
+            raise
         # Always one Argon2 verification, against a dummy hash when there is no such user.
         try:
             matches = await self._verify(user.password_hash if user else None, password)
-        except BaseException:  # overloaded (503) or cancelled: no guess was made, so no failure
+        except BaseException as exc:  # overloaded (503) or cancelled: no guess was made, so no failure
             await self._throttle.give_back(admission, now.timestamp())
+            if isinstance(exc, Problem):
+                self._failures["overloaded"].inc()
             raise
         if user is None or not matches or user.status != "active":
+            reason = (
+                "unknown_email" if user is None else "wrong_password" if not matches else "account_inactive"
+            )
+            self._failures[reason].inc()
             log.warning(
                 "security_event", kind="login_failed", ip=client.ip, user_id=str(user.id) if user else None
             )
@@ -144,6 +157,7 @@ class AuthService:
             # committed meanwhile ends this login too. The row stays share-locked until the
             # session is in, so a reset or change that comes later also ends it.
             if await store.lock_password_hash(conn, user.id) != user.password_hash:
+                self._failures["password_changed"].inc()
                 raise unauthorized(INVALID_CREDENTIALS)
             if rehash is not None:
                 await store.update_password_hash(conn, user.id, rehash, now)

@@ -44,6 +44,16 @@ class PresignedUpload:
 
 
 @dataclass(frozen=True)
+class ListedObject:
+    """One entry of the bucket's listing."""
+
+    key: str
+    size: int
+    # As the store reports it, without quotes: an MD5 for a single-part upload, opaque otherwise.
+    etag: str
+
+
+@dataclass(frozen=True)
 class StoredObject:
     size: int
     # The SHA-256 the store verified on upload, or None if the store did not keep one.
@@ -159,6 +169,21 @@ class BlobStore:
             size=head["ContentLength"],
             sha256=base64.b64decode(checksum) if checksum else None,
         )
+
+    async def list_objects(self) -> list[ListedObject]:
+        """Every object in the bucket, in key order (one request per 1,000 keys)."""
+
+        def listing() -> list[ListedObject]:
+            found: list[ListedObject] = []
+            pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+            for page in pages:
+                found.extend(
+                    ListedObject(item["Key"], item["Size"], item.get("ETag", "").strip('"'))
+                    for item in page.get("Contents", [])
+                )
+            return found
+
+        return await self._call(listing)
 
     async def put(self, key: str, data: bytes) -> None:
         """Store a small object the server itself produced (an export archive)."""

@@ -11,7 +11,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 IPNetwork = IPv4Network | IPv6Network
@@ -24,6 +24,37 @@ class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
     PRODUCTION = "production"
+
+
+class ConfigurationError(Exception):
+    """The configuration is refused: `problems` holds one line per problem, naming its variable."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class _Refused(ValueError):
+    """Several problems found by one check, kept apart so that each gets its own line."""
+
+    def __init__(self, heading: str, problems: list[str], context: str) -> None:
+        super().__init__(f"{heading}: " + "; ".join(problems))
+        self.problems = [f"{problem} ({context})" for problem in problems]
+
+
+def configuration_problems(error: ValidationError) -> list[str]:
+    """One line per problem, `VARIABLE: what is wrong`. The value itself is left out: it may be a
+    secret (a database URL with its password)."""
+    lines: list[str] = []
+    for detail in error.errors(include_url=False, include_input=False):
+        cause = detail.get("ctx", {}).get("error")
+        if isinstance(cause, _Refused):
+            lines += cause.problems
+            continue
+        message = str(cause) if isinstance(cause, ValueError) else detail["msg"]
+        variable = ".".join(str(part) for part in detail["loc"])
+        lines.append(f"{variable}: {message}" if variable else message)
+    return lines
 
 
 def _env(*names: str) -> AliasChoices:
@@ -160,6 +191,9 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", validation_alias=_env("VEIL_LOG_LEVEL")
     )
+    # `json`: one JSON object per line, for log collectors (production). `console`: readable lines
+    # for a terminal (`make run`). Both redact the same way (veil.core.logging).
+    log_format: Literal["json", "console"] = Field("json", validation_alias=_env("VEIL_LOG_FORMAT"))
     # `off` disables every rate limit (benchmarks on a private machine); refused in production.
     rate_limits: Literal["on", "off"] = Field("on", validation_alias=_env("VEIL_RATE_LIMITS"))
     # Keys: devices with keys per account, unclaimed one-time prekeys per device, bundle claims per
@@ -311,7 +345,7 @@ class Settings(BaseSettings):
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             problems.append("VEIL_TLS_CERT_FILE and VEIL_TLS_KEY_FILE go together")
         if problems:
-            raise ValueError("production configuration refused: " + "; ".join(problems))
+            raise _Refused("production configuration refused", problems, "VEIL_ENV=production")
         return self
 
     @property
@@ -336,7 +370,11 @@ class Settings(BaseSettings):
 
 
 def load_settings(env_file: Path | None = Path(".env")) -> Settings:
-    """Read and validate the configuration once. `.env` is read only if it exists."""
-    if env_file is not None and env_file.is_file():
-        return Settings(_env_file=env_file)
-    return Settings()
+    """Read and validate the configuration once. `.env` is read only if it exists. A refused
+    configuration raises `ConfigurationError`, never pydantic's multi-line report."""
+    try:
+        if env_file is not None and env_file.is_file():
+            return Settings(_env_file=env_file)
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigurationError(configuration_problems(exc)) from None

@@ -57,6 +57,7 @@ class Database:
             max_inactive_connection_lifetime=60,
         )
         await self._pool
+        self._metrics.watch_db_pool(self._max_size, self._pool_usage)
         try:
             await self.ping()
         except BackendUnavailable:
@@ -69,6 +70,13 @@ class Database:
             except TimeoutError:
                 self._pool.terminate()
             self._pool = None
+
+    def _pool_usage(self) -> tuple[int, int]:
+        """(open, lent out) connections: read at scrape time, no I/O."""
+        if self._pool is None:
+            return 0, 0
+        size = self._pool.get_size()
+        return size, size - self._pool.get_idle_size()
 
     @property
     def pool(self) -> asyncpg.Pool[asyncpg.Record]:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 
@@ -95,3 +97,39 @@ async def apply_migrations(dsn: str, directory: Path = DEFAULT_DIRECTORY) -> lis
     finally:
         await conn.close()  # also releases the session's advisory lock
     return applied_now
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    """One migration as the database knows it: `pending` (not applied yet), `applied`, `changed`
+    (applied, but its file differs since: refused) or `unknown` (applied by a newer Veil)."""
+
+    version: int
+    name: str
+    state: Literal["pending", "applied", "changed", "unknown"]
+    applied_at: datetime | None
+
+
+async def migration_status(dsn: str, directory: Path = DEFAULT_DIRECTORY) -> list[MigrationState]:
+    """Every migration of `directory` and of the database, by version; changes nothing."""
+    migrations = discover(directory)
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = []
+        if await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations")
+    finally:
+        await conn.close()
+    recorded = {row["version"]: row for row in rows}
+    states = []
+    for migration in migrations:
+        row = recorded.pop(migration.version, None)
+        if row is None:
+            states.append(MigrationState(migration.version, migration.name, "pending", None))
+        else:
+            state: Literal["applied", "changed"] = (
+                "applied" if row["checksum"] == migration.checksum else "changed"
+            )
+            states.append(MigrationState(migration.version, migration.name, state, row["applied_at"]))
+    states += [MigrationState(v, row["name"], "unknown", row["applied_at"]) for v, row in recorded.items()]
+    return sorted(states, key=lambda s: s.version)

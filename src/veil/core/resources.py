@@ -21,7 +21,13 @@ from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
 from veil.core.security.authn import Authenticator
 from veil.core.security.passwords import Argon2Parameters, Passwords
-from veil.core.security.ratelimit import MemoryRateLimiter, PostgresRateLimiter, RateLimiter, Unlimited
+from veil.core.security.ratelimit import (
+    CountedRateLimiter,
+    MemoryRateLimiter,
+    PostgresRateLimiter,
+    RateLimiter,
+    Unlimited,
+)
 from veil.core.security.sessions import SessionGuard
 from veil.core.security.tokens import AccessTokens, SigningKeys
 
@@ -121,7 +127,7 @@ async def open_resources(
             tokens=tokens,
             sessions=sessions,
             authenticator=Authenticator(tokens, sessions, clock),
-            limiter=_limiter(settings, db),
+            limiter=CountedRateLimiter(_limiter(settings, db), metrics.rate_limited),
             mailer=Mailer(
                 settings.smtp_host,
                 settings.smtp_port,

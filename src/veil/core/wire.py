@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
 
 def format_timestamp(value: datetime) -> str:
@@ -21,6 +21,8 @@ def format_timestamp(value: datetime) -> str:
 Timestamp = Annotated[
     datetime,
     PlainSerializer(format_timestamp, return_type=str, when_used="json"),
+    # Without this the published schema of a response timestamp would be a bare string.
+    WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
 
 

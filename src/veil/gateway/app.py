@@ -67,4 +67,5 @@ def create_service_app(settings: Settings, name: str, *, clock: Clock | None = N
     """One service alone (plus the operational endpoints every process has)."""
     if name == "all":
         return create_app(settings, ALL_MODULES, clock=clock)
-    return create_app(settings, SERVICES[name], clock=clock, title=f"Veil {name}")
+    # Behind the gateway every process answers `/v1/openapi.json` (and `/v1/docs`) for the whole API.
+    return create_app(settings, SERVICES[name], clock=clock, documented=ALL_MODULES)

@@ -283,15 +283,20 @@ class KeysService:
             pq_prekey = await pq_store.claim(conn, device_id, one_time_allowed=budget.allowed)
             if budget.allowed:
                 one_time = await store.claim_one_time_prekey(conn, device_id, now)
-            # The owner hears `prekeys_low` when either stock runs low (it tops both up).
+            # The owner hears `prekeys_low` when either stock runs low (it tops both up), and on
+            # every claim that found one of them empty: a device that ran out, or whose keys a
+            # restore retired (veil.keys.restored), is told at once rather than never.
             pq_low = (
                 pq_prekey is not None
                 and not pq_prekey.last_resort
                 and await pq_store.remaining_one_time(conn, device_id) < LOW_PQ_PREKEYS
             )
-            if one_time is not None or pq_low:
+            ran_out = budget.allowed and (
+                one_time is None or (pq_prekey is not None and pq_prekey.last_resort)
+            )
+            if one_time is not None or pq_low or ran_out:
                 remaining = await store.remaining_prekeys(conn, device_id)
-                if remaining < self._limits.low_prekeys or pq_low:
+                if remaining < self._limits.low_prekeys or pq_low or ran_out:
                     await store.notify_prekeys_low(conn, device_id, remaining)
         if not budget.allowed:
             log.info("one_time_prekey_budget_spent", device_id=str(device_id))

@@ -212,6 +212,7 @@ def build(resources: Resources) -> MessagingService:
             invitations_per_user=Rate.per_window(settings.invitations_per_hour, 3600),
             pending_invitations_per_invitee=settings.pending_invitations_per_invitee,
         ),
+        resources.metrics,
     )
 
 

@@ -14,6 +14,7 @@ from veil.blocks import is_blocked
 from veil.core.binary import looks_like_text
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
+from veil.core.metrics import Metrics
 from veil.core.problems import (
     FieldError,
     Problem,
@@ -92,11 +93,14 @@ def _direct_pair(a: uuid.UUID, b: uuid.UUID) -> str:
 
 
 class MessagingService:
-    def __init__(self, db: Database, limiter: RateLimiter, clock: Clock, limits: MessagingLimits) -> None:
+    def __init__(
+        self, db: Database, limiter: RateLimiter, clock: Clock, limits: MessagingLimits, metrics: Metrics
+    ) -> None:
         self._db = db
         self._limiter = limiter
         self._clock = clock
         self._limits = limits
+        self._sent = metrics.messages_sent
 
     async def _access(
         self,
@@ -551,6 +555,7 @@ class MessagingService:
             raise conflict(
                 "The conversation's membership changed; rotate the group key.", current_epoch=outcome.epoch
             )
+        self._sent.inc()
         return SentMessage(message.message_id, outcome.seq, now, created=True)
 
     async def history(

@@ -3,9 +3,14 @@ a caller without the operator role it is a 404, before anything of the request i
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
+from veil.auth.policy import normalize_email
+from veil.core.problems import Problem
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.web.app import ServiceModule
@@ -15,7 +20,6 @@ from veil.operator.schemas import (
     AddIncidentEntry,
     AdminUserList,
     AdminUserView,
-    AuditEntryView,
     AuditList,
     CreateIncident,
     IncidentDetail,
@@ -26,7 +30,7 @@ from veil.operator.schemas import (
     NotifyUsers,
 )
 from veil.operator.service import OperatorService
-from veil.operator.store import AuditEntry, Incident, IncidentEntry, UserMetadata
+from veil.operator.views import audit_view, entry_view, incident_detail, incident_view, user_view
 
 TAG = "operator"
 
@@ -40,73 +44,56 @@ async def _operators_only(request: Request, principal: Principal) -> None:
     await _service(request).check_operator(principal)
 
 
-def _user_view(user: UserMetadata) -> AdminUserView:
-    return AdminUserView(
-        user_id=user.id,
-        email=user.email,
-        status=user.status,
-        role=user.role,
-        email_verified=user.email_verified,
-        created_at=user.created_at,
-        updated_at=user.updated_at,
-        last_seen_at=user.last_seen_at,
-        active_sessions=user.active_sessions,
-        devices=user.devices,
-        conversations=user.conversations,
-        messages_sent=user.messages_sent,
-        attachments=user.attachments,
-    )
-
-
-def _incident_view(incident: Incident) -> IncidentView:
-    return IncidentView(
-        incident_id=incident.id,
-        number=incident.number,
-        title=incident.title,
-        scope=incident.scope,
-        mitigation=incident.mitigation,
-        detected_at=incident.detected_at,
-        created_at=incident.created_at,
-        created_by=incident.created_by,
-    )
-
-
-def _entry_view(entry: IncidentEntry) -> IncidentEntryView:
-    return IncidentEntryView(
-        seq=entry.seq,
-        kind=entry.kind,
-        body=entry.body,
-        created_at=entry.created_at,
-        author_id=entry.author_id,
-    )
-
-
-def _audit_view(entry: AuditEntry) -> AuditEntryView:
-    return AuditEntryView(
-        seq=entry.seq,
-        operator_id=entry.operator_id,
-        action=entry.action,
-        target_user_id=entry.target_user_id,
-        incident_id=entry.incident_id,
-        created_at=entry.created_at,
-    )
-
-
 # Incidents and audit entries are listed newest first: the cursor is the last number seen.
 NUMBER_CURSOR = IntQuery(
     "cursor", 1, MAX_BIGINT, None, "The `next_cursor` of the previous page: list what comes before it."
 )
 
 
+@dataclass(frozen=True)
+class EmailQuery:
+    """An email address, normalised as accounts store it; None when absent."""
+
+    name: str
+    description: str
+    required: bool = False
+
+    def parse(self, raw: str) -> str:
+        try:
+            return normalize_email(raw)
+        except Problem:
+            raise ValueError("Not a valid email address.") from None
+
+    def default_value(self) -> None:
+        return None
+
+    def schema(self) -> dict[str, Any]:
+        return {"type": "string", "format": "email", "maxLength": 320}
+
+    def __call__(self, request: Request) -> str | None:
+        value: str | None = request.state.query[self.name]
+        return value
+
+
+EMAIL = EmailQuery(
+    "email",
+    "Find the one account with this email instead of listing: a page of that account alone, or 404.",
+)
+
+
 async def list_users(request: Request, principal: Principal) -> Response:
+    email = EMAIL(request)
+    if email is not None:
+        found = await _service(request).find_user(principal, email)
+        return json_response(AdminUserList(items=[user_view(found)], next_cursor=None))
     limit = LIMIT(request)
     users = await _service(request).users(principal, ID_CURSOR(request), limit)
     next_cursor = str(users[-1].id) if len(users) == limit else None
-    return json_response(AdminUserList(items=[_user_view(u) for u in users], next_cursor=next_cursor))
+    return json_response(AdminUserList(items=[user_view(u) for u in users], next_cursor=next_cursor))
 
 
 async def get_user(request: Request, principal: Principal) -> Response:
-    return json_response(_user_view(await _service(request).user(principal, path_uuid(request, "user_id"))))
+    return json_response(user_view(await _service(request).user(principal, path_uuid(request, "user_id"))))
 
 
 async def suspend_user(request: Request, principal: Principal) -> Response:
@@ -128,32 +115,27 @@ async def create_incident(request: Request, principal: Principal, body: CreateIn
     incident = await _service(request).create_incident(
         principal, body.title, body.scope, body.mitigation, body.detected_at
     )
-    return json_response(_incident_view(incident), status=201)
+    return json_response(incident_view(incident), status=201)
 
 
 async def list_incidents(request: Request, principal: Principal) -> Response:
     limit = LIMIT(request)
     incidents = await _service(request).incidents(principal, NUMBER_CURSOR(request), limit)
     next_cursor = str(incidents[-1].number) if len(incidents) == limit else None
-    items = [_incident_view(i) for i in incidents]
+    items = [incident_view(i) for i in incidents]
     return json_response(IncidentList(items=items, next_cursor=next_cursor))
 
 
 async def get_incident(request: Request, principal: Principal) -> Response:
     found = await _service(request).incident(principal, path_uuid(request, "incident_id"))
-    detail = IncidentDetail(
-        **_incident_view(found.incident).model_dump(),
-        entries=[_entry_view(e) for e in found.entries],
-        users_notified=found.users_notified,
-    )
-    return json_response(detail)
+    return json_response(incident_detail(found))
 
 
 async def add_incident_entry(request: Request, principal: Principal, body: AddIncidentEntry) -> Response:
     entry = await _service(request).add_entry(
         principal, path_uuid(request, "incident_id"), body.kind, body.body
     )
-    return json_response(_entry_view(entry), status=201)
+    return json_response(entry_view(entry), status=201)
 
 
 async def notify_incident_users(request: Request, principal: Principal, body: NotifyUsers) -> Response:
@@ -170,7 +152,7 @@ async def list_audit(request: Request, principal: Principal) -> Response:
     limit = LIMIT(request)
     entries = await _service(request).audit_trail(principal, NUMBER_CURSOR(request), limit)
     next_cursor = str(entries[-1].seq) if len(entries) == limit else None
-    return json_response(AuditList(items=[_audit_view(e) for e in entries], next_cursor=next_cursor))
+    return json_response(AuditList(items=[audit_view(e) for e in entries], next_cursor=next_cursor))
 
 
 def build(resources: Resources) -> OperatorService:
@@ -188,12 +170,12 @@ MODULE = ServiceModule(
             "GET",
             "/v1/admin/users",
             list_users,
-            "Users' metadata and counts, by id (operators).",
+            "Users' metadata and counts, by id, or the one account with an email (operators).",
             TAG,
             responses={200: AdminUserList},
             errors=(404,),
             guard=_operators_only,
-            query=(LIMIT, ID_CURSOR),
+            query=(LIMIT, ID_CURSOR, EMAIL),
         ),
         Endpoint(
             "GET",

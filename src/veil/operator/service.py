@@ -6,6 +6,10 @@ caller holds the operator role, and ends by writing its audit row: an action is 
 without having happened, nor done without being recorded. To anyone else the operator API does
 not exist (the same 404 as an unknown path). The role is granted and taken away only by the
 command-line tool (`set_role`), never through the API.
+
+The same use cases serve the `veil` command (`veil users`, `veil sessions`, `veil incidents`): its
+actor is `COMMAND_LINE`, trusted by its access to the database like `set_role`, and audited with no
+operator id.
 """
 
 from __future__ import annotations
@@ -74,6 +78,26 @@ class Notified:
     notified_at: datetime
 
 
+@dataclass(frozen=True)
+class CommandLine:
+    """The operator at a shell with the database's address (the `veil` command)."""
+
+
+COMMAND_LINE = CommandLine()
+# Who performs an operator action: an API caller, whose role is checked in every transaction, or
+# the command line.
+Actor = Principal | CommandLine
+
+
+def _operator_id(actor: Actor) -> uuid.UUID | None:
+    """The id recorded as the actor in the audit trail and the incident log (None: the command line)."""
+    return actor.user_id if isinstance(actor, Principal) else None
+
+
+def _who(actor: Actor) -> str:
+    return str(actor.user_id) if isinstance(actor, Principal) else "command_line"
+
+
 def _no_such_path() -> Problem:
     # Word for word what an unknown path answers (veil.core.web.errors): nothing to tell apart.
     return not_found("No resource at this path.")
@@ -92,36 +116,46 @@ class OperatorService:
                 raise _no_such_path()
 
     @asynccontextmanager
-    async def _as_operator(self, principal: Principal, name: str) -> AsyncIterator[Connection]:
-        """A transaction for one operator action; the role is checked again inside it, so that
-        an action and its audit row never outlive a revoked role."""
+    async def _as_operator(self, actor: Actor, name: str) -> AsyncIterator[Connection]:
+        """A transaction for one operator action; an API caller's role is checked again inside
+        it, so that an action and its audit row never outlive a revoked role."""
         async with self._db.transaction(name) as conn:
-            if not await store.is_operator(conn, principal.user_id):
+            if isinstance(actor, Principal) and not await store.is_operator(conn, actor.user_id):
                 raise _no_such_path()
             yield conn
 
-    async def users(self, principal: Principal, after: uuid.UUID | None, limit: int) -> list[UserMetadata]:
+    async def users(self, actor: Actor, after: uuid.UUID | None, limit: int) -> list[UserMetadata]:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_users") as conn:
+        async with self._as_operator(actor, "operator_users") as conn:
             found = await store.users(conn, after, limit, now)
-            await store.audit(conn, principal.user_id, "users_listed", now)
+            await store.audit(conn, _operator_id(actor), "users_listed", now)
         return found
 
-    async def user(self, principal: Principal, user_id: uuid.UUID) -> UserMetadata:
+    async def user(self, actor: Actor, user_id: uuid.UUID) -> UserMetadata:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_user") as conn:
+        async with self._as_operator(actor, "operator_user") as conn:
             found = await store.user(conn, user_id, now)
             if found is None:
                 raise not_found("No such user.")
-            await store.audit(conn, principal.user_id, "user_viewed", now, target_user_id=user_id)
+            await store.audit(conn, _operator_id(actor), "user_viewed", now, target_user_id=user_id)
         return found
 
-    async def suspend(self, principal: Principal, user_id: uuid.UUID) -> None:
+    async def find_user(self, actor: Actor, email: str) -> UserMetadata:
+        """The account with this normalised email (`normalize_email`), audited as a view of it."""
+        now = self._clock.now()
+        async with self._as_operator(actor, "operator_find_user") as conn:
+            found = await store.user_by_email(conn, email, now)
+            if found is None:
+                raise not_found("No account has this email.")
+            await store.audit(conn, _operator_id(actor), "user_viewed", now, target_user_id=found.id)
+        return found
+
+    async def suspend(self, actor: Actor, user_id: uuid.UUID) -> None:
         """Suspend the account and end all its sessions at once (open WebSockets close on the
         revocation notice). Idempotent. Operators are suspended only after the command-line tool
         took their role away, so that no operator can lock the others out."""
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_suspend") as conn:
+        async with self._as_operator(actor, "operator_suspend") as conn:
             status, role = await self._lock_user(conn, user_id)
             if role == "operator":
                 raise conflict("Operators cannot be suspended; revoke the role with `veil operator revoke`.")
@@ -130,49 +164,49 @@ class OperatorService:
             await store.set_status(conn, user_id, "suspended", now)
             revoked = await store.revoke_sessions(conn, user_id, "account_disabled", now)
             await notify_revoked(conn, revoked)
-            await store.audit(conn, principal.user_id, "user_suspended", now, target_user_id=user_id)
+            await store.audit(conn, _operator_id(actor), "user_suspended", now, target_user_id=user_id)
         log.info(
             "security_event",
             kind="account_suspended",
             user_id=str(user_id),
-            operator_id=str(principal.user_id),
+            operator_id=_who(actor),
             sessions_revoked=len(revoked),
         )
 
-    async def reinstate(self, principal: Principal, user_id: uuid.UUID) -> None:
+    async def reinstate(self, actor: Actor, user_id: uuid.UUID) -> None:
         """Lift a suspension (idempotent). The user signs in again; no session comes back."""
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_reinstate") as conn:
+        async with self._as_operator(actor, "operator_reinstate") as conn:
             status, _ = await self._lock_user(conn, user_id)
             if status == "disabled":
                 raise conflict("The account is being erased.")
             await store.set_status(conn, user_id, "active", now)
-            await store.audit(conn, principal.user_id, "user_reinstated", now, target_user_id=user_id)
+            await store.audit(conn, _operator_id(actor), "user_reinstated", now, target_user_id=user_id)
         log.info(
             "security_event",
             kind="account_reinstated",
             user_id=str(user_id),
-            operator_id=str(principal.user_id),
+            operator_id=_who(actor),
         )
 
-    async def revoke_sessions(self, principal: Principal, user_id: uuid.UUID) -> None:
+    async def revoke_sessions(self, actor: Actor, user_id: uuid.UUID) -> None:
         """End every session of the user without suspending the account."""
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_revoke_sessions") as conn:
+        async with self._as_operator(actor, "operator_revoke_sessions") as conn:
             await self._lock_user(conn, user_id)
             revoked = await store.revoke_sessions(conn, user_id, "revoked", now)
             await notify_revoked(conn, revoked)
-            await store.audit(conn, principal.user_id, "user_sessions_revoked", now, target_user_id=user_id)
+            await store.audit(conn, _operator_id(actor), "user_sessions_revoked", now, target_user_id=user_id)
         log.info(
             "security_event",
             kind="sessions_revoked_by_operator",
             user_id=str(user_id),
-            operator_id=str(principal.user_id),
+            operator_id=_who(actor),
             sessions_revoked=len(revoked),
         )
 
     async def create_incident(
-        self, principal: Principal, title: str, scope: str, mitigation: str, detected_at: datetime | None
+        self, actor: Actor, title: str, scope: str, mitigation: str, detected_at: datetime | None
     ) -> Incident:
         now = self._clock.now()
         if detected_at is not None and detected_at > now + _FUTURE_TOLERANCE:
@@ -185,53 +219,49 @@ class OperatorService:
             mitigation=mitigation,
             detected_at=detected_at or now,
             created_at=now,
-            created_by=principal.user_id,
+            created_by=_operator_id(actor),
         )
-        async with self._as_operator(principal, "operator_incident_create") as conn:
+        async with self._as_operator(actor, "operator_incident_create") as conn:
             incident = await store.insert_incident(conn, draft)
-            await store.audit(conn, principal.user_id, "incident_created", now, incident_id=incident.id)
+            await store.audit(conn, _operator_id(actor), "incident_created", now, incident_id=incident.id)
         log.info("security_event", kind="incident_created", incident_id=str(incident.id))
         return incident
 
-    async def incidents(self, principal: Principal, before: int | None, limit: int) -> list[Incident]:
+    async def incidents(self, actor: Actor, before: int | None, limit: int) -> list[Incident]:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_incidents") as conn:
+        async with self._as_operator(actor, "operator_incidents") as conn:
             found = await store.incidents(conn, before, limit)
-            await store.audit(conn, principal.user_id, "incidents_listed", now)
+            await store.audit(conn, _operator_id(actor), "incidents_listed", now)
         return found
 
-    async def incident(self, principal: Principal, incident_id: uuid.UUID) -> IncidentLog:
+    async def incident(self, actor: Actor, incident_id: uuid.UUID) -> IncidentLog:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_incident") as conn:
+        async with self._as_operator(actor, "operator_incident") as conn:
             incident = await store.incident(conn, incident_id)
             if incident is None:
                 raise not_found("No such incident.")
             entries = await store.entries(conn, incident_id)
             notified = await store.users_notified(conn, incident_id)
-            await store.audit(conn, principal.user_id, "incident_viewed", now, incident_id=incident_id)
+            await store.audit(conn, _operator_id(actor), "incident_viewed", now, incident_id=incident_id)
         return IncidentLog(incident, entries, notified)
 
-    async def add_entry(
-        self, principal: Principal, incident_id: uuid.UUID, kind: str, body: str
-    ) -> IncidentEntry:
+    async def add_entry(self, actor: Actor, incident_id: uuid.UUID, kind: str, body: str) -> IncidentEntry:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_incident_entry") as conn:
+        async with self._as_operator(actor, "operator_incident_entry") as conn:
             if not await store.incident_exists(conn, incident_id):
                 raise not_found("No such incident.")
-            entry = await store.insert_entry(conn, incident_id, kind, body, principal.user_id, now)
-            await store.audit(conn, principal.user_id, "incident_entry_added", now, incident_id=incident_id)
+            entry = await store.insert_entry(conn, incident_id, kind, body, _operator_id(actor), now)
+            await store.audit(conn, _operator_id(actor), "incident_entry_added", now, incident_id=incident_id)
         return entry
 
-    async def notify(
-        self, principal: Principal, incident_id: uuid.UUID, user_ids: list[uuid.UUID]
-    ) -> Notified:
+    async def notify(self, actor: Actor, incident_id: uuid.UUID, user_ids: list[uuid.UUID]) -> Notified:
         """Queue the fixed notice for each listed user not yet told of this incident, and record
         who was told and when, in one transaction: the mails go out after the commit (the mail
         outbox retries while the mail server is down), so the record and the mails never disagree
         and a retry of the request tells nobody twice."""
         wanted = list(dict.fromkeys(user_ids))
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_notify") as conn:
+        async with self._as_operator(actor, "operator_notify") as conn:
             # Locked before "who was told" is read: two concurrent notifications would otherwise
             # both read "not yet" and mail everyone twice.
             if not await store.lock_incident(conn, incident_id):
@@ -248,22 +278,22 @@ class OperatorService:
                     incident_id,
                     "notification",
                     f"{len(pending)} affected user(s) notified by email.",
-                    principal.user_id,
+                    _operator_id(actor),
                     now,
                 )
             await store.audit(
-                conn, principal.user_id, "incident_users_notified", now, incident_id=incident_id
+                conn, _operator_id(actor), "incident_users_notified", now, incident_id=incident_id
             )
         log.info(
             "security_event", kind="incident_users_notified", incident_id=str(incident_id), count=len(pending)
         )
         return Notified(len(pending), len(recipients) - len(pending), now)
 
-    async def audit_trail(self, principal: Principal, before: int | None, limit: int) -> list[AuditEntry]:
+    async def audit_trail(self, actor: Actor, before: int | None, limit: int) -> list[AuditEntry]:
         now = self._clock.now()
-        async with self._as_operator(principal, "operator_audit") as conn:
+        async with self._as_operator(actor, "operator_audit") as conn:
             # Reading the trail is itself an action: the row goes in before the page is read.
-            await store.audit(conn, principal.user_id, "audit_viewed", now)
+            await store.audit(conn, _operator_id(actor), "audit_viewed", now)
             return await store.audit_entries(conn, before, limit)
 
     @staticmethod

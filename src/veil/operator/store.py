@@ -116,6 +116,11 @@ async def user(conn: Connection, user_id: uuid.UUID, now: datetime) -> UserMetad
     return UserMetadata(**dict(row)) if row else None
 
 
+async def user_by_email(conn: Connection, email: str, now: datetime) -> UserMetadata | None:
+    row = await conn.fetchrow(_USER_METADATA + "WHERE u.email = $2", now, email)
+    return UserMetadata(**dict(row)) if row else None
+
+
 async def lock_user(conn: Connection, user_id: uuid.UUID) -> tuple[str, str] | None:
     """Lock the account row until the transaction ends; its (status, role), or None if gone."""
     row = await conn.fetchrow("SELECT status, role FROM users WHERE id = $1 FOR UPDATE", user_id)

@@ -14,20 +14,21 @@ from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from veil.core.logging import get_logger
+from veil.core.logging import get_logger, note_handshake_refused
 from veil.core.problems import BackendUnavailable, Problem, too_many_requests, unauthorized, unavailable
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate, limiter_key
 from veil.core.security.tokens import InvalidToken
 from veil.core.web.app import ServiceModule
-from veil.core.web.endpoint import Endpoint, json_response, state_of
+from veil.core.web.endpoint import Endpoint, json_response, raw_json_response, state_of
 from veil.core.web.errors import problem_response
 from veil.core.wire import ResponseModel, Timestamp
 from veil.keys.service import KeysService
 from veil.messaging import store as messaging_store
 from veil.messaging.service import MessagingService
 from veil.realtime import store
+from veil.realtime.asyncapi import encoded_asyncapi
 from veil.realtime.connection import CLOSE_SESSION_ENDED, DeviceConnection
 from veil.realtime.hub import Hub
 
@@ -125,27 +126,36 @@ async def create_ticket(request: Request, principal: Principal) -> Response:
     return json_response(Ticket(ticket=ticket, expires_at=expires_at), status=201)
 
 
+async def refuse_handshake(websocket: WebSocket, problem: Problem) -> None:
+    """An HTTP problem instead of the upgrade: the client's doing, so logged at info."""
+    await websocket.send_denial_response(problem_response(problem))
+    note_handshake_refused(problem.status)
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     realtime: Realtime = websocket.state.realtime
+    metrics = realtime.resources.metrics
     allowed = realtime.resources.settings.ws_allowed_origins
     origin = websocket.headers.get("origin")
     if origin is not None and origin not in allowed:
-        await websocket.send_denial_response(
-            problem_response(Problem(403, "This origin may not open a WebSocket."))
-        )
+        metrics.ws_handshakes["origin_refused"].inc()
+        await refuse_handshake(websocket, Problem(403, "This origin may not open a WebSocket."))
         return
     try:
         await realtime.check_connect_rate_ip(websocket.state.client_ip)
         principal = await realtime.authenticate(websocket)
         await realtime.check_connect_rate_user(principal)
     except InvalidToken:
-        await websocket.send_denial_response(problem_response(unauthorized()))
+        metrics.ws_handshakes["unauthorized"].inc()
+        await refuse_handshake(websocket, unauthorized())
         return
     except BackendUnavailable:
-        await websocket.send_denial_response(problem_response(unavailable()))
+        metrics.ws_handshakes["unavailable"].inc()
+        await refuse_handshake(websocket, unavailable())
         return
     except Problem as refused:  # over a connect budget: 429 with Retry-After
-        await websocket.send_denial_response(problem_response(refused))
+        metrics.ws_handshakes["rate_limited"].inc()
+        await refuse_handshake(websocket, refused)
         return
     messaging: MessagingService = websocket.state.messaging
     keys: KeysService = websocket.state.keys
@@ -158,15 +168,29 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             )
 
     await websocket.accept()
-    connection = DeviceConnection(websocket, principal, messaging, keys, read_page)
-    await realtime.hub.register(connection)
-    # A revocation notified between authentication and registration found no socket to close.
-    if not await realtime.resources.sessions.is_active(principal.session_id, realtime.resources.clock.now()):
-        connection.close(CLOSE_SESSION_ENDED)
+    metrics.ws_handshakes["accepted"].inc()
+    metrics.ws_connections.inc()
+    connection = DeviceConnection(
+        websocket, principal, messaging, keys, read_page, metrics, realtime.resources.clock
+    )
+    reason = "error"
     try:
+        await realtime.hub.register(connection)
+        # A revocation notified between authentication and registration found no socket to close.
+        if not await realtime.resources.sessions.is_active(
+            principal.session_id, realtime.resources.clock.now()
+        ):
+            connection.close(CLOSE_SESSION_ENDED)
         await connection.run()
+        reason = connection.end_reason
     finally:
         realtime.hub.unregister(connection)
+        metrics.ws_connections.dec()
+        metrics.ws_disconnects[reason].inc()
+
+
+async def asyncapi_document(_: Request) -> Response:
+    return raw_json_response(encoded_asyncapi())
 
 
 def build(resources: Resources) -> Realtime:
@@ -191,6 +215,17 @@ MODULE = ServiceModule(
             TAG,
             responses={201: Ticket},
             rate_limited=True,
+        ),
+        Endpoint(
+            "GET",
+            "/v1/asyncapi.json",
+            asyncapi_document,
+            "The WebSocket protocol (`GET /v1/ws`) as an AsyncAPI 3.0 document.",
+            TAG,
+            description="Generated from the frame models the server sends and parses.",
+            authenticated=False,
+            touches_backend=False,
+            response_example={"asyncapi": "3.0.0", "info": {"title": "Veil realtime", "version": "1"}},
         ),
     ],
     build=build,

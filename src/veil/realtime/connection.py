@@ -18,24 +18,36 @@ import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from veil.core.clock import Clock
 from veil.core.logging import get_logger
+from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable, Problem
 from veil.core.security.authn import Principal
 from veil.core.web.endpoint import field_errors
-from veil.core.wire import format_timestamp
 from veil.keys.service import KeysService
 from veil.messaging import store as messaging_store
 from veil.messaging.schemas import Envelope
 from veil.messaging.service import MessagingService, OutgoingMessage
-from veil.realtime.frames import EncodedMessage, device_message_frame, message_frame
+from veil.realtime.frames import (
+    AckDeviceFrame,
+    AckFrame,
+    DeviceGapFrame,
+    EncodedMessage,
+    ErrorFrame,
+    SentFrame,
+    ServerFrame,
+    device_message_frame,
+    message_frame,
+)
 
 log = get_logger(__name__)
+F = TypeVar("F", bound=BaseModel)
 
 CLOSE_SHUTDOWN = 1001
 CLOSE_UNSUPPORTED_DATA = 1003
@@ -46,6 +58,15 @@ _EVENT_QUEUE = 256
 # A client that has not taken a frame for this long is too slow (its TCP window stayed full).
 _SEND_TIMEOUT = 10.0
 _PAGE = 200
+# Why a socket ended, by the code the server closed it with (None: the client closed or dropped).
+_END_REASONS = {
+    None: "client",
+    CLOSE_SHUTDOWN: "shutdown",
+    CLOSE_UNSUPPORTED_DATA: "unsupported_data",
+    CLOSE_SESSION_ENDED: "session_ended",
+    CLOSE_TOO_SLOW: "too_slow",
+    CLOSE_REPLACED: "replaced",
+}
 
 
 class DeviceConnection:
@@ -56,6 +77,8 @@ class DeviceConnection:
         messaging: MessagingService,
         keys: KeysService,
         read_page: Callable[[uuid.UUID, int], Awaitable[list[messaging_store.MessageRecord]]],
+        metrics: Metrics,
+        clock: Clock,
     ) -> None:
         self.websocket = websocket
         self.principal = principal
@@ -63,6 +86,9 @@ class DeviceConnection:
         self._messaging = messaging
         self._keys = keys
         self._read_page = read_page
+        self._metrics = metrics
+        self._clock = clock
+        self._token_expired = False
         self._sent: dict[uuid.UUID, int] = {}
         self._dirty: set[uuid.UUID] = set()
         # Messages the hub already read for every socket of the conversation (one read per message
@@ -70,7 +96,7 @@ class DeviceConnection:
         self._ready: dict[uuid.UUID, list[EncodedMessage]] = {}
         self._device_dirty = True
         self._device_sent = 0
-        self._events: asyncio.Queue[dict[str, Any]] = asyncio.Queue(_EVENT_QUEUE)
+        self._events: asyncio.Queue[ServerFrame] = asyncio.Queue(_EVENT_QUEUE)
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass replays the device's mailbox
         self._close_code: int | None = None
@@ -87,6 +113,13 @@ class DeviceConnection:
     @property
     def device_id(self) -> uuid.UUID:
         return self.principal.session_id
+
+    @property
+    def end_reason(self) -> str:
+        """Why the socket ended, once `run()` has returned (a metric label)."""
+        if self._token_expired:
+            return "token_expired"
+        return _END_REASONS.get(self._close_code, "error")
 
     @property
     def conversations(self) -> set[uuid.UUID]:
@@ -121,7 +154,7 @@ class DeviceConnection:
         self._device_dirty = True
         self._wake.set()
 
-    def push(self, frame: dict[str, Any]) -> None:
+    def push(self, frame: ServerFrame) -> None:
         try:
             self._events.put_nowait(frame)
         except asyncio.QueueFull:
@@ -164,6 +197,7 @@ class DeviceConnection:
         """A socket lives no longer than the access token that opened it: the client reconnects
         with a fresh token (or a ticket) and replay resumes where it acknowledged."""
         await asyncio.sleep(max(0.0, expires_at - time.time()))
+        self._token_expired = self._close_code is None
         self.close(CLOSE_SESSION_ENDED)
 
     async def _flush_acks_forever(self) -> None:
@@ -183,8 +217,8 @@ class DeviceConnection:
                 async with asyncio.timeout(2):
                     await self.websocket.close(self._close_code or 1000)
 
-    async def _send(self, frame: dict[str, Any]) -> None:
-        await self._send_text(orjson.dumps(frame).decode())
+    async def _send(self, frame: ServerFrame) -> None:
+        await self._send_text(frame.encode())
 
     async def _send_text(self, text: str) -> None:
         try:
@@ -215,6 +249,9 @@ class DeviceConnection:
                 break  # a gap: read the rest from the database
             await self._send_text(ready.text)
             self._sent[conversation_id] = seq
+            self._metrics.ws_delivered_message.inc()
+            lag = (self._clock.now() - ready.record.created_at).total_seconds()
+            self._metrics.ws_delivery_lag.observe(max(0.0, lag))
         while conversation_id in self._sent:
             after = self._sent[conversation_id]
             page = await self._read_page(conversation_id, after)
@@ -223,16 +260,18 @@ class DeviceConnection:
             for record in page:
                 await self._send(message_frame(record))
                 self._sent[conversation_id] = record.seq
+                self._metrics.ws_delivered_message.inc()
             if len(page) < _PAGE:
                 return
 
     async def _deliver_device_messages(self) -> None:
         inbox = await self._keys.inbox(self.principal, self._device_sent, _PAGE)
         if inbox.gap is not None:
-            await self._send({"type": "device_gap", "dropped": inbox.gap.dropped})
+            await self._send(DeviceGapFrame(dropped=inbox.gap.dropped))
         for message in inbox.messages:
             await self._send(device_message_frame(message))
             self._device_sent = message.id
+            self._metrics.ws_delivered_device_message.inc()
         if len(inbox.messages) == _PAGE:
             self.wake_device()
 
@@ -253,29 +292,20 @@ class DeviceConnection:
                 if not isinstance(frame, dict):
                     raise ValueError
             except ValueError:
-                self.push({"type": "error", "status": 400, "detail": "Frames are JSON objects."})
+                self.push(ErrorFrame(status=400, detail="Frames are JSON objects."))
                 continue
             try:
                 await self._handle(frame)
             except Problem as problem:
-                document = problem.document()
-                self.push(
-                    {
-                        "type": "error",
-                        "problem": document.pop("type"),
-                        **document,
-                        "message_id": frame.get("message_id"),
-                    }
-                )
+                self.push(ErrorFrame.of(problem.document(), frame.get("message_id")))
             except BackendUnavailable:
-                self.push({"type": "error", "status": 503, "detail": "Temporarily unavailable; retry."})
+                self.push(ErrorFrame(status=503, detail="Temporarily unavailable; retry."))
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "ack":
-            conversation_id, seq = _uuid(frame.get("conversation_id")), frame.get("seq")
-            if conversation_id is None or not isinstance(seq, int) or seq < 0:
-                raise Problem(422, "An ack needs a conversation_id and a seq.")
+            ack = _parsed(AckFrame, frame, "An ack needs a conversation_id and a seq.")
+            conversation_id, seq = ack.conversation_id, ack.seq
             if conversation_id not in self._sent:
                 raise Problem(404, "No such conversation.")
             # Only what this socket delivered can be acknowledged through it.
@@ -283,10 +313,8 @@ class DeviceConnection:
             self._acks[conversation_id] = max(acked, self._acks.get(conversation_id, 0))
             self._acked.set()
         elif kind == "ack_device":
-            message_id = frame.get("id")
-            if not isinstance(message_id, int) or not 0 < message_id < 2**63:
-                raise Problem(422, "An ack_device needs the device message id.")
-            await self._keys.acknowledge(self.principal, message_id)
+            ack_device = _parsed(AckDeviceFrame, frame, "An ack_device needs the device message id.")
+            await self._keys.acknowledge(self.principal, ack_device.id)
         elif kind == "send":
             await self._handle_send(frame)
         else:
@@ -316,14 +344,20 @@ class DeviceConnection:
             ),
         )
         self.push(
-            {
-                "type": "sent",
-                "conversation_id": str(conversation_id),
-                "message_id": str(sent.message_id),
-                "seq": sent.seq,
-                "created_at": format_timestamp(sent.created_at),
-            }
+            SentFrame(
+                conversation_id=conversation_id,
+                message_id=sent.message_id,
+                seq=sent.seq,
+                created_at=sent.created_at,
+            )
         )
+
+
+def _parsed(model: type[F], frame: dict[str, Any], detail: str) -> F:
+    try:
+        return model.model_validate_json(orjson.dumps(frame))
+    except ValidationError as exc:
+        raise Problem(422, detail, errors=field_errors(exc)) from None
 
 
 def _uuid(value: object) -> uuid.UUID | None:

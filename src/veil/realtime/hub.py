@@ -23,7 +23,6 @@ import asyncio
 import base64
 import contextlib
 import uuid
-from typing import Any
 
 from veil.core.clock import Clock
 from veil.core.db import Database
@@ -35,7 +34,15 @@ from veil.keys import store as keys_store
 from veil.messaging import store as messaging_store
 from veil.realtime import store
 from veil.realtime.connection import CLOSE_REPLACED, CLOSE_SESSION_ENDED, CLOSE_SHUTDOWN, DeviceConnection
-from veil.realtime.frames import EncodedMessage
+from veil.realtime.frames import (
+    DevicePendingFrame,
+    EncodedMessage,
+    IdentityChangedFrame,
+    KeysChangedFrame,
+    MembershipFrame,
+    PrekeysLowFrame,
+    ReceiptFrame,
+)
 
 log = get_logger(__name__)
 
@@ -185,19 +192,18 @@ class Hub:
             await self._membership(int(payload.split(":", 1)[1]))
         elif payload.startswith("receipt:"):
             _, conversation, user, kind, seq = payload.split(":")
-            frame = {
-                "type": "receipt",
-                "conversation_id": conversation,
-                "user_id": user,
-                "receipt": kind,
-                "up_to_seq": int(seq),
-            }
+            frame = ReceiptFrame(
+                conversation_id=uuid.UUID(conversation),
+                user_id=uuid.UUID(user),
+                receipt=kind,
+                up_to_seq=int(seq),
+            )
             for connection in self._by_conversation.get(uuid.UUID(conversation), ()):
                 connection.push(frame)
         elif payload.startswith("prekeys:"):
             _, device, remaining = payload.split(":")
             if (owner := self._by_device.get(uuid.UUID(device))) is not None:
-                owner.push({"type": "prekeys_low", "one_time_prekeys": int(remaining)})
+                owner.push(PrekeysLowFrame(one_time_prekeys=int(remaining)))
         elif payload.startswith("keys:"):
             _, user, device, change = payload.split(":")
             await self._keys_changed(uuid.UUID(user), device, change)
@@ -267,14 +273,13 @@ class Hub:
                 return
             members = await store.member_ids(conn, event.conversation_id)
             joined_after = await store.joined_after(conn, event.conversation_id, event.subject_id)
-        frame: dict[str, Any] = {
-            "type": "membership",
-            "conversation_id": str(event.conversation_id),
-            "kind": event.kind,
-            "user_id": str(event.subject_id),
-            "actor_id": str(event.actor_id) if event.actor_id else None,
-            "epoch": event.epoch,
-        }
+        frame = MembershipFrame(
+            conversation_id=event.conversation_id,
+            kind=event.kind,
+            user_id=event.subject_id,
+            actor_id=event.actor_id,
+            epoch=event.epoch,
+        )
         # Access changes first, so a removed member's sockets stop before anyone else hears of it.
         for connection in list(self._by_user.get(event.subject_id, ())):
             if joined_after is None:
@@ -292,7 +297,7 @@ class Hub:
     async def _keys_changed(self, user_id: uuid.UUID, device: str, change: str) -> None:
         async with self._db.connection() as conn:
             contacts = await store.contacts_of(conn, user_id)
-        frame = {"type": "keys_changed", "user_id": str(user_id), "device_id": device, "change": change}
+        frame = KeysChangedFrame(user_id=user_id, device_id=uuid.UUID(device), change=change)
         for contact in contacts:
             for connection in self._by_user.get(contact, ()):
                 if connection.device_id != uuid.UUID(device):
@@ -301,7 +306,7 @@ class Hub:
     def _device_pending(self, user_id: uuid.UUID, device_id: uuid.UUID) -> None:
         """A new device of the user, or one whose certified keys changed: the user's other devices
         may approve (certify) it."""
-        pending = {"type": "device_pending", "device_id": str(device_id)}
+        pending = DevicePendingFrame(device_id=device_id)
         for connection in self._by_user.get(user_id, ()):
             if connection.device_id != device_id:
                 connection.push(pending)
@@ -314,11 +319,9 @@ class Hub:
             if current is None:
                 return
             contacts = await store.contacts_of(conn, user_id)
-        frame = {
-            "type": "identity_changed",
-            "user_id": str(user_id),
-            "master_key": base64.b64encode(current.master_key).decode(),
-        }
+        frame = IdentityChangedFrame(
+            user_id=user_id, master_key=base64.b64encode(current.master_key).decode()
+        )
         for contact in contacts:
             for connection in self._by_user.get(contact, ()):
                 connection.push(frame)

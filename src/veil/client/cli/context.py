@@ -68,6 +68,7 @@ class Context:
                 keystore=self.profile.keystore,
                 passphrase=self._passphrase(creating=creating),
                 scrypt=_scrypt_params(),
+                lock=self.profile.lock,
             )
         return self._client
 
@@ -94,9 +95,7 @@ class Context:
 
     def remember_server(self, email: str, user_id: str) -> None:
         """After a login: keep where and who, so later commands need no --url or --ca-file."""
-        self.profile.url, self.profile.ca_file = self.url, self.ca_file
-        self.profile.email, self.profile.user_id = email, user_id
-        self.profile.save()
+        self.profile.remember_login(self.url, self.ca_file, email, user_id)
 
     def take_warnings(self) -> list[str]:
         """What the clients opened so far noticed since the last call (opens none)."""

@@ -23,8 +23,13 @@ from veil.client.protocol.errors import (
 )
 from veil.client.sdk.models import NotSignedInError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
+from veil.client.sdk.tokens import SessionEndedError
 
 SESSION_EXPIRED = "Your session has expired; run `veil-client login EMAIL` again."
+SESSION_REVOKED = (
+    "This device's session was ended (signed out elsewhere, or the server saw a reused refresh "
+    "token): sign in again with `veil-client login`."
+)
 NOT_SIGNED_IN = "You are not signed in; run `veil-client login EMAIL` (or `register EMAIL`) first."
 
 
@@ -38,6 +43,8 @@ def explain(error: BaseException, *, url: str, keystore: str | None = None) -> s
         return str(error)
     if isinstance(error, TrustError):  # its text is written for people and names no secret
         return " ".join(str(error).split()) or "This device does not trust that key or device."
+    if isinstance(error, SessionEndedError):
+        return SESSION_EXPIRED if error.expired else SESSION_REVOKED
     if isinstance(error, VeilError):
         return _api_refusal(error)
     if isinstance(error, NotSignedInError):
@@ -91,8 +98,8 @@ def _api_refusal(error: VeilError) -> str:
 def _network(error: BaseException, url: str) -> str:
     if isinstance(error, InvalidStatus):
         status = error.response.status_code
-        if status == 401:
-            return SESSION_EXPIRED
+        if status == 401:  # refused a current access token: the session was revoked
+            return SESSION_REVOKED
         return f"The server at {url} refused the live connection (HTTP {status})."
     if _tls_verification_failed(error):
         return (

@@ -6,10 +6,16 @@ settings file.
                                     passphrase (`veil.client.sdk.keystore`)
         profile.json                server URL, CA file, own email and user id, the address book
                                     (name -> user id) and group names (name -> conversation id), 0600
+        keystore.veilks.lock        the profile's lock: every write of either file is made under
+                                    it, from the file as it is then (`veil.client.sdk.profile_lock`)
 
 The API has no lookup by email (that would let anyone probe who has an account), so people swap user
 ids out of band and keep them here under a name they choose, an email address for instance. The
 settings file holds no key or token; it is readable only by its owner, like `~/.ssh/known_hosts`.
+
+Several commands may run on one profile at once, so a change to the settings is read-modify-write
+under the profile's lock: the file is read again, changed and written back before the lock is let
+go, and a contact added by one command is never lost to another's group name (docs/adr/0020).
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import json
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from veil.client.sdk.profile_lock import ProfileLock
 
 DEFAULT_URL = "https://localhost:8443"
 DEFAULT_PROFILE = "default"
@@ -54,6 +63,11 @@ class Profile:
     user_id: str | None = None
     contacts: dict[str, str] = field(default_factory=dict)
     groups: dict[str, str] = field(default_factory=dict)
+    # One per profile and process: the key store client is given this one too (`Context.client`).
+    lock: ProfileLock = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.lock = ProfileLock.beside(self.keystore)
 
     @classmethod
     def open(cls, home: Path | None, name: str) -> Profile:
@@ -109,29 +123,43 @@ class Profile:
             raise ProfileError(f"{user_id!r} is not a user id (it looks like 6f1c0e8a-…)")
         if as_uuid(name) is not None:
             raise ProfileError("a contact's name cannot itself be a user id")
-        self.contacts[name] = canonical
-        self.save()
+        with self._editing():
+            self.contacts[name] = canonical
 
     def remove_contact(self, name: str) -> None:
-        if self.contacts.pop(name, None) is None:
-            raise ProfileError(f"{name!r} is not in your address book")
-        self.save()
+        with self._editing():
+            if self.contacts.pop(name, None) is None:
+                raise ProfileError(f"{name!r} is not in your address book")
 
     def name_group(self, name: str, conversation_id: str) -> None:
         if as_uuid(name) is not None:
             raise ProfileError("a group's name cannot itself be an id")
-        self.groups[name] = conversation_id
-        self.save()
+        with self._editing():
+            self.groups[name] = conversation_id
 
     def forget_group(self, conversation_id: str) -> None:
-        self.groups = {name: cid for name, cid in self.groups.items() if cid != conversation_id}
-        self.save()
+        with self._editing():
+            self.groups = {name: cid for name, cid in self.groups.items() if cid != conversation_id}
+
+    def remember_login(self, url: str, ca_file: str | None, email: str, user_id: str) -> None:
+        """After a login: keep where and who, so later commands need no --url or --ca-file."""
+        with self._editing():
+            self.url, self.ca_file, self.email, self.user_id = url, ca_file, email, user_id
 
     # Files -------------------------------------------------------------------------------------
 
-    def save(self) -> None:
-        """Write the settings atomically (a temporary 0600 file renamed over the old one)."""
+    @contextlib.contextmanager
+    def _editing(self) -> Iterator[None]:
+        """Change the settings as they are on disk now (another command may have written them since
+        this one read them), under the profile's lock; written back unless the change raised."""
         self.ensure_directory()
+        with self.lock.held():
+            self._load()
+            yield
+            self._write()
+
+    def _write(self) -> None:
+        """Write the settings atomically (a temporary 0600 file renamed over the old one)."""
         body = {
             "version": _SETTINGS_VERSION,
             "url": self.url,
@@ -154,8 +182,12 @@ class Profile:
 
     def erase(self) -> None:
         """Remove this profile's files (after the account was erased: its keys are of no use)."""
-        for path in (self.keystore, self.settings_file):
-            path.unlink(missing_ok=True)
+        if not self.directory.is_dir():
+            return
+        with self.lock.held():  # a command still running on the profile finds no keystore after
+            for path in (self.keystore, self.settings_file):
+                path.unlink(missing_ok=True)
+        self.lock.path.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.directory.rmdir()  # only if nothing else lives there
 

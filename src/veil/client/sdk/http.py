@@ -13,9 +13,11 @@ Why it is shaped the way it is:
   again later, which the server treats as theft and answers by revoking the whole session (the
   device). So every change is written to the keystore before the request that publishes it, and
   token pairs are written as soon as they arrive.
-- **Refreshes are serialised.** Two concurrent presentations of one refresh token count as reuse;
-  one lock, and a check that nobody rotated the token while we waited, keeps that from happening
-  inside one client.
+- **One writer per profile.** Every public operation holds the profile's lock and starts from the
+  newest keystore on disk (sdk/profile_lock.py, docs/adr/0020), so other processes on the same
+  profile neither fork its chains nor present a refresh token that was already rotated (two
+  presentations of one token count as reuse, which ends the session); a refresh that another
+  thread or process did while we waited is used, not repeated.
 - **Decryption results are kept.** Message keys are deleted on use, so a group message can be
   decrypted once; the client remembers the plaintext of every message it opened (and of its own
   messages, which it can never decrypt) so that history can be read again. The cache lives in the
@@ -30,7 +32,7 @@ device messages received but not yet handed to the caller), so `ClientCrypto.loa
 Scrypt runs on every save: pass cheaper `ScryptParams` where saves are frequent and the threat
 model allows (tests).
 
-The client is meant for one thread at a time, except that `refresh` may be called from several.
+The client is meant for one thread at a time; its operations are serialised all the same.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,13 +85,18 @@ from veil.client.sdk.models import (
     VeilError,
 )
 from veil.client.sdk.object_store import TransferError, get_presigned, put_presigned
+from veil.client.sdk.profile_lock import (
+    ProfileLock,
+    SharedKeystore,
+    one_operation,
+    operations_hold_the_profile_lock,
+)
+from veil.client.sdk.tokens import SessionTokens, tokens_from_state, tokens_state
 
 HTTP_STATE_VERSION = 2
 # Sender keys received before their conversation's membership could be checked wait here.
 _MAX_PENDING_SENDER_KEYS = 1000
 _PENDING_SENDER_KEYS_PER_DEVICE = 50
-# Refresh this long before the access token expires, so a request never races its expiry.
-_REFRESH_MARGIN_SECONDS = 30.0
 # The API's ceilings: messages per device-message batch, items per page, prekeys per upload.
 _DEVICE_BATCH = 100
 _PAGE = 200
@@ -152,12 +158,16 @@ def _same_email(a: str, b: str) -> bool:
     return a.strip().casefold() == b.strip().casefold()
 
 
+@operations_hold_the_profile_lock("close", "take_warnings", "refresh")
 class VeilClient:
     """One device of one user, talking to a Veil server over HTTPS.
 
     `keystore` (with `passphrase`) is where the device's state lives between runs; if the file
     exists it is loaded, and the signed-in session in it is resumed by a refresh on first use.
-    Without a keystore everything is in memory and lost with the object.
+    Without a keystore everything is in memory and lost with the object. Other processes may use
+    the same keystore at once: each public method is one operation under `lock` (by default
+    `<keystore>.lock`; pass the one a program already holds for the same profile), begun from the
+    newest saved state.
     """
 
     def __init__(
@@ -173,6 +183,7 @@ class VeilClient:
         transport: httpx.BaseTransport | None = None,
         epoch_grace_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
+        lock: ProfileLock | None = None,
     ) -> None:
         if keystore is not None and passphrase is None:
             raise ValueError("a keystore needs a passphrase")
@@ -186,11 +197,8 @@ class VeilClient:
         self._passphrase = passphrase
         self._scrypt = scrypt
         self._one_time = one_time_prekeys
-        self._refresh_lock = threading.Lock()
         self._crypto: ClientCrypto | None = None
-        self._access_token: str | None = None
-        self._access_deadline = 0.0
-        self._refresh_token: str | None = None
+        self._tokens: SessionTokens | None = None
         # (conversation_id, epoch) -> (id of this device's current sender key for that epoch, the
         # devices that hold it); a rotated key starts again with nobody
         self._distributed: dict[tuple[str, int], tuple[int, set[str]]] = {}
@@ -218,8 +226,14 @@ class VeilClient:
         self._key_log = KeyLog(self._call, self._warn)
         self._epoch_grace = epoch_grace_seconds
         self._clock = clock
-        if self._keystore is not None and self._keystore.exists():
-            self._load()
+        # Other processes may use the same keystore: `lock` is the profile's (one per process).
+        self._shared: SharedKeystore | None = None
+        if self._keystore is not None:
+            self._shared = SharedKeystore(
+                self._keystore, lock or ProfileLock.beside(self._keystore), self._reload
+            )
+            if self._keystore.exists():
+                self._shared.catch_up()
 
     # Lifecycle -----------------------------------------------------------------------------------
 
@@ -252,7 +266,7 @@ class VeilClient:
 
     @property
     def signed_in(self) -> bool:
-        return self._refresh_token is not None and self._crypto is not None
+        return self._tokens is not None and self._crypto is not None
 
     # Auth ----------------------------------------------------------------------------------------
 
@@ -358,23 +372,27 @@ class VeilClient:
         self._save()
 
     def refresh(self) -> None:
-        """Rotate the token pair. Serialised: a caller that waited while another thread rotated
-        returns at once rather than presenting a token the server already retired (which would be
-        reuse, and end the session)."""
-        seen = self._refresh_token
-        with self._refresh_lock:
-            if self._refresh_token is None:
+        """Rotate the token pair, under the profile's lock. A caller that waited while another
+        thread or process rotated uses the pair it finds (unless that is due too) rather than
+        present a token the server already retired, which would be reuse and end the session.
+        A refusal is a `SessionEndedError` (expired, or revoked)."""
+        seen = self._tokens
+        with one_operation(self._shared):  # reloads the keystore if another process saved it
+            tokens = self._tokens
+            if tokens is None:
                 raise NotSignedInError("no session to refresh: call login first")
-            if seen is not None and self._refresh_token != seen:
+            now = time.time()
+            if seen is not None and tokens.refresh_token != seen.refresh_token and not tokens.access_due(now):
                 return
             try:
                 response = self._call(
-                    "POST", "/v1/auth/refresh", json={"refresh_token": self._refresh_token}, auth=False
+                    "POST", "/v1/auth/refresh", json={"refresh_token": tokens.refresh_token}, auth=False
                 )
             except VeilError as error:
-                if error.status == 401:  # the session is over; the token will never work again
-                    self._forget_tokens()
-                raise
+                if error.status != 401:
+                    raise
+                self._forget_tokens()  # the session is over; the token will never work again
+                raise tokens.ended(error, now) from None
             self._store_tokens(_dict(response))
 
     def logout(self) -> None:
@@ -1390,7 +1408,7 @@ class VeilClient:
     ) -> httpx.Response:
         """One request; an expired access token is refreshed once, any other failure is a `VeilError`."""
         response = self._send(method, path, json, params, auth)
-        if auth and response.status_code == 401 and self._refresh_token is not None:
+        if auth and response.status_code == 401 and self._tokens is not None:
             self.refresh()
             response = self._send(method, path, json, params, auth)
         if response.status_code not in expect:
@@ -1404,24 +1422,20 @@ class VeilClient:
         return self._http.request(method, path, json=json, params=params, headers=headers)
 
     def _bearer(self) -> str:
-        if self._access_token is None or time.monotonic() >= self._access_deadline:
+        if self._tokens is None or self._tokens.access_due(time.time()):
             self.refresh()
-        if self._access_token is None:
+        if self._tokens is None or self._tokens.access_token is None:
             raise NotSignedInError("not signed in")
-        return self._access_token
+        return self._tokens.access_token
 
     def _store_tokens(self, pair: Mapping[str, Any]) -> None:
-        """Take a new token pair, and save at once: the old refresh token is already dead."""
-        self._access_token = str(pair["access_token"])
-        self._access_deadline = time.monotonic() + max(
-            0.0, float(pair["expires_in"]) - _REFRESH_MARGIN_SECONDS
-        )
-        self._refresh_token = str(pair["refresh_token"])
+        """Take a new token pair, and save at once: the old refresh token is already dead (the
+        access token is kept too, for other processes of the profile to use)."""
+        self._tokens = SessionTokens.issued(pair, time.time())
         self._save()
 
     def _forget_tokens(self) -> None:
-        self._access_token = self._refresh_token = None
-        self._access_deadline = 0.0
+        self._tokens = None
         self._save()
 
     def _device_key(self, email: str) -> str:
@@ -1437,7 +1451,7 @@ class VeilClient:
         state = self._crypto.to_state()
         state["veil_http"] = {
             "version": HTTP_STATE_VERSION,
-            "refresh_token": self._refresh_token,
+            **tokens_state(self._tokens),
             "distributed": [
                 {"conversation_id": cid, "epoch": epoch, "key_id": key_id, "devices": sorted(devices)}
                 for (cid, epoch), (key_id, devices) in self._distributed.items()
@@ -1467,6 +1481,13 @@ class VeilClient:
         }
         save_state(self._keystore, state, self._passphrase, self._scrypt)
 
+    def _reload(self) -> None:
+        """Take in what another process saved (called under the profile's lock)."""
+        if self._keystore is not None and self._keystore.exists():
+            self._load()
+        else:  # removed meanwhile (its account was erased): nothing of it may be saved back
+            self._crypto, self._tokens = None, None
+
     def _load(self) -> None:
         assert self._keystore is not None and self._passphrase is not None
         state = load_state(self._keystore, self._passphrase)
@@ -1475,8 +1496,7 @@ class VeilClient:
             extra = state.get("veil_http") or {}
             if extra and extra.get("version") != HTTP_STATE_VERSION:
                 raise ValueError("unsupported client state version")
-            token = extra.get("refresh_token")
-            self._refresh_token = token if isinstance(token, str) else None
+            self._tokens = tokens_from_state(extra)
             # Entries without a key id predate sender-key rotation: their keys are sent again.
             self._distributed = {
                 (canonical_uuid(str(e["conversation_id"])), int(e["epoch"])): (

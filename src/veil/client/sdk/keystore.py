@@ -132,6 +132,16 @@ def load_state(path: Path, passphrase: str) -> dict[str, Any]:
     return decrypt_state(Path(path).read_bytes(), passphrase)
 
 
+def file_stamp(path: Path) -> bytes | None:
+    """What tells one write of the keystore at `path` from any other, without the passphrase: its
+    header, whose salt and nonce are drawn afresh on every save; None when there is no file."""
+    try:
+        with Path(path).open("rb") as handle:
+            return handle.read(_HEADER_SIZE)
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_directory(directory: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
     try:

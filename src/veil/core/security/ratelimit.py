@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -89,6 +90,30 @@ def _decide(tat: float | None, rate: Rate, now: float, cost: int = 1) -> tuple[D
 def _refunded(tat: float, rate: Rate, now: float, cost: int = 1) -> float:
     # Never below now: a refund returns slots, it does not bank credit for later.
     return max(tat - rate.interval * cost, now)
+
+
+class CountedRateLimiter:
+    """Any store, telling `on_refused` the budget's name (its key's purpose) for every refused
+    hit: what the rate-limit metric counts. A refused `peek` is a question, not a refusal."""
+
+    def __init__(self, inner: RateLimiter, on_refused: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_refused = on_refused
+
+    async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
+        decision = await self._inner.hit(key, rate, now, cost)
+        if not decision.allowed:
+            self._on_refused(key.partition(":")[0])
+        return decision
+
+    async def peek(self, key: str, rate: Rate, now: float) -> Decision:
+        return await self._inner.peek(key, rate, now)
+
+    async def refund(self, key: str, rate: Rate, now: float, cost: int = 1) -> None:
+        await self._inner.refund(key, rate, now, cost)
+
+    async def forget(self, keys: list[str]) -> None:
+        await self._inner.forget(keys)
 
 
 class Unlimited:

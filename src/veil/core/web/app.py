@@ -21,6 +21,7 @@ from veil.core.clock import Clock
 from veil.core.config import Settings
 from veil.core.metrics import Metrics
 from veil.core.resources import Resources, open_resources
+from veil.core.web.docs import DOCS_ASSET_ROUTES
 from veil.core.web.endpoint import Endpoint, routes
 from veil.core.web.errors import EXCEPTION_HANDLERS
 from veil.core.web.middleware import RequestContext, SecurityHeaders
@@ -46,9 +47,16 @@ def create_app(
     *,
     clock: Clock | None = None,
     title: str = "Veil",
+    documented: Sequence[ServiceModule] | None = None,
 ) -> Starlette:
+    """`documented`: the modules the OpenAPI document describes, when not only those served here
+    (a process behind the gateway publishes the API the gateway serves, `/v1/docs` included)."""
     endpoints = [*OPS_ENDPOINTS, *(ep for module in modules for ep in module.endpoints)]
-    openapi = encode_openapi(build_openapi(endpoints, title=title, version="1"))
+    described = [
+        *OPS_ENDPOINTS,
+        *(ep for module in (modules if documented is None else documented) for ep in module.endpoints),
+    ]
+    openapi = encode_openapi(build_openapi(described, title=title, version="1"))
     metrics = Metrics()
 
     drain_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -72,6 +80,7 @@ def create_app(
     app = Starlette(
         routes=[
             *routes(endpoints, settings.max_request_body_bytes),
+            *DOCS_ASSET_ROUTES,
             *(route for module in modules for route in module.extra_routes),
         ],
         middleware=[

@@ -52,6 +52,16 @@ class Endpoint:
     # Every query parameter the handler reads: parsed before it runs (a 422 for a bad one) and
     # published in the OpenAPI document from this same declaration.
     query: tuple[QueryParam, ...] = ()
+    # For the OpenAPI document: what `summary` leaves out (the rules, the side effects, when to
+    # call it). Who may call it and its rate limit are added from the fields above.
+    description: str = ""
+    # An example request body, when the body model's own example (its `examples`, or one built from
+    # its schema) does not show the operation well.
+    example: Any = None
+    # A success response that is not a JSON model (text, HTML, a document built elsewhere): its
+    # media type and an example of it.
+    produces: str = "application/json"
+    response_example: Any = None
 
     def documented_errors(self) -> list[int]:
         implied = set(self.errors)

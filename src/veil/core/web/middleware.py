@@ -1,6 +1,8 @@
 """The two ASGI middlewares every Veil app runs, outermost first:
 
-1. `SecurityHeaders` adds HSTS and friends to every response, whatever produced it.
+1. `SecurityHeaders` adds HSTS and friends to every response, whatever produced it, unless the
+   response set its own: an API response loads nothing (`Content-Security-Policy: default-src
+   'none'`); only the docs page (veil.core.web.docs) relaxes that, for itself.
 2. `RequestContext` gives each request an id and a client address, turns any unhandled exception
    into a generic 500 problem (logged without request data), writes one access line and records
    metrics by route template.
@@ -30,6 +32,7 @@ _SECURITY_HEADERS = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
 )
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 

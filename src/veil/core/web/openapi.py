@@ -1,4 +1,8 @@
-"""The OpenAPI 3.1 document, generated from the endpoint declarations and their pydantic models."""
+"""The OpenAPI 3.1 document, generated from the endpoint declarations and their pydantic models.
+
+Every operation gets a description (its own, plus who may call it and whether it is rate limited)
+and an example: of its request body, of its success response, and of each parameter
+(`veil.core.web.examples`)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from veil.core.web.endpoint import Endpoint
+from veil.core.web.examples import EXAMPLE_UUID, example_of
 
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-z]+))?}")
 _REF = "#/components/schemas/{model}"
@@ -51,16 +56,41 @@ _ERROR_DESCRIPTIONS = {
 }
 
 
+DESCRIPTION = """\
+Veil's HTTP API: accounts and sessions, device keys, end-to-end encrypted conversations,
+attachments, and the operator's tools. The server stores and forwards ciphertext only.
+
+Authenticate with `Authorization: Bearer <access token>` from `POST /v1/auth/login` (15 minutes;
+renew it with `POST /v1/auth/refresh`). Request bodies are JSON and strict: an unknown field, a
+wrong type or bad base64 is a 422. Every error is an RFC 9457 problem document
+(`application/problem+json`). Lists take `?limit=` (1 to 200, default 50) and `?cursor=` (the
+previous page's `next_cursor`).
+
+The WebSocket protocol (`GET /v1/ws`) is described by the AsyncAPI document
+[/v1/asyncapi.json](/v1/asyncapi.json); this document is [/v1/openapi.json](/v1/openapi.json)."""
+
+
 def _parameters(path: str) -> list[dict[str, Any]]:
     params = []
     for name, convertor in _PATH_PARAM.findall(path):
         schema: dict[str, Any] = {"type": "string"}
+        example: Any = "example"
         if convertor == "int":
             schema = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
+            example = 1
         elif convertor == "uuid" or name.endswith("_id") or name == "id":
             schema = {"type": "string", "format": "uuid"}
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
+            example = EXAMPLE_UUID
+        params.append({"name": name, "in": "path", "required": True, "schema": schema, "example": example})
     return params
+
+
+def _description(ep: Endpoint) -> str:
+    facts = [ep.description] if ep.description else []
+    facts.append("Needs a bearer access token." if ep.authenticated else "Needs no credentials.")
+    if ep.rate_limited:
+        facts.append("Rate limited: over the budget it answers 429 with `Retry-After`.")
+    return "\n\n".join(facts)
 
 
 def _openapi_path(path: str) -> str:
@@ -83,6 +113,7 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
         operation: dict[str, Any] = {
             "operationId": ep.handler.__name__,
             "summary": ep.summary,
+            "description": _description(ep),
             "tags": [ep.tag],
             "responses": {},
         }
@@ -93,6 +124,7 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
                 "required": param.required,
                 "description": param.description,
                 "schema": param.schema(),
+                "example": example_of(param.schema(), components),
             }
             for param in ep.query
         ]
@@ -101,14 +133,24 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
         if ep.authenticated:
             operation["security"] = [{"bearerAuth": []}]
         if ep.body is not None:
+            schema = refs[(ep.body, "validation")]
+            example = ep.example if ep.example is not None else example_of(schema, components)
             operation["requestBody"] = {
                 "required": ep.body_required,
-                "content": {"application/json": {"schema": refs[(ep.body, "validation")]}},
+                "content": {"application/json": {"schema": schema, "example": example}},
             }
         for status, model in ep.responses.items():
             response: dict[str, Any] = {"description": "Success."}
             if model is not None:
-                response["content"] = {"application/json": {"schema": refs[(model, "serialization")]}}
+                schema = refs[(model, "serialization")]
+                response["content"] = {
+                    "application/json": {"schema": schema, "example": example_of(schema, components)}
+                }
+            elif ep.response_example is not None:
+                kind = "object" if ep.produces == "application/json" else "string"
+                response["content"] = {
+                    ep.produces: {"schema": {"type": kind}, "example": ep.response_example}
+                }
             operation["responses"][str(status)] = response
         for status in ep.documented_errors():
             operation["responses"][str(status)] = {
@@ -119,7 +161,7 @@ def build_openapi(endpoints: Sequence[Endpoint], *, title: str, version: str) ->
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": {"title": title, "version": version, "description": DESCRIPTION},
         "paths": paths,
         "components": {
             "schemas": components,

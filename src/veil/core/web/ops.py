@@ -1,4 +1,4 @@
-"""Operational endpoints every Veil process serves: liveness, readiness, metrics, OpenAPI."""
+"""Operational endpoints every Veil process serves: liveness, readiness, metrics, API docs."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from starlette.responses import Response
 from veil.core.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from veil.core.problems import Problem
 from veil.core.resources import Resources
+from veil.core.web.docs import docs_page
 from veil.core.web.endpoint import Endpoint, json_response, raw_json_response, state_of
 from veil.core.wire import ResponseModel
 
@@ -96,8 +97,12 @@ OPS_ENDPOINTS = (
         metrics,
         "Prometheus metrics in text format.",
         OPS_TAG,
+        description="Scraped by Prometheus; every family is described in docs/operations.md. The "
+        "gateway does not expose it: scrape each process directly.",
         authenticated=False,
         touches_backend=False,
+        produces="text/plain",
+        response_example='veil_http_requests_total{method="GET",route="/healthz",status="200"} 3.0\n',
     ),
     Endpoint(
         "GET",
@@ -105,8 +110,23 @@ OPS_ENDPOINTS = (
         openapi_document,
         "This OpenAPI 3.1 document.",
         OPS_TAG,
+        description="Generated from the same declarations that route and validate requests.",
         authenticated=False,
         touches_backend=False,
+        response_example={"openapi": "3.1.0", "info": {"title": "Veil", "version": "1"}, "paths": {}},
+    ),
+    Endpoint(
+        "GET",
+        "/v1/docs",
+        docs_page,
+        "This document rendered for people (Swagger UI).",
+        OPS_TAG,
+        description="An HTML page whose scripts and styles are served by this API; it loads nothing "
+        "from another host.",
+        authenticated=False,
+        touches_backend=False,
+        produces="text/html",
+        response_example="<!DOCTYPE html>",
     ),
 )
 
