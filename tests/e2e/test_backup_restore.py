@@ -15,7 +15,7 @@ import struct
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +54,9 @@ def bucket(settings: Settings) -> Iterator[str]:
 
 
 @pytest.fixture
-def empty_database_url(settings: Settings) -> Iterator[str]:
-    """A new database on the test server, as `createdb` makes it: nothing in it."""
-    name = f"veil_restored_{uuid.uuid4().hex[:12]}"
+def new_database(settings: Settings) -> Iterator[Callable[[], str]]:
+    """Makes new databases on the test server, as `createdb` does: nothing in them."""
+    made: list[str] = []
 
     async def admin(statement: str) -> None:
         conn = await asyncpg.connect(server_url(settings))
@@ -65,11 +65,16 @@ def empty_database_url(settings: Settings) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    def make() -> str:
+        made.append(f"veil_restored_{uuid.uuid4().hex[:12]}")
+        asyncio.run(admin(f'CREATE DATABASE "{made[-1]}"'))
+        return with_database(server_url(settings), made[-1])
+
     try:
-        yield with_database(server_url(settings), name)
+        yield make
     finally:
-        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        for name in made:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def veil(settings: Settings, bucket: str, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -99,6 +104,14 @@ def veil(settings: Settings, bucket: str, database_url: str, *args: str) -> subp
 def ok(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 0, (done.stdout, done.stderr)
     return done.stdout
+
+
+def problem(done: subprocess.CompletedProcess[str]) -> str:
+    """The one line a refused command prints (exit status 1)."""
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
 
 
 def publish_keys(client: httpx.Client, device: dict[str, Any], first_id: int) -> None:
@@ -149,7 +162,7 @@ def test_backup_restore_and_doctor(
     settings: Settings,
     make_server: ServerFactory,
     database_url: str,
-    empty_database_url: str,
+    new_database: Callable[[], str],
     certificates: DevCertificates,
     bucket: str,
     tmp_path: Path,
@@ -174,11 +187,12 @@ def test_backup_restore_and_doctor(
     assert backup.stat().st_mode & 0o777 == 0o700
     manifest = json.loads((backup / "manifest.json").read_text())
     assert [o["key"] for o in manifest["bucket"]["objects"]] == [object_key(database_url, kept)]
-    assert (
-        manifest["keys"]["token"]["sha256"] == hashlib.sha256(settings.jwt_keys_file.read_bytes()).hexdigest()
-    )
+    token_keys = settings.jwt_keys_file
+    assert token_keys is not None
+    assert manifest["keys"]["token"]["sha256"] == hashlib.sha256(token_keys.read_bytes()).hexdigest()
     # Fingerprints, never the keys.
-    assert settings.jwt_keys_file.read_text().strip() not in (backup / "manifest.json").read_text()
+    private_parts = [key["d"] for key in json.loads(token_keys.read_text())["keys"]]
+    assert not any(part in (backup / "manifest.json").read_text() for part in private_parts)
 
     # After the backup: one bundle of Bob's handed out, and an attachment uploaded.
     with original.client() as client:
@@ -189,11 +203,20 @@ def test_backup_restore_and_doctor(
     original.stop()
 
     refused = veil(settings, bucket, database_url, "restore", str(backup))
-    assert refused.returncode == 1
-    assert len(refused.stderr.splitlines()) == 1 and "is not empty" in refused.stderr
+    assert problem(refused).startswith("veil: the database is not empty")
+    # Doctor cannot mistake a database that was never restored for one that lost every row.
+    unrestored = new_database()
+    assert "has no Veil tables" in problem(veil(settings, bucket, unrestored, "doctor", "--fix"))
+    ok(veil(settings, bucket, unrestored, "migrate", "up"))
+    assert "refers to no object" in problem(veil(settings, bucket, unrestored, "doctor", "--fix"))
+    assert s3_client(settings).list_objects_v2(Bucket=bucket)["KeyCount"] == 2
 
-    restored_report = ok(veil(settings, bucket, empty_database_url, "restore", str(backup)))
-    assert "6 one-time prekeys and 4 ML-KEM one-time prekeys of 2 devices retired" in restored_report
+    empty_database_url = new_database()
+
+    retired = "6 one-time prekeys and 4 ML-KEM one-time prekeys of 2 devices retired"
+    assert retired in ok(veil(settings, bucket, empty_database_url, "restore", str(backup)))
+    # Restoring again over it takes --force, and replaces what it holds.
+    assert retired in ok(veil(settings, bucket, empty_database_url, "restore", "--force", str(backup)))
 
     restored = start_server(
         settings,
@@ -222,7 +245,7 @@ def test_backup_restore_and_doctor(
                 "pq_one_time_prekeys": 0,
             }
             # ... until the device uploads new ones; replaying the old upload puts none back.
-            top_up = {"one_time_prekeys": [*spent_upload(spent), *one_time_prekeys(2, 100)]}
+            top_up = {"one_time_prekeys": [spent["one_time_prekey"], *one_time_prekeys(2, 100)]}
             assert client.post("/v1/keys/one-time", json=top_up, headers=bearer(bob)).json()["count"] == 2
             assert claim(client, alice, bob)["one_time_prekey"]["key_id"] == 100
 
@@ -253,8 +276,3 @@ async def claim_while_listening(
         with server.client() as client:
             claimed = claim(client, claimer, owner)
         return claimed, await next_frame(ws, "prekeys_low")
-
-
-def spent_upload(claimed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The classical key handed out after the backup, as its device had uploaded it."""
-    return [claimed["one_time_prekey"]]

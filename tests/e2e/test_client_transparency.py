@@ -88,6 +88,41 @@ def test_members_who_see_the_same_log_hold_nothing(clients: Clients) -> None:
     ada.send_text(cid, "three")  # the heads were compared both ways: nothing is held
 
 
+def test_a_head_the_server_keeps_from_being_checked_is_checked_later_or_holds_the_chat(
+    clients: Clients, api: LiveServer
+) -> None:
+    """Gossip is recognisable to the server (a `system` message), so it may refuse the requests
+    that check it; the head stays pending: checked at the next read, and after three refused
+    checks the conversation is held as if the check had failed."""
+    lying = LyingServer(api.ca_file)
+    ada = new_client(clients, "ada", transport=lying)
+    bob = clients.new("bob")
+    first, second = form_group(ada, bob), form_group(ada, bob)
+    ada.transparency_head()
+    clients.new("carol")  # the log grows: Bob's next head is larger than the one Ada holds
+    bob.transparency_head()
+
+    refusal = lying.refuse("GET", "/v1/transparency/(head|consistency)")
+    bob.send_text(first, "a head follows this message")
+    assert [m.text for m in ada.history(first)] == ["a head follows this message"]
+    assert held(ada, first) == "" and any("trying again later" in w for w in ada.take_warnings())
+    lying.stop(refusal)
+    ada.history(first)  # checked now, and consistent
+    assert ada.held_conversations() == {}
+    ada.send_text(first, "nothing was held")
+
+    clients.new("dave")
+    bob.transparency_head()
+    lying.refuse("GET", "/v1/transparency/(head|consistency)")
+    bob.send_text(second, "another head follows")
+    for _ in range(3):
+        ada.history(second)
+    assert "did not let this device check a tree head" in held(ada, second)
+    with pytest.raises(SplitViewError):
+        ada.send_text(second, "not sent")
+    assert held(ada, first) == ""
+
+
 @pytest.mark.parametrize("fork", ["rewritten", "removed"])
 def test_a_rewritten_or_removed_entry_is_caught_by_a_client_that_saw_the_older_head(
     clients: Clients, api: LiveServer, settings: Settings, fork: str

@@ -75,7 +75,7 @@ def gateway_port(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
@@ -119,7 +119,7 @@ async def test_presigned_upload_and_download_pass_through_the_store_host_name(
     body = os.urandom(300_000)  # more than one proxy buffer, streamed through
     context = ssl.create_default_context(cafile=str(certificates.ca_file))
     try:
-        async with httpx.AsyncClient(verify=context, timeout=10) as client:
+        async with httpx.AsyncClient(verify=context, timeout=30) as client:
             upload = store.presign_put(key, len(body), hashlib.sha256(body).digest(), 60)
             url, host = through_gateway(upload.url, gateway_port)
             put = await client.put(url, content=body, headers={**upload.headers, **host})

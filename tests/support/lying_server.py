@@ -56,6 +56,7 @@ class LyingServer(httpx.BaseTransport):
         self._lock = threading.Lock()
         self._responses: list[Rewrite] = []
         self._requests: list[Rewrite] = []
+        self._refusals: list[Rewrite] = []
         self.sent: list[Sent] = []
 
     # Lies ----------------------------------------------------------------------------------------
@@ -75,10 +76,17 @@ class LyingServer(httpx.BaseTransport):
             self._requests.append(rule)
         return rule
 
+    def refuse(self, method: str, path: str) -> Rewrite:
+        """Answer every matching request 503, as if the server were unavailable, until `stop`."""
+        rule = Rewrite(method, re.compile(path), lambda body: body)
+        with self._lock:
+            self._refusals.append(rule)
+        return rule
+
     def stop(self, rule: Rewrite) -> None:
         """Tell the truth again where `rule` lied."""
         with self._lock:
-            for rules in (self._responses, self._requests):
+            for rules in (self._responses, self._requests, self._refusals):
                 if rule in rules:
                     rules.remove(rule)
 
@@ -87,6 +95,7 @@ class LyingServer(httpx.BaseTransport):
         with self._lock:
             self._responses.clear()
             self._requests.clear()
+            self._refusals.clear()
 
     # What the client sent -------------------------------------------------------------------------
 
@@ -105,7 +114,17 @@ class LyingServer(httpx.BaseTransport):
         with self._lock:
             request_rules = [rule for rule in self._requests if rule.matches(request)]
             response_rules = [rule for rule in self._responses if rule.matches(request)]
+            refused = any(rule.matches(request) for rule in self._refusals)
         body = _json(request.read())
+        if refused:
+            self.sent.append(Sent(request.method, request.url.path, body, 503))
+            problem = {
+                "type": "about:blank",
+                "title": "Service Unavailable",
+                "status": 503,
+                "detail": "Try later.",
+            }
+            return httpx.Response(503, json=problem, request=request)
         if request_rules:
             edited = body
             for rule in request_rules:

@@ -58,6 +58,12 @@ async def test_refused_hits_are_counted_by_budget_and_a_refused_peek_is_not() ->
     assert sample(metrics, "veil_rate_limit_rejections_total", limit="ws-ticket") == 1
     assert sample(metrics, "veil_rate_limit_rejections_total", limit="messages") == 1
 
+    # A key that is not purpose:hash never becomes a label of its own.
+    for odd in ("0193a4c2-5e1f-7000-8000-000000000000", "Messages:abc", "a1b2:c3", "x" * 40 + ":y"):
+        assert (await limiter.hit(odd, rate, 0.0)).allowed
+        assert not (await limiter.hit(odd, rate, 1.0)).allowed
+    assert sample(metrics, "veil_rate_limit_rejections_total", limit="other") == 4
+
 
 @pytest.mark.parametrize(
     ("revision", "commit"),

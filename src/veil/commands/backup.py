@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from veil.commands import backup_manifest
-from veil.commands.backup_manifest import DUMP, DatabaseDump, Manifest
+from veil.commands.backup_manifest import DUMP, DatabaseDump, KeyFiles, Manifest
 from veil.commands.database import operator_database_url
 from veil.commands.environment import configuration
 from veil.commands.object_store import bucket_listing, object_store
@@ -57,10 +57,10 @@ def backup(args: argparse.Namespace) -> int:
         veil_version=_veil_version(),
         database=DatabaseDump(file=DUMP, bytes=dump.stat().st_size, sha256=backup_manifest.file_sha256(dump)),
         bucket=backup_manifest.bucket(settings.s3_bucket, listing),
-        keys={
-            "token": backup_manifest.key_file(settings.jwt_keys_file),
-            "log": backup_manifest.key_file(settings.transparency_keys_file),
-        },
+        keys=KeyFiles(
+            token=backup_manifest.key_file(settings.jwt_keys_file),
+            log=backup_manifest.key_file(settings.transparency_keys_file),
+        ),
     )
     backup_manifest.write(directory, manifest)
     stored = sum(item.size for item in listing)

@@ -53,14 +53,20 @@ class KeyFile(_Strict):
     sha256: str
 
 
+class KeyFiles(_Strict):
+    """The key files the configuration named (None: not configured)."""
+
+    token: KeyFile | None  # VEIL_JWT_KEYS_FILE
+    log: KeyFile | None  # VEIL_TRANSPARENCY_KEYS_FILE
+
+
 class Manifest(_Strict):
     format: Literal["veil-backup/1"] = FORMAT
     created_at: datetime
     veil_version: str
     database: DatabaseDump
     bucket: Bucket
-    # "token" (VEIL_JWT_KEYS_FILE) and "log" (VEIL_TRANSPARENCY_KEYS_FILE); None when not configured.
-    keys: dict[Literal["token", "log"], KeyFile | None]
+    keys: KeyFiles
 
 
 def file_sha256(path: Path) -> str:

@@ -8,6 +8,8 @@ import argparse
 import json
 from typing import Any
 
+import asyncpg
+
 from veil.commands.database import run_on_database
 from veil.commands.environment import configuration
 from veil.commands.object_store import object_store
@@ -50,7 +52,10 @@ def doctor(args: argparse.Namespace) -> int:
                 await store.ping()
             except BackendUnavailable:
                 fail(f"the object store is unavailable (bucket {store.bucket})")
-            findings = await examine(db, store)
+            try:
+                findings = await examine(db, store)
+            except asyncpg.UndefinedTableError:
+                fail("this database has no Veil tables: restore a backup onto it first (`veil restore`)")
             if args.fix and not findings.consistent:
                 try:
                     await repair(db, store, findings)

@@ -54,5 +54,5 @@ def check(env_file: Path) -> Settings:
 def configuration(args: argparse.Namespace) -> Settings:
     """The configuration for a subcommand, with logging set up as it asks."""
     settings = check(args.env_file)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_format=settings.log_format)
     return settings

@@ -21,7 +21,7 @@ _KINDS: dict[str, tuple[str, str, Callable[[Path, Path | None], None], Callable[
 }
 
 
-def _write(path: Path, generate: Callable[[Path, Path | None], None], *, rotate: bool) -> None:
+def write_key_file(path: Path, generate: Callable[[Path, Path | None], None], *, rotate: bool) -> None:
     """A finished file appears at `path` or nothing does (mode 0600 from the first byte)."""
     draft = path.with_name(f".{path.name}.{os.getpid()}")
     generate(draft, path if rotate else None)
@@ -56,7 +56,7 @@ def generate(args: argparse.Namespace) -> int:
     for kind, path in paths.items():
         _, variable, write, load = _KINDS[kind]
         try:
-            _write(path, write, rotate=args.rotate)
+            write_key_file(path, write, rotate=args.rotate)
             load(path)
         except FileExistsError:
             fail(f"{path} was created meanwhile; left as it is")

@@ -45,7 +45,7 @@ def _embedded_tool(name: str) -> Path | None:
     return tool if os.access(tool, os.X_OK) else None
 
 
-def _without_password(url: str) -> tuple[str, dict[str, str]]:
+def without_password(url: str) -> tuple[str, dict[str, str]]:
     """The URL with its password removed, and the environment that carries the password."""
     parts = urlsplit(url)
     if parts.password is None:
@@ -58,7 +58,7 @@ def _without_password(url: str) -> tuple[str, dict[str, str]]:
 
 def run_tool(tool: Path, arguments: Sequence[str], database_url: str) -> None:
     """Run `tool ARGUMENTS... --dbname URL`; a failure is one line with the tool's own reason."""
-    url, secret = _without_password(database_url)
+    url, secret = without_password(database_url)
     done = subprocess.run(
         [str(tool), *arguments, f"--dbname={url}"],
         env={**os.environ, **secret},

@@ -22,11 +22,11 @@ import asyncpg
 
 from veil.commands import backup_manifest
 from veil.commands.backup import add_pg_bin
-from veil.commands.backup_manifest import DUMP, KeyFile, Manifest
+from veil.commands.backup_manifest import DUMP, Manifest
 from veil.commands.database import operator_database_url, run_on_database
 from veil.commands.environment import configuration
 from veil.commands.object_store import bucket_listing, object_store
-from veil.commands.output import Subcommands, fail, note
+from veil.commands.output import Failed, Subcommands, fail, note
 from veil.commands.postgres_tools import find_tool, run_tool
 from veil.core.config import Settings
 from veil.core.migrations import MigrationError, apply_migrations
@@ -66,17 +66,22 @@ def _apply_migrations(database_url: str) -> list[int]:
 
 def _key_warnings(manifest: Manifest, settings: Settings) -> list[str]:
     """What differs between the key files configured now and those of the backup."""
-    described = {
-        "token": ("VEIL_JWT_KEYS_FILE", settings.jwt_keys_file, "tokens signed by a missing key are refused"),
-        "log": (
+    described = (
+        (
+            manifest.keys.token,
+            "VEIL_JWT_KEYS_FILE",
+            settings.jwt_keys_file,
+            "tokens signed by a missing key are refused",
+        ),
+        (
+            manifest.keys.log,
             "VEIL_TRANSPARENCY_KEYS_FILE",
             settings.transparency_keys_file,
             "signed heads of a missing key cannot be verified",
         ),
-    }
+    )
     warnings = []
-    for kind, (variable, path, consequence) in described.items():
-        then: KeyFile | None = manifest.keys.get(kind)  # type: ignore[call-overload]
+    for then, variable, path, consequence in described:
         now = backup_manifest.key_file(path)
         if then is not None and (now is None or now.sha256 != then.sha256):
             warnings.append(
@@ -87,10 +92,12 @@ def _key_warnings(manifest: Manifest, settings: Settings) -> list[str]:
 
 
 def _bucket_warning(manifest: Manifest, settings: Settings) -> str | None:
-    if settings.s3_endpoint is None:
-        return "the object store is not configured here: check the bucket with `veil doctor`"
-    with object_store(settings) as store:
-        present = {item.key for item in bucket_listing(store)}
+    try:
+        with object_store(settings) as store:
+            present = {item.key for item in bucket_listing(store)}
+    except Failed as failure:
+        # The database is restored by now: say why the bucket went unchecked, but do not fail.
+        return f"bucket not checked ({failure.problems[0]}): run `veil doctor` once it is reachable"
     missing = [item for item in manifest.bucket.objects if item.key not in present]
     if not missing:
         return None

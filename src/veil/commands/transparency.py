@@ -9,6 +9,7 @@ from pathlib import Path
 
 from veil.commands.database import run_on_database
 from veil.commands.environment import configuration
+from veil.commands.keys import write_key_file
 from veil.commands.output import Subcommands, fail, note
 from veil.core.db import Database
 from veil.transparency.audit import verify_log
@@ -36,12 +37,16 @@ def verify(args: argparse.Namespace) -> int:
 
 
 def rotate_key(args: argparse.Namespace) -> int:
-    """Make a new active log key in FILE (created if missing); older keys stay, public only."""
+    """Make a new active log key in FILE (created if missing), endorsed by the one it replaces;
+    older keys stay, public only. The same as `veil keys generate --rotate --only log` for a file
+    of any name."""
     path: Path = args.file
-    draft = path.with_name(f".{path.name}.new")
-    LogKeys.generate_file(draft, previous=path)
-    draft.replace(path)
-    note(f"{path}: new active key {LogKeys.load(path).public_key.hex()}")
+    try:
+        write_key_file(path, LogKeys.generate_file, rotate=path.exists())
+        active = LogKeys.load(path).public_key
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        fail(f"{path}: not a transparency key file ({exc})")
+    note(f"{path}: new active key {active.hex()}")
     return 0
 
 

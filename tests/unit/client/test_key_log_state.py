@@ -15,6 +15,7 @@ from veil.client.protocol.key_log import (
     GOSSIP_SIZE,
     KeyEndorsement,
     KeyLogState,
+    PendingGossip,
     decode_gossip,
     encode_gossip,
     follow_endorsements,
@@ -71,30 +72,41 @@ def test_gossip_is_due_once_a_day_per_conversation_and_only_with_a_head() -> Non
 
 def test_the_monitor_tells_changes_made_here_from_the_others() -> None:
     state = KeyLogState()
-    first = state.observe_own(2, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 1)
+    first = state.observe_own(2, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 1, PHONE)
     assert [c.expected for c in first] == [True] and "first look" in first[0].description
-    assert state.observe_own(2, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 2) == []  # nothing new
+    assert state.observe_own(2, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 2, PHONE) == []  # nothing new
 
     state.approved_here.add(LAPTOP)
-    approved = state.observe_own(3, OLD_MASTER, {PHONE: "aa", LAPTOP: "bb"}, OLD_MASTER, 3)
+    approved = state.observe_own(3, OLD_MASTER, {PHONE: "aa", LAPTOP: "bb"}, OLD_MASTER, 3, PHONE)
     assert [(c.expected, "on this device" in c.description) for c in approved] == [(True, True)]
     assert state.approved_here == set()
 
     # A reset by someone else (this device does not hold the new key), a device of theirs approved,
     # and one more change that came and went in between.
-    changes = state.observe_own(8, NEW_MASTER, {STRANGER: "cc"}, OLD_MASTER, 4)
+    changes = state.observe_own(6, NEW_MASTER, {STRANGER: "cc"}, OLD_MASTER, 4, PHONE)
     described = {c.description: c.expected for c in changes}
     assert described["your master key was replaced (a reset)"] is False
     assert any(STRANGER[:8] in d and not ok for d, ok in described.items())
     assert sum(PHONE[:8] in d or LAPTOP[:8] in d for d in described) == 2  # both no longer approved
     assert any("1 more change" in d and not ok for d, ok in described.items())
-    assert [c.version for c in state.own_changes].count(8) == len(changes)
+    assert [c.version for c in state.own_changes].count(6) == len(changes)
+
+
+def test_the_approval_of_this_very_device_is_no_alarm() -> None:
+    """A linked device first looks while it is pending; its own approval then shows up as a new
+    certified device, which it expects (the user approved it to use it)."""
+    state = KeyLogState()
+    state.observe_own(1, OLD_MASTER, {PHONE: "aa"}, None, 1, LAPTOP)
+    [change] = state.observe_own(2, OLD_MASTER, {PHONE: "aa", LAPTOP: "bb"}, OLD_MASTER, 2, LAPTOP)
+    assert change.expected and change.description.startswith("this device")
 
 
 def test_the_state_survives_the_key_store() -> None:
-    state = KeyLogState(log_key=b"\x07" * 32, heads=HeadStore(head()))
+    state = KeyLogState(log_key=b"\x07" * 32, retired_log_keys=[(b"\x06" * 32, 4)], heads=HeadStore(head()))
+    state.pending_gossip.append(PendingGossip(ALICE, PHONE, head(3), attempts=2))
+    state.own_checked_size = 5
     state.note_version(ALICE, 4)
-    state.observe_own(1, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 9)
+    state.observe_own(1, OLD_MASTER, {PHONE: "aa"}, OLD_MASTER, 9, PHONE)
     state.approved_here.add(LAPTOP)
     state.gossiped[ALICE] = 5.0
     state.split_views[ALICE] = "two heads of size 5"

@@ -21,6 +21,7 @@ from veil.client.protocol.errors import (
     KeystoreFormatError,
     WrongPassphraseError,
 )
+from veil.client.protocol.transparency import SplitViewError, TransparencyError
 from veil.client.sdk.models import NotSignedInError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
 from veil.client.sdk.tokens import SessionEndedError
@@ -65,6 +66,10 @@ def explain(error: BaseException, *, url: str, keystore: str | None = None) -> s
             "A contact's identity key changed since you first talked (a new device, or someone in the "
             "middle): compare safety numbers with `veil-client verify USER` before trusting it."
         )
+    if isinstance(error, SplitViewError):  # written for people, with what to do
+        return str(error)
+    if isinstance(error, TransparencyError):  # names what did not verify
+        return f"The key-transparency log does not back what the server says: {error}."
     if isinstance(error, CryptoError):
         return f"A message could not be decrypted or verified ({type(error).__name__}: {error})."
     if isinstance(error, TransferError):

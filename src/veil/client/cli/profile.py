@@ -187,9 +187,8 @@ class Profile:
         with self.lock.held():  # a command still running on the profile finds no keystore after
             for path in (self.keystore, self.settings_file):
                 path.unlink(missing_ok=True)
-        self.lock.path.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.directory.rmdir()  # only if nothing else lives there
+        # The lock file stays: a process waiting on it must not end up holding a lock on a file
+        # that a new process no longer sees (unlinking would let both in).
 
     def _load(self) -> None:
         try:

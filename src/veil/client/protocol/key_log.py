@@ -124,12 +124,41 @@ class OwnChange:
         return cls(version, seen_at_ms, str(state["description"]), bool(state["expected"]))
 
 
+@dataclass(frozen=True)
+class PendingGossip:
+    """A head `sender_id` sent to a conversation, not yet checked; `attempts` failed so far."""
+
+    conversation_id: str
+    sender_id: str
+    head: SignedTreeHead
+    attempts: int = 0
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "conversation_id": self.conversation_id,
+            "sender_id": self.sender_id,
+            "head": self.head.to_wire(),
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> PendingGossip:
+        return cls(
+            canonical_uuid(str(state["conversation_id"])),
+            canonical_uuid(str(state["sender_id"])),
+            SignedTreeHead.from_wire(state["head"]),
+            int(state["attempts"]),
+        )
+
+
 @dataclass
 class KeyLogState:
     """Everything this device keeps about the log; see the module docstring."""
 
     log_key: bytes | None = None
-    retired_log_keys: list[bytes] = field(default_factory=list)  # older first
+    # Keys the log rotated away from, each with the largest tree size it may still have signed (the
+    # head this device held when it followed the rotation): a leaked old key signs nothing newer.
+    retired_log_keys: list[tuple[bytes, int]] = field(default_factory=list)
     heads: HeadStore = field(default_factory=HeadStore)
     versions: dict[str, int] = field(default_factory=dict)
     own_version: int = 0
@@ -137,8 +166,12 @@ class KeyLogState:
     own_master: bytes | None = None  # the master key in the last own leaf seen
     own_changes: list[OwnChange] = field(default_factory=list)
     approved_here: set[str] = field(default_factory=set)  # devices this device certified, not yet seen
+    own_checked_size: int = 0  # the own user's entries were looked through up to this tree size
     gossiped: dict[str, float] = field(default_factory=dict)  # conversation id -> when
     split_views: dict[str, str] = field(default_factory=dict)  # conversation id -> what was seen
+    # Heads members sent that are not yet checked against the log: kept until a check decides, so
+    # a server that fails the check once cannot skip it.
+    pending_gossip: list[PendingGossip] = field(default_factory=list)
 
     def note_version(self, user_id: str, version: int) -> int | None:
         """Remember `version` for `user_id`; the higher version seen before if this one is lower."""
@@ -156,11 +189,13 @@ class KeyLogState:
         certified: Mapping[str, str],
         held_master: bytes | None,
         seen_at_ms: int,
+        this_device: str,
     ) -> list[OwnChange]:
         """The monitor: compare the own user's leaf (already proven and matched to the listing:
         `version`, `master_key`, `certified` device id -> fingerprint) with the last one seen, and
         record what changed. `held_master` is the master key this device holds (None: not yet
-        linked). A change is `expected` when this device made it, or knows the key it shows."""
+        linked). A change is `expected` when this device made it, or knows the key it shows, or it
+        is the approval of this very device."""
         if version <= self.own_version:
             return []
         found: list[OwnChange] = []
@@ -177,13 +212,22 @@ class KeyLogState:
                     change("your master key was removed (the account was closed)", False)
                 else:
                     change("your master key was replaced (a reset)", master_key == held_master)
-            for device_id in sorted(certified.keys() - self.own_devices.keys()):
+            added = sorted(certified.keys() - self.own_devices.keys())
+            removed = sorted(self.own_devices.keys() - certified.keys())
+            for device_id in added:
+                if device_id == this_device:
+                    change(f"this device ({certified[device_id]}) was approved", True)
+                    continue
                 expected = device_id in self.approved_here
                 by = "on this device" if expected else "by another of your devices, or with your master key"
                 change(f"device {device_id[:8]} ({certified[device_id]}) was approved {by}", expected)
-            for device_id in sorted(self.own_devices.keys() - certified.keys()):
+            for device_id in removed:
                 change(f"device {device_id[:8]} ({self.own_devices[device_id]}) is no longer approved", True)
-            unexplained = version - self.own_version - len(found)
+            # One entry per approval and per removal, except that a reset drops every certificate
+            # in its own entry; whatever the versions say beyond that came and went unseen.
+            reset = master_key != self.own_master
+            explained = int(reset) + len(added) + (0 if reset else len(removed))
+            unexplained = version - self.own_version - explained
             if unexplained > 0:
                 change(f"{unexplained} more change(s) came and went before this device looked", False)
         self.approved_here -= certified.keys()
@@ -201,7 +245,9 @@ class KeyLogState:
         return {
             "version": STATE_VERSION,
             "log_key": None if self.log_key is None else b64encode(self.log_key),
-            "retired_log_keys": [b64encode(key) for key in self.retired_log_keys],
+            "retired_log_keys": [
+                {"key": b64encode(key), "max_tree_size": size} for key, size in self.retired_log_keys
+            ],
             "heads": self.heads.to_state(),
             "versions": dict(self.versions),
             "own_version": self.own_version,
@@ -209,7 +255,9 @@ class KeyLogState:
             "own_master": None if self.own_master is None else b64encode(self.own_master),
             "own_changes": [change.to_state() for change in self.own_changes],
             "approved_here": sorted(self.approved_here),
+            "own_checked_size": self.own_checked_size,
             "gossiped": dict(self.gossiped),
+            "pending_gossip": [pending.to_state() for pending in self.pending_gossip],
             "split_views": dict(self.split_views),
         }
 
@@ -221,7 +269,10 @@ class KeyLogState:
         log_key, own_master = state["log_key"], state["own_master"]
         return cls(
             log_key=None if log_key is None else b64decode(log_key, size=32, field="log_key"),
-            retired_log_keys=[b64decode(k, size=32, field="log_key") for k in state["retired_log_keys"]],
+            retired_log_keys=[
+                (b64decode(k["key"], size=32, field="log_key"), int(k["max_tree_size"]))
+                for k in state["retired_log_keys"]
+            ],
             heads=HeadStore.from_state(state["heads"]),
             versions={canonical_uuid(str(k)): int(v) for k, v in state["versions"].items()},
             own_version=int(state["own_version"]),
@@ -229,6 +280,8 @@ class KeyLogState:
             own_master=None if own_master is None else b64decode(own_master, size=32, field="own_master"),
             own_changes=[OwnChange.from_state(c) for c in state["own_changes"]],
             approved_here={canonical_uuid(str(d)) for d in state["approved_here"]},
+            own_checked_size=int(state["own_checked_size"]),
             gossiped={canonical_uuid(str(k)): float(v) for k, v in state["gossiped"].items()},
+            pending_gossip=[PendingGossip.from_state(p) for p in state["pending_gossip"]],
             split_views={canonical_uuid(str(k)): str(v) for k, v in state["split_views"].items()},
         )

@@ -151,7 +151,9 @@ class Directory:
                     raise
                 continue
             if user_id == self.me:
-                self._log.observe_own(leaf, devices, self._trust.own_master_public_key)
+                self._log.observe_own(
+                    user_id, leaf, devices, self._trust.own_master_public_key, self._device_id
+                )
             return master, devices
         raise AssertionError("unreachable")  # pragma: no cover
 

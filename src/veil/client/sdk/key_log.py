@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import httpx
 
@@ -22,6 +23,7 @@ from veil.client.protocol.key_log import (
     KeyEndorsement,
     KeyLogState,
     OwnChange,
+    PendingGossip,
     encode_gossip,
     follow_endorsements,
 )
@@ -36,15 +38,23 @@ from veil.client.protocol.transparency import (
     TransparencyError,
     VerifiedTreeHead,
     require_leaf_matches,
+    user_hash,
 )
 from veil.client.protocol.trust import ListedDevice
 from veil.client.sdk.models import VeilError
 
 Call = Callable[..., httpx.Response]
 
-# A head fetched this long ago is fetched again before the next lookup: how stale a view of the
-# log a device accepts (a server could otherwise keep answering from an old tree).
+# A head fetched this long ago is fetched again before the next lookup, so that changes reach the
+# device soon. It proves no freshness: heads are signed once per size, so a server can keep
+# serving an old one (docs/e2ee.md says what that allows).
 HEAD_MAX_AGE_SECONDS = 300.0
+# The own monitor reads the entries appended since its last look, at most this many per look.
+ENTRY_PAGE = 200
+MAX_ENTRY_PAGES_PER_LOOK = 25
+# A head a member sent is checked again at each read of history; after this many checks the
+# server would not answer, the conversation is held as if the check had failed.
+MAX_GOSSIP_ATTEMPTS = 3
 
 
 class KeyLog:
@@ -55,11 +65,13 @@ class KeyLog:
         self._warn = warn
         self.state = KeyLogState()
         self._fetched_at: float | None = None  # time.monotonic() of the last head fetched
+        self._proven_index: dict[str, int] = {}  # user id -> index of the leaf proven last
 
     def reset(self, state: KeyLogState | None = None) -> None:
         """Start from `state` (a key store's, or nothing for another account)."""
         self.state = state or KeyLogState()
         self._fetched_at = None
+        self._proven_index = {}
 
     # Heads -------------------------------------------------------------------------------------
 
@@ -93,7 +105,10 @@ class KeyLog:
         if served == pinned:
             return False
         chain = follow_endorsements(pinned, served, endorsements)
-        self.state.retired_log_keys += [pinned, *chain[:-1]]
+        # The retired keys may have signed at most the log this device already saw.
+        held = self.state.heads.head
+        newest = 0 if held is None else held.tree_size
+        self.state.retired_log_keys += [(key, newest) for key in (pinned, *chain[:-1])]
         self.state.log_key = served
         return True
 
@@ -113,7 +128,10 @@ class KeyLog:
         """`head` once the log key (or, after a rotation this device followed, an older one) signed
         it; a failure first checks whether the log key was rotated."""
         for attempt in range(2):
-            for key in (self.log_key(), *reversed(self.state.retired_log_keys)):
+            retired = [
+                key for key, newest in reversed(self.state.retired_log_keys) if head.tree_size <= newest
+            ]
+            for key in (self.log_key(), *retired):
                 try:
                     return head.verify(key)
                 except TransparencyError:
@@ -161,6 +179,10 @@ class KeyLog:
             try:
                 leaf = self._prove(user_id, head)
                 if leaf is None:
+                    if self.state.versions.get(user_id, 0) > 0:
+                        raise TransparencyError(
+                            f"the log no longer shows an entry for user {user_id[:8]}, as it did before"
+                        )
                     if master_key is None and all(d.certificate is None for d in devices):
                         return None
                     raise TransparencyError(
@@ -195,16 +217,26 @@ class KeyLog:
             if error.status == 404:
                 return None
             raise
-        return InclusionProof.from_wire(body).verify(head)
+        proof = InclusionProof.from_wire(body)
+        leaf = proof.verify(head)
+        self._proven_index[user_id] = proof.leaf_index
+        return leaf
 
     def observe_own(
-        self, leaf: Leaf | None, devices: Iterable[ListedDevice], held_master: bytes | None
+        self,
+        user_id: str,
+        leaf: Leaf | None,
+        devices: Iterable[ListedDevice],
+        held_master: bytes | None,
+        this_device: str,
     ) -> None:
         """The monitor: record changes of the own user's keys since the last look, and warn about
-        those this device did not make."""
-        if leaf is None:
-            return
+        those this device did not make. The entries appended since the last look are searched for
+        a newer entry of the own user than the one proven (a server showing its owner an old state)."""
         head = self.state.heads.head
+        if leaf is None or head is None:
+            return
+        self._require_no_newer_own_entry(user_id, head.tree_size)
         certified = {
             d.device_id: device_fingerprint(d.identity_key, d.signing_key)
             for d in devices
@@ -212,7 +244,7 @@ class KeyLog:
         }
         master = None if leaf.master_key == bytes(32) else leaf.master_key
         changes = self.state.observe_own(
-            leaf.version, master, certified, held_master, 0 if head is None else head.timestamp_ms
+            leaf.version, master, certified, held_master, head.timestamp_ms, canonical_uuid(this_device)
         )
         for change in changes:
             if not change.expected:
@@ -220,6 +252,33 @@ class KeyLog:
                     f"Your account's keys changed: {change.description}. If that was not you, change "
                     "your password (`veil-client password`) and check `veil-client transparency`."
                 )
+
+    def _require_no_newer_own_entry(self, user_id: str, tree_size: int) -> None:
+        """TransparencyError if an entry of `user_id` after the proven one was appended since the
+        last look. The entries are not proven (the API has no range proofs), so a server that also
+        leaves them out of this device's pages escapes; at least it must lie in two places."""
+        start = self.state.own_checked_size
+        proven = self._proven_index.get(user_id)
+        if start == 0 or proven is None:  # the first look: nothing before it is this device's concern
+            self.state.own_checked_size = tree_size
+            return
+        own = user_hash(user_id)
+        for _ in range(MAX_ENTRY_PAGES_PER_LOOK):
+            if start >= tree_size:
+                break
+            body = self._call(
+                "GET", "/v1/transparency/entries", params={"start": start, "limit": ENTRY_PAGE}
+            ).json()
+            for item in body["items"]:
+                index = int(item["index"])
+                if proven < index < tree_size and b64decode(item["leaf"], field="leaf")[:32] == own:
+                    raise TransparencyError(
+                        f"the log holds a newer entry for your account (entry {index}) than the "
+                        f"server proves (entry {proven}): it shows you an old state of your keys"
+                    )
+            cursor = body.get("next_cursor")
+            start = tree_size if cursor is None else min(int(cursor), tree_size)
+        self.state.own_checked_size = start
 
     def approved_here(self, device_id: str) -> None:
         """This device certified `device_id`: the monitor will not warn about it."""
@@ -242,16 +301,46 @@ class KeyLog:
         self.state.gossiped[canonical_uuid(conversation_id)] = now
 
     def check_gossip(self, conversation_id: str, sender_id: str, gossip: SignedTreeHead) -> None:
-        """Compare a head a member sent with this device's view of the log. A head that does not
-        verify is ignored with a warning (a member could send anything); one that cannot be true
-        together with this device's marks the conversation as showing a split view."""
-        cid = canonical_uuid(conversation_id)
-        who = f"user {canonical_uuid(sender_id)[:8]}"
+        """Take a head a member sent and check it against this device's view of the log (kept
+        until a check decides; see `check_pending_gossip`)."""
+        pending = PendingGossip(canonical_uuid(conversation_id), canonical_uuid(sender_id), gossip)
+        self.state.pending_gossip.append(pending)
+        self.check_pending_gossip()
+
+    def check_pending_gossip(self) -> None:
+        """Decide every head members sent that is not yet checked. A head that does not verify is
+        ignored with a warning (a member could send anything); one that cannot be true together with
+        this device's holds the conversation (a split view); one the server keeps this device from
+        checking is tried again later, and after `MAX_GOSSIP_ATTEMPTS` holds the conversation too."""
+        undecided = []
+        for pending in self.state.pending_gossip:
+            if not self._decide(pending):
+                undecided.append(replace(pending, attempts=pending.attempts + 1))
+        self.state.pending_gossip = []
+        for pending in undecided:
+            who = f"user {pending.sender_id[:8]}"
+            if pending.attempts >= MAX_GOSSIP_ATTEMPTS:
+                self._hold(
+                    pending.conversation_id,
+                    f"the server did not let this device check a tree head from {who} in "
+                    f"{pending.attempts} attempts: it may be showing different keys to different people",
+                )
+            else:
+                self.state.pending_gossip.append(pending)
+
+    def _decide(self, pending: PendingGossip) -> bool:
+        """Check one head; False when the server kept the check from being made."""
+        who = f"user {pending.sender_id[:8]}"
         try:
-            theirs = self._verified(gossip, f"a tree head from {who}")
+            theirs = self._verified(pending.head, f"a tree head from {who}")
         except TransparencyError as error:
             self._warn(f"Ignored {error}.")
-            return
+            return True
+        except (VeilError, httpx.HTTPError, ValueError) as error:
+            self._warn(
+                f"Could not check a tree head from {who} yet ({type(error).__name__}); trying again later."
+            )
+            return False
         try:
             mine = self.head(fresh=theirs.tree_size > self._stored_size())
             if theirs.tree_size > mine.tree_size:
@@ -260,15 +349,20 @@ class KeyLog:
                     f"device only {mine.tree_size}"
                 )
             self._advance(theirs)
-        except VeilError as error:
-            # Not evidence either way (the server may be briefly unavailable); the next head this
-            # member gossips is checked again.
-            self._warn(f"Could not check a tree head from {who} against the log now ({error}).")
         except TransparencyError as error:
             # A proof that fails or does not answer the question: the two heads are not shown to be
             # one log, which is what a split view looks like from here.
-            self.state.split_views[cid] = f"{error} (found in a tree head from {who})"
-            self._warn(self.split_view_notice(cid))
+            self._hold(pending.conversation_id, f"{error} (found in a tree head from {who})")
+        except (VeilError, httpx.HTTPError, ValueError) as error:
+            self._warn(
+                f"Could not check a tree head from {who} yet ({type(error).__name__}); trying again later."
+            )
+            return False
+        return True
+
+    def _hold(self, conversation_id: str, reason: str) -> None:
+        self.state.split_views[conversation_id] = reason
+        self._warn(self.split_view_notice(conversation_id))
 
     def _stored_size(self) -> int:
         head = self.state.heads.head
@@ -283,8 +377,11 @@ class KeyLog:
         )
 
     def require_sendable(self, conversation_id: str) -> None:
-        """SplitViewError if a split view was found in this conversation and not yet resumed."""
+        """SplitViewError if a split view was found in this conversation and not yet resumed (heads
+        members sent that are still unchecked are checked first)."""
         cid = canonical_uuid(conversation_id)
+        if any(p.conversation_id == cid for p in self.state.pending_gossip):
+            self.check_pending_gossip()
         if cid in self.state.split_views:
             raise SplitViewError(self.split_view_notice(cid))
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -92,6 +93,16 @@ def _refunded(tat: float, rate: Rate, now: float, cost: int = 1) -> float:
     return max(tat - rate.interval * cost, now)
 
 
+_PURPOSE = re.compile(r"[a-z][a-z-]{0,31}")
+
+
+def _purpose(key: str) -> str:
+    """The budget's name, from a `limiter_key`; "other" for a key of another shape, so that a
+    label never carries a hash or an id (the metric's series stay a fixed set)."""
+    purpose, separator, _ = key.partition(":")
+    return purpose if separator and _PURPOSE.fullmatch(purpose) else "other"
+
+
 class CountedRateLimiter:
     """Any store, telling `on_refused` the budget's name (its key's purpose) for every refused
     hit: what the rate-limit metric counts. A refused `peek` is a question, not a refusal."""
@@ -103,7 +114,7 @@ class CountedRateLimiter:
     async def hit(self, key: str, rate: Rate, now: float, cost: int = 1) -> Decision:
         decision = await self._inner.hit(key, rate, now, cost)
         if not decision.allowed:
-            self._on_refused(key.partition(":")[0])
+            self._on_refused(_purpose(key))
         return decision
 
     async def peek(self, key: str, rate: Rate, now: float) -> Decision:
