@@ -19,6 +19,7 @@ from typing import Any
 
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
+from veil.client.cli.output import emit_json
 from veil.client.cli.prompts import ask_code, ask_line, ask_secret, checked_code
 from veil.client.cli.trust_commands import ROLES, approval_hint
 from veil.client.sdk.http import VeilClient
@@ -193,6 +194,8 @@ def contacts(ctx: Context, args: argparse.Namespace) -> None:
     elif args.contacts_command == "remove":
         profile.remove_contact(args.name)
         print(f"Removed {args.name}.")
+    elif args.json:
+        emit_json([{"name": name, "user_id": user_id} for name, user_id in sorted(profile.contacts.items())])
     else:
         if not profile.contacts:
             print("Your address book is empty; `veil-client contacts add NAME USER_ID` adds someone.")
@@ -219,6 +222,18 @@ def unblock(ctx: Context, args: argparse.Namespace) -> None:
 
 def blocks(ctx: Context, args: argparse.Namespace) -> None:
     found = ctx.signed_in_client().blocks()
+    if args.json:
+        emit_json(
+            [
+                {
+                    "user_id": entry.user_id,
+                    "name": ctx.profile.name_of(entry.user_id),
+                    "since": entry.created_at,
+                }
+                for entry in found
+            ]
+        )
+        return
     if not found:
         print("You have not blocked anyone.")
     for entry in found:

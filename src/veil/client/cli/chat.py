@@ -2,23 +2,23 @@
 
 What the person sees: the recent history, then every new message as it arrives, each line starting
 with its number (`#7`), and under their own messages the other side's marks (`#7 delivered to bob`,
-`#7 read by bob`). What they type is sent when they press enter; `/file PATH` sends a file and
-`/quit` (or the end of input) leaves.
+`#7 read by bob`). What they type is sent when they press enter; `/file PATH` sends a file,
+`/members` lists who is in the conversation, `/verify` shows their safety numbers, and `/quit` (or
+the end of input, Ctrl-D) leaves. On a terminal the input line stays at the bottom and keeps what is
+being typed while messages arrive (see `chat_screen`); through pipes it reads and prints lines.
 
 Receipts follow what the person could actually see: a message is marked `delivered` once it is
 printed, and `read` once they press enter (or send) after it was printed.
 
-One thread owns the `VeilClient` and the socket: a second one only reads standard input into a
-queue, since a blocking `readline` cannot be combined with waiting for frames otherwise. New
-messages are fetched with `history(after_seq=...)` whenever the socket announces one, and once a
-second while the socket is down.
+The conversation runs in one thread, which owns the `VeilClient` and the socket; typed lines reach
+it through a queue. New messages are fetched with `history(after_seq=...)` whenever the socket
+announces one, and once a second while the socket is down.
 """
 
 from __future__ import annotations
 
-import queue
+import shlex
 import sys
-import threading
 import time
 import unicodedata
 from datetime import datetime
@@ -27,42 +27,25 @@ from typing import Any, TextIO
 
 import httpx
 
+from veil.client.cli.chat_screen import QUIT, TypedLines, converse_on_terminal, piped_lines
 from veil.client.cli.failures import explain
 from veil.client.cli.live import LiveFeed
 from veil.client.cli.profile import Profile
+from veil.client.cli.roster import member_lines, safety_number_lines
 from veil.client.protocol.attachments import FileReference
 from veil.client.protocol.errors import CryptoError
 from veil.client.sdk.http import VeilClient
-from veil.client.sdk.models import Conversation, GroupMessage, VeilError
+from veil.client.sdk.models import Conversation, GroupMessage, NotAllowedError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
 
 _TICK_SECONDS = 0.1
 _POLL_SECONDS = 1.0
 # One-time prekeys a device keeps on the server (topped up when the server says `prekeys_low`).
 _PREKEY_TARGET = 100
-_QUIT = "/quit"
-
-
-class InputLines:
-    """Standard input, line by line, from a daemon thread (so leaving never waits for a keypress)."""
-
-    def __init__(self, source: TextIO) -> None:
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(source,), name="chat-input", daemon=True).start()
-
-    def _read(self, source: TextIO) -> None:
-        for line in source:
-            self._lines.put(line.rstrip("\r\n"))
-        self._lines.put(None)
-
-    def pending(self) -> list[str | None]:
-        """Every line typed since the last call; None marks the end of input."""
-        lines: list[str | None] = []
-        while True:
-            try:
-                lines.append(self._lines.get_nowait())
-            except queue.Empty:
-                return lines
+_HELP = (
+    "Enter sends what you typed. /file PATH sends a file, /members lists who is in the conversation, "
+    "/verify shows their safety numbers, /quit (or Ctrl-D) leaves."
+)
 
 
 def clock_time(created_at: str) -> str:
@@ -109,7 +92,7 @@ class Chat:
         feed: LiveFeed,
         *,
         url: str,
-        out: TextIO = sys.stdout,
+        out: TextIO | None = None,
     ) -> None:
         self._client = client
         self._profile = profile
@@ -117,7 +100,7 @@ class Chat:
         self._cid = conversation.conversation_id
         self._feed = feed
         self._url = url
-        self._out = out
+        self._out = out  # None: whatever `sys.stdout` is when printing (the terminal screen patches it)
         self._last_seen = 0  # highest seq printed
         self._last_from_others = 0  # highest seq printed that someone else sent
         self._marked = {"delivered": 0, "read": 0}
@@ -128,14 +111,14 @@ class Chat:
         self._next_poll = 0.0
         self._offline = False
 
-    def run(self, title: str, lines: InputLines, *, recent: int) -> None:
-        self._say(f"Chat with {title}. Type and press enter to send; /file PATH sends a file; /quit leaves.")
+    def run(self, title: str, lines: TypedLines, *, recent: int) -> None:
+        self._say(f"Chat with {title}. Type and press enter to send; /help shows the commands; /quit leaves.")
         self._show_new(after=max(0, self._conversation.last_seq - recent))
         if not self._feed.connect():
             self._say("(live connection unavailable; checking for new messages every second)")
         while True:
             for line in lines.pending():
-                if line is None or line.strip() == _QUIT:
+                if line is None or line.strip() == QUIT:
                     return
                 self._on_line(line)
             try:
@@ -150,6 +133,9 @@ class Chat:
                 time.sleep(_POLL_SECONDS)
             else:
                 self._set_offline(False)
+            # Shown as they happen rather than when the chat ends (a device nobody approved, say).
+            for warning in self._client.take_warnings():
+                self._say(f"warning: {warning}")
 
     def _set_offline(self, offline: bool) -> None:
         if offline != self._offline:
@@ -159,24 +145,50 @@ class Chat:
     # Typing --------------------------------------------------------------------------------------
 
     def _on_line(self, line: str) -> None:
-        """Enter means "I have read what is on screen"; a non-empty line is also sent."""
+        """Enter means "I have read what is on screen"; a non-empty line is also sent (or, if it
+        is a command, done)."""
         text = line.strip()
+        command, _, argument = text.partition(" ")
+        sending = not text.startswith("/") or command == "/file"
         try:
             self._mark("read", self._last_from_others)
-            if text.startswith("/file "):
-                sent = self._client.send_file(self._cid, Path(text[len("/file ") :].strip()).expanduser())
-                self._own(
-                    sent.message.seq, f"[file {sent.reference.name!r}, {sent.reference.plaintext_size} bytes]"
-                )
+            if command == "/file":
+                self._send_file(argument.strip())
+            elif command == "/members":
+                self._show_members()
+            elif command == "/verify":
+                self._show_safety_numbers()
             elif text.startswith("/"):
-                self._say("Commands: /file PATH sends a file, /quit leaves; anything else is sent as text.")
+                self._say(f"{'' if command == '/help' else f'Unknown command {command}. '}{_HELP}")
             elif text:
-                self._own(self._client.send_text(self._cid, line).seq, line)
-        except (VeilError, OSError, TransferError, httpx.TransportError) as error:
+                self._own(self._client.send_text(self._cid, line).seq, printable(line))
+        except (
+            VeilError,
+            TrustError,
+            NotAllowedError,
+            OSError,
+            TransferError,
+            httpx.TransportError,
+        ) as error:
             if isinstance(error, VeilError) and error.status == 401:
                 raise
-            # One failed send (a missing file, a rate limit) does not end the conversation.
-            self._say(f"! not sent: {explain(error, url=self._url)}")
+            # One failed send (a missing file, a rate limit, a changed key) does not end the conversation.
+            self._say(f"! {'not sent: ' if sending else ''}{explain(error, url=self._url)}")
+
+    def _send_file(self, argument: str) -> None:
+        if not argument:
+            self._say("Which file? /file PATH (Tab completes the path).")
+            return
+        sent = self._client.send_file(self._cid, Path(_one_path(argument)).expanduser())
+        self._own(sent.message.seq, f"[file {sent.reference.name!r}, {sent.reference.plaintext_size} bytes]")
+
+    def _show_members(self) -> None:
+        for line in member_lines(self._client, self._profile, self._client.conversation(self._cid)):
+            self._say(line)
+
+    def _show_safety_numbers(self) -> None:
+        for line in safety_number_lines(self._client, self._profile, self._client.conversation(self._cid)):
+            self._say(line)
 
     def _own(self, seq: int, shown: str) -> None:
         self._own_seqs.append(seq)
@@ -264,7 +276,17 @@ class Chat:
             self._marked[kind] = up_to_seq
 
     def _say(self, line: str) -> None:
-        print(line, file=self._out, flush=True)
+        print(line, file=self._out or sys.stdout, flush=True)
+
+
+def _one_path(argument: str) -> str:
+    """The path after `/file`: quoted or backslash-escaped as a shell would (what a terminal pastes
+    for a dropped file), or else taken as typed, spaces and all."""
+    try:
+        words = shlex.split(argument)
+    except ValueError:  # an unbalanced quote: not shell syntax
+        return argument
+    return words[0] if len(words) == 1 else argument
 
 
 _MEMBERSHIP = {
@@ -287,10 +309,20 @@ def run_chat(
     url: str,
     recent: int,
 ) -> None:
+    """Talk in `conversation` until the person leaves: on the terminal screen when standard input
+    and output are a terminal, else line by line through the pipes."""
     chat = Chat(client, profile, conversation, feed, url=url)
+
+    def converse(lines: TypedLines) -> None:
+        try:
+            chat.run(title, lines, recent=recent)
+        finally:
+            feed.close()
+
     try:
-        chat.run(title, InputLines(sys.stdin), recent=recent)
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            converse_on_terminal(converse, hint=f" {title}  |  /file PATH  /members  /verify  /help  /quit")
+        else:
+            converse(piped_lines(sys.stdin))
     except KeyboardInterrupt:
         pass
-    finally:
-        feed.close()

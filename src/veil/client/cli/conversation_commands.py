@@ -3,7 +3,9 @@ get-file and group create|invite|accept|decline|leave|remove.
 
 A conversation is named the way a person would: a group by the name given at `group create` (or
 `group accept --name`) or its id, a direct conversation by the other person's address-book name or
-user id (see `Context.conversation_with`).
+user id (see `Context.conversation_with`). A group's own name, end-to-end encrypted for its members,
+is shown beside it once this device holds its key; an invitation before that reads "a group by"
+whoever invited. Listings print JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -15,25 +17,68 @@ import tempfile
 from pathlib import Path
 
 from veil.client.cli.account_commands import note
-from veil.client.cli.chat import describe, run_chat
+from veil.client.cli.chat import clock_time, describe, run_chat
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.live import LiveFeed
+from veil.client.cli.output import emit_json, safe_text
+from veil.client.cli.profile import as_uuid
 from veil.client.protocol.attachments import FileReference
+from veil.client.protocol.errors import CryptoError
+from veil.client.sdk.failure_messages import failure_sentence
 from veil.client.sdk.models import Conversation, GroupMessage, NotAllowedError, VeilError
 
 
 def _title(ctx: Context, conversation: Conversation) -> str:
     if conversation.type == "group":
-        name = ctx.profile.group_name_of(conversation.conversation_id)
-        return f"group {name}" if name else f"group {conversation.conversation_id}"
+        return f"group {_group_label(ctx, conversation)}"
     others = [m.user_id for m in conversation.members if m.user_id != ctx.profile.user_id]
     return ", ".join(ctx.profile.name_of(user_id) for user_id in others) or "yourself"
+
+
+def _group_label(ctx: Context, conversation: Conversation) -> str:
+    """The local name, then the group's own name (quoted: its members chose it), then who
+    invited, then the id."""
+    local = ctx.profile.group_name_of(conversation.conversation_id)
+    own = None if conversation.name is None else f'"{safe_text(conversation.name)}"'
+    if local and own and own != f'"{local}"':
+        return f"{local} ({own})"
+    if local or own:
+        return local or str(own)
+    if conversation.invited_by is not None:
+        return f"a group by {ctx.profile.name_of(conversation.invited_by)}"
+    return conversation.conversation_id
+
+
+def _invited(ctx: Context, conversation: Conversation) -> bool:
+    return any(m.user_id == ctx.profile.user_id and m.state == "invited" for m in conversation.members)
+
+
+def _conversation_json(ctx: Context, conversation: Conversation) -> dict[str, object]:
+    return {
+        "conversation_id": conversation.conversation_id,
+        "type": conversation.type,
+        "name": conversation.name,
+        "description": conversation.description,
+        "local_name": ctx.profile.group_name_of(conversation.conversation_id),
+        "invited": _invited(ctx, conversation),
+        "invited_by": conversation.invited_by,
+        "epoch": conversation.epoch,
+        "last_seq": conversation.last_seq,
+        "created_at": conversation.created_at,
+        "members": [
+            {"user_id": m.user_id, "name": ctx.profile.name_of(m.user_id), "role": m.role, "state": m.state}
+            for m in conversation.members
+        ],
+    }
 
 
 def conversations(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.signed_in_client()
     found = client.conversations()
+    if args.json:
+        emit_json([_conversation_json(ctx, conversation) for conversation in found])
+        return
     if not found:
         print("No conversations yet: `veil-client chat NAME` or `veil-client group create NAME` starts one.")
     for conversation in found:
@@ -41,15 +86,14 @@ def conversations(ctx: Context, args: argparse.Namespace) -> None:
             ctx.profile.name_of(m.user_id) + (" (invited)" if m.state == "invited" else "")
             for m in conversation.members
         )
-        label = _title(ctx, conversation)
-        if conversation.type == "group":
-            label = ctx.profile.group_name_of(conversation.conversation_id) or "(no local name)"
+        label = _title(ctx, conversation).removeprefix("group ")
         print(
             f"{conversation.type:6} {conversation.conversation_id}  {label}: "
             f"{conversation.last_seq} message{'' if conversation.last_seq == 1 else 's'}, members {members}"
         )
-        mine = next((m for m in conversation.members if m.user_id == client.user_id), None)
-        if mine is not None and mine.state == "invited":
+        if conversation.description:
+            print(f"       {safe_text(conversation.description)}")
+        if _invited(ctx, conversation):
             print(f"       you are invited: `veil-client group accept {conversation.conversation_id}`")
 
 
@@ -82,10 +126,49 @@ def history(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.signed_in_client()
     after = max(0, conversation.last_seq - args.last)
     messages = client.history(conversation.conversation_id, after_seq=after)
+    if args.json:
+        emit_json([_message_json(ctx, message) for message in messages])
+        return
     if not messages:
         print(f"No messages with {_title(ctx, conversation)} yet.")
     for message in messages:
-        print(f"#{message.seq} {describe(message, ctx.profile)}")
+        if message.plaintext is None:
+            sender = ctx.profile.name_of(message.sender_id)
+            print(f"#{message.seq} {clock_time(message.created_at)} {sender}: [{_unread(ctx, message)}]")
+        else:
+            print(f"#{message.seq} {describe(message, ctx.profile)}")
+
+
+def _unread(ctx: Context, message: GroupMessage) -> str:
+    """Why the message cannot be read, naming its sender as the address book does."""
+    sender = ctx.profile.name_of(message.sender_id)
+    return failure_sentence(
+        message.failure or "unreadable", "your other device" if sender == "you" else sender
+    )
+
+
+def _message_json(ctx: Context, message: GroupMessage) -> dict[str, object]:
+    document: dict[str, object] = {
+        "seq": message.seq,
+        "message_id": message.message_id,
+        "sender_id": message.sender_id,
+        "sender": ctx.profile.name_of(message.sender_id),
+        "sender_device_id": message.sender_device_id,
+        "created_at": message.created_at,
+        "content_type": message.content_type,
+        "parent_id": message.parent_id,
+        "text": message.text,
+        "failure": message.failure,
+        "error": None if message.plaintext is not None else _unread(ctx, message),
+    }
+    if message.content_type == "file" and message.plaintext is not None:
+        try:
+            reference = FileReference.decode(message.plaintext)
+        except CryptoError:
+            document["file"] = None
+        else:
+            document["file"] = {"name": reference.name, "size": reference.plaintext_size}
+    return document
 
 
 def send_file(ctx: Context, args: argparse.Namespace) -> None:
@@ -108,7 +191,7 @@ def _file_message(ctx: Context, conversation: Conversation, seq: int) -> GroupMe
         if message.content_type != "file":
             raise UserError(f"Message #{seq} is not a file.")
         if message.plaintext is None:
-            raise UserError(f"Message #{seq} could not be decrypted: {message.error}")
+            raise UserError(f"Message #{seq} cannot be read: {_unread(ctx, message)}.")
         return message
     raise UserError(f"There is no message #{seq} in that conversation.")
 
@@ -148,18 +231,46 @@ def _seq(text: str) -> int:
     return int(digits)
 
 
+def _invitation_id(ctx: Context, which: str) -> str:
+    """The group an open invitation is to, by its id or local name, or by who invited (what
+    `conversations` shows before the group's own name can be read)."""
+    if which in ctx.profile.groups or as_uuid(which) is not None:
+        return ctx.group_id(which)
+    inviter = ctx.profile.user_id_of(which)
+    found = [
+        c.conversation_id
+        for c in ctx.signed_in_client().conversations()
+        if c.invited_by == inviter and _invited(ctx, c)
+    ]
+    if len(found) != 1:
+        many = f"{len(found)} open invitations" if found else "no open invitation"
+        raise UserError(
+            f"You have {many} from {which}; name the group by its id (`veil-client conversations`)."
+        )
+    return found[0]
+
+
 def group(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.signed_in_client()
     action = args.group_command
     if action == "create":
         if args.name in ctx.profile.groups:
             raise UserError(f"You already have a group named {args.name!r}.")
-        conversation = client.create_group()
+        try:
+            conversation = client.create_group(args.name, description=args.description or "")
+        except ValueError as error:
+            raise UserError(f"{str(error).capitalize()}.") from None
         ctx.profile.name_group(args.name, conversation.conversation_id)
         print(f"Created group {args.name} ({conversation.conversation_id}).")
-        note(f"Invite people with `veil-client group invite {args.name} NAME`.")
+        note(
+            f"Invite people with `veil-client group invite {args.name} NAME`; members see its name "
+            "(end-to-end encrypted) once someone in the group sends a message after they join."
+        )
         return
-    conversation_id = ctx.group_id(args.group)
+    if action in ("accept", "decline"):
+        conversation_id = _invitation_id(ctx, args.group)
+    else:
+        conversation_id = ctx.group_id(args.group)
     try:
         if action == "invite":
             for who in args.users:
@@ -170,6 +281,7 @@ def group(ctx: Context, args: argparse.Namespace) -> None:
             if args.name:
                 ctx.profile.name_group(args.name, conversation_id)
             print(f"Joined group {args.name or conversation_id}.")
+            note("Its name shows in `veil-client conversations` once a member sends a message.")
         elif action == "decline":
             client.decline(conversation_id)
             print("Declined the invitation.")

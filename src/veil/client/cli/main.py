@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from veil.client.cli import account_commands as account
@@ -76,6 +77,7 @@ def _add_trust_commands(command: Callable[[str, Command, str], argparse.Argument
     sub.add_argument("--primary", action="store_true", help="approve: let the device approve others too")
     sub.add_argument("--wait", type=_seconds, metavar="SECONDS", help="link: how long to wait (default 300)")
     sub.add_argument("--no-qr", action="store_true", help="link: do not draw the code as a QR code")
+    _add_json_option(sub)
     sub = command("verify", trust.verify, "compare your safety number with someone and mark them verified")
     sub.add_argument("user", help="a contact's name or a user id")
     sub.add_argument("--scan", metavar="TEXT", help="the text of their safety-number QR code, as scanned")
@@ -100,6 +102,17 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
+def _version() -> str:
+    try:
+        return version("veil")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _add_json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document, for scripts")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="veil-client",
@@ -107,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"veil-client {_version()}")
     parser.add_argument(
         "--url", help=f"the Veil server (VEIL_URL; default: the last login's, or {DEFAULT_URL})"
     )
@@ -153,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     add = contacts.add_parser("add", help="remember a user id under a name (an email, say)")
     add.add_argument("name")
     add.add_argument("user_id")
-    contacts.add_parser("list", help="everyone in the address book")
+    listing = contacts.add_parser("list", help="everyone in the address book")
+    # SUPPRESS: the subcommand's own default must not undo a `--json` given before `list`.
+    listing.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    _add_json_option(sub)
     remove = contacts.add_parser("remove", help="forget a name")
     remove.add_argument("name")
 
@@ -163,10 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("user", help="a contact's name or a user id")
     sub = command("unblock", account.unblock, "lift a block")
     sub.add_argument("user", help="a contact's name or a user id")
-    command("blocks", account.blocks, "the people you blocked")
+    _add_json_option(command("blocks", account.blocks, "the people you blocked"))
 
-    command("conversations", conversation.conversations, "your conversations and invitations")
-    sub = command("chat", conversation.chat, "talk live: type to send, /file PATH, /quit")
+    _add_json_option(
+        command("conversations", conversation.conversations, "your conversations and invitations")
+    )
+    sub = command("chat", conversation.chat, "talk live: type to send; /file PATH, /members, /verify, /quit")
     sub.add_argument("target", help="a contact, a user id, or a group")
     sub.add_argument(
         "--last", type=int, default=20, help="how much history to show first (default: %(default)s)"
@@ -177,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("history", conversation.history, "print a conversation's messages")
     sub.add_argument("target")
     sub.add_argument("--last", type=int, default=50, help="how many (default: %(default)s)")
+    _add_json_option(sub)
     sub = command("send-file", conversation.send_file, "encrypt and send a file")
     sub.add_argument("target")
     sub.add_argument("path")
@@ -188,16 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command("group", conversation.group, "create and manage groups")
     groups = sub.add_subparsers(dest="group_command", metavar="ACTION", required=True)
-    create = groups.add_parser("create", help="a new group, with a local name")
-    create.add_argument("name")
+    create = groups.add_parser("create", help="a new group; its name is end-to-end encrypted for members")
+    create.add_argument("name", help="the group's name, also its local name here")
+    create.add_argument("--description", help="what the group is for (members see it, the server does not)")
     invite = groups.add_parser("invite", help="invite people (admins)")
     invite.add_argument("group")
     invite.add_argument("users", nargs="+", metavar="user")
     accept = groups.add_parser("accept", help="join a group you were invited to")
-    accept.add_argument("group", help="its id, from `conversations`")
+    accept.add_argument("group", help="its id from `conversations`, or who invited you")
     accept.add_argument("--name", help="a local name for it")
     decline = groups.add_parser("decline", help="turn an invitation down")
-    decline.add_argument("group")
+    decline.add_argument("group", help="its id from `conversations`, or who invited you")
     leave = groups.add_parser("leave", help="leave a group")
     leave.add_argument("group")
     remove_member = groups.add_parser("remove", help="remove members (admins); the keys rotate")

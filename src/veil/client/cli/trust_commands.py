@@ -17,6 +17,7 @@ import segno
 
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
+from veil.client.cli.output import emit_json
 from veil.client.cli.prompts import ask_secret, ask_yes
 from veil.client.protocol.identity import format_safety_number, parse_safety_number_qr, safety_number_qr
 from veil.client.sdk.http import VeilClient
@@ -66,8 +67,8 @@ def devices(ctx: Context, args: argparse.Namespace) -> None:
     else:
         if args.code is not None:
             raise UserError("`veil-client devices` takes one user at most.")
-        _only_options(args, "devices [USER]")
-        list_devices(ctx, action)
+        _only_options(args, "devices [USER]", json=True)
+        list_devices(ctx, action, as_json=args.json)
 
 
 def _only_options(args: argparse.Namespace, action: str, **allowed: bool) -> None:
@@ -75,6 +76,7 @@ def _only_options(args: argparse.Namespace, action: str, **allowed: bool) -> Non
         "primary": args.primary,
         "wait": args.wait is not None,
         "no_qr": args.no_qr,
+        "json": args.json,
     }
     for name, used in given.items():
         if used and not allowed.get(name):
@@ -82,12 +84,27 @@ def _only_options(args: argparse.Namespace, action: str, **allowed: bool) -> Non
             raise UserError(f"{option} does not go with `veil-client {action}`.")
 
 
-def list_devices(ctx: Context, who: str | None) -> None:
+def list_devices(ctx: Context, who: str | None, *, as_json: bool = False) -> None:
     client = ctx.signed_in_client()
     mine = who is None
     user_id = client.user_id if who is None else ctx.profile.user_id_of(who)
     found = client.devices_of(user_id)
     name = ctx.profile.name_of(user_id)
+    if as_json:
+        emit_json(
+            [
+                {
+                    "device_id": d.device_id,
+                    "user_id": user_id,
+                    "fingerprint": d.fingerprint,
+                    "approved": d.approved,
+                    "status": d.status,
+                    "current": d.current,
+                }
+                for d in found
+            ]
+        )
+        return
     if mine:
         print(f"This device is {ROLES.get(client.identity_role, client.identity_role)}.")
     if not found:

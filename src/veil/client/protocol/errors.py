@@ -48,6 +48,11 @@ class UnknownSenderKeyError(CryptoError):
     """No sender key is known for this conversation, epoch and sender device."""
 
 
+class RetiredEpochError(UnknownSenderKeyError):
+    """A group message of an epoch whose keys were deleted when its grace period after a
+    membership change ended: it came too late to be read."""
+
+
 class OwnMessageError(CryptoError):
     """A group message sent by this very device: its key was deleted when it was sent."""
 

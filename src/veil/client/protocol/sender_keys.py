@@ -53,7 +53,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from veil.client.protocol.codec import canonical_uuid, read_int, read_list, read_mapping, read_str
 from veil.client.protocol.envelope import GroupContext, Sealed, check_roster_hash
 from veil.client.protocol.epoch_retirement import EpochRetirement
-from veil.client.protocol.errors import MalformedMessageError, SenderKeyRefusedError, UnknownSenderKeyError
+from veil.client.protocol.errors import (
+    MalformedMessageError,
+    RetiredEpochError,
+    SenderKeyRefusedError,
+    UnknownSenderKeyError,
+)
 from veil.client.protocol.framing import GroupMessageHeader
 from veil.client.protocol.ratchet import SKIPPED_MAX_AGE, ReceivingChain
 from veil.client.protocol.sender_key_chains import (
@@ -251,7 +256,7 @@ class SenderKeyStore:
         retired_before = self._advance(conversation_id, now)
         self._expire_keys(conversation_id, now)
         if context.key_epoch < retired_before:
-            raise UnknownSenderKeyError(
+            raise RetiredEpochError(
                 f"epoch {context.key_epoch} of this conversation is retired (epochs below "
                 f"{retired_before} are no longer accepted)"
             )

@@ -37,6 +37,7 @@ The client is meant for one thread at a time; its operations are serialised all 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 import tempfile
@@ -57,6 +58,15 @@ from veil.client.protocol.errors import (
     KeystoreFormatError,
     MalformedMessageError,
     MembershipError,
+    UnknownSenderKeyError,
+)
+from veil.client.protocol.group_meta import (
+    GroupMeta,
+    MetaKeyPayload,
+    is_meta_key_payload,
+    new_meta_key,
+    open_meta,
+    seal_meta,
 )
 from veil.client.protocol.identity import LINK_SECRET_SIZE, parse_safety_number_qr, safety_number
 from veil.client.protocol.key_log import KeyLogState, OwnChange, decode_gossip, is_gossip
@@ -67,6 +77,15 @@ from veil.client.protocol.session import ClientCrypto
 from veil.client.protocol.transparency import VerifiedTreeHead
 from veil.client.protocol.trust import ListedDevice, TrustStore
 from veil.client.sdk.directory import DeviceStatus, Directory
+from veil.client.sdk.failure_messages import (
+    METADATA_CHANGED,
+    NOT_A_MEMBER,
+    OWN_NOT_KEPT,
+    WRONG_CONVERSATION,
+    failure_sentence,
+    reason_of,
+)
+from veil.client.sdk.group_names import GroupMetaKeys
 from veil.client.sdk.identity import DeviceIdentity, is_link_payload
 from veil.client.sdk.key_log import KeyLog
 from veil.client.sdk.keystore import ScryptParams, load_state, save_state
@@ -76,6 +95,7 @@ from veil.client.sdk.models import (
     Conversation,
     Device,
     DeviceMessage,
+    DeviceNotApprovedError,
     GroupMessage,
     NotAllowedError,
     NotSignedInError,
@@ -219,6 +239,7 @@ class VeilClient:
         self._memberships = Memberships(self._call, "")
         # (sender_id, sender_device_id, distribution) decrypted but not yet checked against a roster
         self._pending_sender_keys: list[tuple[str, str, SenderKeyDistribution]] = []
+        self._group_meta = GroupMetaKeys()  # keys that open groups' names (sdk/group_names.py)
         # (sender_id, sender_device_id, link payload) decrypted and saved, not yet checked
         self._pending_links: list[tuple[str, str, bytes]] = []
         self._warnings: list[str] = []
@@ -607,9 +628,12 @@ class VeilClient:
         )
         return self._remember(Conversation.from_wire(_dict(response)))
 
-    def create_group(self, encrypted_meta: bytes | None = None) -> Conversation:
-        """A new group with this user as owner, founded by a signed `created` commit. `encrypted_meta`
-        is opaque to the server (encrypt names and avatars before passing them)."""
+    def create_group(self, name: str | None = None, *, description: str = "") -> Conversation:
+        """A new group with this user as owner, founded by a signed `created` commit. A `name` (and
+        `description`) goes to the server sealed under a new meta key of the group (`encrypted_meta`),
+        which members' devices receive with this device's sender key; the name is fixed at creation,
+        since no route updates `encrypted_meta`. `ValueError` for a name or description too long."""
+        meta = None if name is None else GroupMeta(name, description)
         self._identity().require_approved()
         keys = self.crypto.keys
         assert self._certificate is not None
@@ -625,10 +649,17 @@ class VeilClient:
                 )
             ),
         }
-        if encrypted_meta is not None:
-            body["encrypted_meta"] = b64encode(encrypted_meta)
+        meta_key = new_meta_key()
+        if meta is not None:
+            body["encrypted_meta"] = b64encode(seal_meta(meta_key, meta))
         response = self._call("POST", "/v1/conversations", json=body, expect=(201,))
-        return self._remember(Conversation.from_wire(_dict(response)))
+        conversation = self._remember(Conversation.from_wire(_dict(response)))
+        if meta is None:
+            return conversation
+        # Kept only now that the group has an id (lost if this save fails: the name stays unreadable).
+        self._group_meta.keep(conversation.conversation_id, meta_key)
+        self._save()
+        return self._group_meta.named(conversation)
 
     def invite(self, conversation_id: str, user_id: str) -> None:
         """Invite a user (admins), by a signed `invited` commit."""
@@ -689,15 +720,58 @@ class VeilClient:
         )
 
     def conversations(self) -> list[Conversation]:
-        """Every conversation this user is a member of (joined or invited)."""
+        """Every conversation this user is a member of (joined or invited), groups with their name
+        where this device holds the key to it, invitations with who invited (see `Conversation`)."""
         found: list[Conversation] = []
         params: dict[str, Any] = {"limit": _PAGE}
         while True:
             body = _dict(self._call("GET", "/v1/conversations", params=params))
             found.extend(self._remember(Conversation.from_wire(item)) for item in body["items"])
             if body.get("next_cursor") is None:
-                return found
+                break
             params = {"cursor": body["next_cursor"], "limit": _PAGE}
+        self._receive_device_messages()  # meta keys that arrived
+        before = self._group_meta.to_state()
+        named = [self._described(conversation) for conversation in found]
+        if self._group_meta.to_state() != before:
+            self._save()
+        return named
+
+    def _described(self, conversation: Conversation) -> Conversation:
+        """A group with its name (its meta keys received are checked first) and, for an open
+        invitation, the inviter; both stay None where the membership record does not check out."""
+        if conversation.type != "group":
+            return conversation
+        cid = conversation.conversation_id
+        invited = any(m.user_id == self.user_id and m.state == "invited" for m in conversation.members)
+        inviter = None
+        if invited or self._group_meta.has_pending(cid):
+            try:
+                view = self._view(conversation)
+                self._install_pending_meta_keys(cid, view)
+                inviter = self._inviter(cid, view) if invited else None
+            except DeviceNotApprovedError:
+                pass  # said on every command already; the name shows once this device is approved
+            except (TrustError, VeilError) as error:
+                self._warn(f"Group {cid[:8]} is shown without its name: {error}")
+        return dataclasses.replace(self._group_meta.named(conversation), invited_by=inviter)
+
+    def _inviter(self, cid: str, view: MembershipView) -> str | None:
+        """Who invited this user, by the events of the verified record: the server may only name
+        one of the group's admins, since only an admin's signed commit can invite."""
+        inviter = None
+        params: dict[str, Any] = {"limit": _PAGE}
+        while True:
+            body = _dict(self._call("GET", f"/v1/conversations/{cid}/events", params=params))
+            for event in body["items"]:
+                subject = canonical_uuid(str(event["subject_id"]))
+                if event.get("kind") == "invited" and subject == self.user_id:
+                    inviter = canonical_uuid(str(event["actor_id"]))
+            if body.get("next_cursor") is None:
+                break
+            params = {"limit": _PAGE, "cursor": body["next_cursor"]}
+        admins = {user for user, role in view.roles.items() if role in ("owner", "admin")}
+        return inviter if inviter in admins else None
 
     def mark(self, conversation_id: str, kind: str, up_to_seq: int) -> None:
         """Tell the conversation's members that messages up to `up_to_seq` were `delivered` or
@@ -765,7 +839,25 @@ class VeilClient:
             del self._distributed[key]  # own keys of older epochs are gone from the crypto state too
         self._distributed[(cid, epoch)] = (key_id, served | {device_id for _, device_id in ready})
         self._save()
+        self._share_meta_key(cid, targets)
         return len(messages)
+
+    def _share_meta_key(self, cid: str, targets: Sequence[tuple[str, ListedDevice]]) -> None:
+        """Hand the group's meta key, if this device holds it, to the roster's devices that were not
+        given it yet (the ones of the verified roster `distribute_sender_key` serves)."""
+        key = self._group_meta.key(cid)
+        if key is None:
+            return
+        wanted = set(self._group_meta.not_served(cid, [d.device_id for _, d in targets]))
+        ready = [(u, d) for u, d in targets if d.device_id in wanted and self._session_is_with(u, d)]
+        if not ready:
+            return
+        payload = MetaKeyPayload(cid, key).encode()
+        messages = [self.crypto.encrypt_for_device(u, d.device_id, payload) for u, d in ready]
+        self._save()
+        self._post_device_messages("session_message", messages)
+        self._group_meta.served(cid, [d.device_id for _, d in ready])
+        self._save()
 
     def send_text(self, conversation_id: str, text: str, *, parent_id: str | None = None) -> SentMessage:
         """Encrypt and send a text message under the conversation's current epoch."""
@@ -864,6 +956,7 @@ class VeilClient:
         The ciphertext is spooled to a temporary file, so memory holds one chunk at a time.
         """
         cid = canonical_uuid(conversation_id)
+        self._key_log.require_sendable(cid)  # before the upload: a held conversation gets nothing
         if not isinstance(source, (str, os.PathLike)):
             return self._send_file(cid, source, name or "file", parent_id)
         path = Path(source)
@@ -934,6 +1027,8 @@ class VeilClient:
         """
         cid = canonical_uuid(conversation_id)
         view = self.membership(cid)
+        if self._key_log.state.pending_gossip:  # heads members sent that the server kept unchecked
+            self._key_log.check_pending_gossip()
         messages: list[GroupMessage] = []
         params: dict[str, Any] = {"after_seq": after_seq, "limit": _PAGE}
         changed = False
@@ -1035,7 +1130,7 @@ class VeilClient:
     ) -> tuple[GroupMessage, bool]:
         """Decrypt one stored envelope, or take it from the cache; says whether state changed."""
 
-        def result(plaintext: bytes | None, error: str | None) -> GroupMessage:
+        def result(plaintext: bytes | None, reason: str | None) -> GroupMessage:
             parent = envelope.get("parent_id")
             return GroupMessage(
                 message_id=str(envelope["message_id"]),
@@ -1048,27 +1143,39 @@ class VeilClient:
                 parent_id=None if parent is None else str(parent),
                 created_at=str(envelope["created_at"]),
                 plaintext=plaintext,
-                error=error,
+                error=None if reason is None else failure_sentence(reason),
+                failure=reason,
             )
 
         if canonical_uuid(str(envelope["conversation_id"])) != cid:
-            return result(None, "the server returned a message of another conversation"), False
+            return result(None, WRONG_CONVERSATION), False
         key = _plaintext_key(cid, str(envelope["sender_device_id"]), str(envelope["message_id"]))
         cached = self._plaintexts.get(key)
         if cached is not None:
             if {k: v for k, v in cached.items() if k != "plaintext"} != _bound_fields(envelope):
-                return result(None, "metadata differs from the copy that was authenticated"), False
+                return result(None, METADATA_CHANGED), False
             return result(b64decode(cached["plaintext"], field="plaintext"), None), False
         if canonical_uuid(str(envelope["sender_device_id"])) == self.device_id:
-            return result(None, "sent by this device, and its plaintext is not kept here"), False
+            return result(None, OWN_NOT_KEPT), False
         try:
             roster_hash = view.roster_hash_at(int(envelope["key_epoch"]))
             plaintext = self.crypto.decrypt_group_message(envelope, roster_hash, now=self._clock())
         except CryptoError as error:
             # Not cached: a missing sender key may still arrive, and a retry then succeeds.
-            return result(None, _error_text(error)), False
+            return result(None, self._unread_reason(error, view, int(envelope["key_epoch"]))), False
         self._plaintexts[key] = {**_bound_fields(envelope), "plaintext": b64encode(plaintext)}
         return result(plaintext, None), True
+
+    def _unread_reason(self, error: CryptoError, view: MembershipView, epoch: int) -> str:
+        """Why a message stays unread (sdk/failure_messages.py): a missing key of an epoch at which
+        the verified roster did not hold this user will never come."""
+        if type(error) is UnknownSenderKeyError:
+            try:
+                if self.user_id not in view.roster_at(epoch):
+                    return NOT_A_MEMBER
+            except MembershipError:
+                return NOT_A_MEMBER  # an epoch the record does not cover
+        return reason_of(error)
 
     def _check_gossip(self, cid: str, message: GroupMessage) -> None:
         assert message.plaintext is not None
@@ -1119,8 +1226,8 @@ class VeilClient:
 
     def _open_device_message(self, item: Mapping[str, Any]) -> DeviceMessage | None:
         """Decrypt one device message. A sender key waits for its conversation's membership check
-        (`_install_pending_sender_keys`); a link message from another device of this user is
-        taken in here and not handed to the caller (None)."""
+        (`_install_pending_sender_keys`), and so does a group's meta key, which is not handed to
+        the caller (None), nor is a link message from another device of this user (taken in here)."""
         sender_id = canonical_uuid(str(item["sender_id"]))
         sender_device_id = canonical_uuid(str(item["sender_device_id"]))
         content_type = str(item["content_type"])
@@ -1134,6 +1241,11 @@ class VeilClient:
                 self._hold_sender_key(sender_id, sender_device_id, distribution)
             elif content_type == "session_message" and plaintext is not None and is_link_payload(plaintext):
                 self._pending_links.append((sender_id, sender_device_id, plaintext))
+                return None
+            elif (
+                content_type == "session_message" and plaintext is not None and is_meta_key_payload(plaintext)
+            ):
+                self._group_meta.hold(sender_id, sender_device_id, MetaKeyPayload.decode(plaintext))
                 return None
         except CryptoError as failure:
             plaintext, error = None, _error_text(failure)
@@ -1336,12 +1448,44 @@ class VeilClient:
             except CryptoError as error:
                 self._warn(f"Refused a group key from {who}: {error}.")
         self._pending_sender_keys = keep[-_MAX_PENDING_SENDER_KEYS:]
+        self._install_pending_meta_keys(cid, view)
+
+    def _install_pending_meta_keys(self, cid: str, view: MembershipView) -> None:
+        """Keep the first received meta key of the conversation that comes from an approved device
+        of a joined member and opens the group's `encrypted_meta`; drop the others with a warning."""
+        for sender_id, sender_device_id, payload in self._group_meta.take_pending(cid):
+            if self._group_meta.key(cid) is not None:
+                continue  # the name is fixed at creation: one key per group
+            who = f"user {sender_id[:8]}'s device {sender_device_id[:8]}"
+            if sender_id not in view.members:
+                self._warn(f"Refused the name key of group {cid[:8]} from {who}: not a member.")
+                continue
+            devices = {d.device_id: d for d in self._directory().trusted_devices(sender_id, sending=False)}
+            device = devices.get(sender_device_id)
+            trust = self._trust_store()
+            if device is None and (trust.pinned(sender_id) is None or trust.pending(sender_id) is not None):
+                self._group_meta.hold(sender_id, sender_device_id, payload)  # the sender's key is unsettled
+                continue
+            if device is None or not self._session_is_with(sender_id, device):
+                self._warn(
+                    f"Refused the name key of group {cid[:8]} from {who}: that device is not approved."
+                )
+                continue
+            conversation = self._conversations.get(cid)
+            if conversation is not None and conversation.encrypted_meta is not None:
+                try:
+                    open_meta(payload.key, conversation.encrypted_meta)
+                except CryptoError:
+                    self._warn(f"Refused the name key of group {cid[:8]} from {who}: it opens no name.")
+                    continue
+            self._group_meta.keep(cid, payload.key)
 
     def _drop_conversation(self, conversation_id: str) -> None:
         cid = canonical_uuid(conversation_id)
         self._conversations.pop(cid, None)
         self._memberships.forget(cid)
         self._pending_sender_keys = [p for p in self._pending_sender_keys if p[2].conversation_id != cid]
+        self._group_meta.forget(cid)
         self.crypto.forget_epochs_before(cid, 2**64 - 1)
         for key in [k for k in self._distributed if k[0] == cid]:
             del self._distributed[key]
@@ -1478,6 +1622,7 @@ class VeilClient:
                 {"sender_id": sender_id, "sender_device_id": device_id, "payload": b64encode(payload)}
                 for sender_id, device_id, payload in self._pending_links
             ],
+            "group_meta": self._group_meta.to_state(),
         }
         save_state(self._keystore, state, self._passphrase, self._scrypt)
 
@@ -1542,6 +1687,7 @@ class VeilClient:
                 )
                 for item in extra.get("pending_links", [])
             ]
+            self._group_meta = GroupMetaKeys.from_state(extra.get("group_meta"))
         except (ValueError, KeyError, TypeError, CryptoError) as error:
             raise KeystoreFormatError(f"keystore state is malformed: {error}") from None
 

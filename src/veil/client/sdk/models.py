@@ -128,7 +128,12 @@ class Member:
 
 @dataclass(frozen=True)
 class Conversation:
-    """A conversation as the server reports it; `epoch` is what group messages must be sent under."""
+    """A conversation as the server reports it; `epoch` is what group messages must be sent under.
+
+    `name` and `description` are a group's, decrypted from `encrypted_meta` once this device holds
+    the group's meta key (None until then, and for direct conversations); `invited_by` is who
+    invited this user, by the verified membership record, while the invitation is open.
+    """
 
     conversation_id: str
     type: str
@@ -136,6 +141,10 @@ class Conversation:
     last_seq: int
     created_at: str
     members: tuple[Member, ...]
+    encrypted_meta: bytes | None = None
+    name: str | None = None
+    description: str | None = None
+    invited_by: str | None = None
 
     @property
     def joined_user_ids(self) -> list[str]:
@@ -144,6 +153,7 @@ class Conversation:
 
     @classmethod
     def from_wire(cls, body: Mapping[str, Any]) -> Conversation:
+        meta = body.get("encrypted_meta")
         return cls(
             conversation_id=canonical_uuid(str(body["conversation_id"])),
             type=str(body["type"]),
@@ -154,6 +164,7 @@ class Conversation:
                 Member(canonical_uuid(str(m["user_id"])), str(m["role"]), str(m["state"]))
                 for m in body["members"]
             ),
+            encrypted_meta=None if meta is None else b64decode(meta, field="encrypted_meta"),
         )
 
 
@@ -201,7 +212,8 @@ class DeviceMessage:
 
 @dataclass(frozen=True)
 class GroupMessage:
-    """A conversation message with its plaintext (`plaintext` None and `error` set if unreadable)."""
+    """A conversation message with its plaintext, or, if unreadable, `plaintext` None, `failure`
+    the reason code and `error` its sentence (sdk/failure_messages.py words both)."""
 
     message_id: str
     conversation_id: str
@@ -214,6 +226,7 @@ class GroupMessage:
     created_at: str
     plaintext: bytes | None
     error: str | None = None
+    failure: str | None = None
 
     @property
     def text(self) -> str | None:
