@@ -10,8 +10,10 @@ that saw a real head before. The lies are told by `tests/support/forked_log.py` 
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ServerFactory
@@ -28,13 +30,23 @@ from veil.client.sdk.http import VeilClient
 from veil.core.config import Settings
 from veil.transparency.head import LogKeys
 
+Forked = Callable[[VeilClient, Fork], ForkedLog]
 
-def forked(api: LiveServer, settings: Settings, witness: VeilClient, fork: Fork) -> ForkedLog:
-    """The real log as `witness` reads it, forked by `fork` and signed with the real log key."""
+
+@pytest.fixture
+def forked(api: LiveServer, settings: Settings) -> Iterator[Forked]:
+    """Make the real log, as a witness reads it, forked and signed with the real log key."""
     assert settings.transparency_keys_file is not None
     keys = LogKeys.load(settings.transparency_keys_file)
-    http = api.client(headers={"Authorization": f"Bearer {witness.access_token()}"})
-    return ForkedLog(http, keys, fork)
+    readers: list[httpx.Client] = []
+
+    def make(witness: VeilClient, fork: Fork) -> ForkedLog:
+        readers.append(api.client(headers={"Authorization": f"Bearer {witness.access_token()}"}))
+        return ForkedLog(readers[-1], keys, fork)
+
+    yield make
+    for reader in readers:  # an open connection would hold up the server's shutdown
+        reader.close()
 
 
 def held(client: VeilClient, cid: str) -> str:
@@ -42,7 +54,7 @@ def held(client: VeilClient, cid: str) -> str:
 
 
 def test_a_forked_log_is_caught_through_gossip_and_the_conversation_is_held(
-    clients: Clients, api: LiveServer, settings: Settings
+    clients: Clients, api: LiveServer, forked: Forked
 ) -> None:
     """Bob is shown a log in which Carol's entry records other devices (a split view: the same
     number of entries, another root). His own lookups all verify against it; only comparing heads
@@ -50,7 +62,7 @@ def test_a_forked_log_is_caught_through_gossip_and_the_conversation_is_held(
     carol = clients.new("carol")
     ada = clients.new("ada")
     lying = LyingServer(api.ca_file)
-    forked(api, settings, carol, rewrite_entries_of(user_hash(carol.user_id))).install(lying)
+    forked(carol, rewrite_entries_of(user_hash(carol.user_id))).install(lying)
     bob = new_client(clients, "bob", transport=lying)
     cid = form_group(ada, bob)
 
@@ -82,8 +94,9 @@ def test_members_who_see_the_same_log_hold_nothing(clients: Clients) -> None:
     cid = form_group(ada, bob)
     ada.send_text(cid, "one")
     bob.send_text(cid, "two")
-    assert [m.text for m in ada.history(cid)] == ["one", "two"]
-    assert [m.text for m in bob.history(cid)] == ["one", "two"]
+    # Each first message is followed by its sender's head (seq 2 and 4), checked and not shown.
+    assert [(m.seq, m.text) for m in ada.history(cid)] == [(1, "one"), (3, "two")]
+    assert [(m.seq, m.text) for m in bob.history(cid)] == [(1, "one"), (3, "two")]
     assert ada.held_conversations() == bob.held_conversations() == {}
     ada.send_text(cid, "three")  # the heads were compared both ways: nothing is held
 
@@ -125,7 +138,7 @@ def test_a_head_the_server_keeps_from_being_checked_is_checked_later_or_holds_th
 
 @pytest.mark.parametrize("fork", ["rewritten", "removed"])
 def test_a_rewritten_or_removed_entry_is_caught_by_a_client_that_saw_the_older_head(
-    clients: Clients, api: LiveServer, settings: Settings, fork: str
+    clients: Clients, api: LiveServer, forked: Forked, fork: str
 ) -> None:
     carol = clients.new("carol")
     lying = LyingServer(api.ca_file)
@@ -133,7 +146,7 @@ def test_a_rewritten_or_removed_entry_is_caught_by_a_client_that_saw_the_older_h
     seen = ada.transparency_head()  # the real log, with Carol's entries
     target = user_hash(carol.user_id)
     lie = rewrite_entries_of(target) if fork == "rewritten" else remove_entries_of(target)
-    forked(api, settings, carol, lie).install(lying)
+    forked(carol, lie).install(lying)
     dave = clients.new("dave")  # the log grows; any later head must extend the one Ada saw
     before = len(lying.sent)
     # Either another root at Ada's size, or a larger head that does not extend hers.
@@ -247,11 +260,13 @@ def test_a_client_follows_a_rotation_of_the_log_key_along_its_endorsement(
         passphrase=clients.passphrase("ada"),
         scrypt=FAST,
     )
+    (tmp_path / "second").mkdir()
+    later = Clients(second, tmp_path / "second")
     try:
-        (tmp_path / "second").mkdir()
-        bob = Clients(second, tmp_path / "second").new("bob")  # the log grows under the new key
+        bob = later.new("bob")  # the log grows under the new key
         after = again.transparency_head()
         assert after.tree_size > before.tree_size
         again.open_session(bob.user_id)  # lookups verify under the new key too
     finally:
         again.close()
+        later.close()

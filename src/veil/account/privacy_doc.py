@@ -77,6 +77,12 @@ Data-subject requests are kept 30 days. Export archives are deleted
 `VEIL_EXPORT_ARCHIVE_TTL` after they are built (default {_default("export_archive_ttl_seconds")} s); each
 download URL for one lives at most `VEIL_EXPORT_URL_TTL` (default {_default("export_url_ttl_seconds")} s).
 
+Backups (`veil backup`, [operations.md](operations.md#backup-and-restore)) hold everything above
+as it was when they were taken, so keep them no longer than the longest period above (30 days by
+default) and encrypted at rest. A restore brings back what was erased or expired after the backup:
+after restoring, erase again every account whose erasure was requested since (the data-subject
+requests table of the live system, or the incident log, says which).
+
 ## Data-subject rights
 - **Export, erasure, email change** are requested with `POST /v1/account/requests` and confirmed
   with a six-digit code sent by email (stored only as a hash, valid
