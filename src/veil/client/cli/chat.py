@@ -34,6 +34,7 @@ from veil.client.cli.profile import Profile
 from veil.client.cli.roster import member_lines, safety_number_lines
 from veil.client.protocol.attachments import FileReference
 from veil.client.protocol.errors import CryptoError
+from veil.client.sdk.failure_messages import failure_sentence
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import Conversation, GroupMessage, NotAllowedError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
@@ -61,7 +62,7 @@ def describe(message: GroupMessage, profile: Profile) -> str:
     sender = profile.name_of(message.sender_id)
     head = f"{clock_time(message.created_at)} {sender}:"
     if message.plaintext is None:
-        return f"{head} [could not be decrypted: {message.error}]"
+        return f"{head} [{unread_sentence(message, profile)}]"
     if message.content_type == "text":
         return f"{head} {printable(message.text or '')}"
     if message.content_type == "file":
@@ -71,6 +72,14 @@ def describe(message: GroupMessage, profile: Profile) -> str:
             return f"{head} [a file whose description is malformed]"
         return f"{head} [file {reference.name!r}, {reference.plaintext_size} bytes: get-file #{message.seq}]"
     return f"{head} [{message.content_type} message]"
+
+
+def unread_sentence(message: GroupMessage, profile: Profile) -> str:
+    """Why `message` cannot be read, naming its sender as the address book does."""
+    sender = profile.name_of(message.sender_id)
+    return failure_sentence(
+        message.failure or "unreadable", "your other device" if sender == "you" else sender
+    )
 
 
 def printable(text: str) -> str:

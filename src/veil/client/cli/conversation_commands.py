@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from veil.client.cli.account_commands import note
-from veil.client.cli.chat import clock_time, describe, run_chat
+from veil.client.cli.chat import describe, run_chat, unread_sentence
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.live import LiveFeed
@@ -25,7 +25,6 @@ from veil.client.cli.output import emit_json, safe_text
 from veil.client.cli.profile import as_uuid
 from veil.client.protocol.attachments import FileReference
 from veil.client.protocol.errors import CryptoError
-from veil.client.sdk.failure_messages import failure_sentence
 from veil.client.sdk.models import Conversation, GroupMessage, NotAllowedError, VeilError
 
 
@@ -132,19 +131,7 @@ def history(ctx: Context, args: argparse.Namespace) -> None:
     if not messages:
         print(f"No messages with {_title(ctx, conversation)} yet.")
     for message in messages:
-        if message.plaintext is None:
-            sender = ctx.profile.name_of(message.sender_id)
-            print(f"#{message.seq} {clock_time(message.created_at)} {sender}: [{_unread(ctx, message)}]")
-        else:
-            print(f"#{message.seq} {describe(message, ctx.profile)}")
-
-
-def _unread(ctx: Context, message: GroupMessage) -> str:
-    """Why the message cannot be read, naming its sender as the address book does."""
-    sender = ctx.profile.name_of(message.sender_id)
-    return failure_sentence(
-        message.failure or "unreadable", "your other device" if sender == "you" else sender
-    )
+        print(f"#{message.seq} {describe(message, ctx.profile)}")
 
 
 def _message_json(ctx: Context, message: GroupMessage) -> dict[str, object]:
@@ -159,7 +146,7 @@ def _message_json(ctx: Context, message: GroupMessage) -> dict[str, object]:
         "parent_id": message.parent_id,
         "text": message.text,
         "failure": message.failure,
-        "error": None if message.plaintext is not None else _unread(ctx, message),
+        "error": None if message.plaintext is not None else unread_sentence(message, ctx.profile),
     }
     if message.content_type == "file" and message.plaintext is not None:
         try:
@@ -191,7 +178,7 @@ def _file_message(ctx: Context, conversation: Conversation, seq: int) -> GroupMe
         if message.content_type != "file":
             raise UserError(f"Message #{seq} is not a file.")
         if message.plaintext is None:
-            raise UserError(f"Message #{seq} cannot be read: {_unread(ctx, message)}.")
+            raise UserError(f"Message #{seq} cannot be read: {unread_sentence(message, ctx.profile)}.")
         return message
     raise UserError(f"There is no message #{seq} in that conversation.")
 
