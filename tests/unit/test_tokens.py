@@ -144,3 +144,37 @@ def test_tokens_signed_with_the_previous_key_verify_after_rotation(keys_file: Pa
     new_token = rotated.issue(USER, SESSION, NOW)
     assert json.loads(base64.urlsafe_b64decode(new_token.split(".")[0] + "=="))["kid"] == after.active.kid
     assert {k["kid"] for k in after.public_jwks()["keys"]} == {before.active.kid, after.active.kid}
+
+
+def test_a_remembered_token_still_expires_and_a_changed_one_is_verified_again(keys: SigningKeys) -> None:
+    tokens = AccessTokens(keys, issuer="veil", audience="veil-api", ttl_seconds=900)
+    token = tokens.issue(USER, SESSION, NOW)
+    assert tokens.verify(token, NOW).session_id == SESSION
+    assert tokens.verify(token, datetime.fromtimestamp(T + 900 + 60, UTC)).session_id == SESSION
+    with pytest.raises(InvalidToken):  # remembered, but past its expiry and the skew
+        tokens.verify(token, datetime.fromtimestamp(T + 900 + 61, UTC))
+
+    header, payload, signature = token.split(".")
+    flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
+    with pytest.raises(InvalidToken):  # a token one character off is not the remembered one
+        tokens.verify(f"{header}.{payload}.{flipped}", NOW)
+
+
+def test_the_memory_of_verified_tokens_is_bounded(keys: SigningKeys, monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = AccessTokens(keys, issuer="veil", audience="veil-api", ttl_seconds=900, cache_size=2)
+    first, second, third = (tokens.issue(USER, SESSION, NOW) for _ in range(3))
+    for token in (first, second, third):
+        tokens.verify(token, NOW)
+    verified: list[str] = []
+    original = tokens._verify_uncached
+
+    def counting(token: str, now: datetime) -> object:
+        verified.append(token)
+        return original(token, now)
+
+    monkeypatch.setattr(tokens, "_verify_uncached", counting)
+    tokens.verify(third, NOW)
+    tokens.verify(second, NOW)
+    assert verified == []  # the two most recent are answered from memory
+    tokens.verify(first, NOW)
+    assert verified == [first]  # the oldest was forgotten and is checked again

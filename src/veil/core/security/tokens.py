@@ -10,8 +10,10 @@ expiry beyond the 60 s skew are all refused with `InvalidToken`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +26,10 @@ from joserfc.jwt import JWTClaimsRegistry
 
 ALGORITHM = "ES256"
 ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - RFC 9068; a refresh token is opaque and can never pass as one
+# Verified tokens remembered per process. A client presents the same token for up to 15 minutes, so
+# a few thousand entries cover every active device of a busy process; beyond that the least recently
+# used is forgotten and simply verified again.
+VERIFIED_CACHE_SIZE = 4096
 _FORBIDDEN_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
 
 
@@ -84,15 +90,55 @@ class SigningKeys:
         return isinstance(kid, str) and kid in self._keys
 
 
+class _VerifiedTokens:
+    """Claims of tokens whose signature and claims this process already checked, so that a device
+    sending many requests pays for one ES256 verification per token instead of one per request.
+
+    Keyed by SHA-256 of the token: the map holds no credential. What can change for an already
+    verified token is only time, so a hit is re-checked against its expiry; revocation is not the
+    token's business but the session check's, which runs on every request regardless.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._claims: OrderedDict[bytes, AccessClaims] = OrderedDict()
+
+    @staticmethod
+    def key(token: str) -> bytes:
+        return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, key: bytes) -> AccessClaims | None:
+        claims = self._claims.get(key)
+        if claims is not None:
+            self._claims.move_to_end(key)
+        return claims
+
+    def put(self, key: bytes, claims: AccessClaims) -> None:
+        self._claims[key] = claims
+        if len(self._claims) > self._size:
+            self._claims.popitem(last=False)
+
+    def drop(self, key: bytes) -> None:
+        self._claims.pop(key, None)
+
+
 class AccessTokens:
     def __init__(
-        self, keys: SigningKeys, *, issuer: str, audience: str, ttl_seconds: int, leeway_seconds: int = 60
+        self,
+        keys: SigningKeys,
+        *,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        leeway_seconds: int = 60,
+        cache_size: int = VERIFIED_CACHE_SIZE,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
         self.ttl_seconds = ttl_seconds
         self._leeway = leeway_seconds
+        self._verified = _VerifiedTokens(cache_size)
 
     def issue(self, user_id: uuid.UUID, session_id: uuid.UUID, now: datetime) -> str:
         issued_at = int(now.timestamp())
@@ -110,6 +156,18 @@ class AccessTokens:
         return jwt.encode(header, claims, self._keys.active, algorithms=[ALGORITHM])
 
     def verify(self, token: str, now: datetime) -> AccessClaims:
+        key = self._verified.key(token)
+        cached = self._verified.get(key)
+        if cached is not None:
+            if int(now.timestamp()) > cached.expires_at + self._leeway:
+                self._verified.drop(key)
+                raise InvalidToken
+            return cached
+        claims = self._verify_uncached(token, now)
+        self._verified.put(key, claims)
+        return claims
+
+    def _verify_uncached(self, token: str, now: datetime) -> AccessClaims:
         try:
             decoded = jwt.decode(token, self._select_key, algorithms=[ALGORITHM])
         except (JoseError, ValueError, TypeError) as exc:
