@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from veil.client.cli.chat import describe
+from veil.client.cli.failures import explain
 from veil.client.cli.profile import Profile
+from veil.client.protocol.errors import UnknownSenderKeyError
 from veil.client.sdk.models import GroupMessage
 
 ME = "00000000-0000-4000-8000-000000000001"
@@ -41,3 +43,10 @@ def test_an_unreadable_message_names_its_sender_and_never_an_exception(tmp_path:
 
     unknown = describe(unreadable(BOB, None), profile)
     assert unknown.endswith("Bob: [this message could not be read]")
+
+
+def test_a_refusal_that_ends_a_command_reads_as_a_sentence_without_the_exception_name() -> None:
+    line = explain(UnknownSenderKeyError("sender key 7 of device 3f2a is unknown"), url="https://veil.test")
+    assert (
+        line == "A message could not be used: cannot read this message yet: waiting for the sender's new key."
+    )

@@ -22,6 +22,7 @@ from veil.client.protocol.errors import (
     WrongPassphraseError,
 )
 from veil.client.protocol.transparency import SplitViewError, TransparencyError
+from veil.client.sdk.failure_messages import failure_sentence, reason_of
 from veil.client.sdk.models import NotSignedInError, TrustError, VeilError
 from veil.client.sdk.object_store import TransferError
 from veil.client.sdk.tokens import SessionEndedError
@@ -71,7 +72,7 @@ def explain(error: BaseException, *, url: str, keystore: str | None = None) -> s
     if isinstance(error, TransparencyError):  # names what did not verify
         return f"The key-transparency log does not back what the server says: {error}."
     if isinstance(error, CryptoError):
-        return f"A message could not be decrypted or verified ({type(error).__name__}: {error})."
+        return f"A message could not be used: {failure_sentence(reason_of(error))}."
     if isinstance(error, TransferError):
         return f"The file transfer failed: {error}."
     if isinstance(error, OSError):
