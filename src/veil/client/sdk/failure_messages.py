@@ -62,7 +62,7 @@ _SENTENCES: dict[str, str] = {
     "malformed": "this message is damaged, or was written by a client this one does not understand",
     "replayed": "this message was delivered before and is not shown twice",
     "too_far_ahead": "this message claims to come after too many messages from {sender} that never arrived",
-    "no_session": "cannot read this message yet: there is no secure session with {sender}'s device",
+    "no_session": "cannot read this message: this device has no secure session with {sender}",
     "prekey_used": "cannot read this message: it needs a one-time key this device no longer has",
     "waiting_for_key": "cannot read this message yet: waiting for {sender}'s new key",
     "too_late": (
