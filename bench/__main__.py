@@ -162,7 +162,7 @@ ANALYSIS = """
 """
 
 
-def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
+def render_messaging_rows(results: list[ScenarioResult]) -> str:
     rows = []
     for r in results:
         delivery = r.delivery
@@ -171,8 +171,12 @@ def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, floa
             f"{r.send.pct(0.95):.1f} | {r.send.pct(0.99):.1f} | "
             + (f"{r.deliveries / r.seconds:.0f}/s | {delivery.pct(0.95):.1f} |" if delivery else "- | - |")
         )
+    return "\n".join(rows)
+
+
+def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
     held, rss_mib, per_socket = idle
-    table = "\n".join(rows)
+    table = render_messaging_rows(results)
     return f"""
 ## Messaging
 | scenario | sustained | messages | errors | send p50 ms | p95 | p99 | deliveries | send-to-delivery p95 ms |
@@ -294,6 +298,10 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
             print(topology.render(await topology.scale_out(settings, database_url, certs, seconds)))
             return
         mail_dir = settings.data_dir / "mail"  # the stack's mail sink: sign-up codes land here
+        if only == "sends":  # scenario (a) alone, printed (for before/after comparisons while profiling)
+            sends = await messaging.offline_recipients(live, senders=32, seconds=seconds, mail_dir=mail_dir)
+            print(render_messaging_rows([sends]))
+            return
         emails, tokens = await prepare(live, users=20, sessions=100, mail_dir=mail_dir)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
@@ -330,7 +338,9 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
     parser.add_argument(
-        "--only", choices=["attachments", "scale-out", "transparency"], help="run one scenario and print it"
+        "--only",
+        choices=["attachments", "scale-out", "transparency", "sends"],
+        help="run one scenario and print it",
     )
     arguments = parser.parse_args()
     asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only))
