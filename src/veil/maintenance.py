@@ -8,7 +8,8 @@ information any more, as well as sign-ups never confirmed, spent invites and exp
 tokens and password resets, and applies the retention periods (`veil.retention`). The process that did
 the round then purges accounts whose erasure grace window is over, and sweeps attachments
 (reservations never completed, attachments whose owner or conversation is gone or whose retention
-is over) and expired export archives, in transactions of their own because that work waits on the
+is over), backups (reservations never completed, backups replaced, deleted or whose user is gone)
+and expired export archives, in transactions of their own because that work waits on the
 object store. This is the one scheduled job for housekeeping and retention; it logs counts only.
 
 Every process also counts, every `_QUEUE_SECONDS`, the queues other processes drain (device
@@ -25,6 +26,7 @@ from typing import TypeVar
 
 from veil.account.purge import purge_due_accounts, sweep_export_archives
 from veil.auth import recovery_store, signup_store
+from veil.backups import service as backups_service
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
@@ -112,6 +114,9 @@ class Maintenance:
             "attachments_removed": await self._store_sweep(
                 "attachment_sweep",
                 lambda: files_service.sweep(self._db, self._blobs, now, self._retention.attachments),
+            ),
+            "backups_removed": await self._store_sweep(
+                "backup_sweep", lambda: backups_service.sweep(self._db, self._blobs, now)
             ),
             "export_archives_removed": await self._store_sweep(
                 "export_archive_sweep", lambda: sweep_export_archives(self._db, self._blobs, now)

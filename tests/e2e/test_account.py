@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import ServerFactory
-from tests.support.files import direct, s3_client, upload
+from tests.support.files import back_up, direct, put_to_store, reserve_backup, s3_client, upload
 from tests.support.keys import bundle
 from tests.support.mail import body, latest_code, messages_to, wait_for_mail
 from tests.support.messaging import envelope, group, send
@@ -119,6 +119,7 @@ def test_export_with_an_emailed_code(api: LiveServer, settings: Settings) -> Non
         cid = direct(client, alice, bob)
         assert send(client, alice, cid, envelope()).status_code == 201
         attachment_id = upload(client, alice, cid, os.urandom(777))
+        backup = back_up(client, alice, os.urandom(999))
 
         asked = ask(client, alice, type="export")
         assert asked.status_code == 202
@@ -157,6 +158,9 @@ def test_export_with_an_emailed_code(api: LiveServer, settings: Settings) -> Non
     assert "ciphertext" not in message
     assert [a["attachment_id"] for a in archive["attachments"]] == [attachment_id]
     assert [r["type"] for r in archive["account_requests"]] == ["export"]
+    # The encrypted backup's size and time, never its object (or where it is).
+    assert archive["backup"] == [{"size": 999, "created_at": backup["created_at"]}]
+    assert "backup of 999 bytes" in archive["summary"]
 
 
 def test_an_export_that_takes_longer_is_built_in_the_background(
@@ -272,6 +276,18 @@ async def test_erasure_disables_at_once_and_the_purge_leaves_nothing(
         assert send(client, bob, cid, envelope()).status_code == 201
         attachment_id = upload(client, alice, cid, os.urandom(500))
         kept_attachment = upload(client, bob, cid, os.urandom(500))
+        # Her encrypted backup, and a newer one uploaded but never completed.
+        back_up(client, alice, os.urandom(600))
+        unfinished = os.urandom(700)
+        newer = reserve_backup(client, alice, unfinished).json()["upload"]
+        assert put_to_store(newer, unfinished).status_code == 200
+        backup_keys = [
+            row["object_key"]
+            for row in await db.fetch(
+                "SELECT object_key FROM backups WHERE user_id = $1::uuid", alice["user_id"]
+            )
+        ]
+        assert len(backup_keys) == 2
         team = group(client, alice, bob)  # alice invited bob: membership events name her
         alone = group(client, alice)
         object_key = await db.fetchval(
@@ -312,7 +328,8 @@ async def test_erasure_disables_at_once_and_the_purge_leaves_nothing(
     assert await tables_mentioning(db, needles) == []
     assert await blobs.stat(object_key) is None
     listed = s3_client(settings).list_objects_v2(Bucket=settings.s3_bucket).get("Contents", [])
-    assert object_key not in {o["Key"] for o in listed}
+    assert not {object_key, *backup_keys} & {o["Key"] for o in listed}
+    assert await db.fetchval("SELECT count(*) FROM backups") == 0
     tombstone = await db.fetchrow("SELECT * FROM erasure_tombstones")
     assert tombstone is not None and set(tombstone.keys()) == {"id", "requested_at", "purged_at"}
     # What was shared with others stays theirs; the conversation only Alice had is gone.

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tests.conftest import ServerFactory
 from tests.support.databases import query, server_url, with_database
-from tests.support.files import direct, s3_client, upload
+from tests.support.files import back_up, direct, s3_client, upload
 from tests.support.keys import b64, one_time_prekeys, x25519_public
 from tests.support.messaging import envelope, send
 from tests.support.server import LiveServer, start_server
@@ -158,6 +158,15 @@ def object_key(database_url: str, attachment_id: str) -> str:
     return str(rows[0]["object_key"])
 
 
+def backup_key(database_url: str, owner: dict[str, Any]) -> str:
+    rows = query(
+        database_url,
+        "SELECT object_key FROM backups WHERE user_id = $1 AND state = 'current'",
+        uuid.UUID(owner["user_id"]),
+    )
+    return str(rows[0]["object_key"])
+
+
 def test_backup_restore_and_doctor(
     settings: Settings,
     make_server: ServerFactory,
@@ -181,12 +190,16 @@ def test_backup_restore_and_doctor(
             sent.append(message["message_id"])
         kept_file = os.urandom(3000)
         kept = upload(client, alice, conversation_id, kept_file)
+        kept_backup = os.urandom(1500)
+        back_up(client, bob, kept_backup)
+        bob_backup_key = backup_key(database_url, bob)
 
     backup = tmp_path / "backup"
     ok(veil(settings, bucket, database_url, "backup", str(backup)))
     assert backup.stat().st_mode & 0o777 == 0o700
     manifest = json.loads((backup / "manifest.json").read_text())
-    assert [o["key"] for o in manifest["bucket"]["objects"]] == [object_key(database_url, kept)]
+    listed = {o["key"] for o in manifest["bucket"]["objects"]}
+    assert listed == {object_key(database_url, kept), bob_backup_key}
     token_keys = settings.jwt_keys_file
     assert token_keys is not None
     assert manifest["keys"]["token"]["sha256"] == hashlib.sha256(token_keys.read_bytes()).hexdigest()
@@ -200,6 +213,8 @@ def test_backup_restore_and_doctor(
         assert spent["one_time_prekey"]["key_id"] == 1 and spent["pq_prekey"]["key_id"] == 1
         lost = upload(client, alice, conversation_id, os.urandom(2000))
         lost_key = object_key(database_url, lost)
+        back_up(client, alice, os.urandom(1000))
+        lost_backup_key = backup_key(database_url, alice)
     original.stop()
 
     refused = veil(settings, bucket, database_url, "restore", str(backup))
@@ -209,7 +224,7 @@ def test_backup_restore_and_doctor(
     assert "has no Veil tables" in problem(veil(settings, bucket, unrestored, "doctor", "--fix"))
     ok(veil(settings, bucket, unrestored, "migrate", "up"))
     assert "refers to no object" in problem(veil(settings, bucket, unrestored, "doctor", "--fix"))
-    assert s3_client(settings).list_objects_v2(Bucket=bucket)["KeyCount"] == 2
+    assert s3_client(settings).list_objects_v2(Bucket=bucket)["KeyCount"] == 4
 
     empty_database_url = new_database()
 
@@ -233,6 +248,10 @@ def test_backup_restore_and_doctor(
             assert history(client, reader, conversation_id) == sent
             download = client.get(f"/v1/attachments/{kept}", headers=bearer(reader))
             assert httpx.get(download.json()["download"]["url"], timeout=10).content == kept_file
+            # Bob's encrypted backup is there too; Alice's was made after the backup.
+            restored_backup = client.get("/v1/backup", headers=bearer(reader))
+            assert httpx.get(restored_backup.json()["download"]["url"], timeout=10).content == kept_backup
+            assert client.get("/v1/backup", headers=bearer(alice)).status_code == 404
 
             # No prekey on offer at the backup is handed out again: claims fall back to the signed
             # prekey and the last-resort ML-KEM key, and Bob's device is told to upload more ...
@@ -249,20 +268,23 @@ def test_backup_restore_and_doctor(
             assert client.post("/v1/keys/one-time", json=top_up, headers=bearer(bob)).json()["count"] == 2
             assert claim(client, alice, bob)["one_time_prekey"]["key_id"] == 100
 
-        # Doctor: the object uploaded after the backup has no row; remove a kept object too.
+        # Doctor: the objects uploaded after the backup have no row; remove kept objects too.
         kept_key = object_key(empty_database_url, kept)
         s3_client(settings).delete_object(Bucket=bucket, Key=kept_key)
+        s3_client(settings).delete_object(Bucket=bucket, Key=bob_backup_key)
         found = veil(settings, bucket, empty_database_url, "doctor", "--json")
         assert found.returncode == 1, found.stderr
         findings = json.loads(found.stdout)
-        assert [o["key"] for o in findings["objects_without_rows"]] == [lost_key]
+        assert {o["key"] for o in findings["objects_without_rows"]} == {lost_key, lost_backup_key}
         assert [r["attachment_id"] for r in findings["rows_without_objects"]] == [kept]
+        assert [b["object_key"] for b in findings["backups_without_objects"]] == [bob_backup_key]
 
         ok(veil(settings, bucket, empty_database_url, "doctor", "--fix"))
         assert "0 with a row" in ok(veil(settings, bucket, empty_database_url, "doctor"))
         assert s3_client(settings).list_objects_v2(Bucket=bucket).get("KeyCount") == 0
         with restored.client() as client:
             assert client.get(f"/v1/attachments/{kept}", headers=bearer(reader)).status_code == 404
+            assert client.get("/v1/backup", headers=bearer(reader)).status_code == 404
     finally:
         restored.stop()
 

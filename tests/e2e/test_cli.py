@@ -46,7 +46,7 @@ class Cli:
         self.home = home
         self.env = base_environment() | {
             "VEIL_CLIENT_HOME": str(home),
-            "VEIL_CLIENT_PASSPHRASE": "a passphrase for the tests' key stores",
+            "VEIL_PASSPHRASE": "a passphrase for the tests' key stores",
             "VEIL_CLIENT_SCRYPT_LOG2N": "10",
             "PYTHONUNBUFFERED": "1",
         }
@@ -56,20 +56,26 @@ class Cli:
         return [*CLIENT, *where, "--profile", profile, *args]
 
     def run(
-        self, profile: str, *args: str, stdin: str = "", server: bool = True
+        self,
+        profile: str,
+        *args: str,
+        stdin: str = "",
+        server: bool = True,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """`env`: the whole environment instead of `self.env` (one without a secret variable, say)."""
         return subprocess.run(
             self.argv(profile, args, server=server),
             input=stdin,
             capture_output=True,
             text=True,
-            env=self.env,
+            env=self.env if env is None else env,
             timeout=60,
             start_new_session=True,  # no controlling terminal: prompts can only read the pipe
         )
 
-    def ok(self, profile: str, *args: str, stdin: str = "") -> str:
-        done = self.run(profile, *args, stdin=stdin)
+    def ok(self, profile: str, *args: str, stdin: str = "", env: dict[str, str] | None = None) -> str:
+        done = self.run(profile, *args, stdin=stdin, env=env)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
         return done.stdout
@@ -95,6 +101,7 @@ class Cli:
         before: tuple[str, ...] = (),
         after: tuple[str, ...] = (),
         code: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run a command that mails `email` a code while it runs, answering as a person does: the
         lines of `before`, then (once the message arrived in the mail sink) the code and `after`.
@@ -106,7 +113,7 @@ class Cli:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=self.env,
+            env=self.env if env is None else env,
             start_new_session=True,
         )
         try:
@@ -215,7 +222,8 @@ def test_register_login_whoami_logout(cli: Cli) -> None:
     settings = (profile / "profile.json").read_text()
     assert PASSWORD not in settings and "token" not in settings
 
-    assert "Already signed in" in cli.ok("ada", "login", email)
+    # The password is asked first in every command that needs it, even when it turns out unneeded.
+    assert "Already signed in" in cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
     assert "Signed out" in cli.ok("ada", "logout")
     assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
     login = cli.ok("ada", "login", email, stdin=f"{PASSWORD}\n")
@@ -403,7 +411,7 @@ def test_reset_password_removes_every_device(cli: Cli) -> None:
     email, _ = cli.sign_up("ada")
     cli.ok("laptop", "login", email, stdin=f"{PASSWORD}\n")
     # Asked on a profile signed in to the account: afterwards that device, too, is gone.
-    reset = cli.run_with_code("ada", "reset-password", email, email=email, after=(NEW_PASSWORD,))
+    reset = cli.run_with_code("ada", "reset-password", email, email=email, before=(NEW_PASSWORD,))
     assert reset.returncode == 0, reset.stderr
     assert "Every device" in reset.stdout and f"veil-client login {email}" in reset.stderr
     assert_readable_failure(cli.run("ada", "whoami"), "not signed in")
@@ -419,7 +427,7 @@ def test_reset_password_removes_every_device(cli: Cli) -> None:
     assert_readable_failure(cli.run("eve", "reset-password", email, "--code", "abc"), "six digits")
     assert email in cli.ok("ada", "whoami")
     # An unknown address gets the same note (no account oracle), then no code ever comes.
-    unknown = cli.run("eve", "reset-password", new_email(), stdin="")
+    unknown = cli.run("eve", "reset-password", new_email(), stdin=f"{NEW_PASSWORD}\n")
     assert "a six-digit code was emailed" in unknown.stderr
     assert_readable_failure(unknown, "No code given")
 
@@ -476,7 +484,7 @@ def test_failures_are_one_readable_line(cli: Cli, tmp_path: Path) -> None:
         cli.argv("ada", ("whoami",), server=True),
         capture_output=True,
         text=True,
-        env=cli.env | {"VEIL_CLIENT_PASSPHRASE": "not the passphrase"},
+        env=cli.env | {"VEIL_PASSPHRASE": "not the passphrase"},
         timeout=60,
     )
     assert_readable_failure(wrong_passphrase, "Wrong passphrase")

@@ -33,7 +33,7 @@ from veil.client.sdk.http import VeilClient
 from veil.client.sdk.keystore import ScryptParams
 url, ca_file, keystore = sys.argv[1:4]
 with VeilClient(url, verify=ca_file, keystore=keystore,
-                passphrase=os.environ["VEIL_CLIENT_PASSPHRASE"], scrypt=ScryptParams(log2_n=10)) as client:
+                passphrase=os.environ["VEIL_PASSPHRASE"], scrypt=ScryptParams(log2_n=10)) as client:
     client.refresh()
 """
 
@@ -114,7 +114,7 @@ def test_a_long_lived_client_keeps_its_socket_and_sends_after_other_processes_re
         api.base_url,
         verify=api.ssl_context(),
         keystore=keystore,
-        passphrase=cli.env["VEIL_CLIENT_PASSPHRASE"],
+        passphrase=cli.env["VEIL_PASSPHRASE"],
         scrypt=ScryptParams(log2_n=10),
     ) as chat:
         cid = chat.create_direct(bob_id).conversation_id

@@ -4,8 +4,8 @@ is searched for them and for every private and content key the clients ever had.
 Searched: a plain-SQL dump of the whole database, every object in the bucket, every log line of the
 Veil process and of PostgreSQL and S3, every mail the server sent, and every response an operator
 can get. The journey covers registration and keys, a 1:1 chat with receipts, a group with
-invitations, a removal and key rotation, an encrypted file with a secret name, an export and an
-erasure with its purge.
+invitations, a removal and key rotation, an encrypted file with a secret name, an encrypted backup, an
+export and an erasure with its purge.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from tests.support.mail import latest_code, mail_dir
 from tests.support.pgdump import dump
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, bearer, login, register
+from veil.client.protocol.recovery_key import parse_recovery_key
 from veil.client.sdk.http import VeilClient
 from veil.core.blobstore import BlobStore
 from veil.core.clock import FakeClock
@@ -244,6 +245,11 @@ def test_the_server_never_holds_plaintext_or_keys(
     assert alice.download_file(file_message, received).name == CANARIES["file_name"]
     assert received.getvalue() == body
     secrets.sample(*everyone)
+
+    # An encrypted backup of Alice's history (the canaries she sent and read) in her backup slot.
+    recovery_key = alice.create_backup({"contacts": {"bob": bob.user_id}})
+    secrets.add(parse_recovery_key(recovery_key))
+    assert alice.backup_status() is not None
 
     # An export, and an erasure carried through to the purge.
     export_request = alice.request_export()

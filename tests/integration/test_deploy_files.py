@@ -333,9 +333,12 @@ def test_attachments_reach_the_store_through_the_gateway(compose_model: dict[str
     store = rendered[STORE_TEMPLATE.name]
     assert re.search(r"proxy_set_header\s+Host\s+\$http_host;", store), "the signed Host must pass as sent"
     assert not re.search(r"\brewrite\b|proxy_pass\s+http://\S+/", store), "the signed path must pass as sent"
-    # An upload of the largest attachment fits through.
+    # An upload of the largest attachment, and of the largest backup, fits through.
     cap = re.search(r"client_max_body_size\s+(\d+)m;", store)
-    assert cap and int(cap[1]) * 1024 * 1024 >= Settings.model_fields["attachment_max_bytes"].default
+    largest = max(
+        Settings.model_fields[name].default for name in ("attachment_max_bytes", "backup_max_bytes")
+    )
+    assert cap and int(cap[1]) * 1024 * 1024 >= largest
     # Host names other than the store's land on the API server, whichever file nginx reads first.
     assert re.search(r"listen\s+\S+[^;]*\bdefault_server\b", rendered[TEMPLATE.name])
     assert "default_server" not in store

@@ -45,6 +45,24 @@ def upload(client: httpx.Client, who: dict[str, Any], conversation_id: str, body
     return attachment_id
 
 
+def reserve_backup(
+    client: httpx.Client, who: dict[str, Any], body: bytes, **overrides: Any
+) -> httpx.Response:
+    request = {"size": len(body), "sha256": b64(hashlib.sha256(body).digest()), **overrides}
+    return client.put("/v1/backup", json=request, headers=bearer(who))
+
+
+def back_up(client: httpx.Client, who: dict[str, Any], body: bytes) -> dict[str, Any]:
+    """Reserve, upload and complete the user's encrypted backup; its view `{size, sha256, created_at}`."""
+    reserved = reserve_backup(client, who, body)
+    assert reserved.status_code == 201, reserved.text
+    assert put_to_store(reserved.json()["upload"], body).status_code == 200
+    completed = client.post("/v1/backup/complete", headers=bearer(who))
+    assert completed.status_code == 200, completed.text
+    view: dict[str, Any] = completed.json()
+    return view
+
+
 def direct(client: httpx.Client, a: dict[str, Any], b: dict[str, Any]) -> str:
     created = client.post(
         "/v1/conversations", json={"type": "direct", "member_id": b["user_id"]}, headers=bearer(a)

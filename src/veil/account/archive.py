@@ -35,6 +35,12 @@ def _after(value: object, moment: datetime) -> bool:
 def summary(account: AccountRecord, sections: dict[str, list[dict[str, object]]], now: datetime) -> str:
     active = sum(1 for s in sections["sessions"] if s["revoked_at"] is None and _after(s["expires_at"], now))
     stored = sum(int(str(a["size"])) for a in sections["attachments"])
+    backups = sections.get("backup", [])
+    backup = (
+        f"An encrypted backup of {backups[0]['size']} bytes, made {_plain(backups[0]['created_at'])}.\n"
+        if backups
+        else "No encrypted backup.\n"
+    )
     return (
         f"Veil data export for {account.email}, made {format_timestamp(now)}.\n"
         f"Account created {format_timestamp(account.created_at)}; status {account.status}.\n"
@@ -42,9 +48,10 @@ def summary(account: AccountRecord, sections: dict[str, list[dict[str, object]]]
         f"published public keys, {len(sections['conversations'])} conversations, "
         f"{len(sections['messages_sent'])} messages sent, {len(sections['attachments'])} attachments "
         f"({stored} bytes of ciphertext).\n"
-        "Messages and files are end-to-end encrypted: Veil holds only ciphertext and the metadata "
-        "listed here. The keys that open them exist only on your devices and are not part of this "
-        "export; neither are message or file contents.\n"
+        f"{backup}"
+        "Messages, files and backups are end-to-end encrypted: Veil holds only ciphertext and the "
+        "metadata listed here. The keys that open them exist only on your devices and are not part "
+        "of this export; neither are message, file or backup contents.\n"
     )
 
 

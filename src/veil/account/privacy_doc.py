@@ -44,10 +44,12 @@ disagree.
 
 ## Where the data lives
 - **PostgreSQL** (`DATABASE_URL`): accounts, sessions, public keys, conversations, message
-  envelopes (ciphertext and metadata), attachment records. Development: `$VEIL_DATA_DIR/postgres`.
+  envelopes (ciphertext and metadata), attachment and backup records. Development:
+  `$VEIL_DATA_DIR/postgres`.
 - **S3-compatible object store** (`S3_ENDPOINT`, bucket `S3_BUCKET`, region `S3_REGION`, default
-  `{_default("s3_region")}`, an EU region): attachment ciphertext and export archives only, under
-  random keys. Development: `$VEIL_DATA_DIR/s3`.
+  `{_default("s3_region")}`, an EU region): attachment ciphertext, users' encrypted backups
+  (ciphertext made by their clients) and export archives only, under random keys. Development:
+  `$VEIL_DATA_DIR/s3`.
 - **Logs**: standard error, one JSON object per line, without passwords, tokens, keys or content;
   the deployment's log pipeline keeps them for `VEIL_RETENTION_LOGS_DAYS`.
 - The server never holds a private key, a content key or plaintext: messages and files are
@@ -90,9 +92,9 @@ requests table of the live system, or the incident log, says which).
   change also need the current password.
 - **Erasure**: at once the account is disabled, every session revoked and every socket closed;
   after `VEIL_ERASURE_GRACE_DAYS` (default {grace}) the purge removes every row above that
-  refers to the user and, through the sweep, their attachments' objects. What remains is a tombstone
-  (`erasure_tombstones`: when the erasure was requested and when it was done, no identifier),
-  and the user's leaves in the key-transparency log (`transparency_leaves`): public keys and
+  refers to the user and, through the sweep, their attachments' and backup's objects. What remains
+  is a tombstone (`erasure_tombstones`: when the erasure was requested and when it was done, no
+  identifier), and the user's leaves in the key-transparency log (`transparency_leaves`): public keys and
   certificates under SHA-256 of the user id, never an email, kept because deleting a leaf would
   break the log every client checks the key directory against (docs/adr/0019); the purge appends
   one last leaf saying the account has no keys any more.

@@ -2,7 +2,7 @@
 
 Run by the maintenance round. Accounts go in batches, each in one transaction: every row that
 refers to the user is removed and a tombstone without any identifier is left. Objects in the store
-(attachments, export archives) lose their owner in that transaction and are deleted by the sweeps
+(attachments, backups, export archives) lose their owner in that transaction and are deleted by the sweeps
 that follow, objects first and rows after, like every removal of stored bytes.
 """
 
@@ -37,6 +37,7 @@ async def purge_due_accounts(db: Database, now: datetime) -> int:
                     signup_mail_key(account.email),
                     limiter_key("password-change", str(account.id)),
                     limiter_key("password-reset", account.email),
+                    limiter_key("backups", str(account.id)),
                 ]
                 await store.purge_account(conn, account.id, keys)
                 # Mail still queued for the address (a notice during the grace window) goes too.

@@ -178,6 +178,15 @@ REGISTRY: tuple[PersonalData, ...] = (
         "owner set to NULL, then the sweep deletes the object and the row; by attachment retention",
     ),
     PersonalData(
+        "backups",
+        ("user_id",),
+        "each user's encrypted client backup: object key, size and SHA-256 of the ciphertext, "
+        "timestamps (the object is ciphertext under a key only the user's recovery key opens)",
+        "`backup` (size and time; never the object)",
+        "user set to NULL (also when the user deletes or replaces the backup), then the sweep "
+        "deletes the object and the row",
+    ),
+    PersonalData(
         "account_requests",
         ("user_id",),
         "export, erasure and email-change requests (new email address, code hash)",

@@ -235,6 +235,8 @@ _EXPORT_QUERIES: dict[str, str] = {
     "attachments": """SELECT id AS attachment_id, conversation_id, size, sha256, state, created_at,
                              completed_at
                       FROM attachments WHERE owner_id = $1 ORDER BY created_at""",
+    # The encrypted backup's size and time only: its object is ciphertext under the user's own key.
+    "backup": """SELECT size, created_at FROM backups WHERE user_id = $1 AND state = 'current'""",
     "account_requests": """SELECT id AS request_id, type, created_at, confirmed_at
                            FROM account_requests WHERE user_id = $1 ORDER BY created_at""",
     # Whom the account blocked; who blocked the account is that other person's data.
@@ -271,9 +273,9 @@ async def lock_due_for_purge(conn: Connection, now: datetime, limit: int) -> lis
 async def purge_account(conn: Connection, user_id: uuid.UUID, limiter_keys: list[str]) -> None:
     """Remove every row that refers to the user (docs/privacy.md, `veil.account.registry`).
 
-    Most of it goes by ON DELETE CASCADE from `users`; attachments and export archives lose their
-    owner (SET NULL) and the maintenance sweep removes their objects and rows. What refers to the
-    user without a foreign key is handled here first.
+    Most of it goes by ON DELETE CASCADE from `users`; attachments, backups and export archives lose
+    their owner (SET NULL) and the maintenance sweep removes their objects and rows. What refers to
+    the user without a foreign key is handled here first.
     """
     conversations = [
         row["conversation_id"]

@@ -1,6 +1,6 @@
 """`veil doctor [--fix]`: whether the database and the bucket agree (objects without rows, completed
-attachments without objects), and with `--fix` the repair that veil.files.doctor explains. Exit
-status 1 while a disagreement is left unrepaired."""
+attachments and current backups without objects), and with `--fix` the repair that
+veil.files.doctor explains. Exit status 1 while a disagreement is left unrepaired."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def _as_json(bucket: str, findings: Findings, fixed: bool) -> dict[str, Any]:
             {"attachment_id": str(a.id), "object_key": a.object_key, "size": a.size}
             for a in findings.rows_without_objects
         ],
+        "backups_without_objects": [
+            {"object_key": b.object_key, "size": b.size} for b in findings.backups_without_objects
+        ],
         "fixed": fixed,
     }
 
@@ -40,6 +43,7 @@ def _describe(bucket: str, findings: Findings) -> str:
         f"attachment without its object: {a.id} (object {a.object_key})"
         for a in findings.rows_without_objects
     ]
+    lines += [f"backup without its object: object {b.object_key}" for b in findings.backups_without_objects]
     return "\n".join(lines)
 
 
@@ -76,19 +80,20 @@ def doctor(args: argparse.Namespace) -> int:
     if fixed:
         note(
             f"deleted {len(findings.objects_without_rows)} objects without rows and "
-            f"{len(findings.rows_without_objects)} attachment rows without objects"
+            f"{len(findings.rows_without_objects)} attachment rows and "
+            f"{len(findings.backups_without_objects)} backup rows without objects"
         )
     return 0 if findings.consistent or fixed else 1
 
 
 def add_parser(commands: Subcommands) -> None:
     parser = commands.add_parser(
-        "doctor", help="compare the attachment rows with the bucket's objects (and repair with --fix)"
+        "doctor", help="compare the attachment and backup rows with the bucket's objects (repair: --fix)"
     )
     parser.add_argument(
         "--fix",
         action="store_true",
-        help="delete objects without rows, and attachment rows whose object is gone",
+        help="delete objects without rows, and attachment and backup rows whose object is gone",
     )
     parser.add_argument("--json", action="store_true", help="the findings as JSON")
     parser.set_defaults(handler=doctor)

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
         300, ge=1, le=300, validation_alias=_env("VEIL_ATTACHMENT_DOWNLOAD_URL_TTL")
     )
 
+    # The encrypted backup slot (docs/adr/0021): largest backup ciphertext (a larger declared size
+    # is a 413; the store's gateway in deploy/ caps bodies at 128 MiB), and upload reservations per
+    # user per hour, each of which may be that large. Its URLs and reservations live as long as the
+    # attachments' (VEIL_ATTACHMENT_*_TTL above).
+    backup_max_bytes: int = Field(
+        100 * 1024 * 1024, ge=1, le=5 * 1024**3, validation_alias=_env("VEIL_BACKUP_MAX_BYTES")
+    )
+    backups_per_hour: int = Field(10, ge=1, validation_alias=_env("VEIL_BACKUPS_PER_HOUR"))
+
     # Outgoing mail (challenge codes, notices). Unset host in development and tests: a local mail
     # sink starts and writes every message under `<data_dir>/mail`.
     smtp_host: str | None = Field(None, validation_alias=_env("SMTP_HOST"))

@@ -90,6 +90,7 @@ LOGGED_FIELDS = frozenset(
         "account_requests_deleted",
         "accounts_purged",
         "attachments_removed",
+        "backups_removed",
         "export_archives_removed",
     }
 )

@@ -57,7 +57,13 @@ LOGIN_FAILURE_REASONS = (
     "password_changed",  # the password changed while this login was being checked
     "overloaded",  # every password-hashing slot was busy (503)
 )
-MAINTENANCE_TASKS = ("housekeeping", "account_purge", "attachment_sweep", "export_archive_sweep")
+MAINTENANCE_TASKS = (
+    "housekeeping",
+    "account_purge",
+    "attachment_sweep",
+    "backup_sweep",
+    "export_archive_sweep",
+)
 MAINTENANCE_OUTCOMES = ("ok", "skipped", "failed")
 MAIL_OUTCOMES = ("sent", "retried", "failed")
 

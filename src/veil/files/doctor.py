@@ -2,7 +2,7 @@
 
 Two things can go wrong, usually after one of them was restored from a backup without the other:
 an object no row refers to (it costs space and is never served or swept), and a completed
-attachment whose object is gone (its downloads fail at the store).
+attachment or a user's current backup whose object is gone (its downloads fail at the store).
 
 Why the checks cannot mistake live traffic for damage: every row is written before its object
 (a reservation precedes its upload, an export job row precedes its archive), and object keys are
@@ -13,9 +13,9 @@ completed after it; it counts as missing only if the store confirms, object by o
 What the repair does, and why it is safe:
 - an object without a row is deleted: nothing can reach it (downloads are presigned for rows only);
 - a row whose object is gone is deleted: the bytes cannot come back from Veil's side, and without
-  the row the attachment answers 404 like a deleted one (instead of a download URL that fails at
-  the store), and its size stops counting against its owner's quota. Restore the bucket first:
-  a row deleted here does not come back if its object reappears later.
+  the row the attachment (or backup) answers 404 like a deleted one (instead of a download URL
+  that fails at the store), and an attachment's size stops counting against its owner's quota.
+  Restore the bucket first: a row deleted here does not come back if its object reappears later.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from dataclasses import dataclass
 from veil.core.blobstore import BlobStore, ListedObject
 from veil.core.db import Database
 from veil.files import inventory
-from veil.files.inventory import StoredAttachment
+from veil.files.inventory import StoredAttachment, StoredBackup
 
 
 @dataclass(frozen=True)
 class Findings:
     objects_without_rows: list[ListedObject]
     rows_without_objects: list[StoredAttachment]
+    backups_without_objects: list[StoredBackup]
     # How many objects the bucket holds, how many of them a row refers to, and how many object
     # keys the rows name (whether or not the objects exist).
     objects: int
@@ -40,7 +41,7 @@ class Findings:
 
     @property
     def consistent(self) -> bool:
-        return not self.objects_without_rows and not self.rows_without_objects
+        return not (self.objects_without_rows or self.rows_without_objects or self.backups_without_objects)
 
 
 class WrongDatabase(Exception):
@@ -54,15 +55,16 @@ async def examine(db: Database, blobs: BlobStore) -> Findings:
     async with db.transaction("doctor_examine") as conn:
         referenced = await inventory.referenced_object_keys(conn)
         completed = await inventory.completed_attachments(conn)
+        backups = await inventory.current_backups(conn)
     in_store = {item.key for item in listed}
-    missing = [
-        attachment
-        for attachment in completed
-        if attachment.object_key not in in_store and await blobs.stat(attachment.object_key) is None
-    ]
+
+    async def gone(object_key: str) -> bool:
+        return object_key not in in_store and await blobs.stat(object_key) is None
+
     return Findings(
         objects_without_rows=[item for item in listed if item.key not in referenced],
-        rows_without_objects=missing,
+        rows_without_objects=[attachment for attachment in completed if await gone(attachment.object_key)],
+        backups_without_objects=[backup for backup in backups if await gone(backup.object_key)],
         objects=len(listed),
         referenced_objects=len(in_store & referenced),
         rows=len(referenced),
@@ -77,6 +79,7 @@ async def repair(db: Database, blobs: BlobStore, findings: Findings) -> None:
         raise WrongDatabase
     if findings.objects_without_rows:
         await blobs.delete([item.key for item in findings.objects_without_rows])
-    if findings.rows_without_objects:
+    if findings.rows_without_objects or findings.backups_without_objects:
         async with db.transaction("doctor_forget_rows") as conn:
             await inventory.delete_attachments(conn, [row.id for row in findings.rows_without_objects])
+            await inventory.delete_backups(conn, [row.object_key for row in findings.backups_without_objects])

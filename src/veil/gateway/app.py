@@ -8,6 +8,7 @@ from starlette.applications import Starlette
 from veil import maintenance
 from veil.account import api as account_api
 from veil.auth import api as auth_api
+from veil.backups import api as backups_api
 from veil.blocks import api as blocks_api
 from veil.core.clock import Clock
 from veil.core.config import Settings
@@ -24,6 +25,7 @@ from veil.transparency import api as transparency_api
 # so it includes the keys module too; a module may be served by more than one process. Blocks are
 # account settings in the user's eyes and light traffic: they share the account process. The
 # services that send mail (auth, account) each run a delivery worker for the shared mail outbox.
+# The backup slot is stored objects like attachments: the files process serves it.
 SERVICES: dict[str, tuple[ServiceModule, ...]] = {
     "auth": (
         auth_api.MODULE,
@@ -34,7 +36,7 @@ SERVICES: dict[str, tuple[ServiceModule, ...]] = {
     ),
     "keys": (keys_api.MODULE, keys_api.IDENTITY_MODULE, transparency_api.MODULE, maintenance.MODULE),
     "messaging": (messaging_api.MODULE, keys_api.MODULE, realtime_api.MODULE, maintenance.MODULE),
-    "files": (files_api.MODULE, maintenance.MODULE),
+    "files": (files_api.MODULE, backups_api.MODULE, maintenance.MODULE),
     "account": (
         account_api.MODULE,
         account_api.PASSWORD_MODULE,
@@ -54,6 +56,7 @@ ALL_MODULES = (
     messaging_api.MODULE,
     realtime_api.MODULE,
     files_api.MODULE,
+    backups_api.MODULE,
     account_api.MODULE,
     account_api.PASSWORD_MODULE,
     blocks_api.MODULE,

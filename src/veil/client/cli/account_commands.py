@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from veil.client.cli.context import Context
+from veil.client.cli.credentials import new_password
+from veil.client.cli.export_command import export_history, history_document
 from veil.client.cli.failures import UserError
 from veil.client.cli.output import emit_json
-from veil.client.cli.prompts import ask_code, ask_line, ask_secret, checked_code
+from veil.client.cli.prompts import ask_code, ask_line, checked_code
 from veil.client.cli.trust_commands import ROLES, approval_hint
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import VeilError
@@ -62,7 +64,7 @@ def _waits_for_approval(client: VeilClient) -> None:
 def register(ctx: Context, args: argparse.Namespace) -> None:
     """Sign up in one run, as a person does: password, then the code the server emails, then the
     first login. Interrupted before the code, `activate` finishes it."""
-    password = ask_secret("Choose a password: ", confirm=True)
+    password = ctx.account_password(choosing=True)
     client = ctx.client()  # the key store's passphrase is chosen now, before anything is sent
     try:
         client.register(args.email, password, invite_code=args.invite)
@@ -110,6 +112,7 @@ def _activate(client: VeilClient, email: str, code: str) -> str:
 
 
 def login(ctx: Context, args: argparse.Namespace) -> None:
+    password = ctx.account_password()  # first, as in every command that needs both secrets
     client = ctx.client()
     if client.signed_in and ctx.profile.email == args.email:
         # A session that still works stays: logging in again would make a new device and end this
@@ -121,13 +124,14 @@ def login(ctx: Context, args: argparse.Namespace) -> None:
             if client.identity_role == "pending":
                 _waits_for_approval(client)
             return
-    _sign_in(ctx, client, args.email, ask_secret("Password: "), args.device_name)
+    _sign_in(ctx, client, args.email, password, args.device_name)
 
 
 def password(ctx: Context, args: argparse.Namespace) -> None:
+    ctx.require_key_store()
+    current = ctx.account_password()
+    new = new_password()
     client = ctx.signed_in_client()
-    current = ask_secret("Current password: ")
-    new = ask_secret("New password: ", confirm=True)
     try:
         client.change_password(current, new)
     except VeilError as error:
@@ -142,14 +146,15 @@ def reset_password(ctx: Context, args: argparse.Namespace) -> None:
 
     The server then ends every session of the account and removes all its devices: this machine's
     too, if it was signed in to the account, so it must log in again as a new device."""
+    given_code = None if args.code is None else checked_code(args.code)  # refused before anything is asked
+    new = ctx.account_password(choosing=True)  # the password, then the passphrase, then the code
     client = ctx.client_for(args.email)  # the passphrase (if any) is asked before anything is sent
-    if args.code is None:
+    if given_code is None:
         client.request_password_reset(args.email)
         note(f"If {args.email} has an account, a six-digit code was emailed to it.")
         code = ask_code(f"veil-client reset-password {args.email} --code CODE")
     else:
-        code = checked_code(args.code)
-    new = ask_secret("New password: ", confirm=True)
+        code = given_code
     try:
         client.confirm_password_reset(args.email, code, new)
     except VeilError as error:
@@ -267,6 +272,9 @@ def export(ctx: Context, args: argparse.Namespace) -> None:
     output = Path(args.output or f"veil-export-{datetime.now(UTC):%Y%m%d-%H%M%S}.json")
     if output.exists() and not args.force:
         raise UserError(f"{output} already exists; choose another --output or pass --force.")
+    if args.history_only:  # only this device can read the messages: nothing is asked of the server's export
+        export_history(ctx, output)
+        return
     client = ctx.signed_in_client()
     request_id = args.request
     if request_id is None:
@@ -274,29 +282,30 @@ def export(ctx: Context, args: argparse.Namespace) -> None:
         note(f"A six-digit code was emailed to you (request {request_id}).")
     confirmation = _confirm(client, request_id, _code(args, request_id, "export"))
     archive = client.fetch_export(confirmation) if "download" in confirmation else confirmation
+    archive["client_history"] = history_document(ctx, client)  # the text the server cannot read
     _write_private(output, json.dumps(archive, indent=2, sort_keys=True) + "\n")
     print(f"Wrote your data to {output} ({output.stat().st_size} bytes).")
 
 
 def delete_account(ctx: Context, args: argparse.Namespace) -> None:
     _check_request_arguments(args, "delete-account")
-    client = ctx.signed_in_client()
+    ctx.require_key_store()
     request_id = args.request
     if request_id is None:
-        who = ctx.profile.email or client.user_id
         if not args.yes:
+            who = ctx.profile.email or "your account"
             note(f"This disables {who} at once and erases its data after the grace period.")
             if ask_line("Type 'delete' to continue: ") != "delete":
                 raise UserError("Nothing was deleted.")
-        password = ask_secret("Password: ")
+        password = ctx.account_password()
         try:
-            request_id = client.request_erasure(password)
+            request_id = ctx.signed_in_client().request_erasure(password)
         except VeilError as error:
             if error.status == 403:
                 raise UserError("Wrong password; nothing was deleted.") from None
             raise
         note(f"A six-digit code was emailed to you (request {request_id}).")
-    _confirm(client, request_id, _code(args, request_id, "delete-account"))
+    _confirm(ctx.signed_in_client(), request_id, _code(args, request_id, "delete-account"))
     ctx.close()
     ctx.profile.erase()  # the keys belong to an account that no longer signs in
     print("Your account is disabled and every session ended; its data is erased after the grace period.")

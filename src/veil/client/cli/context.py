@@ -1,10 +1,11 @@
 """What every `veil-client` command starts from: the profile, the server it speaks to, and the
-`VeilClient` opened on the profile's key store.
+`VeilClient` opened on the profile's key store, and the account password once a command asked for it.
 
 The server URL and CA file come from the command line, then the environment (`VEIL_URL`,
 `VEIL_CA_FILE`), then what the profile remembered at the last login, then the defaults. The key
-store passphrase comes from `VEIL_CLIENT_PASSPHRASE` or is asked for, and only when a command needs
-the key store.
+store is opened with the key its unlock agent holds (`veil-client unlock`) or else with the
+passphrase, which is asked for only when a command needs the key store; secrets come from the
+sources `credentials` lists, in its order.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from veil.client.cli import agent_socket, credentials
 from veil.client.cli.failures import NOT_SIGNED_IN, UserError
 from veil.client.cli.profile import DEFAULT_URL, Profile, as_uuid
-from veil.client.cli.prompts import ask_secret
-from veil.client.protocol.errors import KeystoreFormatError
+from veil.client.protocol.errors import KeystoreFormatError, WrongPassphraseError
 from veil.client.sdk.http import VeilClient
-from veil.client.sdk.keystore import ScryptParams
+from veil.client.sdk.keystore import KeystoreKey, ScryptParams
 from veil.client.sdk.models import Conversation, VeilError
 
-PASSPHRASE_VARIABLE = "VEIL_CLIENT_PASSPHRASE"  # noqa: S105 (the name of a variable)
 # Lowers the key store's Scrypt cost (never below the keystore's floor); meant for tests, where the
 # default cost would dominate every command.
 SCRYPT_VARIABLE = "VEIL_CLIENT_SCRYPT_LOG2N"
@@ -33,18 +33,27 @@ class Context:
     profile: Profile
     url: str
     ca_file: str | None
+    # The first line of standard input when the command was given --password-stdin.
+    password_from_stdin: str | None = field(default=None, repr=False)
     _client: VeilClient | None = field(default=None, repr=False)
     _anonymous: VeilClient | None = field(default=None, repr=False)
+    # Kept once asked for, so that a key store created later in the command is refused the same secret.
+    _account_password: str | None = field(default=None, repr=False)
 
     @classmethod
-    def create(cls, profile: Profile, url: str | None, ca_file: str | None) -> Context:
+    def create(
+        cls, profile: Profile, url: str | None, ca_file: str | None, *, password_stdin: bool = False
+    ) -> Context:
+        """What a command starts from; with `password_stdin`, the password is read now, before
+        anything else can read standard input."""
         chosen_url = url or os.environ.get("VEIL_URL") or profile.url or DEFAULT_URL
         if "://" not in chosen_url:
             raise UserError(f"{chosen_url!r} is not a URL (it looks like https://veil.example.org)")
         chosen_ca = ca_file or os.environ.get("VEIL_CA_FILE") or profile.ca_file
         if chosen_ca is not None:
             chosen_ca = str(Path(chosen_ca).expanduser().resolve())
-        return cls(profile, chosen_url.rstrip("/"), chosen_ca)
+        from_stdin = credentials.password_from_stdin() if password_stdin else None
+        return cls(profile, chosen_url.rstrip("/"), chosen_ca, from_stdin)
 
     def tls(self) -> ssl.SSLContext:
         """The system's trusted CAs, or only the one given (the development CA, say)."""
@@ -57,20 +66,46 @@ class Context:
         except ssl.SSLError:
             raise UserError(f"{self.ca_file} is not a PEM CA certificate (check --ca-file).") from None
 
+    def account_password(self, *, choosing: bool = False) -> str:
+        """The account password, from the first source `credentials` lists that has one."""
+        self._account_password = credentials.account_password(self.password_from_stdin, choosing=choosing)
+        return self._account_password
+
     def client(self) -> VeilClient:
-        """The client on this profile's key store (created on first use: a passphrase is chosen)."""
+        """The client on this profile's key store: opened with the unlock agent's key when one runs,
+        else with the passphrase (created on first use: a passphrase is chosen)."""
         if self._client is None:
             self.profile.ensure_directory()
+            if self.profile.keystore.exists():
+                self._client = self._unlocked_client()
+        if self._client is None:
             creating = not self.profile.keystore.exists()
-            self._client = VeilClient(
-                self.url,
-                verify=self.tls(),
-                keystore=self.profile.keystore,
-                passphrase=self._passphrase(creating=creating),
-                scrypt=_scrypt_params(),
-                lock=self.profile.lock,
+            passphrase = credentials.keystore_passphrase(
+                self.profile.directory, creating=creating, account_password=self._account_password
             )
+            self._client = self._open(passphrase=passphrase)
         return self._client
+
+    def _unlocked_client(self) -> VeilClient | None:
+        """The client opened with the key the profile's agent holds; None without a (working) agent."""
+        key = agent_socket.request_key(agent_socket.socket_path(self.profile.directory))
+        if key is None:
+            return None
+        try:
+            return self._open(keystore_key=key)
+        except WrongPassphraseError:  # re-encrypted since the unlock: the agent ends itself
+            return None
+
+    def _open(self, *, passphrase: str | None = None, keystore_key: KeystoreKey | None = None) -> VeilClient:
+        return VeilClient(
+            self.url,
+            verify=self.tls(),
+            keystore=self.profile.keystore,
+            passphrase=passphrase,
+            keystore_key=keystore_key,
+            scrypt=_scrypt_params(),
+            lock=self.profile.lock,
+        )
 
     def client_for(self, email: str) -> VeilClient:
         """A client for a command about `email` that needs no signed-in device (finishing a sign-up,
@@ -84,10 +119,14 @@ class Context:
             self._anonymous = VeilClient(self.url, verify=self.tls())
         return self._anonymous
 
-    def signed_in_client(self) -> VeilClient:
-        """The client, refusing early (before any passphrase prompt) when there is no session."""
+    def require_key_store(self) -> None:
+        """Refuse early (before any password or passphrase is asked) a profile never signed in."""
         if not self.profile.keystore.exists():
             raise UserError(NOT_SIGNED_IN)
+
+    def signed_in_client(self) -> VeilClient:
+        """The client, refusing early (before any passphrase prompt) when there is no session."""
+        self.require_key_store()
         client = self.client()
         if not client.signed_in:
             raise UserError(NOT_SIGNED_IN)
@@ -137,16 +176,6 @@ class Context:
             if error.status == 404:
                 raise UserError(f"There is no user or conversation {target!r} that you can see.") from None
             raise
-
-    def _passphrase(self, *, creating: bool) -> str:
-        configured = os.environ.get(PASSPHRASE_VARIABLE)
-        if configured:
-            return configured
-        if creating:
-            return ask_secret(
-                f"Choose a passphrase for the key store in {self.profile.directory}: ", confirm=True
-            )
-        return ask_secret("Key store passphrase: ")
 
 
 def _scrypt_params() -> ScryptParams | None:

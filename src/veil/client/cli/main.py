@@ -16,9 +16,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from veil.client.cli import account_commands as account
+from veil.client.cli import backup_commands as backup
 from veil.client.cli import conversation_commands as conversation
 from veil.client.cli import transparency_commands as transparency
 from veil.client.cli import trust_commands as trust
+from veil.client.cli import unlock_commands as unlocking
 from veil.client.cli.context import Context
 from veil.client.cli.failures import explain
 from veil.client.cli.profile import DEFAULT_PROFILE, DEFAULT_URL, Profile
@@ -27,7 +29,7 @@ Command = Callable[[Context, argparse.Namespace], None]
 
 DESCRIPTION = """\
 End-to-end-encrypted messaging with a Veil server. Keys never leave this machine: they live in an
-encrypted key store under ~/.veil-client/PROFILE/ (passphrase from VEIL_CLIENT_PASSPHRASE, or asked).
+encrypted key store under ~/.veil-client/PROFILE/, opened with a passphrase (see "secrets" below).
 
 The server has no lookup by email, so people swap user ids (`whoami` prints yours) and keep them in
 an address book: `contacts add bob@example.org USER_ID`, then `chat bob@example.org`.
@@ -37,12 +39,23 @@ each later one shows a link code that you approve on the first (`devices approve
 safety numbers with the people you talk to (`verify USER`): only that shows their keys are theirs.
 
 When standard input is not a terminal, passwords, passphrases and codes are read from it, one line
-each, in the order they are asked for."""
+each, in the order under "secrets" below, with no confirmation of new ones."""
 
 EPILOG = """\
+secrets, in the same order for every command, on a terminal and in a pipe:
+  account password     --password-stdin (the first line of standard input), else VEIL_PASSWORD,
+                       else asked
+  key store passphrase the unlock agent (`veil-client unlock`), else VEIL_PASSPHRASE, else asked
+  A command that needs both asks the password first, then the passphrase, then an emailed code.
+  New ones (a password or key store being created) are typed twice on a terminal; a key store's
+  passphrase may never be the account password. `unlock [--minutes N]` keeps the key store open
+  for N minutes (default 15, at most 24 hours), like ssh-agent; `lock` closes it now.
+
 examples:
   veil-client --ca-file .data/tls/ca.pem register ada@example.org   (asks for the emailed code)
   veil-client reset-password ada@example.org
+  printf '%s\\n' "$PASSWORD" | VEIL_PASSPHRASE=... veil-client login --password-stdin ada@example.org
+  veil-client unlock --minutes 60 && veil-client send bob@example.org "no passphrase asked"
   veil-client devices approve VL1-...   (on your first device, the code a new one shows)
   veil-client contacts add bob@example.org 2a6e1f0c-...
   veil-client verify bob@example.org    (compare the safety number with Bob)
@@ -91,8 +104,10 @@ def _add_trust_commands(command: Callable[[str, Command, str], argparse.Argument
     sub.add_argument("conversation", nargs="?", help="resume: the held conversation (id or group name)")
     sub = command("identity", trust.identity, "your account's master key")
     actions = sub.add_subparsers(dest="identity_command", metavar="ACTION", required=True)
-    actions.add_parser(
-        "reset", help="a new master key, after losing every device that held it (password asked)"
+    _add_password_stdin_option(
+        actions.add_parser(
+            "reset", help="a new master key, after losing every device that held it (password asked)"
+        )
     )
 
 
@@ -107,6 +122,14 @@ def _version() -> str:
         return version("veil")
     except PackageNotFoundError:
         return "unknown"
+
+
+def _add_password_stdin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the account password from the first line of standard input (else VEIL_PASSWORD)",
+    )
 
 
 def _add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -144,13 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = command(name, handler, summary)
         sub.add_argument("email")
+        _add_password_stdin_option(sub)
         sub.add_argument("--device-name", default="veil-client", help="shown in your session list")
         if name == "register":
             sub.add_argument("--invite", metavar="CODE", help="an invitation, where sign-up needs one")
     sub = command("activate", account.activate, "finish a sign-up started with `register` (emailed code)")
     sub.add_argument("email")
     sub.add_argument("code", nargs="?", help="the six-digit code from the email (asked for if not given)")
-    command("password", account.password, "change your password; your other devices are signed out")
+    _add_password_stdin_option(
+        command("password", account.password, "change your password; your other devices are signed out")
+    )
     sub = command(
         "reset-password",
         account.reset_password,
@@ -158,8 +184,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("email")
     sub.add_argument("--code", help="finish a reset whose code you already have (no new email is sent)")
+    _add_password_stdin_option(sub)
     command("logout", account.logout, "sign out; the server forgets this device's keys")
     command("whoami", account.whoami, "your email, user id and this device's fingerprint")
+    sub = command(
+        "unlock", unlocking.unlock, "keep the key store open for a while (asks the passphrase once)"
+    )
+    sub.add_argument(
+        "--minutes",
+        type=unlocking.minutes,
+        default=unlocking.DEFAULT_MINUTES,
+        help="how long (default: %(default)s; at most 1440)",
+    )
+    command("lock", unlocking.lock, "close the key store now: commands ask for the passphrase again")
     _add_trust_commands(command)
 
     sub = command("contacts", account.contacts, "the local address book (name -> user id)")
@@ -225,12 +262,26 @@ def build_parser() -> argparse.ArgumentParser:
     remove_member.add_argument("group")
     remove_member.add_argument("users", nargs="+", metavar="user")
 
-    sub = command("export", account.export, "download a copy of your account's data (emailed code)")
+    sub = command(
+        "export",
+        account.export,
+        "a copy of your data: the server's (emailed code) and your decrypted history",
+    )
     sub.add_argument("--output", "-o", help="the JSON file to write (default: veil-export-DATE.json)")
     sub.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_argument(
+        "--history-only",
+        action="store_true",
+        help="only the messages this device can read, as JSON (no emailed code); shape: "
+        '{"format": "veil-history/1", "conversations": [{"conversation_id", "type", "name", "members", '
+        '"messages": [{"seq", "message_id", "sender_id", "sender_name", "created_at", "content_type", '
+        '"text", "file", "failure", "error"}]}]}',
+    )
     _add_code_options(sub)
+    backup.add_backup_command(command)
     sub = command("delete-account", account.delete_account, "erase your account (password and emailed code)")
     sub.add_argument("--yes", action="store_true", help="do not ask to type 'delete' first")
+    _add_password_stdin_option(sub)
     _add_code_options(sub)
     return parser
 
@@ -245,7 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         profile = Profile.open(args.home, args.profile)
         keystore = str(profile.keystore)
-        ctx = Context.create(profile, args.url, args.ca_file)
+        ctx = Context.create(
+            profile, args.url, args.ca_file, password_stdin=getattr(args, "password_stdin", False)
+        )
         url = ctx.url
         handler: Command = args.handler
         handler(ctx, args)

@@ -2,8 +2,8 @@
 
 On a terminal, secrets are read with `getpass` (no echo) and prompts go to standard error, so that
 standard output stays the command's result. When standard input is not a terminal each answer is
-the next line of it, which lets scripts and tests drive every command
-(`printf '%s\\n' "$PASSWORD" | veil-client login ada@example.org`).
+the next line of it, which lets scripts and tests drive every command. Which secret is asked for,
+and where else it may come from, is `credentials`'s business.
 """
 
 from __future__ import annotations
@@ -35,18 +35,22 @@ def ask_line(prompt: str) -> str:
     return answer
 
 
-def ask_secret(prompt: str, *, confirm: bool = False) -> str:
-    """A password or passphrase; on a terminal typed twice when `confirm`."""
+def ask_secret(noun: str, prompt: str, *, confirm: bool = False, otherwise: str = "") -> str:
+    """A password or passphrase; on a terminal typed twice when `confirm` (from a pipe, one line).
+
+    Failures name the secret by `noun` ("password") and end with `otherwise`, which says where else
+    it could have come from ("set VEIL_PASSWORD")."""
+    hint = f"; {otherwise}" if otherwise else ""
     if not interactive():
         line = sys.stdin.readline()
         if not line.rstrip("\r\n"):
-            raise UserError(f"No {prompt.strip().rstrip(':').lower()} given (standard input ended).")
+            raise UserError(f"No {noun} given (standard input ended){hint}.")
         return line.rstrip("\r\n")
     secret = getpass.getpass(prompt, stream=sys.stderr)
     if not secret:
-        raise UserError(f"No {prompt.strip().rstrip(':').lower()} given.")
+        raise UserError(f"No {noun} given{hint}.")
     if confirm and getpass.getpass("Again, to confirm: ", stream=sys.stderr) != secret:
-        raise UserError("The two entries differ; nothing was changed.")
+        raise UserError(f"The two entries of the {noun} differ; nothing was changed.")
     return secret
 
 

@@ -18,7 +18,7 @@ import segno
 from veil.client.cli.context import Context
 from veil.client.cli.failures import UserError
 from veil.client.cli.output import emit_json
-from veil.client.cli.prompts import ask_secret, ask_yes
+from veil.client.cli.prompts import ask_yes
 from veil.client.protocol.identity import format_safety_number, parse_safety_number_qr, safety_number_qr
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import VeilError
@@ -252,13 +252,14 @@ def _someone_else(ctx: Context, client: VeilClient, who: str) -> str:
 
 def identity(ctx: Context, args: argparse.Namespace) -> None:
     """`identity reset`: a new master key for an account whose every primary device is lost."""
-    client = ctx.signed_in_client()
+    ctx.require_key_store()
     note(
         "This gives your account a new master key, held by this device. Every other device of yours "
         "loses its approval (approve them again from here with `veil-client devices approve`), and "
         "everyone you talk to is warned that your key changed; those who verified you must verify again."
     )
-    password = ask_secret("Password: ")
+    password = ctx.account_password()
+    client = ctx.signed_in_client()
     try:
         client.reset_identity(password)
     except VeilError as error:

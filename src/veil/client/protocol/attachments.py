@@ -4,7 +4,8 @@ A file is encrypted on the client under a fresh random 256-bit key with AES-256-
 that neither side ever holds more than one chunk of plaintext or ciphertext in memory:
 
     header = b"VEILF" || version (1 byte) || chunk size (4 bytes, big-endian)
-    body   = AES-GCM(key, nonce_i, chunk_i, aad=header) for i = 0 .. n-1
+    body   = AES-GCM(key, nonce_i, chunk_i, aad=header || associated data) for i = 0 .. n-1
+             (attachments have no associated data; backups bind their own header, protocol/backup.py)
     nonce_i = i (11 bytes, big-endian) || 0x01 if chunk i is the last else 0x00
 
 Each chunk is authenticated, the counter in the nonce fixes the order, and the last-chunk flag
@@ -73,14 +74,24 @@ def _read_full(source: BinaryIO, size: int) -> bytes:
 
 
 def encrypt_file(
-    source: BinaryIO, sink: BinaryIO, *, chunk_size: int = DEFAULT_CHUNK_SIZE, key: bytes | None = None
+    source: BinaryIO,
+    sink: BinaryIO,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    key: bytes | None = None,
+    associated_data: bytes = b"",
 ) -> EncryptedFile:
-    """Encrypt everything `source` yields into `sink` under a fresh key (or `key`, for tests)."""
+    """Encrypt everything `source` yields into `sink` under a fresh key, or under `key` (tests, and
+    backups, whose key is derived with a fresh salt each time: a key must never encrypt twice).
+
+    `associated_data` is authenticated with every chunk after the header (attachments pass none;
+    a backup binds its own header, which names the user)."""
     if not 1 <= chunk_size <= _MAX_CHUNK_SIZE:
         raise ValueError("chunk_size out of range")
     key = key if key is not None else os.urandom(KEY_SIZE)
     aead = AESGCM(key)
     header = _header(chunk_size)
+    aad = header + associated_data
     digest = hashlib.sha256(header)
     sink.write(header)
     size, plaintext_size, index = len(header), 0, 0
@@ -88,7 +99,7 @@ def encrypt_file(
     while True:
         following = _read_full(source, chunk_size) if len(chunk) == chunk_size else b""
         last = not following
-        sealed = aead.encrypt(_nonce(index, last), chunk, header)
+        sealed = aead.encrypt(_nonce(index, last), chunk, aad)
         sink.write(sealed)
         digest.update(sealed)
         size += len(sealed)
@@ -98,8 +109,9 @@ def encrypt_file(
         chunk, index = following, index + 1
 
 
-def decrypt_file(source: BinaryIO, sink: BinaryIO, key: bytes) -> int:
-    """Decrypt a file written by `encrypt_file` into `sink`; the number of plaintext bytes.
+def decrypt_file(source: BinaryIO, sink: BinaryIO, key: bytes, *, associated_data: bytes = b"") -> int:
+    """Decrypt a file written by `encrypt_file` (with the same `associated_data`) into `sink`; the
+    number of plaintext bytes.
 
     Raises `DecryptionError` if any chunk was altered, reordered, dropped or appended, or if the
     file was cut short; `sink` may then hold a prefix of the plaintext, which the caller discards.
@@ -118,7 +130,7 @@ def decrypt_file(source: BinaryIO, sink: BinaryIO, key: bytes) -> int:
         following = _read_full(source, block_size) if len(block) == block_size else b""
         last = not following
         try:
-            plaintext = aead.decrypt(_nonce(index, last), block, header)
+            plaintext = aead.decrypt(_nonce(index, last), block, header + associated_data)
         except InvalidTag:
             raise DecryptionError("the file was altered, truncated or encrypted under another key") from None
         sink.write(plaintext)

@@ -29,8 +29,9 @@ Why it is shaped the way it is:
 The keystore file is the `ClientCrypto` state with one extra member, `veil_http` (the refresh token,
 the device tokens logins answered, which devices hold our sender keys, the plaintext cache and
 device messages received but not yet handed to the caller), so `ClientCrypto.load` still opens it.
-Scrypt runs on every save: pass cheaper `ScryptParams` where saves are frequent and the threat
-model allows (tests).
+Scrypt runs once per process (or never, given a `KeystoreKey` derived before): the key it derives is
+kept and reused for every save and every reload, as the key store's salt stays the same across saves
+(sdk/keystore.py). `ScryptParams` set the cost of a new key store's key; tests pass cheaper ones.
 
 The client is meant for one thread at a time; its operations are serialised all the same.
 """
@@ -44,6 +45,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,10 +74,12 @@ from veil.client.protocol.identity import LINK_SECRET_SIZE, parse_safety_number_
 from veil.client.protocol.key_log import KeyLogState, OwnChange, decode_gossip, is_gossip
 from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS
 from veil.client.protocol.membership import MembershipView
+from veil.client.protocol.recovery_key import format_recovery_key, new_recovery_key, parse_recovery_key
 from veil.client.protocol.sender_keys import SenderKeyDistribution
 from veil.client.protocol.session import ClientCrypto
 from veil.client.protocol.transparency import VerifiedTreeHead
 from veil.client.protocol.trust import ListedDevice, TrustStore
+from veil.client.sdk import backup as backups
 from veil.client.sdk.directory import DeviceStatus, Directory
 from veil.client.sdk.failure_messages import (
     METADATA_CHANGED,
@@ -88,7 +92,7 @@ from veil.client.sdk.failure_messages import (
 from veil.client.sdk.group_names import GroupMetaKeys
 from veil.client.sdk.identity import DeviceIdentity, is_link_payload
 from veil.client.sdk.key_log import KeyLog
-from veil.client.sdk.keystore import ScryptParams, load_state, save_state
+from veil.client.sdk.keystore import KeystoreKey, ScryptParams, open_keystore, save_state
 from veil.client.sdk.memberships import Memberships
 from veil.client.sdk.models import (
     Block,
@@ -182,7 +186,8 @@ def _same_email(a: str, b: str) -> bool:
 class VeilClient:
     """One device of one user, talking to a Veil server over HTTPS.
 
-    `keystore` (with `passphrase`) is where the device's state lives between runs; if the file
+    `keystore` (with its `passphrase`, or its `keystore_key` derived before, as the unlock agent
+    holds it) is where the device's state lives between runs; if the file
     exists it is loaded, and the signed-in session in it is resumed by a refresh on first use.
     Without a keystore everything is in memory and lost with the object. Other processes may use
     the same keystore at once: each public method is one operation under `lock` (by default
@@ -198,6 +203,7 @@ class VeilClient:
         keystore: str | os.PathLike[str] | None = None,
         passphrase: str | None = None,
         scrypt: ScryptParams | None = None,
+        keystore_key: KeystoreKey | None = None,
         one_time_prekeys: int = 100,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
@@ -205,8 +211,8 @@ class VeilClient:
         clock: Callable[[], float] = time.time,
         lock: ProfileLock | None = None,
     ) -> None:
-        if keystore is not None and passphrase is None:
-            raise ValueError("a keystore needs a passphrase")
+        if keystore is not None and passphrase is None and keystore_key is None:
+            raise ValueError("a keystore needs a passphrase or its key")
         self._http = httpx.Client(
             base_url=base_url, verify=_ssl_context(verify), timeout=timeout, transport=transport
         )
@@ -214,8 +220,11 @@ class VeilClient:
         # timeout for large files.
         self._store_http = httpx.Client(timeout=httpx.Timeout(timeout, read=max(timeout, 120.0)))
         self._keystore = Path(keystore) if keystore is not None else None
+        # Scrypt runs once: the key is derived on the first load (or save, for a new key store) and
+        # kept; the passphrase stays only to open a key store another process re-encrypted.
         self._passphrase = passphrase
         self._scrypt = scrypt
+        self._keystore_key = keystore_key
         self._one_time = one_time_prekeys
         self._crypto: ClientCrypto | None = None
         self._tokens: SessionTokens | None = None
@@ -1123,6 +1132,73 @@ class VeilClient:
     def _account_request(self, body: dict[str, Any]) -> str:
         return str(_dict(self._call("POST", "/v1/account/requests", json=body, expect=(202,)))["request_id"])
 
+    # Encrypted backup (sdk/backup.py) -----------------------------------------------------------
+
+    def create_backup(self, address_book: Mapping[str, Any], *, recovery_key: str | None = None) -> str:
+        """Upload an encrypted backup of what a new device of this account could not learn again:
+        the decrypted history this device keeps, the master key if it holds it, verified contacts,
+        the key log's pinned key and head, group name keys, and the caller's `address_book`.
+
+        It is encrypted under a new recovery key (or `recovery_key`, the text of one kept from
+        before; each backup has its own salt, so reusing one is safe) whose text is returned: show
+        it once, never store it. Replaces the previous backup once the upload is complete."""
+        key = new_recovery_key() if recovery_key is None else parse_recovery_key(recovery_key)
+        if self._certificate is None:
+            # A pending device knows nothing worth keeping; its backup would replace a real one.
+            raise DeviceNotApprovedError(
+                "This device is not approved yet: a backup made here would hold nothing and replace the "
+                "one on the server. Restore it here (`veil-client backup restore`), or back up from a "
+                "device you already use."
+            )
+        contents = backups.contents_from(
+            user_id=self.user_id,
+            email=self._email,
+            created_at=datetime.fromtimestamp(self._clock(), UTC).isoformat(timespec="seconds"),
+            plaintexts=self._plaintexts,
+            trust=self._trust_store(),
+            key_log=self._key_log.state,
+            group_meta=self._group_meta,
+            address_book=address_book,
+        )
+        backups.BackupSlot(self._call, self._store_http).upload(contents, key)
+        return format_recovery_key(key)
+
+    def restore_backup(self, recovery_key: str) -> backups.RestoredBackup:
+        """Take in this account's backup on this (new) device; returns what was taken in, with the
+        address book the backup carried. The text is checked before anything is downloaded
+        (`RecoveryKeyTextError`); then `NoBackupError`, `BackupDecryptionError` (wrong key, damaged
+        or replaced) or `BackupOwnerError` (another account's). What a restore may change, and what
+        it never trusts, is in sdk/backup.py."""
+        key = parse_recovery_key(recovery_key)
+        contents = backups.BackupSlot(self._call, self._store_http).download(key, self.user_id)
+        identity = self._identity()
+
+        def save() -> None:
+            self._certificate = identity.certificate
+            self._save()
+
+        restored = backups.Restore(
+            user_id=self.user_id,
+            trust=self._trust_store(),
+            directory=self._directory(),
+            identity=identity,
+            key_log=self._key_log,
+            plaintexts=self._plaintexts,
+            group_meta=self._group_meta,
+            warn=self._warn,
+            save=save,
+        ).apply(contents)
+        save()
+        return restored
+
+    def backup_status(self) -> backups.BackupStatus | None:
+        """The account's current backup (size, SHA-256 and time of the ciphertext), or None."""
+        return backups.BackupSlot(self._call, self._store_http).status()
+
+    def delete_backup(self) -> None:
+        """Remove the account's backup from the server (nothing happens if there is none)."""
+        backups.BackupSlot(self._call, self._store_http).delete()
+
     # Internals -----------------------------------------------------------------------------------
 
     def _open_group_message(
@@ -1591,7 +1667,9 @@ class VeilClient:
         """Write the whole state to the keystore (atomically), if one is configured."""
         if self._keystore is None or self._crypto is None:
             return
-        assert self._passphrase is not None
+        if self._keystore_key is None:  # a new key store: its salt is drawn now, once
+            assert self._passphrase is not None
+            self._keystore_key = KeystoreKey.new(self._passphrase, self._scrypt)
         state = self._crypto.to_state()
         state["veil_http"] = {
             "version": HTTP_STATE_VERSION,
@@ -1624,7 +1702,7 @@ class VeilClient:
             ],
             "group_meta": self._group_meta.to_state(),
         }
-        save_state(self._keystore, state, self._passphrase, self._scrypt)
+        save_state(self._keystore, state, self._keystore_key)
 
     def _reload(self) -> None:
         """Take in what another process saved (called under the profile's lock)."""
@@ -1634,8 +1712,10 @@ class VeilClient:
             self._crypto, self._tokens = None, None
 
     def _load(self) -> None:
-        assert self._keystore is not None and self._passphrase is not None
-        state = load_state(self._keystore, self._passphrase)
+        assert self._keystore is not None
+        state, self._keystore_key = open_keystore(
+            self._keystore, key=self._keystore_key, passphrase=self._passphrase
+        )
         try:
             self._crypto = ClientCrypto.from_state(state)
             extra = state.get("veil_http") or {}

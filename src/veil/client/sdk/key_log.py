@@ -140,6 +140,14 @@ class KeyLog:
                 break
         raise TransparencyError(f"{what} is not signed by the log key this device pinned")
 
+    def adopt_head(self, head: SignedTreeHead, what: str) -> VerifiedTreeHead:
+        """Take in a head this device did not fetch (one an earlier device of the user saw, from a
+        backup): only if a log key this device trusts signed it and a consistency proof links it
+        to the head held here. TransparencyError (SplitViewError for a fork) otherwise, nothing
+        changed; the latest head held afterwards."""
+        self.head()  # a device that holds no head yet takes the server's first, then compares
+        return self._advance(self._verified(head, what))
+
     def _advance(self, head: VerifiedTreeHead) -> VerifiedTreeHead:
         """Check `head` against the stored one (a consistency proof between their sizes from the
         server) and keep the larger; SplitViewError if they cannot both be true."""
