@@ -141,14 +141,16 @@ ANALYSIS = """
   now uses a lean keep-alive HTTP/1.1 client (`RawHttpClient`), and the server process is the
   bottleneck (~93 % of one core at ~1,300 messages/s, PostgreSQL backends a few % each).
 - **Per message, one server process spends ~0.7 ms of CPU**: TLS and HTTP parsing in uvicorn,
-  ES256 verification of the access token (~70 us), strict JSON validation, the plaintext check, one
-  SQL statement (the send path is a single statement since the first profile, which measured eight
-  round trips), the JSON response, metrics and the access log line. One worker per core is the way
-  to scale on one machine (`veil serve messaging` processes behind the gateway share everything
-  through PostgreSQL); on this 2-core rig the generator takes the other core.
+  ES256 verification of the access token (~70 us quiet, ~190 us on a busy machine; since issue 19
+  once per token and process, then ~2 us from a bounded memory of verified tokens), strict JSON
+  validation, the plaintext check, one SQL statement (the send path is a single statement since
+  the first profile, which measured eight round trips), the JSON response, metrics and the access
+  log line. One worker per core is the way to scale on one machine (`veil serve messaging`
+  processes behind the gateway share everything through PostgreSQL); on this 2-core rig the
+  generator takes the other core.
 - **(a) misses 3,000/s** by the factor above: a single Python process at ~0.7 ms per send cannot
-  reach it on one core; next steps are a verified-token cache, cheaper logging on the hot path, and
-  more processes on a larger machine.
+  reach it on one core; next steps (issue 19) are cheaper logging on the hot path, batching
+  cursor writes, and more processes (`VEIL_WORKERS`).
 - **(b) fan-out**: each new message is read and encoded once per process and handed to every local
   member socket (pull-based with a shortcut, ADR 0011); acknowledgements are coalesced while a
   cursor write is in flight. Senders wait only for their `sent` reply, so at saturation deliveries
