@@ -26,7 +26,7 @@ from veil.client.protocol.backup import BackupDecryptionError, BackupOwnerError
 from veil.client.protocol.codec import b64encode
 from veil.client.protocol.recovery_key import RecoveryKeyTextError, format_recovery_key, new_recovery_key
 from veil.client.protocol.transparency import SPLIT_VIEW, user_hash
-from veil.client.sdk.backup import NoBackupError
+from veil.client.sdk.backup import BackupReplacedError, NoBackupError
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import DeviceNotApprovedError
 from veil.core.config import Settings
@@ -67,7 +67,7 @@ def test_a_lost_laptop_comes_back_from_the_backup(clients: Clients, settings: Se
     alice, bob = clients.new("alice"), clients.new("bob")
     conversation = chat(alice, bob)
     alice.mark_verified(bob.user_id)
-    recovery_key = alice.create_backup({"contacts": {"bob": bob.user_id}})
+    recovery_key = alice.create_backup({"contacts": {"bob": bob.user_id}}).recovery_key
     status = alice.backup_status()
     assert status is not None and status.size > 0
 
@@ -104,7 +104,7 @@ def test_a_lost_laptop_comes_back_from_the_backup(clients: Clients, settings: Se
 def test_a_wrong_or_mistyped_recovery_key_changes_nothing(clients: Clients) -> None:
     alice, bob = clients.new("alice"), clients.new("bob")
     conversation = chat(alice, bob)
-    recovery_key = alice.create_backup({})
+    recovery_key = alice.create_backup({}).recovery_key
     alice.logout()
     laptop = new_device(clients, "alice-new-laptop", clients.emails["alice"])
 
@@ -148,7 +148,7 @@ def _download_own(api: LiveServer, email: str) -> bytes:
 def test_another_users_backup_in_the_slot_is_refused(clients: Clients, api: LiveServer) -> None:
     alice, bob = clients.new("alice"), clients.new("bob")
     chat(alice, bob)
-    bob_key = bob.create_backup({})
+    bob_key = bob.create_backup({}).recovery_key
     bobs_object = _download_own(api, clients.emails["bob"])
 
     # The server hands Alice Bob's backup: its header names Bob, so it is refused before decrypting,
@@ -236,7 +236,7 @@ def test_a_restore_trusts_no_key_the_server_no_longer_shows(clients: Clients) ->
     alice, bob = clients.new("alice"), clients.new("bob")
     chat(alice, bob)
     alice.mark_verified(bob.user_id)
-    recovery_key = alice.create_backup({})
+    recovery_key = alice.create_backup({}).recovery_key
     alice.reset_identity(PASSWORD)
     bob.reset_identity(PASSWORD)
 
@@ -261,7 +261,7 @@ def test_a_backup_shows_a_new_device_a_forked_log(
     the restore finds the two cannot both be true and says so."""
     carol, alice = clients.new("carol"), clients.new("alice")
     alice.transparency_head()  # the real log, with Carol's entries
-    recovery_key = alice.create_backup({})
+    recovery_key = alice.create_backup({}).recovery_key
     alice.logout()
 
     lying = LyingServer(api.ca_file)
@@ -283,3 +283,43 @@ def test_a_backup_shows_a_new_device_a_forked_log(
     assert any("does not check out" in w and SPLIT_VIEW in w.lower() for w in laptop.take_warnings())
     # The rest goes on: the fork is about Carol, and Alice's own key is proven on either side of it.
     assert laptop.identity_role == "primary"
+
+
+def test_two_devices_backing_up_at_once_never_leave_a_key_that_opens_nothing(clients: Clients) -> None:
+    """The slot's completion is not tied to a reservation: whichever device completes last may
+    complete the other's object. The client compares what became current with what it sent, so
+    the device whose object did not win fails instead of showing a recovery key."""
+    alice = clients.new("alice")
+    tablet = new_device(clients, "alice-tablet", clients.emails["alice"])
+    alice.approve_device(tablet.link_code())
+    assert tablet.poll_link()
+    made_by_tablet: list[str] = []
+
+    def tablet_backs_up_first(request: httpx.Request) -> None:
+        if request.method == "POST" and request.url.path == "/v1/backup/complete" and not made_by_tablet:
+            made_by_tablet.append(tablet.create_backup({}).recovery_key)  # drops Alice's reservation
+
+    alice._http.event_hooks["request"].append(tablet_backs_up_first)
+    with pytest.raises(BackupReplacedError):
+        alice.create_backup({})
+    alice._http.event_hooks["request"].clear()
+
+    # What is current is the tablet's, and the key the tablet showed opens it.
+    fresh = new_device(clients, "alice-fresh", clients.emails["alice"])
+    assert fresh.restore_backup(made_by_tablet[0]).created_at
+
+
+def test_a_completion_whose_answer_was_lost_is_confirmed_by_reading_the_slot(clients: Clients) -> None:
+    alice = clients.new("alice")
+
+    def answer_lost(response: httpx.Response) -> None:
+        if response.request.method == "POST" and response.request.url.path == "/v1/backup/complete":
+            raise httpx.ReadError("connection reset after the server answered", request=response.request)
+
+    alice._http.event_hooks["response"].append(answer_lost)
+    made = alice.create_backup({})
+    alice._http.event_hooks["response"].clear()
+    assert alice.backup_status() == made.status
+    alice.logout()
+    laptop = new_device(clients, "alice-new-laptop", clients.emails["alice"])
+    assert laptop.restore_backup(made.recovery_key).approved

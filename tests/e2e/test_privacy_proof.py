@@ -247,7 +247,7 @@ def test_the_server_never_holds_plaintext_or_keys(
     secrets.sample(*everyone)
 
     # An encrypted backup of Alice's history (the canaries she sent and read) in her backup slot.
-    recovery_key = alice.create_backup({"contacts": {"bob": bob.user_id}})
+    recovery_key = alice.create_backup({"contacts": {"bob": bob.user_id}}).recovery_key
     secrets.add(parse_recovery_key(recovery_key))
     assert alice.backup_status() is not None
 

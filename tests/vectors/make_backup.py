@@ -121,6 +121,10 @@ def build() -> dict[str, Any]:
                 b'{"format":"veil-backup/1","history":{}}',
             ),
             backup_object_case("backup_object_empty", b""),
+            # A whole number of chunks: the last full chunk carries the last flag, no empty chunk follows.
+            backup_object_case(
+                "backup_object_exact_chunks", b'{"format":"veil-backup/1","x":"abcdefghijklmno"}'
+            ),
         ],
     }
 

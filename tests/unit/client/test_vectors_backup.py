@@ -85,9 +85,8 @@ def test_backup_object(case: dict[str, Any]) -> None:
     # From the description, with the primitives alone.
     key = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"veil/backup/v1").derive(recovery_key)
     file_header = b"VEILF" + b"\x01" + chunk_size.to_bytes(4, "big")
-    chunks = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)]
-    if not chunks or len(chunks[-1]) == chunk_size:
-        chunks.append(b"")  # a full last chunk is followed by an empty last one
+    # The last chunk (full, shorter or, for nothing at all, empty) carries the last flag.
+    chunks = [plaintext[i : i + chunk_size] for i in range(0, len(plaintext), chunk_size)] or [b""]
     aead = AESGCM(key)
     body = b"".join(
         aead.encrypt(

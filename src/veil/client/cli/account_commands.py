@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from veil.client.cli.context import Context
 from veil.client.cli.credentials import new_password
 from veil.client.cli.export_command import export_history, history_document
 from veil.client.cli.failures import UserError
-from veil.client.cli.output import emit_json
+from veil.client.cli.output import emit_json, write_private
 from veil.client.cli.prompts import ask_code, ask_line, checked_code
 from veil.client.cli.trust_commands import ROLES, approval_hint
 from veil.client.sdk.http import VeilClient
@@ -283,7 +282,7 @@ def export(ctx: Context, args: argparse.Namespace) -> None:
     confirmation = _confirm(client, request_id, _code(args, request_id, "export"))
     archive = client.fetch_export(confirmation) if "download" in confirmation else confirmation
     archive["client_history"] = history_document(ctx, client)  # the text the server cannot read
-    _write_private(output, json.dumps(archive, indent=2, sort_keys=True) + "\n")
+    write_private(output, json.dumps(archive, indent=2, sort_keys=True) + "\n")
     print(f"Wrote your data to {output} ({output.stat().st_size} bytes).")
 
 
@@ -309,10 +308,3 @@ def delete_account(ctx: Context, args: argparse.Namespace) -> None:
     ctx.close()
     ctx.profile.erase()  # the keys belong to an account that no longer signs in
     print("Your account is disabled and every session ended; its data is erased after the grace period.")
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (an export holds personal data)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as file:
-        file.write(text)

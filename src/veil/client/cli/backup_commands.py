@@ -26,7 +26,7 @@ from veil.client.protocol.backup import BackupDecryptionError, BackupOwnerError
 from veil.client.protocol.backup_contents import MalformedBackupContentsError
 from veil.client.protocol.errors import CryptoError
 from veil.client.protocol.recovery_key import RecoveryKeyTextError
-from veil.client.sdk.backup import NoBackupError
+from veil.client.sdk.backup import BackupReplacedError, NoBackupError
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.models import TrustError, VeilError
 
@@ -63,6 +63,9 @@ def add_backup_command(command: Callable[..., argparse.ArgumentParser]) -> None:
     actions = sub.add_subparsers(dest="backup_command", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="back up now and show the recovery key once")
     create.add_argument("--no-qr", action="store_true", help="do not draw the recovery key as a QR code")
+    create.add_argument(
+        "--yes", action="store_true", help="on a device without the master key: replace the backup anyway"
+    )
     actions.add_parser("restore", help="take in your backup on this device (recovery key asked)")
     status = actions.add_parser("status", help="whether the server holds a backup, its size and date")
     status.add_argument("--json", action="store_true", help="print one JSON document, for scripts")
@@ -77,16 +80,26 @@ def backup(ctx: Context, args: argparse.Namespace) -> None:
 
 def _create(ctx: Context, args: argparse.Namespace) -> None:
     client = ctx.signed_in_client()
+    if client.identity_role == "linked" and not args.yes and client.backup_status() is not None:
+        # The backup there may hold the master key (made on a primary device); this one would not.
+        raise UserError(
+            "This device does not hold your account's master key, so a backup made here could not "
+            "approve a new device, and it would replace the backup on the server (which may). Make "
+            "the backup on your primary device, or pass --yes to replace it anyway."
+        )
     _read_everything(client)  # messages not read yet are in no cache, and a new device cannot read them
     try:
-        recovery_key = client.create_backup(address_book(ctx.profile))
+        made = client.create_backup(address_book(ctx.profile))
     except VeilError as error:
         if error.status == 413:
             raise UserError(TOO_LARGE.format(detail=error.detail or error.title)) from None
         raise
-    status = client.backup_status()
-    size = "" if status is None else f" ({status.size} bytes, made {status.created_at})"
-    print(f"Your backup is on the server, end-to-end encrypted{size}.")
+    except BackupReplacedError as error:
+        raise UserError(str(error)) from None
+    recovery_key, status = made.recovery_key, made.status
+    print(
+        f"Your backup is on the server, end-to-end encrypted ({status.size} bytes, made {status.created_at})."
+    )
     print("Your recovery key (shown only now; it is not saved anywhere):")
     print()
     groups = recovery_key.split("-")

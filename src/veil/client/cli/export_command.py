@@ -23,7 +23,6 @@ code and `error` the sentence `history` shows.
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from veil.client.cli.chat import unread_sentence
 from veil.client.cli.context import Context
 from veil.client.cli.failures import explain
+from veil.client.cli.output import write_private
 from veil.client.cli.profile import Profile
 from veil.client.protocol.attachments import FileReference
 from veil.client.protocol.errors import CryptoError
@@ -132,10 +132,3 @@ def export_history(ctx: Context, output: Path) -> None:
         f"Wrote your decrypted history to {output} ({conversations} conversation"
         f"{'' if conversations == 1 else 's'}, {messages} message{'' if messages == 1 else 's'})."
     )
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (it holds personal data and message text)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as file:
-        file.write(text)

@@ -14,14 +14,16 @@ A restore may only make this device *know more*, never trust more than it would 
   version floors only rise;
 - the master key certifies this device only if it is the one the account publishes now, proven by
   the log (the lost-laptop path: no other device is needed);
-- a contact is marked verified again only while the key the log proves for them now is the one
-  that was verified; otherwise they stay unverified, with a warning;
+- a contact is marked verified again only while the key this device holds for them (pinned from
+  a lookup the log proved) is the one that was verified, with no change of it pending; otherwise
+  they stay unverified, with a warning;
 - cached plaintexts are added where none is cached, and stay bound to the envelope fields they were
   authenticated with, so the server cannot show a restored text under another envelope.
 """
 
 from __future__ import annotations
 
+import io
 import tempfile
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -46,8 +48,22 @@ Call = Callable[..., httpx.Response]
 Warn = Callable[[str], None]
 
 
+# More than any server would keep (its default limit is 100 MiB): a restore never spools more.
+MAX_BACKUP_BYTES = 1 << 30
+
+
+_REPLACED = (
+    "Another device of this account made a backup at the same time, so the recovery key of this "
+    "attempt would open nothing; run `backup create` again."
+)
+
+
 class NoBackupError(Exception):
     """The account has no current backup in its slot."""
+
+
+class BackupReplacedError(Exception):
+    """The completed backup is not the one this device uploaded (another device raced it)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +73,14 @@ class BackupStatus:
     size: int
     sha256: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class MadeBackup:
+    """A backup just made: the recovery key's text (to show once) and what the server now holds."""
+
+    recovery_key: str
+    status: BackupStatus
 
 
 @dataclass(frozen=True)
@@ -78,17 +102,35 @@ class BackupSlot:
         self._store_http = store_http
 
     def upload(self, contents: BackupContents, recovery_key: bytes) -> BackupStatus:
-        """Encrypt `contents` to a temporary file, reserve the slot's upload for exactly that object,
-        send it to the store and make it current. Until the completion the previous backup stays."""
-        with tempfile.TemporaryFile() as plain, tempfile.TemporaryFile() as spool:
-            plain.write(contents.encode())
-            plain.seek(0)
-            encrypted = encrypt_backup(plain, spool, recovery_key, contents.user_id)
-            request = {"size": encrypted.size, "sha256": b64encode(encrypted.sha256)}
+        """Encrypt `contents`, reserve the slot's upload for exactly that object, send it to the
+        store and make it current. Until the completion the previous backup stays.
+
+        The plaintext stays in memory (it already is, as one document); only ciphertext is spooled
+        to a temporary file. The answer to the completion must describe the object sent here: if
+        another device of the account replaced the reservation meanwhile, it does not, and this
+        fails rather than show a recovery key that opens nothing. A completion whose answer was
+        lost is confirmed by reading the slot back."""
+        with tempfile.TemporaryFile() as spool:
+            encrypted = encrypt_backup(io.BytesIO(contents.encode()), spool, recovery_key, contents.user_id)
+            sent = (encrypted.size, b64encode(encrypted.sha256))
+            request = {"size": sent[0], "sha256": sent[1]}
             reservation = self._call("PUT", "/v1/backup", json=request, expect=(200, 201)).json()
             spool.seek(0)
             put_presigned(self._store_http, reservation["upload"], spool)
-        return _status(self._call("POST", "/v1/backup/complete").json())
+        try:
+            completed = _status(self._call("POST", "/v1/backup/complete").json())
+        except (httpx.TransportError, VeilError) as error:
+            if isinstance(error, VeilError) and error.status == 404:  # another device completed ours
+                raise BackupReplacedError(_REPLACED) from None
+            if isinstance(error, VeilError) and error.status < 500:
+                raise
+            current = self.status()  # the answer may have been lost after the server completed
+            if current is None:
+                raise
+            completed = current
+        if (completed.size, completed.sha256) != sent:
+            raise BackupReplacedError(_REPLACED)
+        return completed
 
     def status(self) -> BackupStatus | None:
         try:
@@ -113,25 +155,30 @@ class BackupSlot:
                 raise NoBackupError("There is no backup of this account on the server.") from None
             raise
         described = _status(body)
-        with tempfile.TemporaryFile() as spool, tempfile.TemporaryFile() as plain:
+        if described.size > MAX_BACKUP_BYTES:  # the server's word decides what is spooled here
+            raise TransferError(f"the server describes a backup of {described.size} bytes, more than any")
+        with tempfile.TemporaryFile() as spool:
             digest = get_presigned(
                 self._store_http, str(body["download"]["url"]), spool, max_bytes=described.size
             )
             if b64encode(digest) != described.sha256:
                 raise TransferError("the backup downloaded is not the object the server describes")
             spool.seek(0)
+            plain = io.BytesIO()  # the master key and history in clear: memory only, never a file
             decrypt_backup(spool, plain, recovery_key, user_id)
-            plain.seek(0)
-            contents = BackupContents.decode(plain.read())
+            contents = BackupContents.decode(plain.getvalue())
         if contents.user_id != user_id:  # the header said this user, and it is authenticated: belt and braces
             raise BackupOwnerError("This backup belongs to another account.")
         return contents
 
 
 def _status(body: Mapping[str, Any]) -> BackupStatus:
-    return BackupStatus(
-        size=int(body["size"]), sha256=str(body["sha256"]), created_at=str(body["created_at"])
-    )
+    try:
+        return BackupStatus(
+            size=int(body["size"]), sha256=str(body["sha256"]), created_at=str(body["created_at"])
+        )
+    except (KeyError, TypeError, ValueError):
+        raise TransferError("the server's description of the backup is malformed") from None
 
 
 # Taking a backup in -----------------------------------------------------------------------------
@@ -225,10 +272,16 @@ class Restore:
                     self.trust.mark_verified(user_id)
                 verified += 1
             else:
+                why = (
+                    "their master key could not be looked up and proven now"
+                    if current is None
+                    else "their master key has changed since"
+                    if current != key
+                    else "a change of their master key is waiting for you to accept it"
+                )
                 self.warn(
-                    f"User {user_id[:8]} was verified in your backup, but the master key the server "
-                    "shows for them now is another one: they are not marked verified. Compare safety "
-                    "numbers again (`veil-client verify`)."
+                    f"User {user_id[:8]} was verified in your backup, but {why}: they are not marked "
+                    "verified. Compare safety numbers again (`veil-client verify`)."
                 )
         return verified
 

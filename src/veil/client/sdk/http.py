@@ -1134,15 +1134,17 @@ class VeilClient:
 
     # Encrypted backup (sdk/backup.py) -----------------------------------------------------------
 
-    def create_backup(self, address_book: Mapping[str, Any], *, recovery_key: str | None = None) -> str:
+    def create_backup(self, address_book: Mapping[str, Any]) -> backups.MadeBackup:
         """Upload an encrypted backup of what a new device of this account could not learn again:
         the decrypted history this device keeps, the master key if it holds it, verified contacts,
         the key log's pinned key and head, group name keys, and the caller's `address_book`.
 
-        It is encrypted under a new recovery key (or `recovery_key`, the text of one kept from
-        before; each backup has its own salt, so reusing one is safe) whose text is returned: show
-        it once, never store it. Replaces the previous backup once the upload is complete."""
-        key = new_recovery_key() if recovery_key is None else parse_recovery_key(recovery_key)
+        It is encrypted under a new recovery key, returned as text with the backup's description:
+        show it once, never store it. (A new key each time: a server can then only ever hand out
+        the one backup that key opens, never roll a device back to an older one.) Replaces the
+        previous backup once the upload is complete; `BackupReplacedError` if another device of
+        the account completed one at the same time."""
+        key = new_recovery_key()
         if self._certificate is None:
             # A pending device knows nothing worth keeping; its backup would replace a real one.
             raise DeviceNotApprovedError(
@@ -1160,8 +1162,8 @@ class VeilClient:
             group_meta=self._group_meta,
             address_book=address_book,
         )
-        backups.BackupSlot(self._call, self._store_http).upload(contents, key)
-        return format_recovery_key(key)
+        status = backups.BackupSlot(self._call, self._store_http).upload(contents, key)
+        return backups.MadeBackup(recovery_key=format_recovery_key(key), status=status)
 
     def restore_backup(self, recovery_key: str) -> backups.RestoredBackup:
         """Take in this account's backup on this (new) device; returns what was taken in, with the
