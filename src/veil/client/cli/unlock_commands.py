@@ -20,7 +20,7 @@ from typing import IO
 
 from veil.client.cli import agent, agent_socket
 from veil.client.cli.context import Context
-from veil.client.cli.credentials import PASSPHRASE_VARIABLE, PASSWORD_VARIABLE, keystore_passphrase
+from veil.client.cli.credentials import keystore_passphrase
 from veil.client.cli.failures import UserError
 from veil.client.cli.profile import Profile
 from veil.client.sdk.keystore import KeystoreKey, open_keystore
@@ -61,11 +61,15 @@ def lock(ctx: Context, args: argparse.Namespace) -> None:
         print("Not unlocked (no agent was running for this profile).")
 
 
+_AGENT_ENVIRONMENT = frozenset({"PATH", "PYTHONPATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "LC_CTYPE"})
+
+
 def start_agent(profile: Profile, key: KeystoreKey, *, seconds: int) -> None:
     """Start the agent for `profile` holding `key`, and return once it answers on its socket."""
     os.chmod(profile.directory, 0o700)  # the socket's directory: only its owner may reach it
-    # Neither secret variable reaches the agent: it holds the derived key and nothing else.
-    environment = {k: v for k, v in os.environ.items() if k not in (PASSPHRASE_VARIABLE, PASSWORD_VARIABLE)}
+    # Only what starting Python needs reaches the agent (an allow-list: no secret variable, whatever
+    # its name, rides along into a process that may live a day): it holds the derived key alone.
+    environment = {k: v for k, v in os.environ.items() if k in _AGENT_ENVIRONMENT}
     process = subprocess.Popen(
         [
             sys.executable,
