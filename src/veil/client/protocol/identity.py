@@ -24,6 +24,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from veil.client.protocol import crockford
 from veil.client.protocol.codec import b64encode, length_prefixed, read_bytes, uuid_bytes, uuid_str
 from veil.client.protocol.errors import InvalidMasterKeyError, MalformedMessageError
 
@@ -185,34 +186,6 @@ _LINK_DIGEST_CONTEXT = b"veil/link-code/v1"
 _LINK_PROOF_CONTEXT = b"veil/link-proof/v1"
 _LINK_CODE_BYTES = ID_SIZE + LINK_DIGEST_SIZE + LINK_SECRET_SIZE
 
-# Crockford's base32 (https://www.crockford.com/base32.html): no I, L, O or U, so that what a person
-# reads aloud or types decodes the same; on input O reads as 0 and I, L as 1, in either case.
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_CROCKFORD_VALUE = {char: value for value, char in enumerate(_CROCKFORD)} | {"O": 0, "I": 1, "L": 1}
-
-
-def _crockford_encode(raw: bytes) -> str:
-    bits = len(raw) * 8
-    length = -(-bits // 5)
-    number = int.from_bytes(raw, "big") << (length * 5 - bits)  # pad the last symbol with zero bits
-    return "".join(_CROCKFORD[(number >> (5 * (length - 1 - i))) & 31] for i in range(length))
-
-
-def _crockford_decode(text: str, size: int) -> bytes:
-    length = -(-size * 8 // 5)
-    if len(text) != length:
-        raise ValueError(f"a link code has {length} letters and digits after VL1-, this one has {len(text)}")
-    number = 0
-    for char in text:
-        value = _CROCKFORD_VALUE.get(char)
-        if value is None:
-            raise ValueError(f"{char!r} does not occur in link codes: check for a typo")
-        number = (number << 5) | value
-    padding = length * 5 - size * 8
-    if number & ((1 << padding) - 1):
-        raise ValueError("the last character of this link code is impossible: check for a typo")
-    return (number >> padding).to_bytes(size, "big")
-
 
 def link_digest(identity_key: bytes, signing_key: bytes) -> bytes:
     """The first 10 bytes of SHA-256(`veil/link-code/v1` || identity_key || signing_key)."""
@@ -229,7 +202,7 @@ def link_code(device_id: Id, identity_key: bytes, signing_key: bytes, *, secret:
     server cannot link the device to a master key of its own."""
     if len(secret) != LINK_SECRET_SIZE:
         raise ValueError(f"a link secret is {LINK_SECRET_SIZE} bytes")
-    symbols = _crockford_encode(
+    symbols = crockford.encode(
         id_bytes(device_id, field="device_id") + link_digest(identity_key, signing_key) + secret
     )
     return LINK_CODE_PREFIX + "-".join(symbols[i : i + 4] for i in range(0, len(symbols), 4))
@@ -246,7 +219,7 @@ def parse_link_code(text: str) -> tuple[str, bytes, bytes]:
     prefix = LINK_CODE_PREFIX.rstrip("-")
     if not compact.startswith(prefix):
         raise ValueError("a Veil link code starts with VL1-")
-    raw = _crockford_decode(compact[len(prefix) :], _LINK_CODE_BYTES)
+    raw = crockford.decode(compact[len(prefix) :], _LINK_CODE_BYTES)
     digest_end = ID_SIZE + LINK_DIGEST_SIZE
     return uuid_str(raw[:ID_SIZE]), raw[ID_SIZE:digest_end], raw[digest_end:]
 
