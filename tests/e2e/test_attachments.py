@@ -18,17 +18,13 @@ import httpx
 import pytest
 
 from tests.conftest import ServerFactory
-from tests.support.files import direct, put_to_store, reserve, s3_client, upload
+from tests.support.files import direct, maintenance_round_at, put_to_store, reserve, s3_client, upload
 from tests.support.keys import b64
 from tests.support.messaging import group
 from tests.support.server import LiveServer, free_port
 from tests.support.users import bearer, login, register
 from veil.core.blobstore import BlobStore
-from veil.core.clock import FakeClock
 from veil.core.config import Settings
-from veil.core.db import Database
-from veil.core.metrics import Metrics
-from veil.maintenance import Maintenance
 
 MiB = 1024 * 1024
 
@@ -40,17 +36,6 @@ def user(client: httpx.Client) -> dict[str, Any]:
 async def object_key(db: asyncpg.Connection[asyncpg.Record], attachment_id: str) -> str | None:
     key: str | None = await db.fetchval("SELECT object_key FROM attachments WHERE id = $1", attachment_id)
     return key
-
-
-async def sweep(database_url: str, blobs: BlobStore, at: datetime) -> dict[str, int]:
-    db = Database(database_url, max_size=2, timeout=5, metrics=Metrics())
-    await db.open()
-    try:
-        counts = await Maintenance(db, blobs, FakeClock(at)).run_once()
-    finally:
-        await db.close()
-    assert counts is not None
-    return counts
 
 
 async def test_upload_and_download_round_trip_through_the_store(
@@ -323,13 +308,13 @@ async def test_sweep_removes_unfinished_reservations_and_orphans(
 
     keys = {a: await object_key(db, a) for a in (kept, uploaded["attachment_id"])}
     # Before the reservations expire, only the orphan goes.
-    assert (await sweep(database_url, blobs, datetime.now(UTC)))["attachments_removed"] == 1
+    assert (await maintenance_round_at(database_url, blobs, datetime.now(UTC)))["attachments_removed"] == 1
     assert await object_key(db, gone) is None
     assert gone_key is not None and await blobs.stat(gone_key) is None
     assert await blobs.stat(keys[uploaded["attachment_id"]] or "") is not None
 
     later = datetime.now(UTC) + timedelta(hours=1, seconds=5)
-    assert (await sweep(database_url, blobs, later))["attachments_removed"] == 2
+    assert (await maintenance_round_at(database_url, blobs, later))["attachments_removed"] == 2
     remaining = await db.fetch("SELECT id::text FROM attachments")
     assert [r["id"] for r in remaining] == [kept]
     assert await blobs.stat(keys[uploaded["attachment_id"]] or "") is None

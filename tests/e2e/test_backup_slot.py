@@ -22,18 +22,14 @@ import httpx
 import pytest
 
 from tests.support.databases import server_url, with_database
-from tests.support.files import back_up, put_to_store, s3_client
+from tests.support.files import back_up, maintenance_round_at, put_to_store, s3_client
 from tests.support.files import reserve_backup as reserve
 from tests.support.keys import b64
 from tests.support.server import LiveServer, free_port, start_server
 from tests.support.users import bearer, login, register
 from veil.core.blobstore import BlobStore
-from veil.core.clock import FakeClock
 from veil.core.config import Settings
-from veil.core.db import Database
-from veil.core.metrics import Metrics
 from veil.devstack.tls import DevCertificates
-from veil.maintenance import Maintenance
 
 LIMIT = 1024 * 1024
 
@@ -104,17 +100,6 @@ async def keys_of(db: asyncpg.Connection[asyncpg.Record], who: dict[str, Any]) -
         "SELECT state, object_key FROM backups WHERE user_id = $1", uuid.UUID(who["user_id"])
     )
     return {row["state"]: row["object_key"] for row in rows}
-
-
-async def maintenance_at(database_url: str, blobs: BlobStore, at: datetime) -> dict[str, int]:
-    db = Database(database_url, max_size=2, timeout=5, metrics=Metrics())
-    await db.open()
-    try:
-        counts = await Maintenance(db, blobs, FakeClock(at)).run_once()
-    finally:
-        await db.close()
-    assert counts is not None
-    return counts
 
 
 async def test_a_backup_round_trips_and_a_new_one_replaces_it_only_once_complete(
@@ -358,11 +343,11 @@ async def test_the_sweep_removes_expired_uploads_and_late_writes_to_replaced_one
         keys = await keys_of(db, alice)
 
     # Before the reservations expire, nothing goes; after, their objects and rows do.
-    await maintenance_at(slot_database, blobs, datetime.now(UTC))
+    await maintenance_round_at(slot_database, blobs, datetime.now(UTC))
     assert await blobs.stat(keys["pending"]) is not None
     assert await blobs.stat(replaced_key) is not None
     later = datetime.now(UTC) + timedelta(hours=1, seconds=5)
-    assert (await maintenance_at(slot_database, blobs, later))["backups_removed"] >= 3
+    assert (await maintenance_round_at(slot_database, blobs, later))["backups_removed"] >= 3
     assert await blobs.stat(keys["pending"]) is None
     assert await blobs.stat(replaced_key) is None
     remaining = await db.fetchval(
@@ -408,9 +393,9 @@ async def test_with_the_store_down_the_backup_is_never_lost(
         assert client.get("/v1/backup", headers=bearer(alice)).status_code == 404
     # The objects wait for the sweep: the completed backup's at once, the upload's when it expires.
     assert await blobs.stat(keys["current"]) is not None
-    await maintenance_at(slot_database, blobs, datetime.now(UTC))
+    await maintenance_round_at(slot_database, blobs, datetime.now(UTC))
     assert await blobs.stat(keys["current"]) is None
-    await maintenance_at(slot_database, blobs, datetime.now(UTC) + timedelta(hours=1, seconds=5))
+    await maintenance_round_at(slot_database, blobs, datetime.now(UTC) + timedelta(hours=1, seconds=5))
     assert await blobs.stat(keys["pending"]) is None
     remaining = await db.fetchval(
         "SELECT count(*) FROM backups WHERE object_key = ANY($1::text[])", list(keys.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -11,7 +12,12 @@ from mypy_boto3_s3 import S3Client
 
 from tests.support.keys import b64
 from tests.support.users import bearer
+from veil.core.blobstore import BlobStore
+from veil.core.clock import FakeClock
 from veil.core.config import Settings
+from veil.core.db import Database
+from veil.core.metrics import Metrics
+from veil.maintenance import Maintenance
 
 
 def reserve(
@@ -82,3 +88,15 @@ def s3_client(settings: Settings) -> S3Client:
         aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
         region_name=settings.s3_region,
     )
+
+
+async def maintenance_round_at(database_url: str, blobs: BlobStore, at: datetime) -> dict[str, int]:
+    """One maintenance round (sweeps of attachments, backups and archives included) as of `at`."""
+    db = Database(database_url, max_size=2, timeout=5, metrics=Metrics())
+    await db.open()
+    try:
+        counts = await Maintenance(db, blobs, FakeClock(at)).run_once()
+    finally:
+        await db.close()
+    assert counts is not None
+    return counts
