@@ -104,6 +104,7 @@ def build(resources: Resources) -> AccountService:
         resources.blobs,
         resources.passwords,
         resources.limiter,
+        resources.sessions,
         resources.clock,
         AccountLimits(
             code_ttl=timedelta(seconds=settings.account_code_ttl_seconds),
@@ -123,6 +124,7 @@ def build_password_change(resources: Resources) -> PasswordChange:
         resources.db,
         resources.passwords,
         resources.limiter,
+        resources.sessions,
         resources.clock,
         Rate.per_window(resources.settings.password_changes_per_hour, 3600),
     )

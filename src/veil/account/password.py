@@ -25,7 +25,7 @@ from veil.core.problems import Problem, forbidden, not_found, too_many_requests,
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
-from veil.core.security.sessions import notify_revoked
+from veil.core.security.sessions import SessionGuard, notify_revoked
 
 log = get_logger("veil.security")
 
@@ -38,11 +38,18 @@ def password_change_key(user_id: object) -> str:
 
 class PasswordChange:
     def __init__(
-        self, db: Database, passwords: Passwords, limiter: RateLimiter, clock: Clock, attempts: Rate
+        self,
+        db: Database,
+        passwords: Passwords,
+        limiter: RateLimiter,
+        sessions: SessionGuard,
+        clock: Clock,
+        attempts: Rate,
     ) -> None:
         self._db = db
         self._passwords = passwords
         self._limiter = limiter
+        self._sessions = sessions
         self._clock = clock
         self._attempts = attempts
 
@@ -78,6 +85,7 @@ class PasswordChange:
                 "If this was not you, reset your password at once with `veil-client reset-password`\n"
                 "(a code is sent to this address) and contact support.\n",
             )
+        self._sessions.revoked(ended)
         log.info(
             "security_event", kind="password_changed", user_id=str(account.id), sessions_ended=len(ended)
         )

@@ -34,7 +34,7 @@ from veil.core.security.authn import Principal
 from veil.core.security.codes import code_hash, code_matches, new_code
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
-from veil.core.security.sessions import notify_revoked
+from veil.core.security.sessions import SessionGuard, notify_revoked
 
 log = get_logger("veil.security")
 
@@ -73,6 +73,8 @@ class Confirmation:
     email: str | None = None
     # An export that is still being built: fetch it later with `export_status`.
     building: bool = False
+    # An erasure: the sessions it ended (not part of the answer).
+    sessions_ended: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class AccountService:
         blobs: BlobStore,
         passwords: Passwords,
         limiter: RateLimiter,
+        sessions: SessionGuard,
         clock: Clock,
         limits: AccountLimits,
         dsn: str,
@@ -100,6 +103,7 @@ class AccountService:
         self._blobs = blobs
         self._passwords = passwords
         self._limiter = limiter
+        self._sessions = sessions
         self._clock = clock
         self._limits = limits
         self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_archive_ttl), dsn)
@@ -198,6 +202,7 @@ class AccountService:
                     )
         if wrong is not None or result is None:  # raised after the commit, so the attempt counts
             raise _wrong_code(wrong or "The code is wrong.")
+        self._sessions.revoked(list(result.sessions_ended))
         user = str(principal.user_id)
         log.info("security_event", kind="account_request_confirmed", type=result.type, user_id=user)
         if result.type == "export":
@@ -218,7 +223,7 @@ class AccountService:
             purge_after = now + self._limits.erasure_grace
             ended = await store.disable_for_erasure(conn, account.id, now, purge_after)
             await notify_revoked(conn, ended)  # open sockets close within seconds
-            return Confirmation("erasure", purge_after=purge_after)
+            return Confirmation("erasure", purge_after=purge_after, sessions_ended=tuple(ended))
         await store.queue_export(
             conn, secrets.token_urlsafe(32), account.id, request.id, now, now + _EXPORT_DEADLINE
         )

@@ -133,6 +133,7 @@ def build(resources: Resources) -> AuthService:
         resources.passwords,
         resources.tokens,
         resources.limiter,
+        resources.sessions,
         resources.clock,
         limits=AuthLimits(
             per_ip=Rate(settings.auth_rate_per_second, settings.auth_rate_burst),
@@ -168,6 +169,7 @@ def build_recovery(resources: Resources) -> PasswordRecovery:
         resources.db,
         resources.passwords,
         resources.limiter,
+        resources.sessions,
         resources.clock,
         RecoveryLimits(
             code_ttl=timedelta(seconds=settings.password_reset_ttl_seconds),

@@ -42,7 +42,7 @@ from veil.core.problems import FieldError, Problem, unavailable, validation_fail
 from veil.core.security.codes import code_hash, code_matches, new_code
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
-from veil.core.security.sessions import notify_revoked
+from veil.core.security.sessions import SessionGuard, notify_revoked
 
 log = get_logger("veil.security")
 
@@ -85,11 +85,18 @@ def check_new_password_field(password: str, field: str) -> None:
 
 class PasswordRecovery:
     def __init__(
-        self, db: Database, passwords: Passwords, limiter: RateLimiter, clock: Clock, limits: RecoveryLimits
+        self,
+        db: Database,
+        passwords: Passwords,
+        limiter: RateLimiter,
+        sessions: SessionGuard,
+        clock: Clock,
+        limits: RecoveryLimits,
     ) -> None:
         self._db = db
         self._passwords = passwords
         self._limiter = limiter
+        self._sessions = sessions
         self._clock = clock
         self._limits = limits
 
@@ -175,6 +182,7 @@ class PasswordRecovery:
         if user_id is None:  # raised after the commit, so a wrong attempt counts
             log.warning("security_event", kind="password_reset_failed")
             raise invalid_reset()
+        self._sessions.revoked(ended)
         # After the commit: the limiter may be another store (memory) than this transaction's.
         await self._limiter.forget(login_failure_keys(canonical, ip))
         log.info("security_event", kind="password_reset", user_id=str(user_id), sessions_ended=len(ended))

@@ -25,7 +25,7 @@ from veil.core.problems import Problem, not_found, too_many_requests, unauthoriz
 from veil.core.security.authn import Principal
 from veil.core.security.passwords import Overloaded, Passwords
 from veil.core.security.ratelimit import Rate, RateLimiter, limiter_key
-from veil.core.security.sessions import notify_revoked
+from veil.core.security.sessions import SessionGuard, notify_revoked
 from veil.core.security.tokens import AccessTokens
 
 log = get_logger("veil.security")
@@ -74,6 +74,7 @@ class AuthService:
         passwords: Passwords,
         tokens: AccessTokens,
         limiter: RateLimiter,
+        sessions: SessionGuard,
         clock: Clock,
         *,
         limits: AuthLimits,
@@ -85,6 +86,7 @@ class AuthService:
         self._passwords = passwords
         self._tokens = tokens
         self._limiter = limiter
+        self._sessions = sessions
         self._clock = clock
         self._limits = limits
         self._refresh_ttl = refresh_ttl
@@ -205,8 +207,11 @@ class AuthService:
             session_id = await store.session_of_used_token(conn, token_hash)
             if session_id is None:
                 return
-            if await store.revoke_session(conn, session_id, "refresh_reuse", now):
+            revoked = await store.revoke_session(conn, session_id, "refresh_reuse", now)
+            if revoked:
                 await notify_revoked(conn, [session_id])
+        if revoked:
+            self._sessions.revoked([session_id])
         log.warning("security_event", kind="refresh_reuse", session_id=str(session_id), ip=client.ip)
 
     async def logout(self, principal: Principal) -> None:
@@ -222,6 +227,7 @@ class AuthService:
             if revoked:
                 await notify_revoked(conn, [session_id])
         if revoked:
+            self._sessions.revoked([session_id])
             log.info("security_event", kind="session_revoked", reason=reason, session_id=str(session_id))
         return revoked
 

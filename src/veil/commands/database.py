@@ -69,7 +69,7 @@ def run_on_database(settings: Settings, work: Callable[[Database], Awaitable[T]]
 
 def run_operator(settings: Settings, work: Callable[[OperatorService], Awaitable[T]]) -> T:
     """`work` with the operator service of /v1/admin, acting as the command line."""
-    return run_on_database(settings, lambda db: work(OperatorService(db, SystemClock())))
+    return run_on_database(settings, lambda db: work(OperatorService(db, SystemClock(), sessions=None)))
 
 
 def _problem_lines(problem: Problem) -> list[str]:

@@ -156,7 +156,7 @@ async def list_audit(request: Request, principal: Principal) -> Response:
 
 
 def build(resources: Resources) -> OperatorService:
-    return OperatorService(resources.db, resources.clock)
+    return OperatorService(resources.db, resources.clock, resources.sessions)
 
 
 _U = "/v1/admin/users/{user_id}"

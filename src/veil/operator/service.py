@@ -32,7 +32,7 @@ from veil.core.problems import (
     validation_failed,
 )
 from veil.core.security.authn import Principal
-from veil.core.security.sessions import notify_revoked
+from veil.core.security.sessions import SessionGuard, notify_revoked
 from veil.operator import store
 from veil.operator.store import AuditEntry, Incident, IncidentEntry, UserMetadata
 
@@ -104,9 +104,16 @@ def _no_such_path() -> Problem:
 
 
 class OperatorService:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, sessions: SessionGuard | None) -> None:
+        """`sessions`: this process's session cache, if it serves requests (not the `veil` command)."""
         self._db = db
         self._clock = clock
+        self._sessions = sessions
+
+    def _forget(self, revoked: list[uuid.UUID]) -> None:
+        """After the commit: this process refuses the sessions at once, others on the notice."""
+        if self._sessions is not None:
+            self._sessions.revoked(revoked)
 
     async def check_operator(self, principal: Principal) -> None:
         """404 unless the caller holds the operator role right now. Asked before the request body
@@ -165,6 +172,7 @@ class OperatorService:
             revoked = await store.revoke_sessions(conn, user_id, "account_disabled", now)
             await notify_revoked(conn, revoked)
             await store.audit(conn, _operator_id(actor), "user_suspended", now, target_user_id=user_id)
+        self._forget(revoked)
         log.info(
             "security_event",
             kind="account_suspended",
@@ -197,6 +205,7 @@ class OperatorService:
             revoked = await store.revoke_sessions(conn, user_id, "revoked", now)
             await notify_revoked(conn, revoked)
             await store.audit(conn, _operator_id(actor), "user_sessions_revoked", now, target_user_id=user_id)
+        self._forget(revoked)
         log.info(
             "security_event",
             kind="sessions_revoked_by_operator",
