@@ -41,6 +41,7 @@ def test_the_password_services_are_built_once_per_process(
         db=object(),
         passwords=object(),
         limiter=MemoryRateLimiter(),
+        sessions=object(),
         clock=object(),
     )
     assert isinstance(module.build(resources), built)
