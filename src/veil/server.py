@@ -44,8 +44,16 @@ def server_tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return context
 
 
-def run(app: ASGIApp, settings: Settings, *, cert_file: Path | None, key_file: Path | None) -> None:
-    """Serve until SIGINT/SIGTERM. Plain HTTP when no certificate is given (behind the gateway)."""
+def run(
+    app: ASGIApp,
+    settings: Settings,
+    *,
+    cert_file: Path | None,
+    key_file: Path | None,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM. Plain HTTP when no certificate is given (behind the gateway).
+    On `sockets` if given (a worker's, veil.workers), else on the configured host and port."""
     factory: Callable[[uvicorn.Config, Callable[[], ssl.SSLContext]], ssl.SSLContext] | None = None
     if cert_file is not None and key_file is not None:
         context = server_tls_context(cert_file, key_file)
@@ -75,7 +83,7 @@ def run(app: ASGIApp, settings: Settings, *, cert_file: Path | None, key_file: P
     # was installed before; a no-op handler turns a drained, clean shutdown into exit status 0.
     previous = {sig: signal.signal(sig, _drained) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        DrainingServer(config, getattr(getattr(app, "state", None), "drain_hooks", [])).run()
+        DrainingServer(config, getattr(getattr(app, "state", None), "drain_hooks", [])).run(sockets)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -81,6 +81,8 @@ def compose_veil_environment() -> dict[str, Any]:
 def compose_value(alias: str) -> Any:
     """What a Veil container in compose runs with when deploy/.env leaves `alias` out."""
     given = compose_veil_environment().get(alias)
+    if given is not None and "${" not in str(given):  # a value written into compose.yaml itself
+        return parsed(alias, str(given))
     match = _COMPOSE_DEFAULT.fullmatch(given) if isinstance(given, str) else None
     return parsed(alias, match[2]) if match else default(alias)
 
@@ -192,6 +194,8 @@ def test_connection_budgets_stay_under_max_connections() -> None:
     )
     assert processes >= 7
     pool = compose_value("VEIL_DB_POOL_MAX")
+    # Each container is one process (the budget would be workers x pool otherwise).
+    assert compose_value("VEIL_WORKERS") == kubernetes_value("VEIL_WORKERS") == 1
     assert processes * pool < compose_max_connections()
     # deploy/.env.example states the same budget in words.
     stated = re.search(

@@ -79,6 +79,7 @@ def server_environment(
     env.update(
         VEIL_ENV="test",
         VEIL_PORT=str(port),
+        VEIL_WORKERS="1",  # one process per server: a test starts more servers when it needs them
         VEIL_DATA_DIR=str(settings.data_dir),
         VEIL_TLS_CERT_FILE=str(certificates.cert_file),
         VEIL_TLS_KEY_FILE=str(certificates.key_file),

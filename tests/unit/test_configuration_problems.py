@@ -34,6 +34,12 @@ def test_cross_field_rules_name_their_variables() -> None:
         "VEIL_RETENTION_MESSAGES_DAYS is 45 days; at most 30 in development"
     ]
 
+    # Limits kept in one process's memory would be per worker: several workers need the shared store.
+    assert problems_of(VEIL_RATE_LIMIT_STORE="memory", VEIL_WORKERS="2") == [
+        "VEIL_RATE_LIMIT_STORE=memory keeps limits per process: use postgres with VEIL_WORKERS > 1"
+    ]
+    assert Settings(VEIL_RATE_LIMIT_STORE="memory", VEIL_WORKERS="1").worker_count == 1  # type: ignore[call-arg]
+
 
 @pytest.mark.parametrize(
     "argv",

@@ -18,10 +18,9 @@ from veil.core.migrations import apply_migrations
 def run_development(args: argparse.Namespace) -> int:
     """Start the private PostgreSQL, S3 and mail sink (unless configured elsewhere), migrate, serve
     HTTPS."""
-    from veil import server
+    from veil import workers
     from veil.devstack.stack import start_dev_stack
     from veil.devstack.tls import ensure_dev_certificates
-    from veil.gateway.app import create_service_app
 
     stack = asyncio.run(start_dev_stack(configuration(args)))
     try:
@@ -49,20 +48,20 @@ def run_development(args: argparse.Namespace) -> int:
             f"  server logs:    {data_dir / 'postgres' / 'postgres.log'}\n"
             f"                  {data_dir / 's3' / 'weed.log'}\n"
             f"  mail:           {mail_note}\n"
+            f"  workers:        {settings.worker_count} (VEIL_WORKERS)\n"
             f"  try:            curl --cacert {ca_note} https://localhost:{settings.port}/readyz\n"
             "  stop:           Ctrl-C\n",
             file=sys.stderr,
             flush=True,
         )
-        server.run(create_service_app(settings, "all"), settings, cert_file=cert_file, key_file=key_file)
+        return workers.serve(settings, "all", cert_file=cert_file, key_file=key_file)
     finally:
         stack.stop()
-    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
-    from veil import server
-    from veil.gateway.app import SERVICES, create_service_app
+    from veil import workers
+    from veil.gateway.app import SERVICES
 
     if args.service not in ("all", *SERVICES):
         args.usage.error(f"argument service: choose from all, {', '.join(SERVICES)}")
@@ -82,9 +81,9 @@ def serve(args: argparse.Namespace) -> int:
         fail(*(f"{name} is required by `veil serve` (or use `veil run`)" for name in unset))
     if args.port is not None:
         settings = settings.model_copy(update={"port": args.port})
-    app = create_service_app(settings, args.service)
-    server.run(app, settings, cert_file=settings.tls_cert_file, key_file=settings.tls_key_file)
-    return 0
+    return workers.serve(
+        settings, args.service, cert_file=settings.tls_cert_file, key_file=settings.tls_key_file
+    )
 
 
 def add_parser(commands: Subcommands) -> None:

@@ -6,6 +6,7 @@ Every variable is documented in `.env.example`. Nothing here reads the environme
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=_env("VEIL_HOST"))
     port: int = Field(8443, ge=0, le=65535, validation_alias=_env("VEIL_PORT"))
     data_dir: Path = Field(Path(".data"), validation_alias=_env("VEIL_DATA_DIR"))
+    # Processes serving the one port (SO_REUSEPORT); unset: one per core. They share everything
+    # through PostgreSQL, like separate processes behind the gateway; /metrics describes the worker
+    # that answers, so a deployment that scrapes one address per process sets 1.
+    workers: int | None = Field(None, ge=1, le=64, validation_alias=_env("VEIL_WORKERS"))
 
     # TLS: certificate and key files. Unset in development: a private CA and certificate are made
     # under `<data_dir>/tls`. Unset in production: the process serves plain HTTP and must sit behind
@@ -317,6 +322,18 @@ class Settings(BaseSettings):
             if days > ceiling:
                 raise ValueError(f"{name} is {days} days; at most {ceiling} in {self.environment.value}")
         return self
+
+    @model_validator(mode="after")
+    def _limits_shared_by_workers(self) -> Settings:
+        if self.rate_limit_store == "memory" and self.worker_count > 1:
+            raise ValueError(
+                "VEIL_RATE_LIMIT_STORE=memory keeps limits per process: use postgres with VEIL_WORKERS > 1"
+            )
+        return self
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers is not None else max(1, os.cpu_count() or 1)
 
     def retention_days(self) -> dict[str, int]:
         """Every retention period, by the variable that sets it."""
