@@ -1,6 +1,6 @@
 """`make bench`: load scenarios against a real Veil process on a private stack.
 
-The rig: one `veil serve all` process (uvicorn, one worker) over TLS on loopback, its PostgreSQL
+The rig: one `veil serve all` (uvicorn, VEIL_WORKERS processes) over TLS on loopback, its PostgreSQL
 and S3 from the development stack under `.data-bench`, rate limits off (VEIL_RATE_LIMITS=off), and
 this load generator in another process (asyncio + httpx, open-loop arrivals at a fixed rate).
 Results are written to docs/benchmarks.md.
@@ -250,7 +250,7 @@ def write_section(section: str) -> None:
     RESULTS.write_text(text[:start].rstrip("\n") + "\n" + section + (text[end:] if end >= 0 else ""))
 
 
-async def main(seconds: float, sockets: int, only: str | None) -> None:
+async def main(seconds: float, sockets: int, only: str | None, workers: int) -> None:
     settings = Settings(environment=Environment.TEST, data_dir=Path(".data-bench").resolve())
     stack = await start_dev_stack(settings)
     live = None
@@ -274,6 +274,7 @@ async def main(seconds: float, sockets: int, only: str | None) -> None:
             extra_env={
                 "VEIL_RATE_LIMITS": "off",
                 "VEIL_LOG_LEVEL": "warning",
+                "VEIL_WORKERS": str(workers),
                 # Reservations pile up in the attachment scenario; quotas are tested elsewhere.
                 "VEIL_ATTACHMENT_PENDING_MAX": "10000000",
                 "VEIL_ATTACHMENT_QUOTA_BYTES": str(2**62),
@@ -340,9 +341,12 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=15.0, help="duration of each step")
     parser.add_argument("--sockets", type=int, default=10_000, help="idle WebSockets to open")
     parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="VEIL_WORKERS (default: one per core)"
+    )
+    parser.add_argument(
         "--only",
         choices=["attachments", "scale-out", "transparency", "sends"],
         help="run one scenario and print it",
     )
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only))
+    asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only, arguments.workers))

@@ -22,6 +22,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from tests.support.procs import children
 from tests.support.server import LiveServer
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -311,10 +312,13 @@ async def _member(
 
 
 def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    """The resident memory of the server: its process and, with VEIL_WORKERS, its workers."""
+    total = 0
+    for process in (pid, *children(pid)):
+        for line in Path(f"/proc/{process}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 async def idle_sockets(

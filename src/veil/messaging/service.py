@@ -586,9 +586,3 @@ class MessagingService:
             await store.raise_receipt(
                 conn, conversation_id, principal.user_id, kind, up_to_seq, self._clock.now()
             )
-
-    async def acknowledge(self, principal: Principal, acked: dict[uuid.UUID, int]) -> None:
-        """Move this device's replay cursors (acks are cumulative; batches come from a socket)."""
-        if acked:
-            async with self._db.connection() as conn:
-                await store.advance_cursors(conn, principal.user_id, principal.session_id, acked)

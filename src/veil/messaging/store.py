@@ -345,23 +345,35 @@ async def raise_receipt(
     return moved is not None
 
 
-async def advance_cursors(
-    conn: Connection, user_id: uuid.UUID, device_id: uuid.UUID, acked: dict[uuid.UUID, int]
-) -> None:
-    """Move a device's cursors forward (never back), only in conversations its user is a joined
-    member of and never past the last seq: one statement for any number of conversations."""
+@dataclass(frozen=True, order=True)
+class Ack:
+    """A device acknowledged everything up to `seq` in a conversation (cumulative)."""
+
+    device_id: uuid.UUID
+    conversation_id: uuid.UUID
+    user_id: uuid.UUID
+    seq: int
+
+
+async def advance_cursors(conn: Connection, acks: list[Ack]) -> None:
+    """Move devices' cursors forward (never back), only in conversations their user is a joined
+    member of and never past the last seq: one statement for any number of devices. Rows go in
+    (device, conversation) order, so two processes writing overlapping batches cannot deadlock."""
+    rows = sorted(acks)
     await conn.execute(
         """INSERT INTO device_cursors AS d (device_id, conversation_id, acked_seq)
-           SELECT $2::uuid, c.id, LEAST(a.seq, c.last_seq)
-           FROM unnest($3::uuid[], $4::bigint[]) AS a(conversation_id, seq)
+           SELECT a.device_id, c.id, LEAST(a.seq, c.last_seq)
+           FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[])
+                WITH ORDINALITY AS a(device_id, conversation_id, user_id, seq, n)
            JOIN conversations c ON c.id = a.conversation_id
-           JOIN members m ON m.conversation_id = c.id AND m.user_id = $1::uuid AND m.state = 'joined'
+           JOIN members m ON m.conversation_id = c.id AND m.user_id = a.user_id AND m.state = 'joined'
+           ORDER BY a.n
            ON CONFLICT (device_id, conversation_id) DO UPDATE
                SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq)""",
-        user_id,
-        device_id,
-        list(acked),
-        list(acked.values()),
+        [a.device_id for a in rows],
+        [a.conversation_id for a in rows],
+        [a.user_id for a in rows],
+        [a.seq for a in rows],
     )
 
 

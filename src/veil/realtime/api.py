@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -30,6 +32,7 @@ from veil.messaging.service import MessagingService
 from veil.realtime import store
 from veil.realtime.asyncapi import encoded_asyncapi
 from veil.realtime.connection import CLOSE_SESSION_ENDED, DeviceConnection
+from veil.realtime.cursors import CursorWriter
 from veil.realtime.hub import Hub
 
 log = get_logger(__name__)
@@ -47,10 +50,13 @@ class Ticket(ResponseModel):
 @dataclass
 class Realtime:
     hub: Hub
+    cursors: CursorWriter
     resources: Resources
+    _writing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.hub.start()
+        self._writing = asyncio.create_task(self.cursors.run_forever(), name="cursor-writer")
 
     async def drain(self) -> None:
         """Before the server stops: close every socket with 1001 once in-flight sends are done."""
@@ -58,6 +64,13 @@ class Realtime:
 
     async def close(self) -> None:
         await self.hub.close()
+        if self._writing is not None:
+            self._writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writing
+            self._writing = None
+        with contextlib.suppress(BackendUnavailable):  # what cannot be written is redelivered
+            await self.cursors.flush()
 
     async def _limit(self, purpose: str, subject: str, per_minute: int, **context: str) -> None:
         """One named budget (shared by every process, docs/adr/0008); 429 beyond it."""
@@ -171,7 +184,7 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     metrics.ws_handshakes["accepted"].inc()
     metrics.ws_connections.inc()
     connection = DeviceConnection(
-        websocket, principal, messaging, keys, read_page, metrics, realtime.resources.clock
+        websocket, principal, messaging, keys, read_page, realtime.cursors, metrics, realtime.resources.clock
     )
     reason = "error"
     try:
@@ -201,7 +214,7 @@ def build(resources: Resources) -> Realtime:
         resources.clock,
         resources.settings.ws_recheck_seconds,
     )
-    return Realtime(hub, resources)
+    return Realtime(hub, CursorWriter(resources.db), resources)
 
 
 MODULE = ServiceModule(

@@ -34,6 +34,7 @@ from veil.keys.service import KeysService
 from veil.messaging import store as messaging_store
 from veil.messaging.schemas import Envelope
 from veil.messaging.service import MessagingService, OutgoingMessage
+from veil.realtime.cursors import CursorWriter
 from veil.realtime.frames import (
     AckDeviceFrame,
     AckFrame,
@@ -77,6 +78,7 @@ class DeviceConnection:
         messaging: MessagingService,
         keys: KeysService,
         read_page: Callable[[uuid.UUID, int], Awaitable[list[messaging_store.MessageRecord]]],
+        cursors: CursorWriter,
         metrics: Metrics,
         clock: Clock,
     ) -> None:
@@ -86,6 +88,7 @@ class DeviceConnection:
         self._messaging = messaging
         self._keys = keys
         self._read_page = read_page
+        self._cursors = cursors
         self._metrics = metrics
         self._clock = clock
         self._token_expired = False
@@ -100,10 +103,6 @@ class DeviceConnection:
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass replays the device's mailbox
         self._close_code: int | None = None
-        # Acks are cumulative: each is written at once, and acks that arrive while a write is in
-        # flight are coalesced into the next write (per conversation, the highest seq wins).
-        self._acks: dict[uuid.UUID, int] = {}
-        self._acked = asyncio.Event()
         self._stop = asyncio.Event()
 
     @property
@@ -175,7 +174,6 @@ class DeviceConnection:
                 tasks = {
                     group.create_task(self._reader()),
                     group.create_task(self._writer()),
-                    group.create_task(self._flush_acks_forever()),
                     group.create_task(self._stop.wait()),
                 }
                 if self.principal.token_expires_at is not None:
@@ -186,11 +184,9 @@ class DeviceConnection:
         except* (WebSocketDisconnect, ConnectionError):
             pass
         finally:
-            try:
-                await self._flush_acks()
-            except BackendUnavailable as exc:
-                # The acks are lost; the device gets those messages again on its next connection.
-                log.warning("acks_not_saved", error=type(exc.__cause__).__name__, detail=str(exc.__cause__))
+            # Its acks are written before the device can reconnect and replay from its cursors.
+            with contextlib.suppress(BackendUnavailable):  # kept pending: the writer retries
+                await self._cursors.flush()
             await self._close_socket()
 
     async def _expire_with_token(self, expires_at: int) -> None:
@@ -199,17 +195,6 @@ class DeviceConnection:
         await asyncio.sleep(max(0.0, expires_at - time.time()))
         self._token_expired = self._close_code is None
         self.close(CLOSE_SESSION_ENDED)
-
-    async def _flush_acks_forever(self) -> None:
-        while True:
-            await self._acked.wait()
-            self._acked.clear()
-            await self._flush_acks()
-
-    async def _flush_acks(self) -> None:
-        if self._acks:
-            pending, self._acks = self._acks, {}
-            await self._messaging.acknowledge(self.principal, pending)
 
     async def _close_socket(self) -> None:
         if self.websocket.application_state != WebSocketState.DISCONNECTED:
@@ -309,9 +294,9 @@ class DeviceConnection:
             if conversation_id not in self._sent:
                 raise Problem(404, "No such conversation.")
             # Only what this socket delivered can be acknowledged through it.
-            acked = min(seq, self._sent[conversation_id])
-            self._acks[conversation_id] = max(acked, self._acks.get(conversation_id, 0))
-            self._acked.set()
+            self._cursors.record(
+                self.user_id, self.device_id, conversation_id, min(seq, self._sent[conversation_id])
+            )
         elif kind == "ack_device":
             ack_device = _parsed(AckDeviceFrame, frame, "An ack_device needs the device message id.")
             await self._keys.acknowledge(self.principal, ack_device.id)
