@@ -22,6 +22,7 @@ from tests.support.server import LiveServer, start_server
 from tests.support.stackdir import test_data_dir
 from veil.core.blobstore import BlobStore
 from veil.core.config import Environment, Settings
+from veil.core.listener import Notifications
 from veil.core.migrations import apply_migrations
 from veil.devstack.stack import DevStack, start_dev_stack
 from veil.devstack.tls import DevCertificates, ensure_dev_certificates
@@ -94,6 +95,17 @@ def database_url(settings: Settings, template_database: str) -> Iterator[str]:
         yield with_database(server, name)
     finally:
         asyncio.run(drop())
+
+
+@pytest.fixture
+async def notifications(database_url: str) -> AsyncIterator[Notifications]:
+    """A process's LISTEN connection to the test's database, running."""
+    shared = Notifications(database_url)
+    shared.start()
+    try:
+        yield shared
+    finally:
+        await shared.close()
 
 
 @pytest.fixture

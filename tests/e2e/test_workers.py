@@ -13,11 +13,14 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+
 from tests.support.messaging import envelope, group, send
 from tests.support.procs import children, tcp_sockets
 from tests.support.server import LiveServer
 from tests.support.users import login, register
 from tests.support.ws import messages, registered, ws_connect
+from veil.core.listener import APPLICATION_NAME
 
 
 def listening_workers(server: LiveServer, count: int) -> set[int]:
@@ -43,10 +46,18 @@ def holder(workers: set[int], client_port: int) -> int:
     raise AssertionError(f"no worker holds the connection from port {client_port}")
 
 
-async def test_workers_share_the_port_and_deliver_each_others_messages(make_server: Any) -> None:
+async def test_workers_share_the_port_and_deliver_each_others_messages(
+    make_server: Any, db: asyncpg.Connection[asyncpg.Record]
+) -> None:
     server: LiveServer = make_server(VEIL_WORKERS="2", VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000")
     workers = listening_workers(server, 2)
     assert not any(s.listening for s in tcp_sockets(server.process.pid))  # it only holds the port
+    # Each worker waits for notifications on one connection, whatever listens inside it.
+    listeners = await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()",
+        APPLICATION_NAME,
+    )
+    assert listeners == 2
 
     with server.client() as client:
         email = register(client)

@@ -18,6 +18,7 @@ from veil.account.store import RequestRecord
 from veil.core.blobstore import BlobStore
 from veil.core.clock import SystemClock
 from veil.core.db import Database
+from veil.core.listener import Notifications
 from veil.core.metrics import Metrics
 
 
@@ -77,10 +78,10 @@ async def queue_export(db: Database) -> uuid.UUID:
 
 
 async def test_a_queued_export_is_built_at_once_without_polling(
-    database: Database, database_url: str, blobs: BlobStore
+    database: Database, notifications: Notifications, blobs: BlobStore
 ) -> None:
     builder = ObservedBuilder(
-        database, blobs, SystemClock(), timedelta(minutes=5), database_url, idle_seconds=3600
+        database, blobs, SystemClock(), timedelta(minutes=5), notifications, idle_seconds=3600
     )
     await builder.start()
     try:

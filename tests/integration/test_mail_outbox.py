@@ -18,6 +18,7 @@ from structlog.testing import capture_logs
 from veil.account.purge import purge_due_accounts
 from veil.core import outbox
 from veil.core.db import Database
+from veil.core.listener import Notifications
 from veil.core.mail_delivery import MailDelivery, RetryPolicy
 from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
@@ -57,9 +58,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 def delivery(
-    db: Database, sender: Recorder, database_url: str, policy: RetryPolicy | None = None
+    db: Database, sender: Recorder, notifications: Notifications, policy: RetryPolicy | None = None
 ) -> MailDelivery:
-    return MailDelivery(db, sender, Metrics(), database_url, policy or RetryPolicy(5, 0.2, 0.4, jitter=0))
+    return MailDelivery(db, sender, Metrics(), notifications, policy or RetryPolicy(5, 0.2, 0.4, jitter=0))
 
 
 async def queue(db: Database, *to: str) -> None:
@@ -81,7 +82,7 @@ async def drain(worker: MailDelivery, db: Database, timeout: float = 10) -> None
 
 
 async def test_mail_of_a_rolled_back_transaction_is_never_sent(
-    database: Database, database_url: str, db: asyncpg.Connection[asyncpg.Record]
+    database: Database, notifications: Notifications, db: asyncpg.Connection[asyncpg.Record]
 ) -> None:
     sender = Recorder()
 
@@ -93,15 +94,15 @@ async def test_mail_of_a_rolled_back_transaction_is_never_sent(
     with pytest.raises(RuntimeError):
         await change_that_fails()
     await queue(database, "committed@example.org")
-    await drain(delivery(database, sender, database_url), database)
+    await drain(delivery(database, sender, notifications), database)
     assert sender.sent == ["committed@example.org"]
     assert await db.fetchval("SELECT count(*) FROM mail_outbox") == 0
 
 
-async def test_a_notify_wakes_the_worker_at_once(database: Database, database_url: str) -> None:
+async def test_a_notify_wakes_the_worker_at_once(database: Database, notifications: Notifications) -> None:
     sender = Recorder()
     # Without the NOTIFY, the next look would be 5 s away.
-    worker = delivery(database, sender, database_url, RetryPolicy(5, 60, 60, jitter=0))
+    worker = delivery(database, sender, notifications, RetryPolicy(5, 60, 60, jitter=0))
     await worker.start()
     try:
         await asyncio.sleep(0.5)  # the listener is up and the first (empty) round is over
@@ -115,11 +116,11 @@ async def test_a_notify_wakes_the_worker_at_once(database: Database, database_ur
 
 
 async def test_a_failed_attempt_is_retried_after_a_backoff(
-    database: Database, database_url: str, db: asyncpg.Connection[asyncpg.Record]
+    database: Database, notifications: Notifications, db: asyncpg.Connection[asyncpg.Record]
 ) -> None:
     sender = Recorder(failures=2)
     metrics = Metrics()
-    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(5, 0.3, 0.6, jitter=0))
+    worker = MailDelivery(database, sender, metrics, notifications, RetryPolicy(5, 0.3, 0.6, jitter=0))
     await queue(database, "flaky@example.org")
     assert await worker.deliver_due()
     row = await db.fetchrow(
@@ -142,11 +143,11 @@ async def test_a_failed_attempt_is_retried_after_a_backoff(
 
 
 async def test_after_the_last_attempt_the_mail_is_dropped_and_logged_without_address_or_body(
-    database: Database, database_url: str, db: asyncpg.Connection[asyncpg.Record]
+    database: Database, notifications: Notifications, db: asyncpg.Connection[asyncpg.Record]
 ) -> None:
     sender = Recorder(failures=100)
     metrics = Metrics()
-    worker = MailDelivery(database, sender, metrics, database_url, RetryPolicy(3, 0.1, 0.1, jitter=0))
+    worker = MailDelivery(database, sender, metrics, notifications, RetryPolicy(3, 0.1, 0.1, jitter=0))
     await queue(database, "unlucky@example.org")
     with capture_logs() as logs:
         await drain(worker, database)
@@ -178,7 +179,7 @@ async def test_a_claimed_mail_is_leased_until_its_worker_settles_it_or_the_lease
 
 
 async def test_workers_in_several_processes_share_the_queue_and_send_each_mail_once(
-    database: Database, database_url: str
+    database: Database, database_url: str, notifications: Notifications
 ) -> None:
     other = Database(database_url, max_size=4, timeout=5, metrics=Metrics())
     await other.open()
@@ -187,8 +188,8 @@ async def test_workers_in_several_processes_share_the_queue_and_send_each_mail_o
         addresses = [f"user-{n}@example.org" for n in range(40)]
         await queue(database, *addresses)
         await asyncio.gather(
-            drain(delivery(database, first, database_url), database),
-            drain(delivery(other, second, database_url), other),
+            drain(delivery(database, first, notifications), database),
+            drain(delivery(other, second, notifications), other),
         )
     finally:
         await other.close()

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from veil.core.db import Connection, Database
+from veil.core.listener import Notifications
 from veil.core.metrics import Metrics
 from veil.core.security.sessions import SessionGuard
 
@@ -48,7 +49,9 @@ async def database(database_url: str) -> AsyncIterator[PausingDatabase]:
 
 @pytest.fixture
 async def guard(database: PausingDatabase, database_url: str) -> AsyncIterator[SessionGuard]:
-    sessions = SessionGuard(database, database_url)
+    notifications = Notifications(database_url)
+    notifications.start()
+    sessions = SessionGuard(database, notifications)
     await sessions.start()
     for _ in range(500):
         if sessions.listening:
@@ -58,7 +61,7 @@ async def guard(database: PausingDatabase, database_url: str) -> AsyncIterator[S
     try:
         yield sessions
     finally:
-        await sessions.close()
+        await notifications.close()
 
 
 async def _session(db: asyncpg.Connection[asyncpg.Record], expires_in: timedelta) -> uuid.UUID:

@@ -98,7 +98,6 @@ def _link(export: Confirmation) -> DownloadLink:
 
 def build(resources: Resources) -> AccountService:
     settings = resources.settings
-    assert settings.database_url is not None
     return AccountService(
         resources.db,
         resources.blobs,
@@ -115,7 +114,7 @@ def build(resources: Resources) -> AccountService:
             export_wait=settings.export_wait_seconds,
             requests=Rate.per_window(settings.account_requests_per_hour, 3600),
         ),
-        settings.database_url.get_secret_value(),
+        resources.notifications,
     )
 
 

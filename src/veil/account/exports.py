@@ -19,7 +19,7 @@ from veil.account import archive, store
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Database
-from veil.core.listener import PgListener
+from veil.core.listener import Notifications
 from veil.core.logging import get_logger
 from veil.core.worker import Worker
 
@@ -36,7 +36,7 @@ class ExportBuilder:
         blobs: BlobStore,
         clock: Clock,
         archive_ttl: timedelta,
-        dsn: str,
+        notifications: Notifications,
         idle_seconds: float = _IDLE_SECONDS,
     ) -> None:
         self._db = db
@@ -45,20 +45,15 @@ class ExportBuilder:
         # How long a built archive stays downloadable (its URLs live shorter; see AccountService).
         self._archive_ttl = archive_ttl
         self._worker = Worker("export-builder", self.build_next, idle_seconds)
-        self._listener = PgListener(
-            dsn,
-            [EXPORT_CHANNEL],
-            lambda _channel, _payload: self._worker.wake(),
-            on_up=self._worker.wake,
-            name="export-jobs",
-        )
+        self._notifications = notifications
 
     async def start(self) -> None:
-        self._listener.start()
+        await self._notifications.subscribe(
+            [EXPORT_CHANNEL], lambda _channel, _payload: self._worker.wake(), on_up=self._worker.wake
+        )
         self._worker.start()
 
     async def close(self) -> None:
-        await self._listener.close()
         await self._worker.close()
 
     async def build_next(self) -> bool:

@@ -28,6 +28,7 @@ from veil.core import outbox
 from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock
 from veil.core.db import Connection, Database
+from veil.core.listener import Notifications
 from veil.core.logging import get_logger
 from veil.core.problems import Problem, conflict, forbidden, not_found, too_many_requests
 from veil.core.security.authn import Principal
@@ -97,7 +98,7 @@ class AccountService:
         sessions: SessionGuard,
         clock: Clock,
         limits: AccountLimits,
-        dsn: str,
+        notifications: Notifications,
     ) -> None:
         self._db = db
         self._blobs = blobs
@@ -106,7 +107,9 @@ class AccountService:
         self._sessions = sessions
         self._clock = clock
         self._limits = limits
-        self._exports = ExportBuilder(db, blobs, clock, timedelta(seconds=limits.export_archive_ttl), dsn)
+        self._exports = ExportBuilder(
+            db, blobs, clock, timedelta(seconds=limits.export_archive_ttl), notifications
+        )
 
     async def start(self) -> None:
         await self._exports.start()

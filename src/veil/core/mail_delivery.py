@@ -24,7 +24,7 @@ from typing import Protocol
 
 from veil.core import outbox
 from veil.core.db import Database
-from veil.core.listener import PgListener
+from veil.core.listener import Notifications
 from veil.core.logging import get_logger
 from veil.core.metrics import Metrics
 from veil.core.outbox import QueuedMail
@@ -73,7 +73,7 @@ class MailDelivery:
         db: Database,
         sender: Sender,
         metrics: Metrics,
-        dsn: str,
+        notifications: Notifications,
         policy: RetryPolicy,
         *,
         batch: int = 10,
@@ -85,21 +85,18 @@ class MailDelivery:
         self._batch = batch
         idle = max(0.05, min(_IDLE_SECONDS, policy.first_delay))
         self._worker = Worker("mail-delivery", self.deliver_due, idle)
-        self._listener = PgListener(
-            dsn,
+        self._notifications = notifications
+
+    async def start(self) -> None:
+        await self._notifications.subscribe(
             [outbox.CHANNEL],
             lambda _channel, _payload: self._worker.wake(),
             # Mail queued while the listener was down woke nobody: look now.
             on_up=self._worker.wake,
-            name="mail-outbox",
         )
-
-    async def start(self) -> None:
-        self._listener.start()
         self._worker.start()
 
     async def close(self) -> None:
-        await self._listener.close()
         await self._worker.close()
 
     async def deliver_due(self) -> bool:
@@ -146,12 +143,11 @@ class MailDelivery:
 
 def _build(resources: Resources) -> MailDelivery:
     settings = resources.settings
-    assert settings.database_url is not None
     return MailDelivery(
         resources.db,
         resources.mailer,
         resources.metrics,
-        settings.database_url.get_secret_value(),
+        resources.notifications,
         RetryPolicy(
             settings.mail_attempts, settings.mail_retry_first_seconds, settings.mail_retry_max_seconds
         ),

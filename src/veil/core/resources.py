@@ -16,6 +16,7 @@ from veil.core.blobstore import BlobStore
 from veil.core.clock import Clock, SystemClock
 from veil.core.config import Settings
 from veil.core.db import Database
+from veil.core.listener import Notifications
 from veil.core.mailer import Mailer
 from veil.core.metrics import Metrics
 from veil.core.problems import BackendUnavailable
@@ -36,6 +37,8 @@ from veil.core.security.tokens import AccessTokens, SigningKeys
 class Resources:
     settings: Settings
     db: Database
+    # The process's one LISTEN connection (core/listener.py).
+    notifications: Notifications
     blobs: BlobStore
     metrics: Metrics
     clock: Clock
@@ -112,14 +115,17 @@ async def open_resources(
         audience=settings.jwt_audience,
         ttl_seconds=settings.access_token_ttl_seconds,
     )
-    sessions = SessionGuard(db, dsn)
+    notifications = Notifications(dsn)
+    sessions = SessionGuard(db, notifications)
     passwords = Passwords(Argon2Parameters(time_cost=settings.argon2_time_cost), max_concurrent=_hash_slots())
     await db.open()
+    notifications.start()
     await sessions.start()
     try:
         yield Resources(
             settings=settings,
             db=db,
+            notifications=notifications,
             blobs=blobs,
             metrics=metrics,
             clock=clock,
@@ -139,7 +145,7 @@ async def open_resources(
             passwords=passwords,
         )
     finally:
-        await sessions.close()
+        await notifications.close()
         await db.close()
         blobs.close()
         passwords.close()

@@ -207,10 +207,9 @@ async def asyncapi_document(_: Request) -> Response:
 
 
 def build(resources: Resources) -> Realtime:
-    assert resources.settings.database_url is not None
     hub = Hub(
         resources.db,
-        resources.settings.database_url.get_secret_value(),
+        resources.notifications,
         resources.clock,
         resources.settings.ws_recheck_seconds,
     )

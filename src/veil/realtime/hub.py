@@ -26,7 +26,7 @@ import uuid
 
 from veil.core.clock import Clock
 from veil.core.db import Database
-from veil.core.listener import PgListener
+from veil.core.listener import Notifications
 from veil.core.logging import get_logger
 from veil.core.problems import BackendUnavailable
 from veil.core.security.sessions import REVOCATION_CHANNEL
@@ -60,8 +60,11 @@ _RECHECK = ""
 
 
 class Hub:
-    def __init__(self, db: Database, dsn: str, clock: Clock, recheck_seconds: float) -> None:
+    def __init__(
+        self, db: Database, notifications: Notifications, clock: Clock, recheck_seconds: float
+    ) -> None:
         self._db = db
+        self._notifications = notifications
         self._clock = clock
         self._recheck_seconds = recheck_seconds
         self._recheck_queued = False
@@ -69,12 +72,11 @@ class Hub:
         self._by_user: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._by_conversation: dict[uuid.UUID, set[DeviceConnection]] = {}
         self._inbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
-        self._listener = PgListener(dsn, _CHANNELS, self._on_notify, on_up=self._listening_again, name="hub")
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         # After a gap in listening, every socket re-reads what it may have missed.
-        self._listener.start()
+        await self._notifications.subscribe(_CHANNELS, self._on_notify, on_up=self._listening_again)
         self._tasks = [
             asyncio.create_task(self._dispatch_forever(), name="hub-dispatcher"),
             asyncio.create_task(self._recheck_forever(), name="hub-recheck"),
@@ -88,7 +90,6 @@ class Hub:
             if not self._by_device:
                 break
             await asyncio.sleep(0.05)
-        await self._listener.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

@@ -21,7 +21,7 @@ import uuid
 from datetime import datetime
 
 from veil.core.db import Connection, Database
-from veil.core.listener import PgListener
+from veil.core.listener import Notifications
 
 REVOCATION_CHANNEL = "veil_session_revoked"
 
@@ -32,27 +32,26 @@ _ACTIVE = """
 
 
 class SessionGuard:
-    def __init__(self, db: Database, dsn: str, *, cache_seconds: float = 30.0, max_entries: int = 100_000):
+    def __init__(
+        self,
+        db: Database,
+        notifications: Notifications,
+        *,
+        cache_seconds: float = 30.0,
+        max_entries: int = 100_000,
+    ):
         self._db = db
+        self._notifications = notifications
         self._cache_seconds = cache_seconds
         self._max_entries = max_entries
         self._active_until: dict[uuid.UUID, float] = {}
         self._revocations_seen = 0  # grows with every revocation this process learns of
         self._listening = False
-        self._listener = PgListener(
-            dsn,
-            [REVOCATION_CHANNEL],
-            self._on_notify,
-            on_up=self._listening_again,
-            on_down=self._deaf,
-            name="session-revocations",
-        )
 
     async def start(self) -> None:
-        self._listener.start()
-
-    async def close(self) -> None:
-        await self._listener.close()
+        await self._notifications.subscribe(
+            [REVOCATION_CHANNEL], self._on_notify, on_up=self._listening_again, on_down=self._deaf
+        )
 
     @property
     def listening(self) -> bool:
