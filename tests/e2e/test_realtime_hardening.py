@@ -29,16 +29,14 @@ from tests.support.messaging import envelope, group, send
 from tests.support.server import LiveServer
 from tests.support.users import bearer, login, register
 from tests.support.ws import messages, next_frame, nothing_more, registered, ws_connect
+from veil.core.listener import APPLICATION_NAME
 from veil.devstack.stack import DevStack
 
 FAST_AUTH = {"VEIL_AUTH_RATE": "1000", "VEIL_AUTH_BURST": "1000"}
 
-# The server's LISTEN connections: idle, and their last statement was a LISTEN or the listener's
-# liveness probe (pooled connections end with asyncpg's reset query instead).
+# The server's LISTEN connection, by the name it gives itself.
 _LISTENERS = """
-    SELECT pid FROM pg_stat_activity
-    WHERE datname = current_database() AND pid <> pg_backend_pid() AND state = 'idle'
-      AND (query LIKE 'LISTEN %' OR query = 'SELECT 1')
+    SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1
 """
 
 
@@ -81,8 +79,8 @@ async def listeners_frozen(database_url: str) -> AsyncIterator[None]:
     admin = await asyncpg.connect(database_url)
     frozen: list[int] = []
     try:
-        pids = [row["pid"] for row in await admin.fetch(_LISTENERS)]
-        assert len(pids) >= 2, "expected the hub's and the session cache's LISTEN connections"
+        pids = [row["pid"] for row in await admin.fetch(_LISTENERS, APPLICATION_NAME)]
+        assert len(pids) == 1, "expected the process's one LISTEN connection"
         for pid in pids:
             os.kill(pid, signal.SIGSTOP)
             frozen.append(pid)
