@@ -305,6 +305,12 @@ async def main(seconds: float, sockets: int, only: str | None, workers: int) -> 
             sends = await messaging.offline_recipients(live, senders=32, seconds=seconds, mail_dir=mail_dir)
             print(render_messaging_rows([sends]))
             return
+        if only == "groups":  # scenario (b) alone, printed
+            groups = await messaging.online_groups(
+                live, groups=10, size=10, seconds=seconds, mail_dir=mail_dir
+            )
+            print(render_messaging_rows([groups]))
+            return
         emails, tokens = await prepare(live, users=20, sessions=100, mail_dir=mail_dir)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
@@ -345,7 +351,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--only",
-        choices=["attachments", "scale-out", "transparency", "sends"],
+        choices=["attachments", "scale-out", "transparency", "sends", "groups"],
         help="run one scenario and print it",
     )
     arguments = parser.parse_args()
