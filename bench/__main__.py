@@ -322,12 +322,12 @@ async def main(seconds: float, sockets: int, only: str | None, workers: int) -> 
         idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets, mail_dir)
         RESULTS.parent.mkdir(exist_ok=True)
         attachment_section = await attachments.run_all(live, settings, seconds)
-        live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores
-        scale_out = topology.render(await topology.scale_out(settings, database_url, certs, seconds))
         assert settings.transparency_keys_file is not None
         transparency_section = await transparency.run(
             live, machine(), database_url, settings.transparency_keys_file, mail_dir, seconds
         )
+        live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores
+        scale_out = topology.render(await topology.scale_out(settings, database_url, certs, seconds))
         sections = [
             render(results, seconds),
             render_messaging(messaging_results, idle),
