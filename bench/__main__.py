@@ -321,20 +321,21 @@ async def main(seconds: float, sockets: int, only: str | None, workers: int) -> 
         assert settings.jwt_keys_file is not None
         idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets, mail_dir)
         RESULTS.parent.mkdir(exist_ok=True)
-        attachment_section = await attachments.run_all(live, settings, seconds)
+        # Written after each scenario: a later one that fails does not lose what was measured.
+        sections = [render(results, seconds), render_messaging(messaging_results, idle)]
+        RESULTS.write_text("".join(sections))
+        sections.append(await attachments.run_all(live, settings, seconds))
+        RESULTS.write_text("".join(sections))
         assert settings.transparency_keys_file is not None
-        transparency_section = await transparency.run(
-            live, machine(), database_url, settings.transparency_keys_file, mail_dir, seconds
+        sections.append(
+            await transparency.run(
+                live, machine(), database_url, settings.transparency_keys_file, mail_dir, seconds
+            )
         )
+        RESULTS.write_text("".join(sections))
         live.stop()  # the scale-out runs its own processes; nothing else may compete for the cores
-        scale_out = topology.render(await topology.scale_out(settings, database_url, certs, seconds))
-        sections = [
-            render(results, seconds),
-            render_messaging(messaging_results, idle),
-            attachment_section,
-            transparency_section,
-        ]
-        RESULTS.write_text("".join([*sections, scale_out]))
+        sections.append(topology.render(await topology.scale_out(settings, database_url, certs, seconds)))
+        RESULTS.write_text("".join(sections))
         print(RESULTS.read_text())
     finally:
         if live is not None:
