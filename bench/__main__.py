@@ -134,33 +134,41 @@ def machine() -> str:
 # Measured on 2026-11-26 with `top` and py-spy on the server during the scenarios; re-check when
 # the send path or the rig changes.
 ANALYSIS = """
-### Where the time goes (2026-11-26)
+### Where the time goes (2026-12-07, issue 19)
 
-- **Rig first.** With httpx as the load generator, the generator used a whole core at ~350
-  messages/s while the server used a third of one: the first numbers measured httpx. Scenario (a)
-  now uses a lean keep-alive HTTP/1.1 client (`RawHttpClient`), and the server process is the
-  bottleneck (~93 % of one core at ~1,300 messages/s, PostgreSQL backends a few % each).
-- **Per message, one server process spends ~0.7 ms of CPU**: TLS and HTTP parsing in uvicorn,
-  ES256 verification of the access token (~70 us quiet, ~190 us on a busy machine; since issue 19
-  once per token and process, then ~2 us from a bounded memory of verified tokens), strict JSON
-  validation, the plaintext check, one SQL statement (the send path is a single statement since
-  the first profile, which measured eight round trips), the JSON response, metrics and the access
-  log line. One worker per core is the way to scale on one machine (`veil serve messaging`
-  processes behind the gateway share everything through PostgreSQL); on this 2-core rig the
-  generator takes the other core.
-- **(a) misses 3,000/s** by the factor above: a single Python process at ~0.7 ms per send cannot
-  reach it on one core; next steps (issue 19) are cheaper logging on the hot path, batching
-  cursor writes, and more processes (`VEIL_WORKERS`).
-- **(b) fan-out**: each new message is read and encoded once per process and handed to every local
-  member socket (pull-based with a shortcut, ADR 0011); acknowledgements are coalesced while a
-  cursor write is in flight. Senders wait only for their `sent` reply, so at saturation deliveries
-  queue behind sends: ~3,500 deliveries/s is where one process tops out here (a TLS record and a
-  socket write per member, plus the sends and acks on the same core), and delivery latency grows
-  with the backlog. Next steps: TLS and WebSockets at the gateway (issue 8), and more processes.
-- **(c) memory**: ~105 KiB per socket *with TLS in the service process*; behind the TLS-terminating
-  gateway (the production shape) the OpenSSL buffers, most of it, leave the service process.
-- **Run-to-run variance** on this shared machine is about 15 %: three runs on 2026-11-26 gave
-  (a) 1,140-1,398 messages/s, (b) 3,000-3,600 deliveries/s, and a sustained login rate of 17-20/s.
+- **This machine is slower than it was**: the code as it stood before this round (4021754) gave
+  565-868 sends/s in scenario (a) today where it gave 1,140-1,398 on 2026-11-26, and logins
+  sustain 10/s instead of 17-20. Compare the ratios below, not today's numbers with older ones.
+- **What changed, measured interleaved** (20 s runs, old code against new, same machine, same
+  hour): (a) 712 median (565-868) -> 819 median (770-883) sends/s with 2 workers, about +15 %;
+  (b) 263 -> 336-347 messages/s (2,033-2,133 -> 2,842-3,122 deliveries/s), about +30 % (+40 %
+  deliveries); with 1 worker (b) gave 309/s. The levers: access tokens verified once per token and
+  process (~190 us -> ~2 us, 19 % of the first profile -> 0.3 %); pooled connections returned
+  without asyncpg's reset query (one round trip per request, ~12 % of the profile); one LISTEN
+  connection per process instead of four (PostgreSQL wakes every listening connection on every
+  NOTIFY: 20 % of a core -> 8 % in (a)); acks of every socket in a process written together every
+  25 ms (the cursor writes, 0.61 of a core at 200 messages/s, no longer show); `VEIL_WORKERS` (one
+  process per core on the one port, ADR 0023).
+- **CPU at saturation** (top over 10 s, the machine 100 % busy): in (a) the two Veil workers use
+  1.09 cores, PostgreSQL 0.58 (the send statement 0.51, listeners 0.08), the load generator 0.23;
+  in (b) Veil 1.12, the generator 0.45 (100 sockets), PostgreSQL 0.34. Per durable send that is
+  ~1.4 ms of Veil CPU and ~0.7 ms of PostgreSQL CPU on this machine.
+- **Profile of a worker in (a)** (py-spy, 20 s, 3,845 samples): asyncpg executing the send
+  statement 23 % (almost all of it asyncpg's own encoding and protocol work), uvicorn writing the
+  response through TLS 12.5 %, Starlette routing and the two middlewares ~10 %, the handler's own
+  work (strict JSON validation, the plaintext check, the digest, the JSON answer) ~10 %; token
+  verification and the access log no longer show.
+- **Why (a) and (b) stay out of reach here**: ~2.1 ms of CPU per durable send across Veil and
+  PostgreSQL means at most ~1,000 sends/s on two cores even without a load generator; 3,000/s needs
+  about a third of that CPU per send or more cores. The server scales with processes (workers, or
+  processes behind the gateway: see "Scale-out" below), so on a 2-core machine the targets are a
+  matter of cores. Levers not taken yet: batched `messages` frames (one TLS record per socket for
+  several messages), TLS at the gateway instead of in the workers, granian or picows, msgspec.
+- **(c) memory**: ~105-110 KiB per socket *with TLS in the service process*; two workers add a
+  second process's base (~150 MiB). Behind the TLS-terminating gateway (the production shape) the
+  OpenSSL buffers, most of it, leave the service process.
+- **Run-to-run variance** on this shared machine is 15-30 % today: the same code gave 565 and 868
+  sends/s ten minutes apart.
 """
 
 
@@ -185,7 +193,7 @@ def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, floa
 |---|---|---|---|---|---|---|---|---|
 {table}
 
-Idle WebSockets: **{held}** held by one server process, server RSS {rss_mib:.0f} MiB, about
+Idle WebSockets: **{held}** held by the server (all its workers), server RSS {rss_mib:.0f} MiB, about
 **{per_socket:.0f} KiB per socket** (TLS included); 10,000 sockets would need about
 {per_socket * 10_000 / 1024:.0f} MiB.
 
@@ -214,9 +222,10 @@ Generated by `make bench` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Re-run it t
 
 ## Rig
 - Machine: {machine()}.
-- Server: one `veil serve all` process (uvicorn, uvloop, httptools, one worker) over TLS 1.3 on
-  loopback; PostgreSQL 18 (embedded, unix socket) and SeaweedFS S3 from the development stack;
-  `VEIL_RATE_LIMITS=off` so the limiter does not shape the load.
+- Server: `veil serve all` (uvicorn, uvloop, httptools) with `VEIL_WORKERS` one per core unless
+  `--workers` says otherwise, over TLS 1.3 on loopback; PostgreSQL 18 (embedded, unix socket) and
+  SeaweedFS S3 from the development stack; `VEIL_RATE_LIMITS=off` so the limiter does not shape
+  the load.
 - Password hashing: Argon2id, 64 MiB, t=1, p=2, one hash at a time on 2 cores (ADR 0006).
 - Load: `bench/__main__.py` in a separate process on the same 2 cores: asyncio + httpx, open-loop
   arrivals at a fixed rate for {seconds:g} s per step (a slow response does not slow the arrivals);
