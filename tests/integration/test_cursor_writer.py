@@ -146,3 +146,17 @@ async def test_acks_that_arrive_together_are_written_together(
         running.cancel()
     assert await _cursors(db) == {(device, conversation): 5 for device in devices}
     assert database.taken <= 2  # 100 acks from 20 sockets: one write (two if a round split them)
+
+
+async def test_an_ack_of_a_device_deleted_meanwhile_holds_back_no_other(
+    database: CountingDatabase, db: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    alice = await _user(db)
+    phone, gone = await _device(db, alice), await _device(db, alice)
+    conversation = await _conversation(db, 3, alice)
+    writer = CursorWriter(database)
+    writer.record(alice, gone, conversation, 2)
+    writer.record(alice, phone, conversation, 3)
+    await db.execute("DELETE FROM sessions WHERE id = $1", gone)  # retention, say, before the write
+    await writer.flush()
+    assert await _cursors(db) == {(phone, conversation): 3}

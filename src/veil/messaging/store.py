@@ -367,6 +367,7 @@ async def advance_cursors(conn: Connection, acks: list[Ack]) -> None:
                 WITH ORDINALITY AS a(device_id, conversation_id, user_id, seq, n)
            JOIN conversations c ON c.id = a.conversation_id
            JOIN members m ON m.conversation_id = c.id AND m.user_id = a.user_id AND m.state = 'joined'
+           JOIN sessions s ON s.id = a.device_id  -- a device deleted meanwhile acknowledges nothing
            ORDER BY a.n
            ON CONFLICT (device_id, conversation_id) DO UPDATE
                SET acked_seq = GREATEST(d.acked_seq, EXCLUDED.acked_seq)""",

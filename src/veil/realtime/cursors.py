@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
+
 from veil.core.db import Database
 from veil.core.logging import get_logger
 from veil.core.problems import BackendUnavailable
@@ -56,9 +58,12 @@ class CursorWriter:
                 )
                 await asyncio.sleep(_RETRY_SECONDS)
                 self._due.set()
+            except Exception:  # never let one bad round stop every later cursor write
+                log.exception("acks_not_saved")
 
     async def flush(self) -> None:
-        """Write everything pending now (one write at a time); on failure it stays pending."""
+        """Write everything pending now (one write at a time). While the database is unavailable it
+        stays pending (BackendUnavailable); a batch the database refuses is dropped."""
         async with self._writing:
             if not self._pending:
                 return
@@ -73,3 +78,7 @@ class CursorWriter:
                 for (device, conversation), (user, seq) in batch.items():
                     self.record(user, device, conversation, seq)
                 raise
+            except asyncpg.PostgresError as exc:
+                # Not retried: a batch the database refuses would be refused for ever and hold back
+                # every later ack. Its messages are delivered again (at least once, never lost).
+                log.warning("acks_dropped", error=type(exc).__name__, acks=len(acks))
