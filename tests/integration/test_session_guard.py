@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from veil.core.db import Connection, Database
-from veil.core.listener import Notifications
+from veil.core.listener import APPLICATION_NAME, Notifications
 from veil.core.metrics import Metrics
 from veil.core.security.sessions import SessionGuard
 
@@ -143,4 +143,32 @@ async def test_the_cache_never_vouches_for_a_session_past_its_end(
     session_id = await _session(db, timedelta(seconds=1))
     assert await guard.is_active(session_id, datetime.now(UTC))
     await asyncio.sleep(1.2)
+    assert not await guard.is_active(session_id, datetime.now(UTC))
+
+
+async def test_an_answer_read_before_the_listener_came_back_is_not_cached(
+    guard: SessionGuard, database: PausingDatabase, db: asyncpg.Connection[asyncpg.Record]
+) -> None:
+    session_id = await _session(db, timedelta(days=1))
+    database.hold = True
+    check = asyncio.create_task(guard.is_active(session_id, datetime.now(UTC)))
+    await asyncio.wait_for(database.queried.wait(), 5)
+    # The listening connection drops; a revocation's notice is lost in the gap; it comes back.
+    await db.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+        APPLICATION_NAME,
+    )
+    for _ in range(500):
+        if not guard.listening:
+            break
+        await asyncio.sleep(0.01)
+    await _revoke_without_notice(db, session_id)
+    for _ in range(500):
+        if guard.listening:
+            break
+        await asyncio.sleep(0.01)
+    assert guard.listening
+    database.hold = False
+    database.release.set()
+    assert await check
     assert not await guard.is_active(session_id, datetime.now(UTC))

@@ -59,12 +59,16 @@ class SessionGuard:
         return self._listening
 
     def _listening_again(self) -> None:
-        # Anything cached before we were listening may have been revoked meanwhile.
-        self._active_until.clear()
+        # Anything cached, or read by a check still running, may have been revoked meanwhile.
+        self._forget_all()
         self._listening = True
 
     def _deaf(self) -> None:
         self._listening = False
+        self._forget_all()
+
+    def _forget_all(self) -> None:
+        self._revocations_seen += 1
         self._active_until.clear()
 
     async def is_active(self, session_id: uuid.UUID, now: datetime) -> bool:
