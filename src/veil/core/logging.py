@@ -76,6 +76,14 @@ LOGGED_FIELDS = frozenset(
         "user_id",
         "version",
         "worker",
+        # Worker processes (veil.workers) and the cursor writer (veil.realtime.cursors): numbers.
+        "acks",
+        "deaths",
+        "exit_code",
+        "lived_seconds",
+        "pending",
+        "port",
+        "workers",
         # The counts of a maintenance round (veil.maintenance, veil.retention).
         "sessions_expired",
         "devices_with_expired_messages",
