@@ -78,6 +78,9 @@ def run(
         timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         timeout_keep_alive=30,
         ws_max_size=128 * 1024,
+        # Frames carry ciphertext, which does not compress: permessage-deflate only cost CPU (an
+        # eighth of a worker's time delivering to groups) and a zlib context per socket.
+        ws_per_message_deflate=False,
     )
     # uvicorn re-raises the signal that stopped it once it has shut down, through whatever handler
     # was installed before; a no-op handler turns a drained, clean shutdown into exit status 0.

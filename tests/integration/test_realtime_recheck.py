@@ -1,4 +1,5 @@
-"""The open-socket re-check against a real PostgreSQL: every socket of a process in one statement."""
+"""The realtime reads against a real PostgreSQL, each one statement for a whole process: the
+open-socket re-check, and the messages and memberships behind a burst of notifications."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from veil.messaging import store as messaging_store
 from veil.realtime import store
 
 NOW = datetime.now(UTC)
@@ -108,3 +110,37 @@ async def test_one_statement_answers_for_every_socket(db: asyncpg.Connection[asy
     for ended in (revoked, expired, unknown, of_suspended):
         assert ended not in states or not states[ended].active
         assert ended not in states or states[ended].cursors == {}
+
+
+async def _message(
+    db: asyncpg.Connection[asyncpg.Record], conversation_id: uuid.UUID, sender: uuid.UUID, seq: int
+) -> None:
+    await db.execute(
+        """INSERT INTO messages (conversation_id, seq, message_id, sender_id, sender_device_id,
+               content_type, ciphertext, nonce, auth_tag, key_epoch, envelope_digest, created_at)
+           VALUES ($1, $2, $3, $4, $3, 'text', '\\x01', '\\x02', '\\x03', 0, '\\x04', $5)""",
+        conversation_id,
+        seq,
+        uuid.uuid4(),
+        sender,
+        NOW,
+    )
+
+
+async def test_a_burst_of_notifications_is_read_in_one_statement_each(
+    db: asyncpg.Connection[asyncpg.Record],
+) -> None:
+    alice, bob = await _user(db), await _user(db)
+    first, second = await _conversation(db), await _conversation(db)
+    await _member(db, first, alice, "joined", 0)  # bob: not a member (left, or never joined)
+    await _member(db, second, alice, "joined", 2)
+    await _member(db, second, bob, "invited", 0)
+    for conversation_id, seq in ((first, 1), (first, 2), (second, 1), (second, 3)):
+        await _message(db, conversation_id, alice, seq)
+
+    wanted = [(first, 1), (first, 2), (second, 3), (second, 2)]  # (second, 2) was never stored
+    records = await messaging_store.messages_at(db, wanted)
+    assert sorted((r.conversation_id, r.seq) for r in records) == sorted(wanted[:3])
+
+    pairs = [(c, u) for c in (first, second) for u in (alice, bob)]
+    assert await store.joined_among(db, pairs) == {(first, alice): 0, (second, alice): 2}

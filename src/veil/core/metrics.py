@@ -37,7 +37,14 @@ _LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 # Any other method (a probe's invention) is counted as "other", so it cannot mint new series.
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
-WS_HANDSHAKE_OUTCOMES = ("accepted", "origin_refused", "unauthorized", "rate_limited", "unavailable")
+WS_HANDSHAKE_OUTCOMES = (
+    "accepted",
+    "origin_refused",
+    "invalid",
+    "unauthorized",
+    "rate_limited",
+    "unavailable",
+)
 WS_DISCONNECT_REASONS = (
     "client",  # the client closed, or the connection dropped
     "token_expired",  # the access token that opened it ran out: the client reconnects

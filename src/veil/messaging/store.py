@@ -308,6 +308,18 @@ async def messages_after(
     return [MessageRecord(**dict(row)) for row in rows]
 
 
+async def messages_at(conn: Connection, keys: list[tuple[uuid.UUID, int]]) -> list[MessageRecord]:
+    """The messages stored under these (conversation_id, seq) keys, in one statement; a key with
+    no message (it was deleted meanwhile) is left out."""
+    rows = await conn.fetch(
+        f"""SELECT {_MESSAGE} FROM messages
+            WHERE (conversation_id, seq) IN (SELECT * FROM unnest($1::uuid[], $2::bigint[]))""",  # noqa: S608
+        [conversation_id for conversation_id, _ in keys],
+        [seq for _, seq in keys],
+    )
+    return [MessageRecord(**dict(row)) for row in rows]
+
+
 async def messages_before(
     conn: Connection, conversation_id: uuid.UUID, before_seq: int, floor_seq: int, limit: int
 ) -> list[MessageRecord]:

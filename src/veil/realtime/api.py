@@ -17,7 +17,15 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
 from veil.core.logging import get_logger, note_handshake_refused
-from veil.core.problems import BackendUnavailable, Problem, too_many_requests, unauthorized, unavailable
+from veil.core.problems import (
+    BackendUnavailable,
+    FieldError,
+    Problem,
+    too_many_requests,
+    unauthorized,
+    unavailable,
+    validation_failed,
+)
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.security.ratelimit import Rate, limiter_key
@@ -39,6 +47,7 @@ log = get_logger(__name__)
 
 TAG = "realtime"
 TICKET_LIFETIME = timedelta(seconds=30)
+BATCH_PARAM = "batch"
 _MINUTE = 60.0
 
 
@@ -145,6 +154,16 @@ async def refuse_handshake(websocket: WebSocket, problem: Problem) -> None:
     note_handshake_refused(problem.status)
 
 
+def wants_batches(websocket: WebSocket) -> bool:
+    """`?batch=true`: messages in `messages` frames. Given once, `true` or `false`, or a 422."""
+    values = websocket.query_params.getlist(BATCH_PARAM)
+    if not values:
+        return False
+    if len(values) == 1 and values[0] in ("true", "false"):
+        return values[0] == "true"
+    raise validation_failed([FieldError(("query", BATCH_PARAM), "Must be true or false, given once.")])
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     realtime: Realtime = websocket.state.realtime
     metrics = realtime.resources.metrics
@@ -153,6 +172,12 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     if origin is not None and origin not in allowed:
         metrics.ws_handshakes["origin_refused"].inc()
         await refuse_handshake(websocket, Problem(403, "This origin may not open a WebSocket."))
+        return
+    try:
+        batching = wants_batches(websocket)
+    except Problem as malformed:
+        metrics.ws_handshakes["invalid"].inc()
+        await refuse_handshake(websocket, malformed)
         return
     try:
         await realtime.check_connect_rate_ip(websocket.state.client_ip)
@@ -184,7 +209,15 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     metrics.ws_handshakes["accepted"].inc()
     metrics.ws_connections.inc()
     connection = DeviceConnection(
-        websocket, principal, messaging, keys, read_page, realtime.cursors, metrics, realtime.resources.clock
+        websocket,
+        principal,
+        messaging,
+        keys,
+        read_page,
+        realtime.cursors,
+        metrics,
+        realtime.resources.clock,
+        batching=batching,
     )
     reason = "error"
     try:

@@ -19,12 +19,16 @@ CONNECT = """\
 `GET /v1/ws`, upgraded to a WebSocket: frames are JSON text, one object per frame, named by its
 `type`. Authenticate with `Authorization: Bearer <access token>` (native clients) or with
 `?ticket=` from `POST /v1/ws/tickets` (browsers; single use, 30 seconds). A handshake is refused
-with an HTTP problem document: 401 (no valid credentials), 403 (an `Origin` not allowed), 429
-(too many connects; see `Retry-After`), 503 (a backing service is unavailable).
+with an HTTP problem document: 401 (no valid credentials), 403 (an `Origin` not allowed), 422 (a
+malformed `batch`), 429 (too many connects; see `Retry-After`), 503 (a backing service is
+unavailable).
 
 On connect the server replays, per conversation, every message after the device's acknowledged
 `seq`, then the device's queued device messages, then sends live. Delivery is at least once: a
-message is sent again on the next connection until it is acknowledged.
+message is sent again on the next connection until it is acknowledged. With `?batch=true` the
+messages come in `messages` frames, as many as are ready when the server writes (at most 100 and
+256 KiB per frame), instead of a `message` frame each: fewer frames, and fewer acks, for a busy
+device.
 
 Close codes: 1001 the server is shutting down; 1003 a binary frame; 1009 a frame over 128 KiB;
 4401 the session ended or the access token that opened the socket expired (reconnect with a fresh
@@ -116,7 +120,13 @@ def build_asyncapi() -> dict[str, Any]:
                                 "ticket": {
                                     "type": "string",
                                     "description": "A ticket from `POST /v1/ws/tickets`.",
-                                }
+                                },
+                                "batch": {
+                                    "type": "string",
+                                    "enum": ["true", "false"],
+                                    "default": "false",
+                                    "description": "`true`: messages in `messages` frames.",
+                                },
                             },
                         },
                         "headers": {

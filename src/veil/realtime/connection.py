@@ -36,6 +36,8 @@ from veil.messaging.schemas import Envelope
 from veil.messaging.service import MessagingService, OutgoingMessage
 from veil.realtime.cursors import CursorWriter
 from veil.realtime.frames import (
+    BATCH_MAX_BYTES,
+    BATCH_MAX_MESSAGES,
     AckDeviceFrame,
     AckFrame,
     DeviceGapFrame,
@@ -44,7 +46,7 @@ from veil.realtime.frames import (
     SentFrame,
     ServerFrame,
     device_message_frame,
-    message_frame,
+    messages_frame,
 )
 
 log = get_logger(__name__)
@@ -81,6 +83,8 @@ class DeviceConnection:
         cursors: CursorWriter,
         metrics: Metrics,
         clock: Clock,
+        *,
+        batching: bool = False,
     ) -> None:
         self.websocket = websocket
         self.principal = principal
@@ -99,6 +103,10 @@ class DeviceConnection:
         self._ready: dict[uuid.UUID, list[EncodedMessage]] = {}
         self._device_dirty = True
         self._device_sent = 0
+        # `?batch=true`: the messages of one writer pass go out in `messages` frames.
+        self._batching = batching
+        self._batch: list[str] = []
+        self._batch_bytes = 0
         self._events: asyncio.Queue[ServerFrame] = asyncio.Queue(_EVENT_QUEUE)
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass replays the device's mailbox
@@ -136,13 +144,16 @@ class DeviceConnection:
         self._ready.pop(conversation_id, None)
 
     def offer(self, message: EncodedMessage) -> None:
-        """A freshly committed message the hub read and encoded once for all sockets."""
+        """A freshly committed message the hub read and encoded once for all sockets. Sent as it
+        is when it is the next one this socket needs; the database is read only on a gap."""
         conversation_id = message.record.conversation_id
         if conversation_id in self._sent:
             ready = self._ready.setdefault(conversation_id, [])
             if len(ready) < _PAGE:
                 ready.append(message)
-            self.wake(conversation_id)
+            else:
+                self._dirty.add(conversation_id)  # too many held: read the rest
+            self._wake.set()
 
     def wake(self, conversation_id: uuid.UUID) -> None:
         if conversation_id in self._sent:
@@ -222,32 +233,57 @@ class DeviceConnection:
             if self._device_dirty and self._close_code is None:
                 self._device_dirty = False
                 await self._deliver_device_messages()
-            while self._dirty and self._close_code is None:
-                await self._deliver(self._dirty.pop())
+            while (self._dirty or self._ready) and self._close_code is None:
+                if self._dirty:  # woken: whatever else is new is read from the database
+                    await self._deliver(self._dirty.pop(), read=True)
+                else:
+                    await self._deliver(next(iter(self._ready)), read=False)
+            await self._flush_batch()
 
-    async def _deliver(self, conversation_id: uuid.UUID) -> None:
+    async def _deliver(self, conversation_id: uuid.UUID, *, read: bool) -> None:
         for ready in sorted(self._ready.pop(conversation_id, []), key=lambda m: m.record.seq):
             seq = ready.record.seq
             if conversation_id not in self._sent or seq <= self._sent[conversation_id]:
                 continue
             if seq != self._sent[conversation_id] + 1:
-                break  # a gap: read the rest from the database
-            await self._send_text(ready.text)
+                read = True  # a gap (commits notified out of order, or a lost notification)
+                break
+            await self._emit(ready)
             self._sent[conversation_id] = seq
             self._metrics.ws_delivered_message.inc()
             lag = (self._clock.now() - ready.record.created_at).total_seconds()
             self._metrics.ws_delivery_lag.observe(max(0.0, lag))
-        while conversation_id in self._sent:
+        while read and conversation_id in self._sent:
             after = self._sent[conversation_id]
             page = await self._read_page(conversation_id, after)
             if conversation_id not in self._sent:
                 return  # unsubscribed (removed) while reading: deliver nothing more
             for record in page:
-                await self._send(message_frame(record))
+                await self._emit(EncodedMessage.of(record))
                 self._sent[conversation_id] = record.seq
                 self._metrics.ws_delivered_message.inc()
             if len(page) < _PAGE:
                 return
+
+    async def _emit(self, message: EncodedMessage) -> None:
+        """Send a conversation message in its own frame, or add it to the `messages` frame sent at
+        the end of this writer pass (or sooner, when it is full)."""
+        if not self._batching:
+            await self._send_text(message.frame)
+            return
+        size = len(message.view)
+        if self._batch and (
+            len(self._batch) == BATCH_MAX_MESSAGES or self._batch_bytes + size > BATCH_MAX_BYTES
+        ):
+            await self._flush_batch()
+        self._batch.append(message.view)
+        self._batch_bytes += size
+
+    async def _flush_batch(self) -> None:
+        if self._batch:
+            text = messages_frame(self._batch)
+            self._batch, self._batch_bytes = [], 0
+            await self._send_text(text)
 
     async def _deliver_device_messages(self) -> None:
         inbox = await self._keys.inbox(self.principal, self._device_sent, _PAGE)

@@ -1,8 +1,10 @@
 """The WebSocket protocol's frames: one pydantic model per frame type, in both directions.
 
 The server builds every frame it sends from these models, and `veil.realtime.asyncapi` publishes
-the same models as the AsyncAPI document, so the two cannot drift. A message frame is encoded once
-per process for every socket that gets it (`EncodedMessage`); other frames once per socket.
+the same models as the AsyncAPI document, so the two cannot drift. A message is encoded once per
+process for every socket that gets it (`EncodedMessage`), and its `message` or `messages` frame
+spliced around that text (tests check the splice against the models); other frames are encoded
+once per socket.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ class MessageFrame(ServerFrame):
 
     type: Literal["message"] = "message"
     message: MessageView
+
+
+class MessagesFrame(ServerFrame):
+    """Several conversation messages in one frame, on a socket opened with `?batch=true`, instead
+    of a `message` frame each: what is ready when the server writes, at most 100 messages and
+    256 KiB. In `seq` order per conversation; acknowledge with `ack` frames (acks are cumulative,
+    so one per conversation suffices)."""
+
+    type: Literal["messages"] = "messages"
+    messages: list[MessageView]
 
 
 class DeviceMessageFrame(ServerFrame):
@@ -157,6 +169,7 @@ class ErrorFrame(ServerFrame):
 
 SERVER_FRAMES: tuple[type[ServerFrame], ...] = (
     MessageFrame,
+    MessagesFrame,
     DeviceMessageFrame,
     DeviceGapFrame,
     ReceiptFrame,
@@ -197,20 +210,33 @@ class SendFrame(Envelope):
 CLIENT_FRAMES: tuple[type[BaseModel], ...] = (AckFrame, AckDeviceFrame, SendFrame)
 
 
-def message_frame(record: MessageRecord) -> MessageFrame:
-    return MessageFrame(message=message_view(record))
+# A `messages` frame holds at most this many messages and this many bytes of them (a client's
+# WebSocket library refuses frames over its limit: 1 MiB by default in `websockets`).
+BATCH_MAX_MESSAGES = 100
+BATCH_MAX_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class EncodedMessage:
-    """A message and its frame, encoded once per process for every socket that gets it."""
+    """A message's JSON (a `MessageView`), encoded once per process for every socket that gets it;
+    its `message` frame, or its place in a `messages` frame, is spliced around it."""
 
     record: MessageRecord
-    text: str
+    view: str
 
     @classmethod
     def of(cls, record: MessageRecord) -> EncodedMessage:
-        return cls(record, message_frame(record).encode())
+        return cls(record, message_view(record).model_dump_json())
+
+    @property
+    def frame(self) -> str:
+        """The same text as `MessageFrame(message=...).encode()`."""
+        return f'{{"type":"message","message":{self.view}}}'
+
+
+def messages_frame(views: list[str]) -> str:
+    """The same text as `MessagesFrame(messages=[...]).encode()`, from views already encoded."""
+    return f'{{"type":"messages","messages":[{",".join(views)}]}}'
 
 
 def device_message_frame(message: QueuedMessage) -> DeviceMessageFrame:

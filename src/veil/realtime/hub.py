@@ -23,6 +23,7 @@ import asyncio
 import base64
 import contextlib
 import uuid
+from collections.abc import Awaitable
 
 from veil.core.clock import Clock
 from veil.core.db import Database
@@ -57,6 +58,8 @@ _CHANNELS = (
 )
 # Not a PostgreSQL channel: the inbox entry that asks the dispatcher for a re-check.
 _RECHECK = ""
+# Notifications taken from the inbox in one go.
+_DISPATCH_BATCH = 500
 
 
 class Hub:
@@ -161,21 +164,37 @@ class Hub:
 
     async def _dispatch_forever(self) -> None:
         while True:
-            channel, payload = await self._inbox.get()
-            try:
-                await self._dispatch(channel, payload)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("hub_dispatch_failed", channel=channel)
+            queued = [await self._inbox.get()]
+            while not self._inbox.empty() and len(queued) < _DISPATCH_BATCH:
+                queued.append(self._inbox.get_nowait())
+            # In order; a run of new-message notifications is read in one go (under load the
+            # dispatcher is bound by round trips to the database, not by CPU).
+            messages: list[tuple[uuid.UUID, int]] = []
+            for channel, payload in queued:
+                if channel == messaging_store.MESSAGE_CHANNEL:
+                    conversation, seq = payload.split(":", 1)
+                    messages.append((uuid.UUID(conversation), int(seq)))
+                    continue
+                if messages:
+                    await self._guarded(self._new_messages(messages), messaging_store.MESSAGE_CHANNEL)
+                    messages = []
+                await self._guarded(self._dispatch(channel, payload), channel)
+            if messages:
+                await self._guarded(self._new_messages(messages), messaging_store.MESSAGE_CHANNEL)
+
+    @staticmethod
+    async def _guarded(step: Awaitable[None], channel: str) -> None:
+        try:
+            await step
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("hub_dispatch_failed", channel=channel)
 
     async def _dispatch(self, channel: str, payload: str) -> None:
         if channel == _RECHECK:
             self._recheck_queued = False
             await self._recheck()
-        elif channel == messaging_store.MESSAGE_CHANNEL:
-            conversation, seq = payload.split(":", 1)
-            await self._new_message(uuid.UUID(conversation), int(seq))
         elif channel == DEVICE_CHANNEL:
             if (target := self._by_device.get(uuid.UUID(payload))) is not None:
                 target.wake_device()
@@ -214,27 +233,35 @@ class Hub:
         elif payload.startswith("identity:"):
             await self._identity_changed(uuid.UUID(payload.split(":", 1)[1]))
 
-    async def _new_message(self, conversation_id: uuid.UUID, seq: int) -> None:
-        """Read the message once for every local socket of the conversation. Sockets that are not
-        exactly at seq - 1 read what they miss themselves (the message is only a shortcut).
+    async def _new_messages(self, notified: list[tuple[uuid.UUID, int]]) -> None:
+        """Read new messages once for every local socket of their conversations, in two statements
+        however many arrived. Sockets that are not exactly at seq - 1 read what they miss
+        themselves (the message is only a shortcut).
 
-        Membership is read with it: a socket whose user is no longer a joined member (its removal
-        notification was lost, or is still on its way) is unsubscribed instead of served."""
-        subscribers = list(self._by_conversation.get(conversation_id, ()))
-        if not subscribers:
+        Membership is read with them: a socket whose user is no longer a joined member (its
+        removal notification was lost, or is still on its way) is unsubscribed instead of served."""
+        subscribers = {
+            conversation_id: list(self._by_conversation.get(conversation_id, ()))
+            for conversation_id, _ in notified
+        }
+        wanted = [(conversation_id, seq) for conversation_id, seq in notified if subscribers[conversation_id]]
+        if not wanted:
             return
+        members = {(c, connection.user_id) for c, _ in wanted for connection in subscribers[c]}
         async with self._db.connection() as conn:
-            records = await messaging_store.messages_after(conn, conversation_id, seq - 1, 1)
-            joined = await store.joined_among(conn, conversation_id, list({c.user_id for c in subscribers}))
-        encoded = EncodedMessage.of(records[0]) if records and records[0].seq == seq else None
-        for connection in subscribers:
-            joined_after = joined.get(connection.user_id)
-            if joined_after is None:
-                self._unsubscribe(connection, conversation_id)
-            elif encoded is not None and joined_after < seq:
-                connection.offer(encoded)
-            else:
-                connection.wake(conversation_id)
+            records = await messaging_store.messages_at(conn, wanted)
+            joined = await store.joined_among(conn, sorted(members))
+        encoded = {(r.conversation_id, r.seq): EncodedMessage.of(r) for r in records}
+        for conversation_id, seq in wanted:
+            message = encoded.get((conversation_id, seq))
+            for connection in subscribers[conversation_id]:
+                joined_after = joined.get((conversation_id, connection.user_id))
+                if joined_after is None:
+                    self._unsubscribe(connection, conversation_id)
+                elif message is not None and joined_after < seq:
+                    connection.offer(message)
+                else:
+                    connection.wake(conversation_id)
 
     async def _recheck(self) -> None:
         """Re-read every open socket's session and memberships, in one query for the process."""

@@ -89,16 +89,18 @@ async def contacts_of(conn: Connection, user_id: uuid.UUID) -> list[uuid.UUID]:
 
 
 async def joined_among(
-    conn: Connection, conversation_id: uuid.UUID, user_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, int]:
-    """Which of `user_ids` are joined members of the conversation, with their joined_after_seq."""
+    conn: Connection, members: list[tuple[uuid.UUID, uuid.UUID]]
+) -> dict[tuple[uuid.UUID, uuid.UUID], int]:
+    """Which (conversation_id, user_id) pairs are joined members, with their joined_after_seq."""
     rows = await conn.fetch(
-        """SELECT user_id, joined_after_seq FROM members
-           WHERE conversation_id = $1 AND user_id = ANY($2::uuid[]) AND state = 'joined'""",
-        conversation_id,
-        user_ids,
+        """SELECT m.conversation_id, m.user_id, m.joined_after_seq
+           FROM unnest($1::uuid[], $2::uuid[]) AS t (conversation_id, user_id)
+           JOIN members m ON m.conversation_id = t.conversation_id AND m.user_id = t.user_id
+           WHERE m.state = 'joined'""",
+        [conversation_id for conversation_id, _ in members],
+        [user_id for _, user_id in members],
     )
-    return {row["user_id"]: row["joined_after_seq"] for row in rows}
+    return {(row["conversation_id"], row["user_id"]): row["joined_after_seq"] for row in rows}
 
 
 async def socket_states(
