@@ -30,6 +30,8 @@ from veil.devstack.stack import start_dev_stack
 from veil.devstack.tls import ensure_dev_certificates
 
 PASSWORD = "benchmark password 42"
+# Scenario (b)'s offered rates (messages/s), one step each; the target is 1,000.
+GROUP_RATES = (250, 500, 750, 1000)
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
@@ -179,23 +181,33 @@ def render_messaging_rows(results: list[ScenarioResult]) -> str:
         rows.append(
             f"| {r.name} | {r.rate:.0f}/s | {r.messages} | {r.errors} | {r.send.pct(0.5):.1f} | "
             f"{r.send.pct(0.95):.1f} | {r.send.pct(0.99):.1f} | "
-            + (f"{r.deliveries / r.seconds:.0f}/s | {delivery.pct(0.95):.1f} |" if delivery else "- | - |")
+            + (
+                f"{r.deliveries / r.seconds:.0f}/s | {delivery.pct(0.95):.1f} | {r.lost} |"
+                if delivery
+                else "- | - | - |"
+            )
         )
     return "\n".join(rows)
 
 
-def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
+def render_idle(idle: tuple[int, float, float], transport: str) -> str:
     held, rss_mib, per_socket = idle
+    return (
+        f"Idle WebSockets ({transport}): **{held}** held by the server (all its workers), server RSS "
+        f"{rss_mib:.0f} MiB, about **{per_socket:.0f} KiB per socket**; 10,000 sockets would need "
+        f"about {per_socket * 10_000 / 1024:.0f} MiB."
+    )
+
+
+def render_messaging(results: list[ScenarioResult], idle: tuple[int, float, float]) -> str:
     table = render_messaging_rows(results)
     return f"""
 ## Messaging
-| scenario | sustained | messages | errors | send p50 ms | p95 | p99 | deliveries | send-to-delivery p95 ms |
-|---|---|---|---|---|---|---|---|---|
+| scenario | sustained | messages | errors | send p50 ms | p95 | p99 | deliveries | delivery p95 ms | lost |
+|---|---|---|---|---|---|---|---|---|---|
 {table}
 
-Idle WebSockets: **{held}** held by the server (all its workers), server RSS {rss_mib:.0f} MiB, about
-**{per_socket:.0f} KiB per socket** (TLS included); 10,000 sockets would need about
-{per_socket * 10_000 / 1024:.0f} MiB.
+{render_idle(idle, "TLS in the server process")}
 
 Targets (issue 5): (a) >= 3,000 durable messages/s with send p95 < 25 ms; (b) >= 1,000 messages/s
 (>= 9,000 deliveries/s) with send-to-delivery p95 < 100 ms; (c) 10,000 idle sockets under 1 GiB.
@@ -259,7 +271,9 @@ def write_section(section: str) -> None:
     RESULTS.write_text(text[:start].rstrip("\n") + "\n" + section + (text[end:] if end >= 0 else ""))
 
 
-async def main(seconds: float, sockets: int, only: str | None, workers: int) -> None:
+async def main(arguments: argparse.Namespace) -> None:
+    seconds, sockets, only, workers = arguments.seconds, arguments.sockets, arguments.only, arguments.workers
+    rates, unbatched = arguments.rates, arguments.unbatched
     settings = Settings(environment=Environment.TEST, data_dir=Path(".data-bench").resolve())
     stack = await start_dev_stack(settings)
     live = None
@@ -288,6 +302,7 @@ async def main(seconds: float, sockets: int, only: str | None, workers: int) -> 
                 "VEIL_ATTACHMENT_PENDING_MAX": "10000000",
                 "VEIL_ATTACHMENT_QUOTA_BYTES": str(2**62),
             },
+            plain=arguments.plain,
         )
         if only == "attachments":  # a quick look at one scenario; docs/benchmarks.md is untouched
             print(await attachments.run_all(live, settings, seconds))
@@ -314,18 +329,23 @@ async def main(seconds: float, sockets: int, only: str | None, workers: int) -> 
             sends = await messaging.offline_recipients(live, senders=32, seconds=seconds, mail_dir=mail_dir)
             print(render_messaging_rows([sends]))
             return
+        if only == "sockets":  # scenario (c) alone, printed
+            assert settings.jwt_keys_file is not None
+            idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets, mail_dir)
+            print(render_idle(idle, "plain HTTP" if arguments.plain else "TLS in the server process"))
+            return
         if only == "groups":  # scenario (b) alone, printed
             groups = await messaging.online_groups(
-                live, groups=10, size=10, seconds=seconds, mail_dir=mail_dir
+                live, 10, 10, seconds, mail_dir, rates or GROUP_RATES, batch=not unbatched
             )
-            print(render_messaging_rows([groups]))
+            print(render_messaging_rows(groups))
             return
         emails, tokens = await prepare(live, users=20, sessions=100, mail_dir=mail_dir)
         results = [await bench_logins(live, rate, seconds, emails) for rate in (10, 15, 18, 20, 25, 30)]
         results.append(await bench_refresh(live, 200, seconds, tokens))
         messaging_results = [
             await messaging.offline_recipients(live, senders=32, seconds=seconds, mail_dir=mail_dir),
-            await messaging.online_groups(live, groups=10, size=10, seconds=seconds, mail_dir=mail_dir),
+            *await messaging.online_groups(live, 10, 10, seconds, mail_dir, GROUP_RATES, batch=True),
         ]
         assert settings.jwt_keys_file is not None
         idle = await messaging.idle_sockets(live, database_url, settings.jwt_keys_file, sockets, mail_dir)
@@ -361,8 +381,20 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--only",
-        choices=["attachments", "scale-out", "transparency", "sends", "groups"],
+        choices=["attachments", "scale-out", "transparency", "sends", "groups", "sockets"],
         help="run one scenario and print it",
     )
-    arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.sockets, arguments.only, arguments.workers))
+    parser.add_argument(
+        "--rates",
+        type=lambda text: tuple(int(rate) for rate in text.split(",")),
+        help=f"with --only groups: the offered rates, comma-separated (default: {GROUP_RATES})",
+    )
+    parser.add_argument(
+        "--unbatched", action="store_true", help="with --only groups: one frame per message (no ?batch=true)"
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="serve plain HTTP (TLS at a gateway), not TLS in the server process",
+    )
+    asyncio.run(main(parser.parse_args()))

@@ -1,9 +1,9 @@
 """Messaging scenarios for `make bench`.
 
 (a) recipients offline: many senders over HTTP into 1:1 conversations, nobody connected;
-(b) groups of 10 with every member online on a WebSocket, senders on their sockets: send latency
-    (send frame -> `sent` reply) and send-to-delivery latency (send frame -> the `message` frame
-    at every other member);
+(b) groups of 10 with every member online on a WebSocket, senders on their sockets at fixed
+    offered rates: send latency (send frame due -> `sent` reply), send-to-delivery latency (due ->
+    the message's frame at every other member) and deliveries lost;
 (c) idle sockets held by one server process, and the server's memory per socket.
 """
 
@@ -52,6 +52,8 @@ class ScenarioResult:
     delivery: Latencies | None = None
     deliveries: int = 0
     errors: int = 0
+    # Deliveries owed (every stored message to every other member) that never came.
+    lost: int | None = None
 
     @property
     def rate(self) -> float:
@@ -181,20 +183,76 @@ async def offline_recipients(
     )
 
 
-def _ws(server: LiveServer, pair: dict[str, Any], context: ssl.SSLContext) -> Any:
+def _ws(server: LiveServer, pair: dict[str, Any], context: ssl.SSLContext, batch: bool = False) -> Any:
+    base = f"ws://127.0.0.1:{server.port}" if server.plain else f"wss://localhost:{server.port}"
     return connect(
-        f"wss://localhost:{server.port}/v1/ws",
-        ssl=context,
+        f"{base}/v1/ws" + ("?batch=true" if batch else ""),
+        ssl=None if server.plain else context,
         additional_headers=_auth(pair),
         proxy=None,
         max_queue=None,
         ping_interval=None,
+        compression=None,  # ciphertext does not compress (and the server does not offer it)
     )
 
 
+@dataclass
+class _Step:
+    """What one rate step of scenario (b) saw: when each message was due, the replies, and every
+    delivery (once per socket and message)."""
+
+    due: dict[str, float]
+    send_latency: list[float]
+    delivery_latency: list[float]
+    delivered: set[tuple[int, str]]
+    errors: int = 0
+
+
+class _Member:
+    """One member's socket: counts deliveries of others' messages and acknowledges them (once per
+    frame: acks are cumulative), and the replies to its own sends."""
+
+    def __init__(self, index: int, ws: ClientConnection, device: str, cid: str, epoch: int) -> None:
+        self.index, self.ws, self.device, self.cid, self.epoch = index, ws, device, cid, epoch
+        self.step: _Step | None = None
+
+    async def read_forever(self) -> None:
+        async for raw in self.ws:
+            frame = json.loads(raw)
+            now = time.perf_counter()
+            step = self.step
+            if frame["type"] in ("message", "messages"):
+                batch = frame["messages"] if frame["type"] == "messages" else [frame["message"]]
+                for message in batch:
+                    due = step.due.get(message["message_id"]) if step else None
+                    key = (self.index, message["message_id"])
+                    others = message["sender_device_id"] != self.device
+                    if step and due is not None and others and key not in step.delivered:
+                        step.delivered.add(key)
+                        step.delivery_latency.append(now - due)
+                await self.ws.send(
+                    json.dumps({"type": "ack", "conversation_id": self.cid, "seq": batch[-1]["seq"]})
+                )
+            elif frame["type"] == "sent" and step is not None:
+                due = step.due.get(frame["message_id"])
+                if due is not None:
+                    step.send_latency.append(now - due)
+            elif frame["type"] == "error" and step is not None:
+                step.errors += 1
+
+
 async def online_groups(
-    server: LiveServer, groups: int, size: int, seconds: float, mail_dir: Path
-) -> ScenarioResult:
+    server: LiveServer,
+    groups: int,
+    size: int,
+    seconds: float,
+    mail_dir: Path,
+    rates: tuple[int, ...],
+    batch: bool,
+) -> list[ScenarioResult]:
+    """Scenario (b): `groups` groups of `size`, every member online; two members of each group send
+    on their sockets at a fixed total rate (open loop: a slow reply does not slow the arrivals, and
+    latencies run from when a message was due), one step per rate."""
     context = server.ssl_context()
     async with server.async_client() as client:
         people = await _users(client, groups * size, mail_dir)
@@ -215,100 +273,64 @@ async def online_groups(
             epoch = (await client.get(f"/v1/conversations/{cid}", headers=_auth(owner))).json()["epoch"]
             conversations.append((cid, epoch, members))
 
-    sent_at: dict[str, float] = {}
-    send_latency: list[float] = []
-    delivery_latency: list[float] = []
-    stop = asyncio.Event()
-    sockets = []
-    runners = []
+    sockets: list[_Member] = []
+    senders: list[_Member] = []
     for cid, epoch, members in conversations:
         for index, member in enumerate(members):
-            ws = await _ws(server, member, context)
-            sockets.append(ws)
-            runners.append(
-                asyncio.create_task(
-                    _member(
-                        ws,
-                        index < 2,
-                        cid,
-                        epoch,
-                        member["session_id"],
-                        sent_at,
-                        send_latency,
-                        delivery_latency,
-                        stop,
-                    )
-                )
-            )
-    began = time.perf_counter()
-    await asyncio.sleep(seconds)
-    stop.set()
-    results = await asyncio.gather(*runners)
-    elapsed = time.perf_counter() - began
-    for ws in sockets:
-        await ws.close()
-    return ScenarioResult(
-        f"(b) {groups} groups of {size}, all online, 2 WebSocket senders each",
-        len(send_latency),
-        elapsed,
-        Latencies(send_latency),
-        Latencies(delivery_latency),
-        sum(r[0] for r in results),
-        sum(r[1] for r in results),
-    )
-
-
-async def _member(
-    ws: ClientConnection,
-    sender: bool,
-    cid: str,
-    epoch: int,
-    device: str,
-    sent_at: dict[str, float],
-    send_latency: list[float],
-    delivery_latency: list[float],
-    stop: asyncio.Event,
-) -> tuple[int, int]:
-    """One member's socket: optionally sends in a closed loop; counts deliveries of others' sends."""
-    deliveries = errors = 0
-    pending: dict[str, float] = {}
-    replied = asyncio.Event()
-
-    async def reader() -> None:
-        nonlocal deliveries, errors
-        async for raw in ws:
-            frame = json.loads(raw)
-            if frame["type"] == "message":
-                message = frame["message"]
-                started = sent_at.get(message["message_id"])
-                if started is not None and message["sender_device_id"] != device:
-                    delivery_latency.append(time.perf_counter() - started)
-                    deliveries += 1
-                    await ws.send(json.dumps({"type": "ack", "conversation_id": cid, "seq": message["seq"]}))
-            elif frame["type"] == "sent":
-                started = pending.pop(frame["message_id"], None)
-                if started is not None:
-                    send_latency.append(time.perf_counter() - started)
-                replied.set()
-            elif frame["type"] == "error":
-                errors += 1
-                replied.set()
-
-    reading = asyncio.create_task(reader())
+            ws = await _ws(server, member, context, batch)
+            sockets.append(_Member(len(sockets), ws, member["session_id"], cid, epoch))
+            if index < 2:
+                senders.append(sockets[-1])
+    readers = [asyncio.create_task(m.read_forever()) for m in sockets]
+    results = []
     try:
-        while sender and not stop.is_set():
-            body = _envelope(epoch)
-            now = time.perf_counter()
-            pending[body["message_id"]] = now
-            sent_at[body["message_id"]] = now
-            replied.clear()
-            await ws.send(json.dumps({"type": "send", "conversation_id": cid, **body}))
-            await replied.wait()
-        await stop.wait()
-        await asyncio.sleep(1.0)  # the last deliveries
+        for rate in rates:
+            results.append(await _group_step(sockets, senders, size, rate, seconds, batch))
     finally:
-        reading.cancel()
-    return deliveries, errors
+        for reader in readers:
+            reader.cancel()
+        for socket in sockets:
+            await socket.ws.close()
+    return results
+
+
+async def _group_step(
+    sockets: list[_Member], senders: list[_Member], size: int, rate: int, seconds: float, batch: bool
+) -> ScenarioResult:
+    step = _Step({}, [], [], set())
+    for member in sockets:
+        member.step = step
+    began = time.perf_counter()
+    count = 0
+    while (due := began + count / rate) < began + seconds:
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        sender = senders[count % len(senders)]
+        body = _envelope(sender.epoch)
+        step.due[body["message_id"]] = due
+        await sender.ws.send(json.dumps({"type": "send", "conversation_id": sender.cid, **body}))
+        count += 1
+    elapsed = time.perf_counter() - began
+    # Every stored message must reach the other members of its group: wait for the stragglers.
+    deadline = time.perf_counter() + 10
+    while time.perf_counter() < deadline:
+        expected = len(step.send_latency) * (size - 1)
+        if len(step.send_latency) + step.errors == count and len(step.delivered) >= expected:
+            break
+        await asyncio.sleep(0.1)
+    for member in sockets:
+        member.step = None
+    return ScenarioResult(
+        f"(b) {len(sockets) // size} groups of {size}, all online, {rate}/s offered"
+        + (", batched frames" if batch else ", one frame per message"),
+        len(step.send_latency),
+        elapsed,
+        Latencies(step.send_latency),
+        Latencies(step.delivery_latency),
+        len(step.delivered),
+        step.errors,
+        lost=len(step.send_latency) * (size - 1) - len(step.delivered),
+    )
 
 
 def _rss_kib(pid: int) -> int:

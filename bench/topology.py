@@ -58,7 +58,7 @@ def topology(
     gateway = None
     directory.mkdir(parents=True, exist_ok=True)
     try:
-        for service, copies in (*((name, 1) for name in SERVICES), ("messaging", messaging_copies)):
+        for service, count in (*((name, 1) for name in SERVICES), ("messaging", messaging_copies)):
             started[service] = [
                 start_server(
                     settings,
@@ -69,7 +69,7 @@ def topology(
                     service=service,
                     plain=True,
                 )
-                for i in range(copies)
+                for i in range(count)
             ]
         gateway = start_gateway(
             binary,
