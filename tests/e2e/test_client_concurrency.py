@@ -18,7 +18,7 @@ from websockets.sync.client import ClientConnection, connect
 from tests.conftest import ServerFactory
 from tests.e2e.test_cli import CLIENT, Cli, assert_readable_failure, base_environment
 from tests.support.server import LiveServer
-from veil.client.cli.live import websocket_url
+from veil.client.cli.live import single_frames, websocket_url
 from veil.client.sdk.http import VeilClient
 from veil.client.sdk.keystore import ScryptParams
 
@@ -148,8 +148,9 @@ def announced(socket: ClientConnection, last_seq: int) -> set[int]:
     deadline = time.monotonic() + 20
     while last_seq not in seqs:
         frame = json.loads(socket.recv(timeout=max(0.1, deadline - time.monotonic())))
-        if frame.get("type") == "message":
-            seqs.add(int(frame["message"]["seq"]))
+        for single in single_frames(frame):  # the client's URL asks for `messages` frames
+            if single.get("type") == "message":
+                seqs.add(int(single["message"]["seq"]))
     return seqs
 
 

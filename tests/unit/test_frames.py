@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from veil.client.cli.live import single_frames
 from veil.messaging.store import MessageRecord
 from veil.messaging.views import message_view
 from veil.realtime.frames import EncodedMessage, MessageFrame, MessagesFrame, messages_frame
@@ -41,3 +42,13 @@ def test_a_messages_frame_is_what_the_model_encodes() -> None:
     spliced = messages_frame([EncodedMessage.of(r).view for r in records])
     assert spliced == MessagesFrame(messages=[message_view(r) for r in records]).encode()
     assert [m["seq"] for m in orjson.loads(spliced)["messages"]] == [1, 2, 3]
+
+
+def test_the_client_reads_a_messages_frame_as_single_message_frames() -> None:
+    records = [record(seq) for seq in (4, 5)]
+    batch = orjson.loads(messages_frame([EncodedMessage.of(r).view for r in records]))
+    singles = single_frames(batch)
+    assert singles == [orjson.loads(EncodedMessage.of(r).frame) for r in records]
+    receipt = {"type": "receipt", "up_to_seq": 3}
+    assert single_frames(receipt) == [receipt]
+    assert single_frames({"type": "messages", "messages": "nonsense"}) == []

@@ -31,9 +31,22 @@ _MAX_BACKOFF = 15.0
 
 
 def websocket_url(base_url: str) -> str:
-    """`https://host:port` -> `wss://host:port/v1/ws` (and http -> ws)."""
+    """`https://host:port` -> `wss://host:port/v1/ws?batch=true` (and http -> ws): messages that
+    are ready together come in one `messages` frame."""
     scheme, rest = base_url.rstrip("/").split("://", 1)
-    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/ws"
+    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/ws?batch=true"
+
+
+def single_frames(frame: dict[str, Any]) -> list[dict[str, Any]]:
+    """A `messages` frame as the `message` frames it stands for; any other frame as it is."""
+    if frame.get("type") != "messages":
+        return [frame]
+    batch = frame.get("messages")
+    return (
+        [{"type": "message", "message": m} for m in batch if isinstance(m, dict)]
+        if isinstance(batch, list)
+        else []
+    )
 
 
 class LiveFeed:
@@ -86,7 +99,7 @@ class LiveFeed:
                 text = self._socket.recv(timeout=wait)
                 frame = json.loads(text)
                 if isinstance(frame, dict):
-                    frames.append(frame)
+                    frames.extend(single_frames(frame))
                 wait = 0
         except TimeoutError:
             return frames
