@@ -284,6 +284,9 @@ async def main(arguments: argparse.Namespace) -> None:
 
         admin = await asyncpg.connect(server_url(settings))
         await admin.execute(f'CREATE DATABASE "{name}"')
+        for setting in arguments.pg:  # for the server's sessions, which open after this
+            key, _, value = setting.partition("=")
+            await admin.execute(f'ALTER DATABASE "{name}" SET {key} = {value}')
         await admin.close()
         database_url = with_database(server_url(settings), name)
         await apply_migrations(database_url)
@@ -396,5 +399,12 @@ if __name__ == "__main__":
         "--plain",
         action="store_true",
         help="serve plain HTTP (TLS at a gateway), not TLS in the server process",
+    )
+    parser.add_argument(
+        "--pg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a PostgreSQL setting for the server's sessions, e.g. commit_delay=100 (repeatable)",
     )
     asyncio.run(main(parser.parse_args()))
