@@ -133,44 +133,68 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
 
 
-# Measured on 2026-11-26 with `top` and py-spy on the server during the scenarios; re-check when
-# the send path or the rig changes.
+# Measured by hand on 2026-12-07 with `top`, py-spy and interleaved runs of the old and the new
+# code (`--only sends|groups|sockets`); re-check when the send or delivery path or the rig changes.
 ANALYSIS = """
 ### Where the time goes (2026-12-07, issue 19)
 
-- **This machine is slower than it was**: the code as it stood before this round (4021754) gave
-  565-868 sends/s in scenario (a) today where it gave 1,140-1,398 on 2026-11-26, and logins
-  sustain 10/s instead of 17-20. Compare the ratios below, not today's numbers with older ones.
-- **What changed, measured interleaved** (20 s runs, old code against new, same machine, same
-  hour): (a) 712 median (565-868) -> 819 median (770-883) sends/s with 2 workers, about +15 %;
-  (b) 263 -> 336-347 messages/s (2,033-2,133 -> 2,842-3,122 deliveries/s), about +30 % (+40 %
-  deliveries); with 1 worker (b) gave 309/s. The levers: access tokens verified once per token and
-  process (~190 us -> ~2 us, 19 % of the first profile -> 0.3 %); pooled connections returned
-  without asyncpg's reset query (one round trip per request, ~12 % of the profile); one LISTEN
-  connection per process instead of four (PostgreSQL wakes every listening connection on every
-  NOTIFY: 20 % of a core -> 8 % in (a)); acks of every socket in a process written together every
-  25 ms (the cursor writes, 0.61 of a core at 200 messages/s, no longer show); `VEIL_WORKERS` (one
-  process per core on the one port, ADR 0023).
-- **CPU at saturation** (top over 10 s, the machine 100 % busy): in (a) the two Veil workers use
-  1.09 cores, PostgreSQL 0.58 (the send statement 0.51, listeners 0.08), the load generator 0.23;
-  in (b) Veil 1.12, the generator 0.45 (100 sockets), PostgreSQL 0.34. Per durable send that is
-  ~1.4 ms of Veil CPU and ~0.7 ms of PostgreSQL CPU on this machine.
-- **Profile of a worker in (a)** (py-spy, 20 s, 3,845 samples): asyncpg executing the send
-  statement 23 % (almost all of it asyncpg's own encoding and protocol work), uvicorn writing the
-  response through TLS 12.5 %, Starlette routing and the two middlewares ~10 %, the handler's own
-  work (strict JSON validation, the plaintext check, the digest, the JSON answer) ~10 %; token
-  verification and the access log no longer show.
-- **Why (a) and (b) stay out of reach here**: ~2.1 ms of CPU per durable send across Veil and
-  PostgreSQL means at most ~1,000 sends/s on two cores even without a load generator; 3,000/s needs
-  about a third of that CPU per send or more cores. The server scales with processes (workers, or
-  processes behind the gateway: see "Scale-out" below), so on a 2-core machine the targets are a
-  matter of cores. Levers not taken yet: batched `messages` frames (one TLS record per socket for
-  several messages), TLS at the gateway instead of in the workers, granian or picows, msgspec.
-- **(c) memory**: ~105-110 KiB per socket *with TLS in the service process*; two workers add a
-  second process's base (~150 MiB). Behind the TLS-terminating gateway (the production shape) the
-  OpenSSL buffers, most of it, leave the service process.
-- **Run-to-run variance** on this shared machine is 15-30 % today: the same code gave 565 and 868
-  sends/s ten minutes apart.
+Measured interleaved (old code against new, same machine, same hour) with `--only` runs of one
+scenario; this shared machine's speed varies by a factor of two from day to day (the same commit
+gave 565-868 sends/s in (a) one morning and 2,325 that evening), so compare the ratios, not the
+figures of different days.
+
+**(b) fan-out, second round.** Delivery p95 at each offered rate (10 s steps, 2 workers, nothing
+lost in any run):
+
+| offered | before (b9e860b) | one frame per message | `?batch=true` |
+|---|---|---|---|
+| 500/s | 125 ms | 14 ms | 15 ms |
+| 750/s | 191 ms | 43 ms | 26 ms |
+| 1,000/s | 486 ms | 159 ms | 57 ms |
+| 1,250/s | - | 1,251 ms | 138 ms |
+
+The profile of a worker at ~600 messages/s before: permessage-deflate compressing frames of
+ciphertext, which does not compress, 12 % of the worker's CPU (and a zlib context per socket);
+a database read per socket after every delivery, even of messages the hub had already read for all
+of them, 12 %; and, invisible to a CPU profile, the hub's dispatcher reading each new message and
+its members' memberships in two round trips, one message after the other, so that at ~1,000
+messages/s the notifications queued for seconds. Now: permessage-deflate is off, a socket reads
+the database only on a gap, the dispatcher reads every new message of a burst of notifications in
+two statements, and a client that opens its socket with `?batch=true` (veil-client does) gets
+what is ready in one `messages` frame (one WebSocket frame, one TLS record, one ack per
+conversation). At 1,000 messages/s the writers are now 8 % of a worker's CPU and the dispatcher
+16 %; the send path (`send` frames: validation, the one statement) is 27 %. CPU at 1,000/s: the
+two workers 0.88 of a core, the load generator 0.46, PostgreSQL ~0.5; the machine is near 1.9 of
+2 cores, which is why 1,250/s is past the knee.
+
+**(c) memory.** permessage-deflate, which `websockets` clients ask for by default, cost ~40 KiB
+per socket: 10,000 sockets took 1,175 MiB before (109 KiB each) and 795 MiB now (70 KiB each)
+with TLS in one process; 533 MiB (43 KiB each) with plain HTTP behind the TLS gateway (the
+production shape); 997 MiB with two workers, the second process's base included.
+
+**(a) durable sends: out of reach on two cores.** 2,130-2,340 sends/s with p95 21-23 ms (the
+earlier rounds changed the per-request costs; this round did not touch them). The CPU at
+saturation (top over 10 s): the two workers 1.06 cores, PostgreSQL ~0.6, the load generator 0.20,
+that is ~0.45 ms of Veil, ~0.26 ms of PostgreSQL and ~0.09 ms of generator per send, ~0.8 ms in
+all: at most ~2,500 sends/s on two cores, where 3,000/s needs ~0.67 ms. Profile of a worker (py-spy,
+12 s, 1,259 samples): asyncpg executing the one statement 21 % (encoding and the socket write),
+Starlette's routing, the three middlewares and the response path ~27 %, the handler's own work
+(strict JSON validation, the plaintext check, the digest, the JSON answer) ~13 %, the event loop and
+TLS ~10 %. Reaching 3,000/s here would take a third off everything at once (the framework and the
+database protocol included); on more cores the services scale out (see "Scale-out").
+
+**Measured and not kept.** granian 2.8.9 (Rust HTTP, WebSocket and TLS; 2 workers) in place of
+uvicorn: (a) 1,969-1,977 sends/s against 2,287 with uvicorn, (b) at 1,000/s a delivery p95 of
+209 ms against 66 ms. msgspec for the envelope: 0.6 us against pydantic's 4.7 us per envelope,
+about 1 % of a send's CPU. `commit_delay=200, commit_siblings=5`: 2,161 and 2,102 sends/s against
+2,128 and 2,132 without (`--pg` sets them). picows was not tried: it is not an ASGI server, and
+the whole WebSocket layer (frames in and out, TLS) is under 10 % of a worker at 1,000 messages/s.
+
+**First round (same day, earlier):** access tokens verified once per token and process (19 % of
+the first profile -> 0.3 %), pooled connections returned without asyncpg's reset query (~12 %),
+one LISTEN connection per process instead of four (PostgreSQL wakes every listener on every
+NOTIFY), acks of every socket of a process written together every 25 ms, and `VEIL_WORKERS` (one
+process per core on the one port, ADR 0023): (a) +15 %, (b) +30 %.
 """
 
 
