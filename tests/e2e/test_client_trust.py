@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.clients import FAST, Clients
+from tests.support.clients import FAST, Clients, FakeClock
 from tests.support.lying_server import LyingServer
 from tests.support.server import LiveServer
 from tests.support.users import PASSWORD, new_email
@@ -48,19 +48,6 @@ from veil.client.sdk.models import (
 Body = Any
 
 # Helpers -----------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    """A clock the test moves by hand, for the client's `clock` parameter."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def new_client(

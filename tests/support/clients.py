@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support.server import LiveServer
@@ -14,6 +16,19 @@ from veil.devstack import mailbox
 FAST = ScryptParams(log2_n=10)  # tests only: the default Scrypt cost would dominate every save
 
 
+class FakeClock:
+    """A clock the test moves by hand, for the client's `clock` parameter."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Clients:
     """Signed-in reference clients, each with its own keystore, closed at the end of the test."""
 
@@ -23,19 +38,20 @@ class Clients:
         self.opened: list[VeilClient] = []
         self.emails: dict[str, str] = {}
 
-    def open(self, name: str) -> VeilClient:
+    def open(self, name: str, *, clock: Callable[[], float] = time.time) -> VeilClient:
         client = VeilClient(
             self.api.base_url,
             verify=self.api.ca_file,
             keystore=self.keystore(name),
             passphrase=self.passphrase(name),
             scrypt=FAST,
+            clock=clock,
         )
         self.opened.append(client)
         return client
 
-    def new(self, name: str) -> VeilClient:
-        client = self.open(name)
+    def new(self, name: str, *, clock: Callable[[], float] = time.time) -> VeilClient:
+        client = self.open(name, clock=clock)
         email = new_email()
         self.sign_up(client, email)
         client.login(email, PASSWORD, device_name=name)

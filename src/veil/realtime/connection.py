@@ -280,9 +280,11 @@ class DeviceConnection:
         self._batch_bytes += size
 
     async def _flush_batch(self) -> None:
-        if self._batch:
-            text = messages_frame(self._batch)
-            self._batch, self._batch_bytes = [], 0
+        text = messages_frame(self._batch) if self._batch else None
+        self._batch, self._batch_bytes = [], 0
+        # A socket being closed (a revoked session, a removal of the device) gets nothing more;
+        # what it was not sent is not acknowledged either, so it is replayed on the next socket.
+        if text is not None and self._close_code is None:
             await self._send_text(text)
 
     async def _deliver_device_messages(self) -> None:

@@ -250,7 +250,7 @@ class Hub:
         members = {(c, connection.user_id) for c, _ in wanted for connection in subscribers[c]}
         async with self._db.connection() as conn:
             records = await messaging_store.messages_at(conn, wanted)
-            joined = await store.joined_among(conn, sorted(members))
+            joined = await store.joined_among(conn, list(members))
         encoded = {(r.conversation_id, r.seq): EncodedMessage.of(r) for r in records}
         for conversation_id, seq in wanted:
             message = encoded.get((conversation_id, seq))

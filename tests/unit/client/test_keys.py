@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PublicKey
 
 from veil.client.protocol.errors import UnknownPrekeyError
-from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS, DeviceKeys
+from veil.client.protocol.keys import DEFAULT_PQ_ONE_TIME_PREKEYS, PREKEY_ROTATION_SECONDS, DeviceKeys
 
 
 def _b64(value: object) -> bytes:
@@ -107,6 +107,40 @@ def test_rotation_keeps_the_previous_signed_prekey_for_a_while() -> None:
     with pytest.raises(UnknownPrekeyError):
         keys.signed_prekey_private(first)
     keys.signed_prekey_private(second)
+
+
+def test_prekeys_rotate_weekly_from_the_first_check() -> None:
+    keys = DeviceKeys.generate(one_time=0, pq_one_time=0)
+    start = 1_800_000_000
+    before = keys.public_bundle(include_one_time=False)
+    assert not keys.rotate_prekeys_if_due(start)  # starts the clock: a new device keeps its keys
+    assert not keys.rotate_prekeys_if_due(start + PREKEY_ROTATION_SECONDS - 1)
+    assert keys.public_bundle(include_one_time=False) == before
+
+    assert keys.rotate_prekeys_if_due(start + PREKEY_ROTATION_SECONDS)
+    after = keys.public_bundle(include_one_time=False)
+    for member in ("signed_prekey", "pq_last_resort_prekey"):
+        assert after[member]["key_id"] != before[member]["key_id"]
+        assert after[member]["public_key"] != before[member]["public_key"]
+    assert (after["identity_key"], after["signing_key"]) == (before["identity_key"], before["signing_key"])
+    # Set-ups that named the replaced keys (in flight) still open.
+    keys.signed_prekey_private(before["signed_prekey"]["key_id"])
+    keys.pq_prekey_private(before["pq_last_resort_prekey"]["key_id"])
+    # The next rotation is a week after this one, not after the first check.
+    assert not keys.rotate_prekeys_if_due(start + 2 * PREKEY_ROTATION_SECONDS - 1)
+    assert keys.rotate_prekeys_if_due(start + 2 * PREKEY_ROTATION_SECONDS)
+
+
+def test_the_rotation_clock_survives_the_key_store() -> None:
+    keys = DeviceKeys.generate(one_time=0, pq_one_time=0)
+    keys.rotate_prekeys_if_due(1_800_000_000)
+    restored = DeviceKeys.from_state(keys.to_state())
+    assert restored.prekeys_rotated_at == 1_800_000_000
+    assert restored.rotate_prekeys_if_due(1_800_000_000 + PREKEY_ROTATION_SECONDS)
+    # A state from before rotation existed has no clock: it starts at the first check.
+    older = keys.to_state()
+    del older["prekeys_rotated_at"]
+    assert DeviceKeys.from_state(older).prekeys_rotated_at is None
 
 
 def test_state_round_trip_keeps_every_key() -> None:

@@ -21,6 +21,7 @@ from veil.client.protocol.errors import (
     UnknownPrekeyError,
     UnknownSessionError,
 )
+from veil.client.protocol.keys import PREKEY_ROTATION_SECONDS
 from veil.client.protocol.session import STATE_VERSION, ClientCrypto
 
 
@@ -55,6 +56,26 @@ def test_session_set_up_and_messages_both_ways_in_and_out_of_order(
         assert (
             alice.decrypt_device_message(bob.user_id, bob.device_id, "session_message", message) == expected
         )
+
+
+def test_a_set_up_from_a_bundle_claimed_before_a_rotation_opens_until_the_next(
+    directory: Directory, alice: ClientCrypto, bob: ClientCrypto
+) -> None:
+    directory.publish(bob)
+    claim = directory.claim(bob, with_one_time=False)  # the signed prekey alone: the weakest case
+    assert not bob.rotate_prekeys_if_due(NOW)
+    assert bob.rotate_prekeys_if_due(NOW + PREKEY_ROTATION_SECONDS)
+    assert bob.bundle()["signed_prekey"]["key_id"] != claim["signed_prekey"]["key_id"]
+    init = alice.start_session(bob.user_id, bob.device_id, claim, b"in flight")
+    assert bob.accept_session(alice.user_id, alice.device_id, init) == b"in flight"
+
+    # A week later that prekey is gone with its private key: a set-up held back that long, or made
+    # by someone who stole the key, opens nothing.
+    assert bob.rotate_prekeys_if_due(NOW + 2 * PREKEY_ROTATION_SECONDS)
+    carol = new_device()
+    late = carol.start_session(bob.user_id, bob.device_id, claim, b"too late")
+    with pytest.raises(UnknownPrekeyError):
+        bob.accept_session(carol.user_id, carol.device_id, late)
 
 
 def test_one_time_prekey_is_deleted_after_use(

@@ -41,6 +41,9 @@ from veil.client.protocol.pqxdh import (
 # Set-ups in flight may still name the previous signed (or PQ last-resort) prekey after a rotation.
 PREVIOUS_SIGNED_PREKEYS_KEPT = 1
 PREVIOUS_PQ_LAST_RESORT_PREKEYS_KEPT = 1
+# The signed prekey and the PQ last-resort prekey are replaced this often (X3DH suggests weekly or
+# monthly): it bounds how long a stolen one opens set-ups that used no one-time key.
+PREKEY_ROTATION_SECONDS = 7 * 24 * 3600
 # Each one-time PQ prekey costs 1.6 kB in the bundle and on the server (which keeps at most 100
 # unclaimed per device), so fewer are made than X25519 ones; the last-resort key covers a run-out.
 DEFAULT_PQ_ONE_TIME_PREKEYS = 20
@@ -147,6 +150,7 @@ class DeviceKeys:
         pq_last_resort_prekey: PQPrekey | None = None,
         previous_pq_last_resort_prekeys: dict[int, PQPrekey] | None = None,
         pq_one_time_prekeys: dict[int, PQPrekey] | None = None,
+        prekeys_rotated_at: int | None = None,
     ) -> None:
         self.identity = identity
         self.signing = signing
@@ -157,6 +161,9 @@ class DeviceKeys:
         self._pq_last_resort = pq_last_resort_prekey
         self._previous_pq_last_resort = previous_pq_last_resort_prekeys or {}
         self._pq_one_time = pq_one_time_prekeys or {}
+        # When the signed and PQ last-resort prekeys were last replaced, in seconds since the epoch;
+        # None until the first `rotate_prekeys_if_due` (a new device, or a state from before).
+        self.prekeys_rotated_at = prekeys_rotated_at
 
     @classmethod
     def generate(cls, *, one_time: int = 100, pq_one_time: int = DEFAULT_PQ_ONE_TIME_PREKEYS) -> DeviceKeys:
@@ -292,6 +299,22 @@ class DeviceKeys:
         self.signed_prekey = SignedPrekey.generate(self._allocate_key_id(), self.signing)
         return self.signed_prekey.public_dict()
 
+    def rotate_prekeys_if_due(self, now: float) -> bool:
+        """Replace the signed prekey and the PQ last-resort prekey once they are
+        `PREKEY_ROTATION_SECONDS` old, keeping the previous ones for set-ups in flight; True when
+        they were replaced (publish `public_bundle(include_one_time=False)`). The first call only
+        starts the clock, so a new device or an older state does not rotate at once."""
+        if self.prekeys_rotated_at is None:
+            self.prekeys_rotated_at = int(now)
+            return False
+        if now - self.prekeys_rotated_at < PREKEY_ROTATION_SECONDS:
+            return False
+        self.rotate_signed_prekey()
+        if self._pq_last_resort is not None:
+            self.rotate_pq_last_resort_prekey()
+        self.prekeys_rotated_at = int(now)
+        return True
+
     def signed_prekey_private(self, key_id: int) -> X25519PrivateKey:
         """The private signed prekey with this id, current or recently rotated."""
         if key_id == self.signed_prekey.key_id:
@@ -372,6 +395,8 @@ class DeviceKeys:
             state["pq_one_time_prekeys"] = [
                 prekey.to_state() for _, prekey in sorted(self._pq_one_time.items())
             ]
+        if self.prekeys_rotated_at is not None:
+            state["prekeys_rotated_at"] = self.prekeys_rotated_at
         return state
 
     @classmethod
@@ -396,6 +421,9 @@ class DeviceKeys:
             pq_last_resort_prekey=None if last_resort is None else PQPrekey.from_state(last_resort),
             previous_pq_last_resort_prekeys=_read_pq_prekeys(state, "previous_pq_last_resort_prekeys"),
             pq_one_time_prekeys=_read_pq_prekeys(state, "pq_one_time_prekeys"),
+            prekeys_rotated_at=(
+                read_int(state, "prekeys_rotated_at") if "prekeys_rotated_at" in state else None
+            ),
         )
 
 

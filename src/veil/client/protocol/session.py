@@ -125,6 +125,11 @@ class ClientCrypto:
         """New one-time PQ prekeys: the `pq_one_time_prekeys` list for `POST /v1/keys/one-time`."""
         return self.keys.add_pq_one_time_prekeys(count)
 
+    def rotate_prekeys_if_due(self, now: float) -> bool:
+        """Replace the signed and PQ last-resort prekeys when a week old; True when replaced
+        (publish `bundle(include_one_time=False)`). See `DeviceKeys.rotate_prekeys_if_due`."""
+        return self.keys.rotate_prekeys_if_due(now)
+
     def ensure_pq_last_resort_prekey(self) -> dict[str, Any] | None:
         """Make the PQ last-resort prekey a device from before PQXDH lacks; the new key (publish it
         with `PUT /v1/keys`, `bundle(include_one_time=False)`), or None if it had one."""

@@ -1278,6 +1278,14 @@ class VeilClient:
         self._fetch_device_messages()
         if self._pending_links:
             self._take_links()
+        self._rotate_prekeys_if_due()
+
+    def _rotate_prekeys_if_due(self) -> None:
+        """Weekly, a new signed prekey and PQ last-resort prekey, once the queued set-ups were read
+        with the old ones (kept a while longer for those still in flight)."""
+        if self.crypto.rotate_prekeys_if_due(self._clock()):
+            self._save()  # before publishing, like every key
+            self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
 
     def _fetch_device_messages(self) -> None:
         params: dict[str, Any] = {"limit": _PAGE}
