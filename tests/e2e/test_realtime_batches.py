@@ -24,6 +24,13 @@ def user(client: httpx.Client) -> dict[str, Any]:
     return login(client, register(client))
 
 
+def alice_and_bob(client: httpx.Client) -> tuple[dict[str, Any], dict[str, Any], str, int]:
+    """Two new users in a new group: (alice, bob, conversation_id, epoch)."""
+    alice, bob = user(client), user(client)
+    conversation = group(client, alice, bob)
+    return alice, bob, conversation["conversation_id"], conversation["epoch"]
+
+
 async def frames_until(ws: ClientConnection, count: int) -> list[dict[str, Any]]:
     """Frames carrying messages until `count` messages came; any `message` frame fails the test."""
     frames: list[dict[str, Any]] = []
@@ -41,9 +48,7 @@ def seqs(frames: list[dict[str, Any]]) -> list[int]:
 
 async def test_replay_and_live_messages_come_in_batches(api: LiveServer) -> None:
     with api.client() as client:
-        alice, bob = user(client), user(client)
-        conversation = group(client, alice, bob)
-        cid, epoch = conversation["conversation_id"], conversation["epoch"]
+        alice, bob, cid, epoch = alice_and_bob(client)
         sent = [send(client, bob, cid, envelope(epoch)).json() for _ in range(5)]
 
     async with ws_connect(api, alice, **BATCH) as ws:
@@ -71,9 +76,7 @@ async def test_replay_and_live_messages_come_in_batches(api: LiveServer) -> None
 async def test_a_batch_holds_at_most_100_messages(make_server: ServerFactory) -> None:
     server = make_server(VEIL_AUTH_RATE="10000", VEIL_AUTH_BURST="10000", VEIL_MESSAGES_PER_MINUTE="1000")
     with server.client() as client:
-        alice, bob = user(client), user(client)
-        conversation = group(client, alice, bob)
-        cid, epoch = conversation["conversation_id"], conversation["epoch"]
+        alice, bob, cid, epoch = alice_and_bob(client)
         for _ in range(130):
             assert send(client, bob, cid, envelope(epoch, size=16)).status_code == 201
 
@@ -85,9 +88,7 @@ async def test_a_batch_holds_at_most_100_messages(make_server: ServerFactory) ->
 
 async def test_a_batch_holds_at_most_256_kib(api: LiveServer) -> None:
     with api.client() as client:
-        alice, bob = user(client), user(client)
-        conversation = group(client, alice, bob)
-        cid, epoch = conversation["conversation_id"], conversation["epoch"]
+        alice, bob, cid, epoch = alice_and_bob(client)
         for _ in range(5):  # 60 KiB of ciphertext, 80 KiB in base64: three fit in a frame
             assert send(client, bob, cid, envelope(epoch, size=60 * 1024)).status_code == 201
 
@@ -118,9 +119,7 @@ async def test_a_malformed_batch_parameter_is_refused_with_422(api: LiveServer, 
 
 async def test_batch_false_keeps_single_message_frames(api: LiveServer) -> None:
     with api.client() as client:
-        alice, bob = user(client), user(client)
-        conversation = group(client, alice, bob)
-        cid, epoch = conversation["conversation_id"], conversation["epoch"]
+        alice, bob, cid, epoch = alice_and_bob(client)
         for _ in range(2):
             send(client, bob, cid, envelope(epoch))
     async with ws_connect(api, alice, query="?batch=false") as ws:
