@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff and mypy
 	$(BIN)/mypy
 
 test: lint ## Lint, types, then unit, integration and e2e tests on private stacks (.data-test/gw*)
-	VEIL_TEST_DATA_DIR=.data-test $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	VEIL_TEST_DATA_DIR=.data-test $(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --durations=30
 
 unit: $(STAMP) ## Only the fast unit tests
 	$(BIN)/pytest tests/unit
