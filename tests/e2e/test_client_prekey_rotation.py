@@ -9,11 +9,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
+
 from tests.support.clients import Clients, FakeClock
 from tests.support.databases import query
+from tests.support.lying_server import LyingServer
 from tests.support.server import LiveServer
 from tests.support.users import bearer, login
 from veil.client.protocol.keys import PREKEY_ROTATION_SECONDS
+from veil.client.sdk.models import VeilError
 
 
 def served_keys(api: LiveServer, database_url: str, clients: Clients, user_id: str) -> dict[str, Any]:
@@ -61,3 +65,28 @@ def test_prekeys_are_replaced_weekly_and_new_sessions_use_the_new_ones(
     direct = alice.create_direct(bob.user_id)
     alice.send_text(direct.conversation_id, "after the rotation")
     assert [m.text for m in bob.history(direct.conversation_id)] == ["after the rotation"]
+
+
+def test_a_rotation_the_server_did_not_take_is_published_at_the_next_sync(
+    clients: Clients, api: LiveServer, database_url: str
+) -> None:
+    clock = FakeClock()
+    server = LyingServer(api.ca_file)
+    bob = clients.new("bob", clock=clock, transport=server)
+    clients.new("alice")
+    bob.fetch_device_messages()
+    before = served_keys(api, database_url, clients, bob.user_id)
+
+    clock.advance(PREKEY_ROTATION_SECONDS)
+    refusal = server.refuse("PUT", "/v1/keys")
+    with pytest.raises(VeilError):
+        bob.fetch_device_messages()
+    assert served_keys(api, database_url, clients, bob.user_id)["signed_prekey"] == before["signed_prekey"]
+
+    server.stop(refusal)
+    clock.advance(60)
+    bob.fetch_device_messages()
+    after = served_keys(api, database_url, clients, bob.user_id)
+    assert after["signed_prekey"] == bob.crypto.bundle(include_one_time=False)["signed_prekey"]
+    assert after["signed_prekey"] != before["signed_prekey"]
+    assert [s.status for s in server.sent if (s.method, s.path) == ("PUT", "/v1/keys")][-2:] == [503, 200]

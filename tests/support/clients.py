@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.support.server import LiveServer
 from tests.support.stackdir import test_mail_dir
 from tests.support.users import PASSWORD, new_email
@@ -38,7 +40,13 @@ class Clients:
         self.opened: list[VeilClient] = []
         self.emails: dict[str, str] = {}
 
-    def open(self, name: str, *, clock: Callable[[], float] = time.time) -> VeilClient:
+    def open(
+        self,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> VeilClient:
         client = VeilClient(
             self.api.base_url,
             verify=self.api.ca_file,
@@ -46,12 +54,19 @@ class Clients:
             passphrase=self.passphrase(name),
             scrypt=FAST,
             clock=clock,
+            transport=transport,
         )
         self.opened.append(client)
         return client
 
-    def new(self, name: str, *, clock: Callable[[], float] = time.time) -> VeilClient:
-        client = self.open(name, clock=clock)
+    def new(
+        self,
+        name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+        transport: httpx.BaseTransport | None = None,
+    ) -> VeilClient:
+        client = self.open(name, clock=clock, transport=transport)
         email = new_email()
         self.sign_up(client, email)
         client.login(email, PASSWORD, device_name=name)

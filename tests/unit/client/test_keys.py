@@ -126,9 +126,30 @@ def test_prekeys_rotate_weekly_from_the_first_check() -> None:
     # Set-ups that named the replaced keys (in flight) still open.
     keys.signed_prekey_private(before["signed_prekey"]["key_id"])
     keys.pq_prekey_private(before["pq_last_resort_prekey"]["key_id"])
+    keys.prekeys_published(start + PREKEY_ROTATION_SECONDS)
     # The next rotation is a week after this one, not after the first check.
     assert not keys.rotate_prekeys_if_due(start + 2 * PREKEY_ROTATION_SECONDS - 1)
     assert keys.rotate_prekeys_if_due(start + 2 * PREKEY_ROTATION_SECONDS)
+
+
+def test_unpublished_prekeys_are_offered_again_and_not_replaced_meanwhile() -> None:
+    keys = DeviceKeys.generate(one_time=0, pq_one_time=0)
+    start = 1_800_000_000
+    keys.rotate_prekeys_if_due(start)
+    served = keys.public_bundle(include_one_time=False)["signed_prekey"]["key_id"]
+    assert keys.rotate_prekeys_if_due(start + PREKEY_ROTATION_SECONDS)  # the PUT then fails
+    pending = keys.public_bundle(include_one_time=False)
+    # Still waiting, across a reload of the key store and past another week: the same keys are
+    # offered, and the one the server still hands out stays openable.
+    keys = DeviceKeys.from_state(keys.to_state())
+    assert keys.rotate_prekeys_if_due(start + 3 * PREKEY_ROTATION_SECONDS)
+    assert keys.public_bundle(include_one_time=False) == pending
+    keys.signed_prekey_private(served)
+    keys.prekeys_published(start + 3 * PREKEY_ROTATION_SECONDS)
+    assert "prekeys_unpublished" not in keys.to_state()
+    # Their week counts from when the server got them.
+    assert not keys.rotate_prekeys_if_due(start + 4 * PREKEY_ROTATION_SECONDS - 1)
+    assert keys.rotate_prekeys_if_due(start + 4 * PREKEY_ROTATION_SECONDS)
 
 
 def test_the_rotation_clock_survives_the_key_store() -> None:

@@ -65,6 +65,7 @@ def test_a_set_up_from_a_bundle_claimed_before_a_rotation_opens_until_the_next(
     claim = directory.claim(bob, with_one_time=False)  # the signed prekey alone: the weakest case
     assert not bob.rotate_prekeys_if_due(NOW)
     assert bob.rotate_prekeys_if_due(NOW + PREKEY_ROTATION_SECONDS)
+    bob.prekeys_published(NOW + PREKEY_ROTATION_SECONDS)
     assert bob.bundle()["signed_prekey"]["key_id"] != claim["signed_prekey"]["key_id"]
     init = alice.start_session(bob.user_id, bob.device_id, claim, b"in flight")
     assert bob.accept_session(alice.user_id, alice.device_id, init) == b"in flight"

@@ -151,6 +151,7 @@ class DeviceKeys:
         previous_pq_last_resort_prekeys: dict[int, PQPrekey] | None = None,
         pq_one_time_prekeys: dict[int, PQPrekey] | None = None,
         prekeys_rotated_at: int | None = None,
+        prekeys_unpublished: bool = False,
     ) -> None:
         self.identity = identity
         self.signing = signing
@@ -164,6 +165,8 @@ class DeviceKeys:
         # When the signed and PQ last-resort prekeys were last replaced, in seconds since the epoch;
         # None until the first `rotate_prekeys_if_due` (a new device, or a state from before).
         self.prekeys_rotated_at = prekeys_rotated_at
+        # Replaced prekeys the server does not have yet (the `PUT /v1/keys` failed or never ran).
+        self._prekeys_unpublished = prekeys_unpublished
 
     @classmethod
     def generate(cls, *, one_time: int = 100, pq_one_time: int = DEFAULT_PQ_ONE_TIME_PREKEYS) -> DeviceKeys:
@@ -301,19 +304,26 @@ class DeviceKeys:
 
     def rotate_prekeys_if_due(self, now: float) -> bool:
         """Replace the signed prekey and the PQ last-resort prekey once they are
-        `PREKEY_ROTATION_SECONDS` old, keeping the previous ones for set-ups in flight; True when
-        they were replaced (publish `public_bundle(include_one_time=False)`). The first call only
-        starts the clock, so a new device or an older state does not rotate at once."""
+        `PREKEY_ROTATION_SECONDS` old, keeping the previous ones for set-ups in flight. True while
+        replaced prekeys wait to be published (`public_bundle(include_one_time=False)`, then
+        `prekeys_published`); until then nothing is replaced again, so the key the server still
+        hands out stays openable. The first call only starts the clock, so a new device or an
+        older state does not rotate at once."""
         if self.prekeys_rotated_at is None:
             self.prekeys_rotated_at = int(now)
             return False
-        if now - self.prekeys_rotated_at < PREKEY_ROTATION_SECONDS:
-            return False
-        self.rotate_signed_prekey()
-        if self._pq_last_resort is not None:
-            self.rotate_pq_last_resort_prekey()
+        if not self._prekeys_unpublished and now - self.prekeys_rotated_at >= PREKEY_ROTATION_SECONDS:
+            self.rotate_signed_prekey()
+            if self._pq_last_resort is not None:
+                self.rotate_pq_last_resort_prekey()
+            self.prekeys_rotated_at = int(now)
+            self._prekeys_unpublished = True
+        return self._prekeys_unpublished
+
+    def prekeys_published(self, now: float) -> None:
+        """The server accepted the replaced prekeys: their week counts from now."""
+        self._prekeys_unpublished = False
         self.prekeys_rotated_at = int(now)
-        return True
 
     def signed_prekey_private(self, key_id: int) -> X25519PrivateKey:
         """The private signed prekey with this id, current or recently rotated."""
@@ -397,6 +407,8 @@ class DeviceKeys:
             ]
         if self.prekeys_rotated_at is not None:
             state["prekeys_rotated_at"] = self.prekeys_rotated_at
+        if self._prekeys_unpublished:
+            state["prekeys_unpublished"] = True
         return state
 
     @classmethod
@@ -424,6 +436,7 @@ class DeviceKeys:
             prekeys_rotated_at=(
                 read_int(state, "prekeys_rotated_at") if "prekeys_rotated_at" in state else None
             ),
+            prekeys_unpublished=state.get("prekeys_unpublished") is True,
         )
 
 

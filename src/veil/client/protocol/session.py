@@ -126,9 +126,13 @@ class ClientCrypto:
         return self.keys.add_pq_one_time_prekeys(count)
 
     def rotate_prekeys_if_due(self, now: float) -> bool:
-        """Replace the signed and PQ last-resort prekeys when a week old; True when replaced
-        (publish `bundle(include_one_time=False)`). See `DeviceKeys.rotate_prekeys_if_due`."""
+        """Replace the signed and PQ last-resort prekeys when a week old; True while replaced ones
+        wait to be published (`bundle(include_one_time=False)`, then `prekeys_published`). See
+        `DeviceKeys.rotate_prekeys_if_due`."""
         return self.keys.rotate_prekeys_if_due(now)
+
+    def prekeys_published(self, now: float) -> None:
+        self.keys.prekeys_published(now)
 
     def ensure_pq_last_resort_prekey(self) -> dict[str, Any] | None:
         """Make the PQ last-resort prekey a device from before PQXDH lacks; the new key (publish it

@@ -1282,10 +1282,13 @@ class VeilClient:
 
     def _rotate_prekeys_if_due(self) -> None:
         """Weekly, a new signed prekey and PQ last-resort prekey, once the queued set-ups were read
-        with the old ones (kept a while longer for those still in flight)."""
+        with the old ones (kept a while longer for those still in flight). A publication that
+        failed is tried again at the next sync."""
         if self.crypto.rotate_prekeys_if_due(self._clock()):
             self._save()  # before publishing, like every key
             self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
+            self.crypto.prekeys_published(self._clock())
+            self._save()
 
     def _fetch_device_messages(self) -> None:
         params: dict[str, Any] = {"limit": _PAGE}
