@@ -74,8 +74,6 @@ class Confirmation:
     email: str | None = None
     # An export that is still being built: fetch it later with `export_status`.
     building: bool = False
-    # An erasure: the sessions it ended (not part of the answer).
-    sessions_ended: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +172,7 @@ class AccountService:
         now = self._clock.now()
         wrong: str | None = None
         result: Confirmation | None = None
+        ended: list[uuid.UUID] = []
         async with self._db.transaction("account_confirm") as conn:
             request = await store.lock_request(conn, request_id, principal.user_id)
             if request is None:
@@ -192,7 +191,7 @@ class AccountService:
                 account = await store.account(conn, principal.user_id)
                 if account is None:
                     raise not_found("No such account.")
-                result = await self._apply(conn, request, account, now)
+                result, ended = await self._apply(conn, request, account, now)
                 await store.mark_confirmed(conn, request.id, now)
                 if request.type == "email_change":
                     # Told in the same commit as the change: never a change the old address misses.
@@ -205,7 +204,7 @@ class AccountService:
                     )
         if wrong is not None or result is None:  # raised after the commit, so the attempt counts
             raise _wrong_code(wrong or "The code is wrong.")
-        self._sessions.revoked(list(result.sessions_ended))
+        self._sessions.revoked(ended)
         user = str(principal.user_id)
         log.info("security_event", kind="account_request_confirmed", type=result.type, user_id=user)
         if result.type == "export":
@@ -214,23 +213,24 @@ class AccountService:
 
     async def _apply(
         self, conn: Connection, request: RequestRecord, account: AccountRecord, now: datetime
-    ) -> Confirmation:
+    ) -> tuple[Confirmation, list[uuid.UUID]]:
+        """Carry out a confirmed request: the answer, and the sessions it ended (an erasure's)."""
         if request.type == "email_change":
             assert request.new_email is not None
             try:
                 await store.change_email(conn, account.id, request.new_email, now)
             except store.EmailTaken:
                 raise conflict("An account with this email already exists.") from None
-            return Confirmation("email_change", email=request.new_email)
+            return Confirmation("email_change", email=request.new_email), []
         if request.type == "erasure":
             purge_after = now + self._limits.erasure_grace
             ended = await store.disable_for_erasure(conn, account.id, now, purge_after)
             await notify_revoked(conn, ended)  # open sockets close within seconds
-            return Confirmation("erasure", purge_after=purge_after, sessions_ended=tuple(ended))
+            return Confirmation("erasure", purge_after=purge_after), ended
         await store.queue_export(
             conn, secrets.token_urlsafe(32), account.id, request.id, now, now + _EXPORT_DEADLINE
         )
-        return Confirmation("export", building=True)
+        return Confirmation("export", building=True), []
 
     async def status(self, principal: Principal, request_id: uuid.UUID) -> RequestStatus:
         """A request as its owner sees it; for an export, where to download it once built."""

@@ -56,7 +56,6 @@ LOGGED_FIELDS = frozenset(
         "incident_id",
         "ip",
         "kind",
-        "listener",
         "mail_id",
         "method",
         "name",
