@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
-
 import asyncpg
 
+from tests.support.waiting import until
 from veil.core.listener import APPLICATION_NAME, Notifications
-
-
-async def _until(condition: Callable[[], bool], what: str) -> None:
-    for _ in range(500):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(what)
 
 
 async def _listeners(db: asyncpg.Connection[asyncpg.Record]) -> list[int]:
@@ -35,7 +25,7 @@ async def test_every_subscriber_shares_one_connection_and_hears_only_its_channel
     await shared.subscribe(["alpha"], lambda _c, p: heard["a"].append(p), on_up=lambda: ups.append("a"))
     shared.start()
     try:
-        await _until(lambda: ups == ["a"], "the first subscriber was told the connection is up")
+        await until(lambda: ups == ["a"], "the first subscriber was told the connection is up")
         # A subscriber that comes later listens on the same connection, and is told at once.
         await shared.subscribe(
             ["beta", "alpha"], lambda c, p: heard["b"].append(f"{c}:{p}"), on_up=lambda: ups.append("b")
@@ -43,7 +33,7 @@ async def test_every_subscriber_shares_one_connection_and_hears_only_its_channel
         assert ups == ["a", "b"]
         assert len(await _listeners(db)) == 1
         await db.execute("SELECT pg_notify('alpha', '1'), pg_notify('beta', '2'), pg_notify('gamma', '3')")
-        await _until(lambda: len(heard["b"]) == 2, "both channels reached the second subscriber")
+        await until(lambda: len(heard["b"]) == 2, "both channels reached the second subscriber")
         assert heard == {"a": ["1"], "b": ["alpha:1", "beta:2"]}
     finally:
         await shared.close()
@@ -63,11 +53,11 @@ async def test_a_lost_connection_is_reported_down_then_up_and_listens_again(
     )
     shared.start()
     try:
-        await _until(lambda: events == ["up"], "up")
+        await until(lambda: events == ["up"], "up")
         [pid] = await _listeners(db)
         await db.execute("SELECT pg_terminate_backend($1)", pid)
-        await _until(lambda: events == ["up", "down", "up"], "down, then up again")
+        await until(lambda: events == ["up", "down", "up"], "down, then up again")
         await db.execute("SELECT pg_notify('alpha', 'after')")
-        await _until(lambda: heard == ["after"], "the new connection listens on the channel again")
+        await until(lambda: heard == ["after"], "the new connection listens on the channel again")
     finally:
         await shared.close()

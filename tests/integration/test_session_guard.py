@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from tests.support.waiting import until
 from veil.core.db import Connection, Database
 from veil.core.listener import APPLICATION_NAME, Notifications
 from veil.core.metrics import Metrics
@@ -53,11 +54,7 @@ async def guard(database: PausingDatabase, database_url: str) -> AsyncIterator[S
     notifications.start()
     sessions = SessionGuard(database, notifications)
     await sessions.start()
-    for _ in range(500):
-        if sessions.listening:
-            break
-        await asyncio.sleep(0.01)
-    assert sessions.listening
+    await until(lambda: sessions.listening, "the guard listens")
     try:
         yield sessions
     finally:
@@ -130,11 +127,11 @@ async def test_a_notice_from_another_process_drops_the_session(
     assert await guard.is_active(session_id, datetime.now(UTC))
     await _revoke_without_notice(db, session_id)
     await db.execute("SELECT pg_notify('veil_session_revoked', $1)", str(session_id))
-    for _ in range(500):
-        if not await guard.is_active(session_id, datetime.now(UTC)):
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail("the revocation notice never reached the cache")
+
+    async def refused() -> bool:
+        return not await guard.is_active(session_id, datetime.now(UTC))
+
+    await until(refused, "the revocation notice reached the cache")
 
 
 async def test_the_cache_never_vouches_for_a_session_past_its_end(
@@ -158,16 +155,9 @@ async def test_an_answer_read_before_the_listener_came_back_is_not_cached(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
         APPLICATION_NAME,
     )
-    for _ in range(500):
-        if not guard.listening:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not guard.listening, "the guard noticed its listener dropped")
     await _revoke_without_notice(db, session_id)
-    for _ in range(500):
-        if guard.listening:
-            break
-        await asyncio.sleep(0.01)
-    assert guard.listening
+    await until(lambda: guard.listening, "the guard listens again")
     database.hold = False
     database.release.set()
     assert await check

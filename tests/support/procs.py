@@ -43,9 +43,15 @@ def tcp_sockets(pid: int) -> list[TcpSocket]:
                 inodes.add(target[8:-1])
     except FileNotFoundError:
         return []
+    if not inodes:
+        return []
     sockets = []
     for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except FileNotFoundError:  # it died meanwhile (a zombie has no network tables)
+            return []
+        for line in lines:
             fields = line.split()
             if fields[9] in inodes:
                 local, remote = fields[1], fields[2]
