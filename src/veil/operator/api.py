@@ -14,7 +14,7 @@ from veil.core.problems import Problem
 from veil.core.resources import Resources
 from veil.core.security.authn import Principal
 from veil.core.web.app import ServiceModule
-from veil.core.web.endpoint import Endpoint, json_response, no_content, state_of
+from veil.core.web.endpoint import Endpoint, Handler, json_response, no_content, state_of
 from veil.core.web.params import ID_CURSOR, LIMIT, MAX_BIGINT, IntQuery, path_uuid
 from veil.operator.schemas import (
     AddIncidentEntry,
@@ -162,124 +162,100 @@ def build(resources: Resources) -> OperatorService:
 _U = "/v1/admin/users/{user_id}"
 _I = "/v1/admin/incidents/{incident_id}"
 
-# Every operation may answer 404: it is what anyone without the operator role gets.
+
+def _admin(method: str, path: str, handler: Handler, summary: str, **options: Any) -> Endpoint:
+    """An operators-only operation. Every one may answer 404: it is what anyone without the operator
+    role gets (before validation, so a refused caller learns nothing of the API)."""
+    errors = (404, *options.pop("errors", ()))
+    return Endpoint(method, path, handler, summary, TAG, errors=errors, guard=_operators_only, **options)
+
+
 MODULE = ServiceModule(
     "operator",
     [
-        Endpoint(
+        _admin(
             "GET",
             "/v1/admin/users",
             list_users,
             "Users' metadata and counts, by id, or the one account with an email (operators).",
-            TAG,
             responses={200: AdminUserList},
-            errors=(404,),
-            guard=_operators_only,
             query=(LIMIT, ID_CURSOR, EMAIL),
         ),
-        Endpoint(
+        _admin(
             "GET",
             _U,
             get_user,
             "One user's metadata and counts (operators).",
-            TAG,
             responses={200: AdminUserView},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "POST",
             _U + "/suspend",
             suspend_user,
             "Suspend an account and end all its sessions at once (operators).",
-            TAG,
             responses={204: None},
-            errors=(404, 409),
-            guard=_operators_only,
+            errors=(409,),
         ),
-        Endpoint(
+        _admin(
             "POST",
             _U + "/reinstate",
             reinstate_user,
             "Lift a suspension (operators).",
-            TAG,
             responses={204: None},
-            errors=(404, 409),
-            guard=_operators_only,
+            errors=(409,),
         ),
-        Endpoint(
+        _admin(
             "POST",
             _U + "/sessions/revoke",
             revoke_user_sessions,
             "End every session of a user without suspending the account (operators).",
-            TAG,
             responses={204: None},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "POST",
             "/v1/admin/incidents",
             create_incident,
             "Open an incident in the append-only incident log (operators).",
-            TAG,
             body=CreateIncident,
             responses={201: IncidentView},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "GET",
             "/v1/admin/incidents",
             list_incidents,
             "Incidents, newest first (operators).",
-            TAG,
             responses={200: IncidentList},
-            errors=(404,),
-            guard=_operators_only,
             query=(LIMIT, NUMBER_CURSOR),
         ),
-        Endpoint(
+        _admin(
             "GET",
             _I,
             get_incident,
             "One incident with its entries (operators).",
-            TAG,
             responses={200: IncidentDetail},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "POST",
             _I + "/entries",
             add_incident_entry,
             "Append an update, a mitigation step or a notification to an incident (operators).",
-            TAG,
             body=AddIncidentEntry,
             responses={201: IncidentEntryView},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "POST",
             _I + "/notifications",
             notify_incident_users,
             "E-mail a content-free security notice to affected users and record when (operators).",
-            TAG,
             body=NotifyUsers,
             responses={200: NotificationResult},
-            errors=(404,),
-            guard=_operators_only,
         ),
-        Endpoint(
+        _admin(
             "GET",
             "/v1/admin/audit",
             list_audit,
             "The audit trail of operator actions, newest first (operators).",
-            TAG,
             responses={200: AuditList},
-            errors=(404,),
-            guard=_operators_only,
             query=(LIMIT, NUMBER_CURSOR),
         ),
     ],
