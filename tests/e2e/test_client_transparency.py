@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import ServerFactory
 from tests.e2e.test_cli import Cli
-from tests.e2e.test_client_trust import as_device, devices_path, form_group, new_client, with_items
+from tests.e2e.test_client_trust import as_device, devices_path, form_group, with_items
 from tests.e2e.test_transparency import transparency_cli
 from tests.support.clients import FAST, Clients
 from tests.support.forked_log import Fork, ForkedLog, remove_entries_of, rewrite_entries_of
@@ -63,7 +63,7 @@ def test_a_forked_log_is_caught_through_gossip_and_the_conversation_is_held(
     ada = clients.new("ada")
     lying = LyingServer(api.ca_file)
     forked(carol, rewrite_entries_of(user_hash(carol.user_id))).install(lying)
-    bob = new_client(clients, "bob", transport=lying)
+    bob = clients.new("bob", transport=lying)
     cid = form_group(ada, bob)
 
     # Bob's lookups verify against the fork; his message carries his (forked) head.
@@ -108,7 +108,7 @@ def test_a_head_the_server_keeps_from_being_checked_is_checked_later_or_holds_th
     that check it; the head stays pending: checked at the next read, and after three refused
     checks the conversation is held as if the check had failed."""
     lying = LyingServer(api.ca_file)
-    ada = new_client(clients, "ada", transport=lying)
+    ada = clients.new("ada", transport=lying)
     bob = clients.new("bob")
     first, second = form_group(ada, bob), form_group(ada, bob)
     ada.transparency_head()
@@ -142,7 +142,7 @@ def test_a_rewritten_or_removed_entry_is_caught_by_a_client_that_saw_the_older_h
 ) -> None:
     carol = clients.new("carol")
     lying = LyingServer(api.ca_file)
-    ada = new_client(clients, "ada", transport=lying)
+    ada = clients.new("ada", transport=lying)
     seen = ada.transparency_head()  # the real log, with Carol's entries
     target = user_hash(carol.user_id)
     lie = rewrite_entries_of(target) if fork == "rewritten" else remove_entries_of(target)
@@ -164,7 +164,7 @@ def test_keys_the_log_does_not_hold_are_refused_even_at_first_contact(
     client without any pinned key for Ada refuses both, because the log says otherwise."""
     ada, mallory = clients.new("ada"), clients.new("mallory")
     lying = LyingServer(api.ca_file)
-    bob = new_client(clients, "bob", transport=lying)
+    bob = clients.new("bob", transport=lying)
     with as_device(api, mallory) as http:
         listing = http.get(f"/v1/users/{mallory.user_id}/devices").json()
 
@@ -188,7 +188,7 @@ def test_keys_the_log_does_not_hold_are_refused_even_at_first_contact(
 
 def test_a_head_signed_by_another_key_is_refused(clients: Clients, api: LiveServer, tmp_path: Path) -> None:
     lying = LyingServer(api.ca_file)
-    ada = new_client(clients, "ada", transport=lying)
+    ada = clients.new("ada", transport=lying)
     ada.transparency_head()
     LogKeys.generate_file(tmp_path / "other-log-keys.json")
     other = LogKeys.load(tmp_path / "other-log-keys.json")

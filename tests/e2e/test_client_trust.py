@@ -27,10 +27,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.clients import FAST, Clients, FakeClock
+from tests.support.clients import Clients, FakeClock
 from tests.support.lying_server import LyingServer
 from tests.support.server import LiveServer
-from tests.support.users import PASSWORD, new_email
+from tests.support.users import PASSWORD
 from veil.client.protocol.codec import b64decode, b64encode
 from veil.client.protocol.commit import commit_hash, make_commit, roster_hash
 from veil.client.protocol.identity import MasterKey, safety_number_qr
@@ -50,33 +50,6 @@ Body = Any
 # Helpers -----------------------------------------------------------------------------------------
 
 
-def new_client(
-    clients: Clients,
-    name: str,
-    *,
-    transport: httpx.BaseTransport | None = None,
-    epoch_grace_seconds: float = 3600.0,
-    clock: Callable[[], float] = time.time,
-) -> VeilClient:
-    """A signed-up, signed-in client like `Clients.new`, with the options `Clients.open` does not take."""
-    client = VeilClient(
-        clients.api.base_url,
-        verify=clients.api.ca_file,
-        keystore=clients.keystore(name),
-        passphrase=clients.passphrase(name),
-        scrypt=FAST,
-        transport=transport,
-        epoch_grace_seconds=epoch_grace_seconds,
-        clock=clock,
-    )
-    clients.opened.append(client)
-    email = new_email()
-    clients.sign_up(client, email)
-    client.login(email, PASSWORD, device_name=name)
-    clients.emails[name] = email
-    return client
-
-
 def lied_to(
     clients: Clients,
     name: str,
@@ -86,7 +59,7 @@ def lied_to(
 ) -> tuple[VeilClient, LyingServer]:
     """A new user whose client reaches the server only through a `LyingServer` the test controls."""
     server = LyingServer(clients.api.ca_file)
-    client = new_client(clients, name, transport=server, epoch_grace_seconds=epoch_grace_seconds, clock=clock)
+    client = clients.new(name, transport=server, epoch_grace_seconds=epoch_grace_seconds, clock=clock)
     return client, server
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from tests.support.server import LiveServer
 from tests.support.stackdir import test_mail_dir
@@ -40,33 +38,23 @@ class Clients:
         self.opened: list[VeilClient] = []
         self.emails: dict[str, str] = {}
 
-    def open(
-        self,
-        name: str,
-        *,
-        clock: Callable[[], float] = time.time,
-        transport: httpx.BaseTransport | None = None,
-    ) -> VeilClient:
+    def open(self, name: str, **options: Any) -> VeilClient:
+        """A client with its own key store; `options` go to `VeilClient` (`clock`, `transport`,
+        `epoch_grace_seconds`, ...)."""
         client = VeilClient(
             self.api.base_url,
             verify=self.api.ca_file,
             keystore=self.keystore(name),
             passphrase=self.passphrase(name),
             scrypt=FAST,
-            clock=clock,
-            transport=transport,
+            **options,
         )
         self.opened.append(client)
         return client
 
-    def new(
-        self,
-        name: str,
-        *,
-        clock: Callable[[], float] = time.time,
-        transport: httpx.BaseTransport | None = None,
-    ) -> VeilClient:
-        client = self.open(name, clock=clock, transport=transport)
+    def new(self, name: str, **options: Any) -> VeilClient:
+        """A new user, signed up and signed in on a new client (`options` as for `open`)."""
+        client = self.open(name, **options)
         email = new_email()
         self.sign_up(client, email)
         client.login(email, PASSWORD, device_name=name)
