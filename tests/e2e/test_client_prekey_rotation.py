@@ -40,9 +40,10 @@ def test_prekeys_are_replaced_weekly_and_new_sessions_use_the_new_ones(
     clients: Clients, api: LiveServer, database_url: str
 ) -> None:
     clock = FakeClock()
-    bob = clients.new("bob", clock=clock)
+    first_run = clients.new("bob", clock=clock)
     alice = clients.new("alice")
-    bob.fetch_device_messages()  # the first sync starts the week
+    first_run.fetch_device_messages()  # the first sync starts the week, and the key store keeps it
+    bob = clients.open("bob", clock=clock)  # the next command: a new process, the same key store
     before = served_keys(api, database_url, clients, bob.user_id)
 
     clock.advance(PREKEY_ROTATION_SECONDS - 60)

@@ -105,17 +105,29 @@ async def test_the_revoking_process_refuses_at_once_without_waiting_for_the_noti
     assert await guard.is_active(other_id, datetime.now(UTC))
 
 
+async def _held_after_its_query(
+    guard: SessionGuard, database: PausingDatabase, session_id: uuid.UUID
+) -> asyncio.Task[bool]:
+    """A check of the session that has read "active" and is held just before it may cache that."""
+    database.hold = True
+    check = asyncio.create_task(guard.is_active(session_id, datetime.now(UTC)))
+    await asyncio.wait_for(database.queried.wait(), 5)
+    return check
+
+
+def _let_go(database: PausingDatabase) -> None:
+    database.hold = False
+    database.release.set()
+
+
 async def test_an_answer_read_before_a_revocation_is_not_cached(
     guard: SessionGuard, database: PausingDatabase, db: asyncpg.Connection[asyncpg.Record]
 ) -> None:
     session_id = await _session(db, timedelta(days=1))
-    database.hold = True
-    check = asyncio.create_task(guard.is_active(session_id, datetime.now(UTC)))
-    await asyncio.wait_for(database.queried.wait(), 5)  # it read "active" and is about to cache it
+    check = await _held_after_its_query(guard, database, session_id)
     await _revoke_without_notice(db, session_id)
     guard.revoked([session_id])
-    database.hold = False
-    database.release.set()
+    _let_go(database)
     assert await check  # it was active when asked
     assert not await guard.is_active(session_id, datetime.now(UTC))  # but that answer was not kept
 
@@ -147,9 +159,7 @@ async def test_an_answer_read_before_the_listener_came_back_is_not_cached(
     guard: SessionGuard, database: PausingDatabase, db: asyncpg.Connection[asyncpg.Record]
 ) -> None:
     session_id = await _session(db, timedelta(days=1))
-    database.hold = True
-    check = asyncio.create_task(guard.is_active(session_id, datetime.now(UTC)))
-    await asyncio.wait_for(database.queried.wait(), 5)
+    check = await _held_after_its_query(guard, database, session_id)
     # The listening connection drops; a revocation's notice is lost in the gap; it comes back.
     await db.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
@@ -158,7 +168,6 @@ async def test_an_answer_read_before_the_listener_came_back_is_not_cached(
     await until(lambda: not guard.listening, "the guard noticed its listener dropped")
     await _revoke_without_notice(db, session_id)
     await until(lambda: guard.listening, "the guard listens again")
-    database.hold = False
-    database.release.set()
+    _let_go(database)
     assert await check
     assert not await guard.is_active(session_id, datetime.now(UTC))

@@ -9,6 +9,7 @@ once per socket.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -228,9 +229,10 @@ class EncodedMessage:
     def of(cls, record: MessageRecord) -> EncodedMessage:
         return cls(record, message_view(record).model_dump_json())
 
-    @property
+    @functools.cached_property
     def frame(self) -> str:
-        """The same text as `MessageFrame(message=...).encode()`."""
+        """The same text as `MessageFrame(message=...).encode()`; built once, for the sockets that
+        do not batch."""
         return f'{{"type":"message","message":{self.view}}}'
 
 

@@ -247,7 +247,7 @@ class Hub:
         wanted = [(conversation_id, seq) for conversation_id, seq in notified if subscribers[conversation_id]]
         if not wanted:
             return
-        members = {(c, connection.user_id) for c, _ in wanted for connection in subscribers[c]}
+        members = {(c, connection.user_id) for c, local in subscribers.items() for connection in local}
         async with self._db.connection() as conn:
             records = await messaging_store.messages_at(conn, wanted)
             joined = await store.joined_among(conn, list(members))

@@ -1284,11 +1284,14 @@ class VeilClient:
         """Weekly, a new signed prekey and PQ last-resort prekey, once the queued set-ups were read
         with the old ones (kept a while longer for those still in flight). A publication that
         failed is tried again at the next sync."""
+        starting = self.crypto.keys.prekeys_rotated_at is None
         if self.crypto.rotate_prekeys_if_due(self._clock()):
             self._save()  # before publishing, like every key
             self._call("PUT", "/v1/keys", json=self.crypto.bundle(include_one_time=False))
             self.crypto.prekeys_published(self._clock())
             self._save()
+        elif starting:
+            self._save()  # the week started: a command that saves nothing else must not lose it
 
     def _fetch_device_messages(self) -> None:
         params: dict[str, Any] = {"limit": _PAGE}
